@@ -1,0 +1,85 @@
+// Masked Adam / AdamW with torch.optim.Adam / AdamW semantics (bias correction, eps outside
+// the square root, L2 or decoupled weight decay, amsgrad).
+//
+//   AdamW: p = p·(1 − lr·wd)            Adam: g = g + wd·p      (when wd ≠ 0)
+//   m = m + (1 − β1)·(g − m)
+//   v = β2·v + (1 − β2)·g·g
+//   v̂ = max(v_max, v) (amsgrad, stored back) or v
+//   p = p − step_size · m / (sqrt(v̂) / sqrt(bc2) + eps)
+// with step_size = lr / (1 − β1^t) and sqrt(bc2) = sqrt(1 − β2^t) computed in f64 on the host
+// from the step count t, exactly as PyTorch computes them.
+//
+// Bindings (group 0):
+//   0 cfg     uniform          AdamConfig, fixed for a phase
+//   1 info    uniform, dynamic StepInfo: t, step_size, bc2_sqrt
+//   2 grad    storage, read    f32[P]
+//   3 mask    storage, read    u32[P]: 0 = frozen
+//   4 params  storage, rw      f32[P]
+//   5 m       storage, rw      f32[P]
+//   6 v       storage, rw      f32[P]
+//   7 v_max   storage, rw      f32[P] (touched only with amsgrad)
+//
+// Invariants: a frozen parameter and its moments are neither read nor written.
+
+override WG: u32 = 64u;
+
+struct AdamConfig {
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    decay_factor: f32,
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
+    decoupled: u32,
+    amsgrad: u32,
+    n_params: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+struct StepInfo {
+    t: u32,
+    blocks: u32,
+    step_size: f32,
+    bc2_sqrt: f32,
+}
+
+@group(0) @binding(0) var<uniform> cfg: AdamConfig;
+@group(0) @binding(1) var<uniform> info: StepInfo;
+@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(3) var<storage, read> mask: array<u32>;
+@group(0) @binding(4) var<storage, read_write> params: array<f32>;
+@group(0) @binding(5) var<storage, read_write> m: array<f32>;
+@group(0) @binding(6) var<storage, read_write> v: array<f32>;
+@group(0) @binding(7) var<storage, read_write> v_max: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * groups.x) * WG + lid;
+    if i >= cfg.n_params || mask[i] == 0u {
+        return;
+    }
+    var p = params[i];
+    var g = grad[i];
+    if cfg.decoupled != 0u {
+        p = p * cfg.decay_factor;
+    } else if cfg.weight_decay != 0.0 {
+        g = g + cfg.weight_decay * p;
+    }
+    let m_new = m[i] + cfg.one_minus_beta1 * (g - m[i]);
+    let v_new = v[i] * cfg.beta2 + cfg.one_minus_beta2 * g * g;
+    m[i] = m_new;
+    v[i] = v_new;
+    var v_hat = v_new;
+    if cfg.amsgrad != 0u {
+        v_hat = max(v_max[i], v_new);
+        v_max[i] = v_hat;
+    }
+    let denom = sqrt(v_hat) / info.bc2_sqrt + cfg.eps;
+    params[i] = p - info.step_size * m_new / denom;
+}

@@ -1,0 +1,73 @@
+// Masked SGD with torch.optim.SGD semantics (lr, momentum, dampening, nesterov, weight_decay).
+//
+//   g = grad + wd·p                                   (when wd ≠ 0)
+//   buf = g  (t = 1)   or   momentum·buf + (1 − dampening)·g      (when momentum ≠ 0)
+//   g = g + momentum·buf (nesterov)   or   buf
+//   p = p − lr·g
+//
+// Bindings (group 0):
+//   0 cfg       uniform          SgdConfig, fixed for a phase; scalars derived in f64 on the host
+//   1 info      uniform, dynamic StepInfo: t counts the phase's steps from 1
+//   2 grad      storage, read    f32[P]
+//   3 mask      storage, read    u32[P]: 0 = frozen
+//   4 params    storage, rw      f32[P]
+//   5 momentum  storage, rw      f32[P]
+//
+// Invariants: a frozen parameter and its momentum buffer are neither read nor written.
+
+override WG: u32 = 64u;
+
+struct SgdConfig {
+    lr: f32,
+    momentum: f32,
+    one_minus_dampening: f32,
+    weight_decay: f32,
+    nesterov: u32,
+    n_params: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+struct StepInfo {
+    t: u32,
+    blocks: u32,
+    step_size: f32,
+    bc2_sqrt: f32,
+}
+
+@group(0) @binding(0) var<uniform> cfg: SgdConfig;
+@group(0) @binding(1) var<uniform> info: StepInfo;
+@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(3) var<storage, read> mask: array<u32>;
+@group(0) @binding(4) var<storage, read_write> params: array<f32>;
+@group(0) @binding(5) var<storage, read_write> momentum: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wg.x + wg.y * groups.x) * WG + lid;
+    if i >= cfg.n_params || mask[i] == 0u {
+        return;
+    }
+    let p = params[i];
+    var g = grad[i];
+    if cfg.weight_decay != 0.0 {
+        g = g + cfg.weight_decay * p;
+    }
+    if cfg.momentum != 0.0 {
+        var buf = g;
+        if info.t > 1u {
+            buf = momentum[i] * cfg.momentum + cfg.one_minus_dampening * g;
+        }
+        momentum[i] = buf;
+        if cfg.nesterov != 0u {
+            g = g + cfg.momentum * buf;
+        } else {
+            g = buf;
+        }
+    }
+    params[i] = p - cfg.lr * g;
+}

@@ -1,0 +1,1087 @@
+//! One training run on the GPU: its buffers, bind groups and the encoding of steps.
+//!
+//! X and Y live in row chunks that each fit one storage binding. A batch is a list of rows;
+//! [`Backend::set_batches`] splits every planned batch by chunk into a per-chunk index buffer,
+//! so a step only needs offsets, which travel in a ring of dynamic-offset uniforms written
+//! once per submission. Steps between two checks are encoded into one command buffer with no
+//! read-back; the gradient is reduced in a fixed order, so runs are bitwise reproducible.
+
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::context::GpuContext;
+use super::kernels::{Kernel, WORKGROUP_SIZE};
+use crate::backend::{AdamArgs, SgdArgs, StepArgs};
+use crate::cpu::{check_batches, check_params, check_state};
+use crate::{
+    Backend, Dataset, Error, Evaluation, Optimizer, OptimizerState, ParamMask, Params, Result,
+};
+
+/// Uniform slots in the per-step ring.
+const RING_SLOTS: u64 = 4096;
+/// Workgroups in the first stage of a scalar reduction.
+const REDUCE_GROUPS: u32 = 256;
+/// Smallest number of rows one gradient partial sums.
+const MIN_ROWS_PER_BLOCK: u32 = 64;
+
+/// The `Dims` uniform: fixed for a run.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct Dims {
+    d: u32,
+    o: u32,
+    rows_per_block: u32,
+    n_params: u32,
+}
+
+/// The `ChunkStep` uniform: one batch's rows in one chunk.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct ChunkStep {
+    count: u32,
+    row_offset: u32,
+    block_base: u32,
+    inv_count: f32,
+}
+
+/// The `ReduceJob` uniform.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct ReduceJob {
+    len: u32,
+    in_offset: u32,
+    out_offset: u32,
+    square_masked: u32,
+}
+
+/// Uniforms for one submission, written with one `write_buffer` before it.
+struct UniformRing {
+    buffer: wgpu::Buffer,
+    stride: u64,
+    staged: Vec<u8>,
+}
+
+impl UniformRing {
+    fn new(device: &wgpu::Device, alignment: u32) -> Self {
+        let stride = u64::from(alignment).max(16);
+        let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("uniform ring"),
+            size: stride * RING_SLOTS,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Self {
+            buffer,
+            stride,
+            staged: Vec::new(),
+        }
+    }
+
+    fn free_slots(&self) -> u64 {
+        RING_SLOTS - self.staged.len() as u64 / self.stride
+    }
+
+    /// Stages `value` and returns its dynamic offset.
+    fn push<T: Pod>(&mut self, value: &T) -> u32 {
+        let offset = self.staged.len();
+        self.staged.extend_from_slice(bytemuck::bytes_of(value));
+        self.staged.resize(offset + self.stride as usize, 0);
+        offset as u32
+    }
+
+    fn flush(&mut self, queue: &wgpu::Queue) {
+        if !self.staged.is_empty() {
+            queue.write_buffer(&self.buffer, 0, &self.staged);
+            self.staged.clear();
+        }
+    }
+
+    /// A 16-byte binding at offset 0, moved by the dynamic offset.
+    fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: 0,
+            size: NonZeroU64::new(16),
+        })
+    }
+}
+
+/// One row chunk of the data, with the buffers and bind groups of its dispatches.
+struct Chunk {
+    first_row: usize,
+    rows: usize,
+    /// Capacity of `index`, in rows.
+    index_capacity: usize,
+    index: wgpu::Buffer,
+    z: wgpu::Buffer,
+    delta: wgpu::Buffer,
+    loss: wgpu::Buffer,
+    forward: wgpu::BindGroup,
+    bce: wgpu::BindGroup,
+    partial: wgpu::BindGroup,
+    reduce_loss: wgpu::BindGroup,
+}
+
+/// Where one planned batch's rows sit in each chunk's index buffer.
+#[derive(Clone, Debug, Default)]
+struct BatchPlan {
+    /// Per chunk: (count, offset into the chunk's index buffer).
+    segments: Vec<(u32, u32)>,
+    /// Total rows.
+    rows: usize,
+}
+
+/// The buffers of one loaded run.
+struct Run {
+    d: usize,
+    o: usize,
+    n: usize,
+    n_params: usize,
+    rows_per_block: u32,
+    chunks: Vec<Chunk>,
+    ring: UniformRing,
+    params: wgpu::Buffer,
+    saved: wgpu::Buffer,
+    grad: wgpu::Buffer,
+    mask: wgpu::Buffer,
+    momentum: wgpu::Buffer,
+    m: wgpu::Buffer,
+    v: wgpu::Buffer,
+    v_max: wgpu::Buffer,
+    scalars: wgpu::Buffer,
+    sgd_args: wgpu::Buffer,
+    adam_args: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    total: wgpu::BindGroup,
+    sgd: wgpu::BindGroup,
+    adam: wgpu::BindGroup,
+    reduce_grad: wgpu::BindGroup,
+    reduce_final: wgpu::BindGroup,
+    plan: Vec<BatchPlan>,
+    phase: Option<(Optimizer, Vec<bool>)>,
+}
+
+/// The GPU backend: a shared [`GpuContext`] and, once loaded, one run's buffers.
+pub struct GpuBackend {
+    context: Arc<GpuContext>,
+    /// The device's storage binding limit.
+    max_binding: u64,
+    /// Bytes of X (or Y) one chunk may hold: `max_binding` unless a test asks for less.
+    chunk_bytes: u64,
+    run: Option<Run>,
+}
+
+impl GpuBackend {
+    /// A backend on `context`, chunking X by the device's binding limit.
+    pub fn new(context: Arc<GpuContext>) -> Self {
+        let max_binding = context.max_binding_bytes();
+        Self {
+            context,
+            max_binding,
+            chunk_bytes: max_binding,
+            run: None,
+        }
+    }
+
+    /// A backend that splits X and Y into row chunks of at most `bytes` each (never more than
+    /// one binding allows), as it must for data above the binding limit: exercises chunking
+    /// with small data.
+    pub fn with_chunk_bytes(context: Arc<GpuContext>, bytes: u64) -> Self {
+        let max_binding = context.max_binding_bytes();
+        Self {
+            context,
+            max_binding,
+            chunk_bytes: bytes.min(max_binding),
+            run: None,
+        }
+    }
+
+    /// The context this backend runs on.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.context
+    }
+
+    /// Number of row chunks X was split into for the loaded run (0 before a load).
+    pub fn chunk_count(&self) -> usize {
+        self.run.as_ref().map_or(0, |r| r.chunks.len())
+    }
+
+    fn run(&self) -> Result<&Run> {
+        self.run
+            .as_ref()
+            .ok_or_else(|| Error::Config("no data loaded".into()))
+    }
+
+    fn run_mut(&mut self) -> Result<&mut Run> {
+        self.run
+            .as_mut()
+            .ok_or_else(|| Error::Config("no data loaded".into()))
+    }
+
+    fn storage(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+        if bytes > self.max_binding {
+            return Err(Error::TooLarge {
+                what: label.into(),
+                size: bytes,
+                limit_name: "max_storage_buffer_binding_size",
+                limit: self.max_binding,
+            });
+        }
+        Ok(self.context.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }))
+    }
+
+    fn uniform(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.context.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn bind(
+        &self,
+        label: &str,
+        kernel: &Kernel,
+        entries: &[(u32, wgpu::BindingResource<'_>)],
+    ) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = entries
+            .iter()
+            .map(|(binding, resource)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: resource.clone(),
+            })
+            .collect();
+        self.context
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(label),
+                layout: &kernel.layout,
+                entries: &entries,
+            })
+    }
+
+    /// Reads `len` f32 from the start of `src` through the reusable staging buffer.
+    fn read_f32(&self, src: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let run = self.run()?;
+        let ctx = &self.context;
+        let piece = run.staging.size() as usize / 4;
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let start = out.len();
+            let take = piece.min(len - start);
+            let mut encoder = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("read-back"),
+                });
+            encoder.copy_buffer_to_buffer(src, start as u64 * 4, &run.staging, 0, take as u64 * 4);
+            ctx.queue.submit([encoder.finish()]);
+            let slice = run.staging.slice(..take as u64 * 4);
+            slice.map_async(wgpu::MapMode::Read, |_| {});
+            ctx.wait("reading results back")?;
+            {
+                let view = slice.get_mapped_range().map_err(|e| Error::Gpu {
+                    adapter: ctx.adapter_name().into(),
+                    context: "mapping the staging buffer".into(),
+                    message: e.to_string(),
+                })?;
+                out.extend_from_slice(bytemuck::cast_slice(&view));
+            }
+            run.staging.unmap();
+        }
+        Ok(out)
+    }
+
+    /// Encodes forward, BCE and the gradient of batch `batch` into `pass`; returns the
+    /// number of gradient blocks written.
+    fn encode_gradient(
+        run: &mut Run,
+        ctx: &GpuContext,
+        pass: &mut wgpu::ComputePass<'_>,
+        batch: usize,
+    ) -> u32 {
+        let plan = &run.plan[batch];
+        let inv_count = (1.0 / (plan.rows as f64 * run.o as f64)) as f32;
+        let param_groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
+        let mut block_base = 0u32;
+        for (chunk, &(count, row_offset)) in run.chunks.iter().zip(&plan.segments) {
+            if count == 0 {
+                continue;
+            }
+            let offset = run.ring.push(&ChunkStep {
+                count,
+                row_offset,
+                block_base,
+                inv_count,
+            });
+            let elements = count * run.o as u32;
+            let blocks = count.div_ceil(run.rows_per_block);
+            let k = &ctx.kernels;
+            dispatch(
+                pass,
+                ctx,
+                &k.forward,
+                &chunk.forward,
+                &[offset],
+                elements.div_ceil(WORKGROUP_SIZE),
+            );
+            dispatch(
+                pass,
+                ctx,
+                &k.bce,
+                &chunk.bce,
+                &[offset],
+                elements.div_ceil(WORKGROUP_SIZE),
+            );
+            dispatch(
+                pass,
+                ctx,
+                &k.backward_partial,
+                &chunk.partial,
+                &[offset],
+                param_groups * blocks,
+            );
+            block_base += blocks;
+        }
+        block_base
+    }
+
+    /// Encodes the full gradient of `batch` into `run.grad` (no optimizer step).
+    fn encode_full_gradient(
+        run: &mut Run,
+        ctx: &GpuContext,
+        pass: &mut wgpu::ComputePass<'_>,
+        batch: usize,
+        t: u64,
+    ) -> u32 {
+        let blocks = Self::encode_gradient(run, ctx, pass, batch);
+        let optimizer = run.phase.as_ref().map(|p| &p.0);
+        let mut info = optimizer.map_or(StepArgs::default(), |o| StepArgs::new(o, t));
+        info.blocks = blocks;
+        let offset = run.ring.push(&info);
+        let groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
+        dispatch(
+            pass,
+            ctx,
+            &ctx.kernels.backward_total,
+            &run.total,
+            &[offset],
+            groups,
+        );
+        offset
+    }
+
+    fn encode_update(
+        run: &Run,
+        ctx: &GpuContext,
+        pass: &mut wgpu::ComputePass<'_>,
+        info_offset: u32,
+    ) -> Result<()> {
+        let (optimizer, _) = run
+            .phase
+            .as_ref()
+            .ok_or_else(|| Error::Config("no phase started".into()))?;
+        let groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
+        match optimizer {
+            Optimizer::Sgd(_) => dispatch(
+                pass,
+                ctx,
+                &ctx.kernels.sgd,
+                &run.sgd,
+                &[info_offset],
+                groups,
+            ),
+            Optimizer::Adam(_) => dispatch(
+                pass,
+                ctx,
+                &ctx.kernels.adam,
+                &run.adam,
+                &[info_offset],
+                groups,
+            ),
+        }
+        Ok(())
+    }
+
+    fn check_batch(&self, batch: usize) -> Result<()> {
+        if batch >= self.run()?.plan.len() {
+            return Err(Error::Config(format!("batch {batch} was not planned")));
+        }
+        Ok(())
+    }
+
+    /// Reads a per-chunk buffer of batch `batch` (z, delta or loss) in batch order.
+    fn read_chunked(
+        &self,
+        batch: usize,
+        pick: impl Fn(&Chunk) -> &wgpu::Buffer,
+    ) -> Result<Vec<f32>> {
+        let run = self.run()?;
+        let mut out = Vec::new();
+        for (chunk, &(count, _)) in run.chunks.iter().zip(&run.plan[batch].segments) {
+            if count > 0 {
+                out.extend(self.read_f32(pick(chunk), count as usize * run.o)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs forward and BCE (and the gradient) of `batch` and waits.
+    fn compute_gradient(&mut self, batch: usize) -> Result<()> {
+        self.check_batch(batch)?;
+        let ctx = Arc::clone(&self.context);
+        let run = self.run_mut()?;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("gradient"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("gradient"),
+                timestamp_writes: None,
+            });
+            Self::encode_full_gradient(run, &ctx, &mut pass, batch, 1);
+        }
+        run.ring.flush(&ctx.queue);
+        ctx.queue.submit([encoder.finish()]);
+        ctx.wait("computing a gradient")
+    }
+}
+
+/// Dispatches `groups` workgroups, folded into two dimensions past the per-dimension limit.
+fn dispatch(
+    pass: &mut wgpu::ComputePass<'_>,
+    ctx: &GpuContext,
+    kernel: &Kernel,
+    bind_group: &wgpu::BindGroup,
+    offsets: &[u32],
+    groups: u32,
+) {
+    if groups == 0 {
+        return;
+    }
+    let max = ctx.limits.max_compute_workgroups_per_dimension;
+    let (x, y) = if groups <= max {
+        (groups, 1)
+    } else {
+        (max, groups.div_ceil(max))
+    };
+    pass.set_pipeline(&kernel.pipeline);
+    pass.set_bind_group(0, bind_group, offsets);
+    pass.dispatch_workgroups(x, y, 1);
+}
+
+/// A binding of a whole buffer.
+fn whole(buffer: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
+    buffer.as_entire_binding()
+}
+
+fn write_mask(queue: &wgpu::Queue, buffer: &wgpu::Buffer, mask: &[bool]) {
+    let words: Vec<u32> = mask.iter().map(|&m| m as u32).collect();
+    queue.write_buffer(buffer, 0, bytemuck::cast_slice(&words));
+}
+
+impl Backend for GpuBackend {
+    fn describe(&self) -> String {
+        format!("gpu: {}", self.context.describe())
+    }
+
+    fn load(&mut self, data: &Dataset, init: &Params) -> Result<()> {
+        check_params(data, init)?;
+        self.run = None;
+        let ctx = Arc::clone(&self.context);
+        let (n, d, o) = (data.n, data.d, data.o);
+        let n_params = o * d + o;
+        let widest = d.max(o).max(2) as u64 * 4;
+        if widest > self.chunk_bytes {
+            return Err(Error::TooLarge {
+                what: "one row of X".into(),
+                size: widest,
+                limit_name: "max_storage_buffer_binding_size",
+                limit: self.chunk_bytes,
+            });
+        }
+        // A chunk's X, Y, logits and its index buffer (two plans' worth of rows) each fit
+        // one binding.
+        let rows_per_chunk = ((self.chunk_bytes / widest) as usize).min(n).max(1);
+        let chunk_count = n.div_ceil(rows_per_chunk);
+        let mut rows_per_block = MIN_ROWS_PER_BLOCK;
+        let blocks_for = |rb: u32| -> u64 {
+            (0..chunk_count)
+                .map(|c| ((n - c * rows_per_chunk).min(rows_per_chunk) as u64).div_ceil(rb as u64))
+                .sum()
+        };
+        while blocks_for(rows_per_block) * n_params as u64 * 4 > self.max_binding {
+            if rows_per_block as usize >= rows_per_chunk {
+                return Err(Error::TooLarge {
+                    what: format!("gradient partials for {n_params} parameters"),
+                    size: blocks_for(rows_per_block) * n_params as u64 * 4,
+                    limit_name: "max_storage_buffer_binding_size",
+                    limit: self.max_binding,
+                });
+            }
+            rows_per_block *= 2;
+        }
+        let max_blocks = blocks_for(rows_per_block);
+        let p_bytes = n_params as u64 * 4;
+
+        let dims = self.uniform("dims", std::mem::size_of::<Dims>() as u64);
+        ctx.queue.write_buffer(
+            &dims,
+            0,
+            bytemuck::bytes_of(&Dims {
+                d: d as u32,
+                o: o as u32,
+                rows_per_block,
+                n_params: n_params as u32,
+            }),
+        );
+        let ring = UniformRing::new(&ctx.device, ctx.limits.min_uniform_buffer_offset_alignment);
+        let params = self.storage("params", p_bytes)?;
+        let saved = self.storage("params (last finite)", p_bytes)?;
+        let grad = self.storage("gradient", p_bytes)?;
+        let mask = self.storage("parameter mask", p_bytes)?;
+        let momentum = self.storage("sgd momentum", p_bytes)?;
+        let m = self.storage("adam m", p_bytes)?;
+        let v = self.storage("adam v", p_bytes)?;
+        let v_max = self.storage("adam v_max", p_bytes)?;
+        let partials = self.storage("gradient partials", max_blocks * p_bytes)?;
+        let pos_weight = self.storage("pos_weight", o as u64 * 4)?;
+        let reduce_partials = self.storage(
+            "reduce partials",
+            (chunk_count as u64 + 1) * u64::from(REDUCE_GROUPS) * 4,
+        )?;
+        let scalars = self.storage("scalars", 8)?;
+        let sgd_args = self.uniform("sgd args", std::mem::size_of::<SgdArgs>() as u64);
+        let adam_args = self.uniform("adam args", std::mem::size_of::<AdamArgs>() as u64);
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("staging"),
+            size: p_bytes.max(1 << 20),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue
+            .write_buffer(&params, 0, bytemuck::cast_slice(&init.values));
+        ctx.queue
+            .write_buffer(&saved, 0, bytemuck::cast_slice(&init.values));
+        ctx.queue.write_buffer(
+            &pos_weight,
+            0,
+            bytemuck::cast_slice(&data.pos_weight_or_ones()),
+        );
+        write_mask(&ctx.queue, &mask, &vec![true; n_params]);
+
+        let k = &ctx.kernels;
+        let mut chunks = Vec::with_capacity(chunk_count);
+        for c in 0..chunk_count {
+            let first_row = c * rows_per_chunk;
+            let rows = (n - first_row).min(rows_per_chunk);
+            let x = self.storage(&format!("x chunk {c}"), (rows * d) as u64 * 4)?;
+            let y = self.storage(&format!("y chunk {c}"), (rows * o) as u64 * 4)?;
+            ctx.queue.write_buffer(
+                &x,
+                0,
+                bytemuck::cast_slice(&data.x[first_row * d..(first_row + rows) * d]),
+            );
+            ctx.queue.write_buffer(
+                &y,
+                0,
+                bytemuck::cast_slice(&data.y[first_row * o..(first_row + rows) * o]),
+            );
+            let index_capacity = (2 * rows).min((self.max_binding / 4) as usize);
+            let index = self.storage(&format!("row index chunk {c}"), index_capacity as u64 * 4)?;
+            let z = self.storage(&format!("logits chunk {c}"), (rows * o) as u64 * 4)?;
+            let delta = self.storage(&format!("delta chunk {c}"), (rows * o) as u64 * 4)?;
+            let loss = self.storage(&format!("loss chunk {c}"), (rows * o) as u64 * 4)?;
+            let forward = self.bind(
+                "linear_forward",
+                &k.forward,
+                &[
+                    (0, whole(&dims)),
+                    (1, ring.binding()),
+                    (2, whole(&x)),
+                    (3, whole(&index)),
+                    (4, whole(&params)),
+                    (5, whole(&z)),
+                ],
+            );
+            let bce = self.bind(
+                "bce",
+                &k.bce,
+                &[
+                    (0, whole(&dims)),
+                    (1, ring.binding()),
+                    (2, whole(&y)),
+                    (3, whole(&index)),
+                    (4, whole(&z)),
+                    (5, whole(&pos_weight)),
+                    (6, whole(&delta)),
+                    (7, whole(&loss)),
+                ],
+            );
+            let partial = self.bind(
+                "linear_backward.partial",
+                &k.backward_partial,
+                &[
+                    (0, whole(&dims)),
+                    (1, ring.binding()),
+                    (2, whole(&x)),
+                    (3, whole(&index)),
+                    (4, whole(&delta)),
+                    (5, whole(&partials)),
+                ],
+            );
+            let reduce_loss = self.bind(
+                "reduce loss",
+                &k.reduce,
+                &[
+                    (0, ring.binding()),
+                    (1, whole(&loss)),
+                    (2, whole(&mask)),
+                    (3, whole(&reduce_partials)),
+                ],
+            );
+            chunks.push(Chunk {
+                first_row,
+                rows,
+                index_capacity,
+                index,
+                z,
+                delta,
+                loss,
+                forward,
+                bce,
+                partial,
+                reduce_loss,
+            });
+        }
+        let total = self.bind(
+            "linear_backward.total",
+            &k.backward_total,
+            &[
+                (0, whole(&dims)),
+                (5, whole(&partials)),
+                (6, whole(&grad)),
+                (7, ring.binding()),
+            ],
+        );
+        let sgd = self.bind(
+            "sgd",
+            &k.sgd,
+            &[
+                (0, whole(&sgd_args)),
+                (1, ring.binding()),
+                (2, whole(&grad)),
+                (3, whole(&mask)),
+                (4, whole(&params)),
+                (5, whole(&momentum)),
+            ],
+        );
+        let adam = self.bind(
+            "adam",
+            &k.adam,
+            &[
+                (0, whole(&adam_args)),
+                (1, ring.binding()),
+                (2, whole(&grad)),
+                (3, whole(&mask)),
+                (4, whole(&params)),
+                (5, whole(&m)),
+                (6, whole(&v)),
+                (7, whole(&v_max)),
+            ],
+        );
+        let reduce_grad = self.bind(
+            "reduce gradient",
+            &k.reduce,
+            &[
+                (0, ring.binding()),
+                (1, whole(&grad)),
+                (2, whole(&mask)),
+                (3, whole(&reduce_partials)),
+            ],
+        );
+        let reduce_final = self.bind(
+            "reduce final",
+            &k.reduce,
+            &[
+                (0, ring.binding()),
+                (1, whole(&reduce_partials)),
+                (2, whole(&mask)),
+                (3, whole(&scalars)),
+            ],
+        );
+        log::debug!(
+            "loaded {n}×{d}→{o}: {chunk_count} chunk(s) of ≤ {rows_per_chunk} rows, {rows_per_block} rows per gradient block"
+        );
+        self.run = Some(Run {
+            d,
+            o,
+            n,
+            n_params,
+            rows_per_block,
+            chunks,
+            ring,
+            params,
+            saved,
+            grad,
+            mask,
+            momentum,
+            m,
+            v,
+            v_max,
+            scalars,
+            sgd_args,
+            adam_args,
+            staging,
+            total,
+            sgd,
+            adam,
+            reduce_grad,
+            reduce_final,
+            plan: Vec::new(),
+            phase: None,
+        });
+        ctx.wait("uploading the data")
+    }
+
+    fn set_params(&mut self, params: &Params) -> Result<()> {
+        let run = self.run()?;
+        if params.d != run.d || params.o != run.o || params.values.len() != run.n_params {
+            return Err(Error::Shape(format!(
+                "parameters are Linear({}, {}) but the run is Linear({}, {})",
+                params.d, params.o, run.d, run.o
+            )));
+        }
+        self.context
+            .queue
+            .write_buffer(&run.params, 0, bytemuck::cast_slice(&params.values));
+        self.context.wait("writing parameters")
+    }
+
+    fn params(&mut self) -> Result<Params> {
+        let run = self.run()?;
+        let values = self.read_f32(&run.params, run.n_params)?;
+        Ok(Params {
+            d: run.d,
+            o: run.o,
+            values,
+        })
+    }
+
+    fn set_batches(&mut self, batches: &[Vec<u32>]) -> Result<()> {
+        let ctx = Arc::clone(&self.context);
+        let run = self.run_mut()?;
+        check_batches(run.n, batches)?;
+        let mut indices: Vec<Vec<u32>> = vec![Vec::new(); run.chunks.len()];
+        let mut plan = Vec::with_capacity(batches.len());
+        let rows_per_chunk = run.chunks[0].rows;
+        for batch in batches {
+            let mut segments = vec![(0u32, 0u32); run.chunks.len()];
+            for (c, seg) in segments.iter_mut().enumerate() {
+                seg.1 = indices[c].len() as u32;
+            }
+            for &row in batch {
+                let c = row as usize / rows_per_chunk;
+                indices[c].push((row as usize - run.chunks[c].first_row) as u32);
+                segments[c].0 += 1;
+            }
+            plan.push(BatchPlan {
+                segments,
+                rows: batch.len(),
+            });
+        }
+        for (chunk, index) in run.chunks.iter().zip(&indices) {
+            if index.len() > chunk.index_capacity {
+                return Err(Error::Config(format!(
+                    "the planned batches hold {} rows of a chunk of {} rows; at most {} fit",
+                    index.len(),
+                    chunk.rows,
+                    chunk.index_capacity
+                )));
+            }
+            if !index.is_empty() {
+                ctx.queue
+                    .write_buffer(&chunk.index, 0, bytemuck::cast_slice(index));
+            }
+        }
+        run.plan = plan;
+        Ok(())
+    }
+
+    fn begin_phase(&mut self, optimizer: &Optimizer, mask: &ParamMask) -> Result<()> {
+        optimizer.validate()?;
+        let ctx = Arc::clone(&self.context);
+        let run = self.run_mut()?;
+        if mask.0.len() != run.n_params {
+            return Err(Error::Shape(format!(
+                "mask has {} entries for {} parameters",
+                mask.0.len(),
+                run.n_params
+            )));
+        }
+        write_mask(&ctx.queue, &run.mask, &mask.0);
+        match optimizer {
+            Optimizer::Sgd(c) => ctx.queue.write_buffer(
+                &run.sgd_args,
+                0,
+                bytemuck::bytes_of(&SgdArgs::new(c, run.n_params)),
+            ),
+            Optimizer::Adam(c) => ctx.queue.write_buffer(
+                &run.adam_args,
+                0,
+                bytemuck::bytes_of(&AdamArgs::new(c, run.n_params)),
+            ),
+        }
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("begin phase"),
+            });
+        for buffer in [&run.momentum, &run.m, &run.v, &run.v_max] {
+            encoder.clear_buffer(buffer, 0, None);
+        }
+        ctx.queue.submit([encoder.finish()]);
+        run.phase = Some((optimizer.clone(), mask.0.clone()));
+        ctx.wait("starting a phase")
+    }
+
+    fn run_steps(&mut self, batches: &[usize], first_t: u64) -> Result<()> {
+        if let Some(&batch) = batches.iter().max() {
+            self.check_batch(batch)?;
+        }
+        let count = batches.len();
+        let ctx = Arc::clone(&self.context);
+        let run = self.run_mut()?;
+        if run.phase.is_none() {
+            return Err(Error::Config("no phase started".into()));
+        }
+        let slots_per_step = run.chunks.len() as u64 + 1;
+        let mut done = 0;
+        while done < count {
+            let mut encoder = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("steps"),
+                });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("steps"),
+                    timestamp_writes: None,
+                });
+                while done < count && run.ring.free_slots() >= slots_per_step {
+                    let info = Self::encode_full_gradient(
+                        run,
+                        &ctx,
+                        &mut pass,
+                        batches[done],
+                        first_t + done as u64,
+                    );
+                    Self::encode_update(run, &ctx, &mut pass, info)?;
+                    done += 1;
+                }
+            }
+            run.ring.flush(&ctx.queue);
+            ctx.queue.submit([encoder.finish()]);
+        }
+        // No read-back here: only check that wgpu accepted the work.
+        ctx.check("encoding training steps")
+    }
+
+    fn evaluate(&mut self, batch: usize) -> Result<Evaluation> {
+        self.check_batch(batch)?;
+        let ctx = Arc::clone(&self.context);
+        let run = self.run_mut()?;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("evaluate"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("evaluate"),
+                timestamp_writes: None,
+            });
+            Self::encode_full_gradient(run, &ctx, &mut pass, batch, 1);
+            let reduce = &ctx.kernels.reduce;
+            let groups_for = |len: u32| len.div_ceil(WORKGROUP_SIZE).clamp(1, REDUCE_GROUPS);
+            let mut loss_partials = 0u32;
+            for (chunk, &(count, _)) in run.chunks.iter().zip(&run.plan[batch].segments) {
+                if count == 0 {
+                    continue;
+                }
+                let len = count * run.o as u32;
+                let groups = groups_for(len);
+                let job = run.ring.push(&ReduceJob {
+                    len,
+                    in_offset: 0,
+                    out_offset: loss_partials,
+                    square_masked: 0,
+                });
+                dispatch(&mut pass, &ctx, reduce, &chunk.reduce_loss, &[job], groups);
+                loss_partials += groups;
+            }
+            let grad_base = run.chunks.len() as u32 * REDUCE_GROUPS;
+            let grad_groups = groups_for(run.n_params as u32);
+            let job = run.ring.push(&ReduceJob {
+                len: run.n_params as u32,
+                in_offset: 0,
+                out_offset: grad_base,
+                square_masked: 1,
+            });
+            dispatch(
+                &mut pass,
+                &ctx,
+                reduce,
+                &run.reduce_grad,
+                &[job],
+                grad_groups,
+            );
+            let job = run.ring.push(&ReduceJob {
+                len: loss_partials,
+                in_offset: 0,
+                out_offset: 0,
+                square_masked: 0,
+            });
+            dispatch(&mut pass, &ctx, reduce, &run.reduce_final, &[job], 1);
+            let job = run.ring.push(&ReduceJob {
+                len: grad_groups,
+                in_offset: grad_base,
+                out_offset: 1,
+                square_masked: 0,
+            });
+            dispatch(&mut pass, &ctx, reduce, &run.reduce_final, &[job], 1);
+        }
+        run.ring.flush(&ctx.queue);
+        ctx.queue.submit([encoder.finish()]);
+        let elements = run.plan[batch].rows as f64 * run.o as f64;
+        let scalars = self.read_f32(&self.run()?.scalars, 2)?;
+        Ok(Evaluation {
+            loss: scalars[0] as f64 / elements,
+            grad_norm: (scalars[1] as f64).sqrt(),
+        })
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        let run = self.run()?;
+        copy(
+            &self.context,
+            &run.params,
+            &run.saved,
+            run.n_params,
+            "saving parameters",
+        )
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        let run = self.run()?;
+        copy(
+            &self.context,
+            &run.saved,
+            &run.params,
+            run.n_params,
+            "restoring parameters",
+        )
+    }
+
+    fn logits(&mut self, batch: usize) -> Result<Vec<f32>> {
+        self.compute_gradient(batch)?;
+        self.read_chunked(batch, |c| &c.z)
+    }
+
+    fn loss_and_delta(&mut self, batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.compute_gradient(batch)?;
+        Ok((
+            self.read_chunked(batch, |c| &c.loss)?,
+            self.read_chunked(batch, |c| &c.delta)?,
+        ))
+    }
+
+    fn gradient(&mut self, batch: usize) -> Result<Vec<f32>> {
+        self.compute_gradient(batch)?;
+        let run = self.run()?;
+        self.read_f32(&run.grad, run.n_params)
+    }
+
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let run = self.run()?;
+        check_state(state, run.n_params)?;
+        let q = &self.context.queue;
+        q.write_buffer(&run.momentum, 0, bytemuck::cast_slice(&state.momentum));
+        q.write_buffer(&run.m, 0, bytemuck::cast_slice(&state.m));
+        q.write_buffer(&run.v, 0, bytemuck::cast_slice(&state.v));
+        q.write_buffer(&run.v_max, 0, bytemuck::cast_slice(&state.v_max));
+        self.context.wait("writing optimizer state")
+    }
+
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        let run = self.run()?;
+        Ok(OptimizerState {
+            momentum: self.read_f32(&run.momentum, run.n_params)?,
+            m: self.read_f32(&run.m, run.n_params)?,
+            v: self.read_f32(&run.v, run.n_params)?,
+            v_max: self.read_f32(&run.v_max, run.n_params)?,
+        })
+    }
+
+    fn apply_update(&mut self, grad: &[f32], t: u64) -> Result<()> {
+        let ctx = Arc::clone(&self.context);
+        let run = self.run_mut()?;
+        if grad.len() != run.n_params {
+            return Err(Error::Shape(format!(
+                "gradient has {} values for {} parameters",
+                grad.len(),
+                run.n_params
+            )));
+        }
+        let optimizer = &run
+            .phase
+            .as_ref()
+            .ok_or_else(|| Error::Config("no phase started".into()))?
+            .0;
+        let info = run.ring.push(&StepArgs::new(optimizer, t));
+        ctx.queue
+            .write_buffer(&run.grad, 0, bytemuck::cast_slice(grad));
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("update"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("update"),
+                timestamp_writes: None,
+            });
+            Self::encode_update(run, &ctx, &mut pass, info)?;
+        }
+        run.ring.flush(&ctx.queue);
+        ctx.queue.submit([encoder.finish()]);
+        ctx.wait("applying an update")
+    }
+}
+
+fn copy(
+    ctx: &GpuContext,
+    from: &wgpu::Buffer,
+    to: &wgpu::Buffer,
+    len: usize,
+    what: &str,
+) -> Result<()> {
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
+    encoder.copy_buffer_to_buffer(from, 0, to, 0, len as u64 * 4);
+    ctx.queue.submit([encoder.finish()]);
+    ctx.check(what)
+}

@@ -1,0 +1,184 @@
+//! Adapter and device selection, and turning wgpu's asynchronous errors into [`Error`]s.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::kernels::Kernels;
+use crate::{Error, Result};
+
+/// One adapter, device and queue with every pipeline compiled: build once, share with `Arc`.
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) kernels: Kernels,
+    pub(crate) limits: wgpu::Limits,
+    info: wgpu::AdapterInfo,
+    errors: Arc<Mutex<Vec<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GpuContext {
+    /// Picks an adapter by wgpu's conventions (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`,
+    /// `WGPU_POWER_PREF`), opens a device with the adapter's own limits and builds the kernels.
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async())
+    }
+
+    async fn new_async() -> Result<Self> {
+        // Vulkan, Metal and DX12 unless WGPU_BACKEND says otherwise: compute on GL is poor,
+        // and probing it loads EGL drivers that log errors on headless machines.
+        let descriptor = wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::PRIMARY,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        };
+        let instance = wgpu::Instance::new(descriptor.with_env());
+        let adapter = match std::env::var("WGPU_ADAPTER_NAME") {
+            Ok(wanted) => {
+                let wanted_lower = wanted.to_lowercase();
+                let backends = wgpu::Backends::PRIMARY.with_env();
+                instance
+                    .enumerate_adapters(backends)
+                    .await
+                    .into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&wanted_lower))
+                    .ok_or_else(|| Error::NoAdapter {
+                        detail: format!(" matching WGPU_ADAPTER_NAME={wanted}"),
+                    })?
+            }
+            Err(_) => instance
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::NoAdapter {
+                    detail: format!(" ({e})"),
+                })?,
+        };
+        let info = adapter.get_info();
+        // The adapter's real limits: wgpu's defaults would cap a storage binding at 128 MiB
+        // and the workgroup grid below what the hardware offers.
+        let limits = adapter.limits();
+        log::info!(
+            "adapter: {} ({:?}, {:?}, {} {}); max storage binding {} MiB",
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver,
+            info.driver_info,
+            limits.max_storage_buffer_binding_size >> 20
+        );
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("bilevel"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            })?;
+
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&errors);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(e.to_string());
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = Arc::clone(&lost);
+        device.set_device_lost_callback(move |reason, message| {
+            *lost_sink.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(format!("{reason:?}: {message}"));
+        });
+
+        let kernels = Kernels::new(&device);
+        let context = Self {
+            device,
+            queue,
+            kernels,
+            limits,
+            info,
+            errors,
+            lost,
+        };
+        context.check("building the compute pipelines")?;
+        Ok(context)
+    }
+
+    /// Adapter name, backend, device type and driver.
+    pub fn describe(&self) -> String {
+        let i = &self.info;
+        format!(
+            "{} ({:?}, {:?}, {} {})",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        )
+    }
+
+    /// The adapter's name.
+    pub fn adapter_name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// The largest storage buffer one binding can cover on this device.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
+    /// The most workgroups one dispatch dimension may have on this device.
+    pub fn max_workgroups_per_dimension(&self) -> u32 {
+        self.limits.max_compute_workgroups_per_dimension
+    }
+
+    /// Fails with the first error wgpu reported since the last check, or a lost device.
+    pub(crate) fn check(&self, context: &str) -> Result<()> {
+        if let Some(message) = self
+            .lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
+            return Err(Error::DeviceLost {
+                adapter: self.info.name.clone(),
+                message,
+            });
+        }
+        let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let message = errors.join("; ");
+        errors.clear();
+        Err(Error::Gpu {
+            adapter: self.info.name.clone(),
+            context: context.into(),
+            message,
+        })
+    }
+
+    /// Waits for all submitted work, then [`GpuContext::check`]s.
+    pub(crate) fn wait(&self, context: &str) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                adapter: self.info.name.clone(),
+                context: context.into(),
+                message: e.to_string(),
+            })?;
+        self.check(context)
+    }
+}

@@ -1,0 +1,202 @@
+//! The compute pipelines, one field per kernel, built once per device.
+
+use std::borrow::Cow;
+
+/// Invocations per workgroup in every kernel, set as the WGSL `override WG` (a power of two).
+pub const WORKGROUP_SIZE: u32 = 64;
+const _: () = assert!(WORKGROUP_SIZE.is_power_of_two());
+
+/// Every shader as `(file name, source)`, in the order of the trainer's step.
+pub const SHADERS: &[(&str, &str)] = &[
+    (
+        "linear_forward.wgsl",
+        include_str!("../../shaders/linear_forward.wgsl"),
+    ),
+    ("bce.wgsl", include_str!("../../shaders/bce.wgsl")),
+    (
+        "linear_backward.wgsl",
+        include_str!("../../shaders/linear_backward.wgsl"),
+    ),
+    ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
+    ("sgd.wgsl", include_str!("../../shaders/sgd.wgsl")),
+    ("adam.wgsl", include_str!("../../shaders/adam.wgsl")),
+];
+
+/// How one binding of a kernel is bound.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// A uniform fixed for the run or phase.
+    Uniform(u32),
+    /// A uniform in the per-step ring, selected by a dynamic offset.
+    Ring(u32),
+    /// A storage buffer the kernel only reads.
+    Read(u32),
+    /// A storage buffer the kernel writes.
+    Write(u32),
+}
+
+/// A pipeline and the layout of its one bind group.
+pub(crate) struct Kernel {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+}
+
+/// Every compute pipeline bilevel dispatches.
+pub(crate) struct Kernels {
+    pub(crate) forward: Kernel,
+    pub(crate) bce: Kernel,
+    pub(crate) backward_partial: Kernel,
+    pub(crate) backward_total: Kernel,
+    pub(crate) reduce: Kernel,
+    pub(crate) sgd: Kernel,
+    pub(crate) adam: Kernel,
+}
+
+impl Kernels {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        use Slot::*;
+        let module = |file: &str| {
+            let (_, source) = SHADERS
+                .iter()
+                .find(|(name, _)| *name == file)
+                .copied()
+                .unwrap_or_default();
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(file),
+                source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(source)),
+            })
+        };
+        let forward = module("linear_forward.wgsl");
+        let bce = module("bce.wgsl");
+        let backward = module("linear_backward.wgsl");
+        let reduce = module("reduce.wgsl");
+        let sgd = module("sgd.wgsl");
+        let adam = module("adam.wgsl");
+        let build = |label: &str, module: &wgpu::ShaderModule, entry: &str, slots: &[Slot]| {
+            Kernel::new(device, label, module, entry, slots)
+        };
+        Self {
+            forward: build(
+                "linear_forward",
+                &forward,
+                "main",
+                &[Uniform(0), Ring(1), Read(2), Read(3), Read(4), Write(5)],
+            ),
+            bce: build(
+                "bce",
+                &bce,
+                "main",
+                &[
+                    Uniform(0),
+                    Ring(1),
+                    Read(2),
+                    Read(3),
+                    Read(4),
+                    Read(5),
+                    Write(6),
+                    Write(7),
+                ],
+            ),
+            backward_partial: build(
+                "linear_backward.partial",
+                &backward,
+                "partial",
+                &[Uniform(0), Ring(1), Read(2), Read(3), Read(4), Write(5)],
+            ),
+            backward_total: build(
+                "linear_backward.total",
+                &backward,
+                "total",
+                &[Uniform(0), Write(5), Write(6), Ring(7)],
+            ),
+            reduce: build(
+                "reduce",
+                &reduce,
+                "main",
+                &[Ring(0), Read(1), Read(2), Write(3)],
+            ),
+            sgd: build(
+                "sgd",
+                &sgd,
+                "main",
+                &[Uniform(0), Ring(1), Read(2), Read(3), Write(4), Write(5)],
+            ),
+            adam: build(
+                "adam",
+                &adam,
+                "main",
+                &[
+                    Uniform(0),
+                    Ring(1),
+                    Read(2),
+                    Read(3),
+                    Write(4),
+                    Write(5),
+                    Write(6),
+                    Write(7),
+                ],
+            ),
+        }
+    }
+}
+
+impl Kernel {
+    fn new(
+        device: &wgpu::Device,
+        label: &str,
+        module: &wgpu::ShaderModule,
+        entry: &str,
+        slots: &[Slot],
+    ) -> Self {
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
+            .iter()
+            .map(|slot| {
+                let (binding, ty, has_dynamic_offset) = match *slot {
+                    Slot::Uniform(b) => (b, wgpu::BufferBindingType::Uniform, false),
+                    Slot::Ring(b) => (b, wgpu::BufferBindingType::Uniform, true),
+                    Slot::Read(b) => (
+                        b,
+                        wgpu::BufferBindingType::Storage { read_only: true },
+                        false,
+                    ),
+                    Slot::Write(b) => (
+                        b,
+                        wgpu::BufferBindingType::Storage { read_only: false },
+                        false,
+                    ),
+                };
+                wgpu::BindGroupLayoutEntry {
+                    binding,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty,
+                        has_dynamic_offset,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                }
+            })
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(label),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(label),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(label),
+            layout: Some(&pipeline_layout),
+            module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[("WG", WORKGROUP_SIZE as f64)],
+                zero_initialize_workgroup_memory: true,
+            },
+            cache: None,
+        });
+        Self { pipeline, layout }
+    }
+}

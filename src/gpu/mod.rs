@@ -1,0 +1,10 @@
+//! The wgpu backend: one [`GpuContext`] (adapter, device, queue, pipelines) built once, and a
+//! [`GpuBackend`] that holds one run's buffers. Only this module knows wgpu.
+
+mod backend;
+mod context;
+mod kernels;
+
+pub use backend::GpuBackend;
+pub use context::GpuContext;
+pub use kernels::{SHADERS, WORKGROUP_SIZE};

@@ -1,0 +1,96 @@
+//! Helpers shared by the integration tests: one GPU context, seeded data, tolerant comparison.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use bilevel::gpu::GpuContext;
+use bilevel::{Dataset, Params};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The shared GPU context. A missing adapter fails the test — GPU tests never skip.
+pub fn gpu() -> Arc<GpuContext> {
+    static CONTEXT: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CONTEXT
+        .get_or_init(|| match GpuContext::new() {
+            Ok(c) => Arc::new(c),
+            Err(e) => panic!(
+                "GPU tests need a wgpu adapter and none could be opened: {e}\n\
+                 On Debian/Ubuntu without a GPU: apt-get install mesa-vulkan-drivers libvulkan1"
+            ),
+        })
+        .clone()
+}
+
+/// A seeded random problem: x uniform in ±x_scale, targets a mix of hard and soft labels,
+/// parameters uniform in ±1/√d.
+pub fn problem(n: usize, d: usize, o: usize, seed: u64, x_scale: f32) -> (Dataset, Params) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let x = (0..n * d)
+        .map(|_| rng.random_range(-x_scale..=x_scale))
+        .collect();
+    let y = (0..n * o)
+        .map(|_| match rng.random_range(0..4) {
+            0 => rng.random::<f32>(),
+            1 | 2 => 1.0,
+            _ => 0.0,
+        })
+        .collect();
+    let bound = 1.0 / (d as f32).sqrt();
+    let values = (0..o * d + o)
+        .map(|_| rng.random_range(-bound..=bound))
+        .collect();
+    (
+        Dataset::new(n, d, o, x, y).unwrap(),
+        Params { d, o, values },
+    )
+}
+
+/// Random values uniform in ±scale.
+pub fn values(len: usize, scale: f32, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-scale..=scale)).collect()
+}
+
+/// Asserts |got − want| ≤ atol + rtol·|want| everywhere; on failure names the worst index
+/// (by excess over its tolerance), both values and the tolerance.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let mut worst: Option<(usize, f64)> = None;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let (g, w) = (g as f64, w as f64);
+        let tol = atol + rtol * w.abs();
+        let excess = if g.is_nan() || w.is_nan() {
+            f64::INFINITY
+        } else {
+            (g - w).abs() - tol
+        };
+        if excess > 0.0 && worst.is_none_or(|(_, e)| excess > e) {
+            worst = Some((i, excess));
+        }
+    }
+    if let Some((i, _)) = worst {
+        let (g, w) = (got[i] as f64, want[i] as f64);
+        panic!(
+            "{what}: worst mismatch at index {i}: got {g:e}, want {w:e}, |diff| {:e} > tolerance {:e} (atol {atol:e} + rtol {rtol:e}·|want|)",
+            (g - w).abs(),
+            atol + rtol * w.abs()
+        );
+    }
+}
+
+/// [`assert_close`] for one f64 value.
+#[track_caller]
+pub fn assert_close_f64(what: &str, got: f64, want: f64, atol: f64, rtol: f64) {
+    let tol = atol + rtol * want.abs();
+    assert!(
+        (got - want).abs() <= tol && got.is_finite() == want.is_finite(),
+        "{what}: got {got:e}, want {want:e}, |diff| {:e} > tolerance {tol:e} (atol {atol:e} + rtol {rtol:e}·|want|)",
+        (got - want).abs()
+    );
+}
+
+/// Largest |value|, for tolerances scaled to an array's magnitude.
+pub fn max_abs(values: &[f32]) -> f64 {
+    values.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64))
+}

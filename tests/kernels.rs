@@ -1,0 +1,428 @@
+//! Every kernel on the GPU against the CPU reference, on seeded random shapes and on the edge
+//! shapes: 1 row / feature / output, sizes around the workgroup size, many outputs, more than
+//! 65,535 workgroups in a dimension, and X larger than one storage binding.
+
+mod common;
+
+use bilevel::cpu::{self, CpuBackend};
+use bilevel::gpu::{GpuBackend, WORKGROUP_SIZE};
+use bilevel::{
+    AdamConfig, Backend, Dataset, Optimizer, OptimizerState, ParamMask, ParamSubset, Params,
+    SgdConfig,
+};
+use common::{assert_close, gpu, max_abs, problem, values};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Forward, BCE and gradient are f32 on the GPU and f64-accumulated on the CPU.
+const RTOL: f64 = 1e-5;
+
+/// Per-element absolute tolerances from the operands' magnitudes: a sum's f32 rounding error
+/// scales with Σ|terms|, not with the (possibly cancelled) result.
+fn condition_tolerance(
+    data: &Dataset,
+    params: &Params,
+    rows: &[u32],
+    delta: &[f32],
+) -> (Vec<f64>, Vec<f64>) {
+    let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<f32>>();
+    let (x, p, dl) = (abs(&data.x), abs(&params.values), abs(delta));
+    let mut z_scale = vec![0.0; rows.len() * data.o];
+    cpu::linear_forward(data.d, data.o, &x, rows, &p, &mut z_scale);
+    let mut g_scale = vec![0.0; params.len()];
+    cpu::linear_backward(data.d, data.o, &x, rows, &dl, &mut g_scale);
+    let scaled = |v: Vec<f32>| v.iter().map(|&s| RTOL * s as f64 + 1e-30).collect();
+    (scaled(z_scale), scaled(g_scale))
+}
+
+#[track_caller]
+fn assert_close_each(what: &str, got: &[f32], want: &[f32], atol: &[f64], rtol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    let worst = got
+        .iter()
+        .zip(want)
+        .zip(atol)
+        .enumerate()
+        .map(|(i, ((&g, &w), &a))| {
+            (
+                i,
+                (g as f64 - w as f64).abs() - (a + rtol * (w as f64).abs()),
+            )
+        })
+        .filter(|(_, excess)| *excess > 0.0 || excess.is_nan())
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((i, _)) = worst {
+        let tol = atol[i] + rtol * (want[i] as f64).abs();
+        panic!(
+            "{what}: worst mismatch at index {i}: got {:e}, want {:e}, |diff| {:e} > tolerance {tol:e}",
+            got[i],
+            want[i],
+            (got[i] as f64 - want[i] as f64).abs()
+        );
+    }
+}
+
+/// Loads the same problem on both backends with two planned batches (all rows, and a random
+/// ascending subset) and compares logits, loss, δ, gradient and the evaluation.
+fn compare_kernels(gpu: &mut GpuBackend, data: &Dataset, params: &Params, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let all: Vec<u32> = (0..data.n as u32).collect();
+    let mut some: Vec<u32> = all
+        .iter()
+        .copied()
+        .filter(|_| rng.random_bool(0.5))
+        .collect();
+    if some.is_empty() {
+        some.push(data.n as u32 - 1);
+    }
+    let batches = vec![all, some];
+    let mut cpu = CpuBackend::new();
+    let mask = ParamSubset::All.mask(data.d, data.o).unwrap();
+    for b in [&mut *gpu as &mut dyn Backend, &mut cpu] {
+        b.load(data, params).unwrap();
+        b.set_batches(&batches).unwrap();
+        b.begin_phase(&Optimizer::Adam(AdamConfig::new(0.01)), &mask)
+            .unwrap();
+    }
+    let shape = format!(
+        "n={} d={} o={} chunks={}",
+        data.n,
+        data.d,
+        data.o,
+        gpu.chunk_count()
+    );
+    for (i, rows) in batches.iter().enumerate() {
+        let (want_loss, want_delta) = cpu.loss_and_delta(i).unwrap();
+        let (z_atol, g_atol) = condition_tolerance(data, params, rows, &want_delta);
+        assert_close_each(
+            &format!("logits, {shape}, batch {i}"),
+            &gpu.logits(i).unwrap(),
+            &cpu.logits(i).unwrap(),
+            &z_atol,
+            RTOL,
+        );
+        let (loss, delta) = gpu.loss_and_delta(i).unwrap();
+        // Vulkan's log() is only absolutely accurate (2^-21) on [0.5, 2], where log1p's
+        // argument lies: per-element losses near 0 get that much absolute slack.
+        assert_close(
+            &format!("loss, {shape}, batch {i}"),
+            &loss,
+            &want_loss,
+            1e-6,
+            RTOL,
+        );
+        // δ = σ(z) − y cancels when σ(z) ≈ y: slack relative to the batch's largest δ.
+        assert_close(
+            &format!("delta, {shape}, batch {i}"),
+            &delta,
+            &want_delta,
+            1e-5 * max_abs(&want_delta),
+            RTOL,
+        );
+        assert_close_each(
+            &format!("gradient, {shape}, batch {i}"),
+            &gpu.gradient(i).unwrap(),
+            &cpu.gradient(i).unwrap(),
+            &g_atol,
+            RTOL,
+        );
+        let (g, c) = (gpu.evaluate(i).unwrap(), cpu.evaluate(i).unwrap());
+        common::assert_close_f64(
+            &format!("mean loss, {shape}, batch {i}"),
+            g.loss,
+            c.loss,
+            1e-7,
+            RTOL,
+        );
+        common::assert_close_f64(
+            &format!("grad norm, {shape}, batch {i}"),
+            g.grad_norm,
+            c.grad_norm,
+            1e-7,
+            1e-4,
+        );
+    }
+}
+
+fn edge_sizes() -> Vec<usize> {
+    let wg = WORKGROUP_SIZE as usize;
+    vec![1, 2, wg - 1, wg, wg + 1, 3 * wg]
+}
+
+#[test]
+fn edge_shapes_match_reference() {
+    let mut gpu = GpuBackend::new(gpu());
+    let mut seed = 0;
+    for &n in &edge_sizes() {
+        for &d in &edge_sizes() {
+            for o in [1, 2, 7] {
+                seed += 1;
+                let (data, params) = problem(n, d, o, seed, 1.0);
+                compare_kernels(&mut gpu, &data, &params, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn random_shapes_match_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let context = gpu();
+    for seed in 0..60u64 {
+        let n = rng.random_range(1..=700);
+        let d = if seed % 10 == 0 {
+            rng.random_range(600..=1500)
+        } else {
+            rng.random_range(1..=200)
+        };
+        let o = if seed % 7 == 0 {
+            rng.random_range(16..=70)
+        } else {
+            rng.random_range(1..=5)
+        };
+        let (data, params) = problem(n, d, o, 1000 + seed, rng.random_range(0.1..=4.0));
+        // Every third shape through small row chunks, as data above the binding limit is.
+        let mut gpu = if seed % 3 == 0 {
+            let rows = rng.random_range(1..=50) as u64;
+            GpuBackend::with_chunk_bytes(context.clone(), rows * 4 * d.max(o).max(2) as u64)
+        } else {
+            GpuBackend::new(context.clone())
+        };
+        compare_kernels(&mut gpu, &data, &params, seed);
+    }
+}
+
+#[test]
+fn many_chunks_match_reference() {
+    let context = gpu();
+    for (n, d, o, rows_per_chunk) in [
+        (130, 3, 2, 1),
+        (200, 65, 1, 7),
+        (97, 10, 33, 64),
+        (65, 64, 64, 64),
+    ] {
+        let (data, params) = problem(n, d, o, n as u64, 1.0);
+        let mut gpu = GpuBackend::with_chunk_bytes(
+            context.clone(),
+            rows_per_chunk * 4 * d.max(o).max(2) as u64,
+        );
+        compare_kernels(&mut gpu, &data, &params, 3);
+        assert_eq!(gpu.chunk_count(), n.div_ceil(rows_per_chunk as usize));
+    }
+}
+
+#[test]
+fn more_than_65535_workgroups() {
+    // 70,000 rows × 64 outputs = 4.48 M logits = 70,000 workgroups of 64 in forward and BCE.
+    let (data, params) = problem(70_000, 1, 64, 11, 1.0);
+    let max = gpu().max_workgroups_per_dimension();
+    assert!(
+        (70_000 * 64) / WORKGROUP_SIZE > max,
+        "the shape must exceed {max} workgroups"
+    );
+    compare_kernels(&mut GpuBackend::new(gpu()), &data, &params, 5);
+}
+
+#[test]
+fn x_larger_than_one_binding() {
+    let context = gpu();
+    let limit = context.max_binding_bytes();
+    let d = 4200;
+    let n = (limit / (4 * d as u64)) as usize + 100;
+    let (data, params) = problem(n, d, 1, 12, 1.0);
+    assert!((data.x.len() * 4) as u64 > limit);
+    let mut gpu = GpuBackend::new(context);
+    compare_kernels(&mut gpu, &data, &params, 9);
+    assert!(
+        gpu.chunk_count() >= 2,
+        "X of {} bytes should need several chunks of ≤ {limit}",
+        data.x.len() * 4
+    );
+}
+
+#[test]
+fn extreme_logits_stay_finite_and_match() {
+    for scale in [1e4f32, 1e30] {
+        // One feature, weights ±1: the logits are ±scale exactly.
+        let n = 8;
+        let x: Vec<f32> = (0..n)
+            .map(|i| if i % 2 == 0 { scale } else { -scale })
+            .collect();
+        let y: Vec<f32> = (0..n * 2).map(|i| [0.0, 1.0, 0.3, 1.0][i % 4]).collect();
+        let data = Dataset::new(n, 1, 2, x, y)
+            .unwrap()
+            .with_pos_weight(vec![3.0, 1.0])
+            .unwrap();
+        let params = Params::from_parts(1, 2, &[1.0, -1.0], &[0.0, 0.0]).unwrap();
+        let rows = vec![(0..n as u32).collect::<Vec<_>>()];
+        let mask = ParamSubset::All.mask(1, 2).unwrap();
+        let mut gpu = GpuBackend::new(gpu());
+        let mut cpu = CpuBackend::new();
+        for b in [&mut gpu as &mut dyn Backend, &mut cpu] {
+            b.load(&data, &params).unwrap();
+            b.set_batches(&rows).unwrap();
+            b.begin_phase(&Optimizer::Sgd(SgdConfig::new(0.1)), &mask)
+                .unwrap();
+        }
+        let (loss, delta) = gpu.loss_and_delta(0).unwrap();
+        let grad = gpu.gradient(0).unwrap();
+        assert!(
+            loss.iter()
+                .chain(&delta)
+                .chain(&grad)
+                .all(|v| v.is_finite()),
+            "scale {scale}: {loss:?} {delta:?} {grad:?}"
+        );
+        let (want_loss, want_delta) = cpu.loss_and_delta(0).unwrap();
+        assert_close(&format!("loss at ±{scale}"), &loss, &want_loss, 1e-6, RTOL);
+        assert_close(
+            &format!("delta at ±{scale}"),
+            &delta,
+            &want_delta,
+            1e-9,
+            RTOL,
+        );
+        assert_close(
+            &format!("gradient at ±{scale}"),
+            &grad,
+            &cpu.gradient(0).unwrap(),
+            1e-9 * scale as f64,
+            RTOL,
+        );
+    }
+}
+
+/// Random optimizer state for `n` parameters: moments of either sign, second moments ≥ 0.
+fn random_state(n: usize, rng: &mut ChaCha8Rng) -> OptimizerState {
+    let v = values(n, 1.0, rng)
+        .iter()
+        .map(|x| x * x)
+        .collect::<Vec<_>>();
+    let v_max = v
+        .iter()
+        .map(|x| x * rng.random_range(1.0f32..2.0))
+        .collect();
+    OptimizerState {
+        momentum: values(n, 1.0, rng),
+        m: values(n, 0.1, rng),
+        v,
+        v_max,
+    }
+}
+
+/// One update from identical inputs on both backends; frozen entries must keep their bits.
+fn compare_update(optimizer: Optimizer, t: u64, n_params_shape: (usize, usize), seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (d, o) = n_params_shape;
+    let (data, params) = problem(3, d, o, seed, 1.0);
+    let n = params.len();
+    let mask = ParamMask((0..n).map(|_| rng.random_bool(0.7)).collect());
+    let grad = values(n, 1.0, &mut rng);
+    let state = random_state(n, &mut rng);
+    let mut gpu = GpuBackend::new(gpu());
+    let mut cpu = CpuBackend::new();
+    let mut results = Vec::new();
+    for b in [&mut gpu as &mut dyn Backend, &mut cpu] {
+        b.load(&data, &params).unwrap();
+        b.begin_phase(&optimizer, &mask).unwrap();
+        b.set_optimizer_state(&state).unwrap();
+        b.apply_update(&grad, t).unwrap();
+        results.push((b.params().unwrap(), b.optimizer_state().unwrap()));
+    }
+    let what = format!("{} t={t} d={d} o={o}", optimizer.name());
+    let (gp, gs) = &results[0];
+    let (cp, cs) = &results[1];
+    // rtol 1e-6; the absolute slack covers entries where p − lr·update nearly cancels.
+    assert_close(
+        &format!("{what}: params"),
+        &gp.values,
+        &cp.values,
+        1e-7,
+        1e-6,
+    );
+    for (name, g, c, before) in [
+        ("momentum", &gs.momentum, &cs.momentum, &state.momentum),
+        ("m", &gs.m, &cs.m, &state.m),
+        ("v", &gs.v, &cs.v, &state.v),
+        ("v_max", &gs.v_max, &cs.v_max, &state.v_max),
+    ] {
+        assert_close(&format!("{what}: {name}"), g, c, 1e-8, 1e-6);
+        for (i, _) in mask.0.iter().enumerate().filter(|(_, m)| !**m) {
+            assert_eq!(
+                g[i].to_bits(),
+                before[i].to_bits(),
+                "{what}: frozen {name}[{i}] changed"
+            );
+        }
+    }
+    for (i, _) in mask.0.iter().enumerate().filter(|(_, m)| !**m) {
+        assert_eq!(
+            gp.values[i].to_bits(),
+            params.values[i].to_bits(),
+            "{what}: frozen param {i} changed"
+        );
+    }
+}
+
+#[test]
+fn sgd_updates_match_reference() {
+    let configs = [
+        SgdConfig::new(0.1),
+        SgdConfig {
+            momentum: 0.9,
+            ..SgdConfig::new(0.05)
+        },
+        SgdConfig {
+            momentum: 0.5,
+            dampening: 0.3,
+            weight_decay: 0.05,
+            ..SgdConfig::new(0.3)
+        },
+        SgdConfig {
+            momentum: 0.9,
+            weight_decay: 0.01,
+            nesterov: true,
+            ..SgdConfig::new(0.2)
+        },
+    ];
+    let mut seed = 0;
+    for cfg in configs {
+        for t in [1, 2, 17] {
+            for shape in [(1, 1), (63, 1), (64, 3), (130, 2)] {
+                seed += 1;
+                compare_update(Optimizer::Sgd(cfg.clone()), t, shape, seed);
+            }
+        }
+    }
+}
+
+#[test]
+fn adam_updates_match_reference() {
+    let configs = [
+        AdamConfig::new(0.01),
+        AdamConfig {
+            weight_decay: 0.001,
+            ..AdamConfig::new(0.05)
+        },
+        AdamConfig::adamw(0.02),
+        AdamConfig {
+            amsgrad: true,
+            ..AdamConfig::adamw(0.02)
+        },
+        AdamConfig {
+            amsgrad: true,
+            betas: (0.5, 0.9),
+            eps: 1e-6,
+            ..AdamConfig::new(0.1)
+        },
+    ];
+    let mut seed = 100;
+    for cfg in configs {
+        for t in [1, 2, 10, 1000] {
+            for shape in [(1, 1), (63, 1), (64, 3), (130, 2)] {
+                seed += 1;
+                compare_update(Optimizer::Adam(cfg.clone()), t, shape, seed);
+            }
+        }
+    }
+}

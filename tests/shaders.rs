@@ -1,0 +1,52 @@
+//! Every `shaders/*.wgsl` parses and validates with naga (no GPU needed), and every one of them
+//! is compiled into the library.
+
+use std::path::Path;
+
+use bilevel::gpu::SHADERS;
+
+#[test]
+fn every_shader_parses_and_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".wgsl"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 6,
+        "expected the six kernels in {}, found {files:?}",
+        dir.display()
+    );
+    for file in &files {
+        let source = std::fs::read_to_string(dir.join(file)).unwrap();
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&source)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&source)));
+        assert!(
+            source.starts_with("//") && source.contains("Bindings"),
+            "{file} must open with a comment stating its bindings and invariants"
+        );
+        assert!(
+            source.contains("override WG"),
+            "{file}: workgroup size must be the override WG"
+        );
+        let compiled = SHADERS.iter().find(|(name, _)| name == file);
+        assert_eq!(
+            compiled.map(|(_, s)| *s),
+            Some(source.as_str()),
+            "{file} is not in gpu::SHADERS as it is on disk"
+        );
+    }
+    assert_eq!(
+        SHADERS.len(),
+        files.len(),
+        "gpu::SHADERS lists a file that is not in shaders/"
+    );
+}

@@ -1,0 +1,360 @@
+//! Whole runs: both backends through the same trainer, phase semantics, determinism,
+//! divergence and stop rules.
+
+mod common;
+
+use bilevel::cpu::CpuBackend;
+use bilevel::gpu::GpuBackend;
+use bilevel::{
+    AdamConfig, Backend, Batching, Error, Optimizer, ParamSubset, Phase, RunReport, SgdConfig,
+    StopReason, StopRule, data, train,
+};
+use common::{assert_close, assert_close_f64, gpu, problem};
+
+fn sgd_phase(name: &str, params: ParamSubset, steps: u64) -> Phase {
+    Phase {
+        name: name.into(),
+        optimizer: Optimizer::Sgd(SgdConfig {
+            momentum: 0.9,
+            ..SgdConfig::new(0.1)
+        }),
+        params,
+        rows: None,
+        batching: Batching::Full,
+        stop: StopRule::steps(steps, 25),
+    }
+}
+
+fn adam_phase(steps: u64) -> Phase {
+    Phase {
+        name: "global".into(),
+        optimizer: Optimizer::Adam(AdamConfig::new(0.01)),
+        params: ParamSubset::All,
+        rows: None,
+        batching: Batching::Full,
+        stop: StopRule::steps(steps, 25),
+    }
+}
+
+/// Runs `phases` on both backends from the same start.
+fn both(
+    data: &bilevel::Dataset,
+    init: &bilevel::Params,
+    phases: &[Phase],
+) -> (RunReport, RunReport) {
+    let gpu_run = train(&mut GpuBackend::new(gpu()), data, init, phases).unwrap();
+    let cpu_run = train(&mut CpuBackend::new(), data, init, phases).unwrap();
+    (gpu_run, cpu_run)
+}
+
+/// GPU and CPU runs agree: every checked loss within 1e-5 relative, and the parameters within
+/// `param_atol` (absolute) + 1e-4·|p|.
+#[track_caller]
+fn assert_runs_agree(what: &str, gpu_run: &RunReport, cpu_run: &RunReport, param_atol: f64) {
+    assert_eq!(gpu_run.phases.len(), cpu_run.phases.len());
+    for (g, c) in gpu_run.phases.iter().zip(&cpu_run.phases) {
+        assert_eq!(
+            (g.steps, g.stop),
+            (c.steps, c.stop),
+            "{what}: phase {} ended differently",
+            g.name
+        );
+        for (gc, cc) in g.checks.iter().zip(&c.checks) {
+            assert_close_f64(
+                &format!("{what}: phase {} loss at step {}", g.name, gc.step),
+                gc.loss,
+                cc.loss,
+                0.0,
+                1e-5,
+            );
+        }
+    }
+    assert_close(
+        &format!("{what}: final parameters"),
+        &gpu_run.params.values,
+        &cpu_run.params.values,
+        param_atol,
+        1e-4,
+    );
+}
+
+#[test]
+fn two_phase_run_matches_reference() {
+    let (data, _) = data::synthetic(600, 100, 1, 1).unwrap();
+    let init = data::linear_init(100, 1, 2);
+    let phases = [
+        sgd_phase("local", ParamSubset::Features(0..10), 200),
+        adam_phase(400),
+    ];
+    let (g, c) = both(&data, &init, &phases);
+    assert_eq!(g.phases.iter().map(|p| p.steps).sum::<u64>(), 600);
+    assert!(
+        g.phases[1].final_loss() < g.phases[0].checks[0].loss - 0.05,
+        "the run should learn"
+    );
+    assert_close_f64(
+        "final loss",
+        g.phases[1].final_loss(),
+        c.phases[1].final_loss(),
+        0.0,
+        1e-5,
+    );
+    // Both backends round each step's gradient differently in the last bits (f32 sums in
+    // another order, f64 on the CPU); the optimisation contracts, so those differences stay at
+    // a few float32 ulps of the parameters: measured max |Δ| 1.6e-7 on parameters of order
+    // 0.1–1, so 2e-6 + 1e-4·|p| leaves a tenfold margin without hiding a wrong update
+    // (one missed step of Adam moves a parameter by ~lr = 1e-2).
+    assert_runs_agree("two-phase run", &g, &c, 2e-6);
+}
+
+#[test]
+fn multi_output_minibatch_run_matches_reference() {
+    let (data, _) = data::synthetic(300, 20, 3, 4).unwrap();
+    let init = data::linear_init(20, 3, 5);
+    let mut phases = [
+        sgd_phase("local", ParamSubset::Outputs(1..3), 30),
+        adam_phase(60),
+    ];
+    for p in &mut phases {
+        p.batching = Batching::MiniBatch { size: 64, seed: 9 };
+        p.stop.check_every = 7;
+    }
+    phases[1].rows = Some(20..290);
+    let (g, c) = both(&data, &init, &phases);
+    assert_runs_agree("minibatch run", &g, &c, 2e-5);
+}
+
+#[test]
+fn local_phase_leaves_frozen_parameters_bitwise_unchanged() {
+    let (data, init) = problem(150, 70, 4, 21, 1.0);
+    for subset in [
+        ParamSubset::Bias,
+        ParamSubset::Weights,
+        ParamSubset::Features(3..67),
+        ParamSubset::Outputs(1..2),
+    ] {
+        let mask = subset.mask(70, 4).unwrap();
+        let phases = [sgd_phase("local", subset.clone(), 40)];
+        for run in [
+            train(&mut GpuBackend::new(gpu()), &data, &init, &phases).unwrap(),
+            train(&mut CpuBackend::new(), &data, &init, &phases).unwrap(),
+        ] {
+            let mut changed = 0;
+            for (i, ((after, before), updated)) in run
+                .params
+                .values
+                .iter()
+                .zip(&init.values)
+                .zip(&mask.0)
+                .enumerate()
+            {
+                if *updated {
+                    changed += (after != before) as usize;
+                } else {
+                    assert_eq!(
+                        after.to_bits(),
+                        before.to_bits(),
+                        "{subset:?} on {}: frozen parameter {i} changed",
+                        run.backend
+                    );
+                }
+            }
+            assert!(
+                changed > 0,
+                "{subset:?} on {}: nothing was trained",
+                run.backend
+            );
+        }
+    }
+}
+
+#[test]
+fn block_coordinate_local_phases_then_global() {
+    let (data, init) = problem(200, 30, 2, 31, 1.0);
+    let mut phases: Vec<Phase> = (0..3)
+        .map(|b| {
+            sgd_phase(
+                &format!("block {b}"),
+                ParamSubset::Features(b * 10..b * 10 + 10),
+                20,
+            )
+        })
+        .collect();
+    phases.push(adam_phase(50));
+    let (g, c) = both(&data, &init, &phases);
+    assert_eq!(g.phases.len(), 4);
+    // Each phase continues from the last: its first check is the previous phase's last.
+    for pair in g.phases.windows(2) {
+        assert_eq!(
+            pair[1].checks[0].loss,
+            pair[0].final_loss(),
+            "{} → {}",
+            pair[0].name,
+            pair[1].name
+        );
+    }
+    assert_runs_agree("block-coordinate run", &g, &c, 2e-5);
+}
+
+#[test]
+fn gpu_runs_are_bitwise_deterministic() {
+    let (data, init) = problem(500, 90, 3, 41, 1.0);
+    let mut phases = [
+        sgd_phase("local", ParamSubset::Features(0..9), 30),
+        adam_phase(40),
+    ];
+    phases[1].batching = Batching::MiniBatch { size: 50, seed: 1 };
+    for chunk_bytes in [u64::MAX, 40 * 90 * 4] {
+        let run = || {
+            let mut b = GpuBackend::with_chunk_bytes(gpu(), chunk_bytes);
+            let report = train(&mut b, &data, &init, &phases).unwrap();
+            (report, b.chunk_count())
+        };
+        let ((first, chunks), (second, _)) = (run(), run());
+        let bits = |r: &RunReport| {
+            r.params
+                .values
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            bits(&first),
+            bits(&second),
+            "{chunks} chunk(s): parameters differ between two runs"
+        );
+        let losses = |r: &RunReport| {
+            r.phases
+                .iter()
+                .flat_map(|p| p.checks.iter().map(|c| c.loss.to_bits()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            losses(&first),
+            losses(&second),
+            "{chunks} chunk(s): losses differ between two runs"
+        );
+    }
+}
+
+#[test]
+fn chunked_run_matches_reference() {
+    let (data, init) = problem(333, 50, 2, 51, 1.0);
+    let phases = [sgd_phase("local", ParamSubset::Bias, 20), adam_phase(30)];
+    let mut gpu_backend = GpuBackend::with_chunk_bytes(gpu(), 17 * 50 * 4);
+    let g = train(&mut gpu_backend, &data, &init, &phases).unwrap();
+    assert_eq!(gpu_backend.chunk_count(), 333usize.div_ceil(17));
+    let c = train(&mut CpuBackend::new(), &data, &init, &phases).unwrap();
+    assert_runs_agree("chunked run", &g, &c, 2e-5);
+}
+
+#[test]
+fn divergence_stops_with_the_last_finite_parameters() {
+    let (data, init) = problem(40, 8, 1, 61, 100.0);
+    let mut local = sgd_phase("local", ParamSubset::All, 50);
+    local.optimizer = Optimizer::Sgd(SgdConfig::new(1e37));
+    local.stop.check_every = 1;
+    let phases = [local, adam_phase(10)];
+    let backends: [Box<dyn Backend>; 2] = [
+        Box::new(GpuBackend::new(gpu())),
+        Box::new(CpuBackend::new()),
+    ];
+    for mut backend in backends {
+        let err = train(backend.as_mut(), &data, &init, &phases).unwrap_err();
+        let Error::Diverged {
+            phase,
+            step,
+            loss,
+            last_finite_step,
+        } = &err
+        else {
+            panic!("{}: expected Diverged, got {err}", backend.describe());
+        };
+        assert_eq!(phase, "local");
+        assert!(
+            !loss.is_finite() && *step >= 1 && *last_finite_step == step - 1,
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("phase 'local' diverged at step"),
+            "{err}"
+        );
+        let kept = backend.params().unwrap();
+        assert!(
+            kept.values.iter().all(|v| v.is_finite()),
+            "{}: kept {:?}",
+            backend.describe(),
+            kept.values
+        );
+        // The kept parameters are those of the last finite check: their loss is finite.
+        backend.set_batches(&[(0..40).collect()]).unwrap();
+        let eval = backend.evaluate(0).unwrap();
+        assert!(
+            eval.loss.is_finite(),
+            "{}: loss at the kept parameters is {}",
+            backend.describe(),
+            eval.loss
+        );
+    }
+}
+
+#[test]
+fn stop_rules_end_phases_early_on_both_backends() {
+    let (data, _) = data::synthetic(200, 10, 1, 71).unwrap();
+    let init = data::linear_init(10, 1, 72);
+    let mut by_loss = adam_phase(5000);
+    by_loss.optimizer = Optimizer::Adam(AdamConfig::new(0.05));
+    by_loss.stop = StopRule {
+        loss_tol: Some(1e-6),
+        window: 3,
+        ..StopRule::steps(5000, 10)
+    };
+    let mut by_grad = sgd_phase("local", ParamSubset::All, 5000);
+    by_grad.stop = StopRule {
+        grad_tol: Some(1e-3),
+        ..StopRule::steps(5000, 10)
+    };
+    let (g, c) = both(&data, &init, &[by_grad, by_loss]);
+    assert_eq!(g.phases[0].stop, StopReason::GradConverged);
+    assert!(g.phases[0].checks.last().unwrap().grad_norm < 1e-3);
+    assert_eq!(g.phases[1].stop, StopReason::LossConverged);
+    for p in &g.phases {
+        assert!(
+            p.steps < 5000 && p.steps % 10 == 0,
+            "{}: {} steps",
+            p.name,
+            p.steps
+        );
+    }
+    assert_runs_agree("early-stopped run", &g, &c, 2e-5);
+}
+
+#[test]
+fn bad_phases_are_refused() {
+    let (data, init) = problem(10, 4, 2, 81, 1.0);
+    let cases = [
+        (ParamSubset::Features(3..9), "feature range 3..9"),
+        (ParamSubset::Outputs(2..2), "output range 2..2"),
+    ];
+    for (subset, want) in cases {
+        let err = train(
+            &mut CpuBackend::new(),
+            &data,
+            &init,
+            &[sgd_phase("local", subset, 5)],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains(want), "{err}");
+    }
+    let mut rows = adam_phase(5);
+    rows.rows = Some(5..11);
+    let err = train(&mut CpuBackend::new(), &data, &init, &[rows]).unwrap_err();
+    assert!(err.to_string().contains("rows 5..11"), "{err}");
+    let mut nesterov = sgd_phase("local", ParamSubset::All, 5);
+    nesterov.optimizer = Optimizer::Sgd(SgdConfig {
+        nesterov: true,
+        ..SgdConfig::new(0.1)
+    });
+    let err = train(&mut GpuBackend::new(gpu()), &data, &init, &[nesterov]).unwrap_err();
+    assert!(err.to_string().contains("Nesterov"), "{err}");
+}
