@@ -77,6 +77,14 @@ pub enum Error {
     /// An invalid run configuration or data value.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A file that could not be read or written.
+    #[error("{}: {message}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's message.
+        message: String,
+    },
     /// A malformed input file.
     #[error("{}:{line}: {message}", file.display())]
     Parse {

@@ -7,12 +7,19 @@
 //! that mirrors the kernels one-to-one and is what the GPU is checked against.
 
 pub mod backend;
+pub mod config;
 pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod io;
+pub mod metrics;
 pub mod model;
+pub mod model_file;
 pub mod phase;
+pub mod plot;
+pub mod selfcheck;
+pub mod standardize;
 pub mod trainer;
 
 pub use backend::{Backend, Evaluation, OptimizerState};
@@ -21,4 +28,4 @@ pub use model::{Dataset, Params};
 pub use phase::{
     AdamConfig, Batching, Optimizer, ParamMask, ParamSubset, Phase, SgdConfig, StopReason, StopRule,
 };
-pub use trainer::{PhaseReport, RunReport, train};
+pub use trainer::{Check, Event, PhaseReport, RunReport, TrainOptions, train, train_with};

@@ -1,130 +1,91 @@
-//! `bilevel`: train the seed case (a planted `Linear(100, 1)` problem) in two levels on the
-//! GPU, and report how far the GPU run is from the CPU reference run.
+//! `bilevel`: train linear BCE models in two levels on any GPU, apply and evaluate them, and
+//! check a GPU against the CPU reference.
+
+mod cli;
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::Context;
-use bilevel::cpu::CpuBackend;
-use bilevel::gpu::{GpuBackend, GpuContext};
-use bilevel::{Phase, RunReport, data, train};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-/// Two-level training of a linear BCE model: a local SGD phase on a parameter subset, then a
-/// global Adam phase on all parameters, on the GPU and on the CPU reference.
+use cli::devices::DevicesArgs;
+use cli::predict::{EvalArgs, PredictArgs};
+use cli::train::TrainArgs;
+
+/// Two-level training of linear binary-cross-entropy models on any GPU (wgpu: Vulkan, Metal,
+/// DX12): a local phase on a parameter subset, then a global phase on all parameters.
 #[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
-    /// Rows of generated data.
-    #[arg(long, default_value_t = 1000)]
-    rows: usize,
-    /// Features.
-    #[arg(long, default_value_t = 100)]
-    features: usize,
-    /// Outputs.
-    #[arg(long, default_value_t = 1)]
-    outputs: usize,
-    /// Seed for the data and the starting parameters.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Steps of the local phase (SGD with momentum on the first tenth of the features).
-    #[arg(long, default_value_t = 300)]
-    local_steps: u64,
-    /// Steps of the global phase (Adam on all parameters).
-    #[arg(long, default_value_t = 700)]
-    global_steps: u64,
-    /// Also run the CPU reference and report the largest difference (default: on).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    compare: bool,
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand: `train` with these options (default: the bundled breast-cancer data).
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model on a data set and write it.
+    Train(Box<TrainArgs>),
+    /// Probabilities (and labels) of a model on data, as CSV.
+    Predict(PredictArgs),
+    /// Log-loss, accuracy, precision, recall, F1 and ROC-AUC of a model on labelled data.
+    Eval(EvalArgs),
+    /// Every adapter wgpu sees, its limits and features, and which one bilevel uses.
+    Devices(DevicesArgs),
+    /// Run every kernel and a short two-phase run on the GPU and the CPU reference; exit
+    /// non-zero if any result is outside the documented tolerances.
+    Check,
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    match run() {
+    let bars = cli::progress::init_logging();
+    match run(bars) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("bilevel: {e:#}");
-            ExitCode::FAILURE
+        Err(error) => {
+            if is_broken_pipe(&error) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("bilevel: {error:#}");
+            ExitCode::from(exit_status(&error))
         }
     }
 }
 
-fn run() -> anyhow::Result<ExitCode> {
-    let args = Args::parse();
-    let started = Instant::now();
-    let (data, _planted) = data::synthetic(args.rows, args.features, args.outputs, args.seed)?;
-    let init = data::linear_init(args.features, args.outputs, args.seed.wrapping_add(1));
-    let phases = Phase::default_run(args.features, args.local_steps, args.global_steps);
-
-    let context = Arc::new(GpuContext::new()?);
-    let mut gpu = GpuBackend::new(context);
-    let gpu_report = train(&mut gpu, &data, &init, &phases).context("GPU run")?;
-    print_report(&gpu_report);
-    println!(
-        "GPU run with device start-up: {:.3} s",
-        started.elapsed().as_secs_f64()
-    );
-
-    if args.compare {
-        let mut cpu = CpuBackend::new();
-        let cpu_report = train(&mut cpu, &data, &init, &phases).context("CPU reference run")?;
-        print_comparison(&gpu_report, &cpu_report, &mut cpu)?;
+fn run(bars: indicatif::MultiProgress) -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match &cli.command {
+        None => cli::train::run(&cli.train, bars)?,
+        Some(Command::Train(args)) => cli::train::run(args, bars)?,
+        Some(Command::Predict(args)) => cli::predict::predict(args)?,
+        Some(Command::Eval(args)) => cli::predict::eval(args)?,
+        Some(Command::Devices(args)) => cli::devices::devices(args)?,
+        Some(Command::Check) => {
+            if !cli::devices::check()? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line per phase: steps, first and last loss, stop reason, time.
-fn print_report(report: &RunReport) {
-    println!("{}", report.backend);
-    println!(
-        "{:<8} {:<6} {:>6} {:>12} {:>12} {:>12}  {:<18} {:>9}",
-        "phase", "optim", "steps", "loss before", "loss after", "|grad|", "stopped by", "time"
-    );
-    for p in &report.phases {
-        let first = p.checks.first().map_or(f64::NAN, |c| c.loss);
-        let last = p.checks.last().map_or(f64::NAN, |c| c.grad_norm);
-        println!(
-            "{:<8} {:<6} {:>6} {:>12.6} {:>12.6} {:>12.3e}  {:<18} {:>7.3} s",
-            p.name,
-            p.optimizer,
-            p.steps,
-            first,
-            p.final_loss(),
-            last,
-            p.stop.to_string(),
-            p.seconds
-        );
+/// 2 for bad input (as clap uses for bad arguments), 1 for everything else.
+fn exit_status(error: &anyhow::Error) -> u8 {
+    match error.downcast_ref::<bilevel::Error>() {
+        Some(
+            bilevel::Error::Parse { .. }
+            | bilevel::Error::Config(_)
+            | bilevel::Error::Shape(_)
+            | bilevel::Error::Io { .. },
+        ) => 2,
+        _ => 1,
     }
 }
 
-/// The largest differences between the GPU run and the CPU reference run.
-fn print_comparison(
-    gpu: &RunReport,
-    cpu: &RunReport,
-    _cpu_backend: &mut CpuBackend,
-) -> anyhow::Result<()> {
-    let max_param = gpu
-        .params
-        .values
-        .iter()
-        .zip(&cpu.params.values)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    let (gl, cl) = (
-        gpu.phases.last().map_or(f64::NAN, |p| p.final_loss()),
-        cpu.phases.last().map_or(f64::NAN, |p| p.final_loss()),
-    );
-    let max_loss = gpu
-        .phases
-        .iter()
-        .zip(&cpu.phases)
-        .flat_map(|(g, c)| g.checks.iter().zip(&c.checks))
-        .map(|(g, c)| (g.loss - c.loss).abs() / c.loss.abs().max(f64::MIN_POSITIVE))
-        .fold(0.0f64, f64::max);
-    println!("CPU reference: final loss {cl:.8} (GPU {gl:.8})");
-    println!(
-        "GPU vs CPU: max |Δparam| {max_param:.3e}, max relative loss difference over all checks {max_loss:.3e}"
-    );
-    Ok(())
+/// A reader that closed our standard output (`bilevel predict … | head`) is not an error.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || matches!(e.downcast_ref::<bilevel::Error>(), Some(bilevel::Error::Io { message, .. }) if message.contains("Broken pipe"))
+    })
 }

@@ -2,6 +2,8 @@
 
 use std::ops::Range;
 
+use serde::Serialize;
+
 use crate::{Error, Result};
 
 /// `torch.optim.SGD`'s hyper-parameters.
@@ -138,6 +140,37 @@ pub enum ParamSubset {
     Outputs(Range<usize>),
 }
 
+impl std::str::FromStr for ParamSubset {
+    type Err = Error;
+
+    /// `all`, `bias`, `weights`, `features:A..B` or `outputs:A..B` (half-open, 0-based).
+    fn from_str(text: &str) -> Result<Self> {
+        let range = |spec: &str| -> Result<Range<usize>> {
+            let (a, b) = spec
+                .split_once("..")
+                .ok_or_else(|| Error::Config(format!("'{text}': expected a range A..B")))?;
+            let number = |v: &str| {
+                v.trim()
+                    .parse::<usize>()
+                    .map_err(|_| Error::Config(format!("'{text}': '{v}' is not a number")))
+            };
+            Ok(number(a)?..number(b)?)
+        };
+        match text.trim() {
+            "all" => Ok(ParamSubset::All),
+            "bias" => Ok(ParamSubset::Bias),
+            "weights" => Ok(ParamSubset::Weights),
+            t => match t.split_once(':') {
+                Some(("features", r)) => Ok(ParamSubset::Features(range(r)?)),
+                Some(("outputs", r)) => Ok(ParamSubset::Outputs(range(r)?)),
+                _ => Err(Error::Config(format!(
+                    "unknown parameter subset '{text}': expected all, bias, weights, features:A..B or outputs:A..B"
+                ))),
+            },
+        }
+    }
+}
+
 /// One flag per parameter in the flat `[W | b]` layout: `true` = updated by the phase.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamMask(pub Vec<bool>);
@@ -219,7 +252,8 @@ impl StopRule {
 }
 
 /// Why a phase ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// It ran its maximum number of steps.
     MaxSteps,
@@ -227,6 +261,8 @@ pub enum StopReason {
     LossConverged,
     /// The gradient norm fell below tolerance.
     GradConverged,
+    /// The validation loss did not improve for `patience` checks.
+    EarlyStopped,
 }
 
 impl std::fmt::Display for StopReason {
@@ -235,6 +271,7 @@ impl std::fmt::Display for StopReason {
             StopReason::MaxSteps => "max steps",
             StopReason::LossConverged => "loss converged",
             StopReason::GradConverged => "gradient converged",
+            StopReason::EarlyStopped => "early stopping",
         })
     }
 }
@@ -254,6 +291,9 @@ pub struct Phase {
     pub batching: Batching,
     /// When it stops.
     pub stop: StopRule,
+    /// Early stopping on the validation loss: stop after this many checks without a new best,
+    /// and end the phase at the best parameters (needs validation rows).
+    pub patience: Option<u32>,
 }
 
 impl Phase {
@@ -272,6 +312,7 @@ impl Phase {
                 rows: None,
                 batching: Batching::Full,
                 stop: StopRule::steps(local_steps, 50),
+                patience: None,
             },
             Phase {
                 name: "global".into(),
@@ -280,6 +321,7 @@ impl Phase {
                 rows: None,
                 batching: Batching::Full,
                 stop: StopRule::steps(global_steps, 50),
+                patience: None,
             },
         ]
     }

@@ -1,16 +1,18 @@
 //! The run loop, written once for every backend: phases in order, each starting from the
 //! parameters the previous one left (θ → θ' → θ'').
 
+use std::ops::Range;
 use std::time::Instant;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
 
 use crate::{Backend, Batching, Dataset, Error, Params, Phase, Result, StopReason};
 
 /// One convergence check: loss and gradient norm over the phase's rows after `step` steps.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Check {
     /// Steps taken in the phase when the check ran (0 = its start).
     pub step: u64,
@@ -18,10 +20,12 @@ pub struct Check {
     pub loss: f64,
     /// Gradient norm over the phase's parameters.
     pub grad_norm: f64,
+    /// Mean loss over the validation rows, when there are some.
+    pub val_loss: Option<f64>,
 }
 
 /// What one phase did.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PhaseReport {
     /// The phase's name.
     pub name: String,
@@ -55,6 +59,42 @@ pub struct RunReport {
     pub params: Params,
 }
 
+/// Progress of a run, for a caller that shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event<'a> {
+    /// Phase `index` starts.
+    PhaseStart {
+        /// Position in the run.
+        index: usize,
+        /// The phase.
+        phase: &'a Phase,
+    },
+    /// A check ran.
+    Check {
+        /// Position in the run.
+        index: usize,
+        /// Its result.
+        check: &'a Check,
+    },
+    /// Phase `index` ended.
+    PhaseEnd {
+        /// Position in the run.
+        index: usize,
+        /// What it did.
+        report: &'a PhaseReport,
+    },
+}
+
+/// Options beyond the phases.
+#[derive(Default)]
+pub struct TrainOptions<'a> {
+    /// Rows held out for validation: a tail `A..n` of the data. Phases train on `0..A` unless
+    /// they name their rows, and every check also reports the loss on these rows.
+    pub validation: Option<Range<usize>>,
+    /// Called at every phase start, check and phase end.
+    pub observer: Option<&'a mut dyn FnMut(Event<'_>)>,
+}
+
 /// Trains `init` on `data` through `phases` in order.
 ///
 /// A non-finite loss at a check stops the run with [`Error::Diverged`]; the backend then holds
@@ -65,10 +105,43 @@ pub fn train<B: Backend + ?Sized>(
     init: &Params,
     phases: &[Phase],
 ) -> Result<RunReport> {
+    train_with(backend, data, init, phases, TrainOptions::default())
+}
+
+/// [`train`] with validation rows and a progress observer.
+pub fn train_with<B: Backend + ?Sized>(
+    backend: &mut B,
+    data: &Dataset,
+    init: &Params,
+    phases: &[Phase],
+    mut options: TrainOptions<'_>,
+) -> Result<RunReport> {
+    if let Some(v) = &options.validation
+        && (v.start == 0 || v.start >= v.end || v.end != data.n)
+    {
+        return Err(Error::Config(format!(
+            "validation rows {}..{} must be a non-empty tail of the {} rows, leaving some to train on",
+            v.start, v.end, data.n
+        )));
+    }
     backend.load(data, init)?;
     let mut reports = Vec::with_capacity(phases.len());
-    for phase in phases.iter().filter(|p| p.stop.max_steps > 0) {
-        reports.push(run_phase(backend, data, phase)?);
+    for (index, phase) in phases
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.stop.max_steps > 0)
+    {
+        if let Some(observer) = options.observer.as_mut() {
+            observer(Event::PhaseStart { index, phase });
+        }
+        let report = run_phase(backend, data, phase, index, &mut options)?;
+        if let Some(observer) = options.observer.as_mut() {
+            observer(Event::PhaseEnd {
+                index,
+                report: &report,
+            });
+        }
+        reports.push(report);
     }
     Ok(RunReport {
         backend: backend.describe(),
@@ -78,8 +151,13 @@ pub fn train<B: Backend + ?Sized>(
 }
 
 /// The rows a phase trains on, checked against the data.
-fn phase_rows(data: &Dataset, phase: &Phase) -> Result<Vec<u32>> {
-    let range = phase.rows.clone().unwrap_or(0..data.n);
+fn phase_rows(
+    data: &Dataset,
+    phase: &Phase,
+    validation: Option<&Range<usize>>,
+) -> Result<Vec<u32>> {
+    let train_end = validation.map_or(data.n, |v| v.start);
+    let range = phase.rows.clone().unwrap_or(0..train_end);
     if range.start >= range.end || range.end > data.n {
         return Err(Error::Config(format!(
             "phase '{}': rows {}..{} are empty or outside 0..{}",
@@ -95,12 +173,18 @@ fn phase_rows(data: &Dataset, phase: &Phase) -> Result<Vec<u32>> {
     Ok((range.start as u32..range.end as u32).collect())
 }
 
-/// Batches for one epoch plus, last, the evaluation batch (all the phase's rows).
+/// Batches for one epoch, then the evaluation batch (all the phase's rows; for full batch it
+/// is the one training batch), then the validation batch if any.
 ///
 /// Minibatches are cut from a seeded shuffle and each is sorted, so every backend sums a
 /// batch's rows in the same order.
-fn plan_epoch(rows: &[u32], batching: &Batching, rng: &mut ChaCha8Rng) -> Vec<Vec<u32>> {
-    match batching {
+fn plan_epoch(
+    rows: &[u32],
+    batching: &Batching,
+    rng: &mut ChaCha8Rng,
+    validation: &Option<Vec<u32>>,
+) -> Vec<Vec<u32>> {
+    let mut batches = match batching {
         Batching::Full => vec![rows.to_vec()],
         Batching::MiniBatch { size, .. } => {
             let mut order = rows.to_vec();
@@ -116,70 +200,133 @@ fn plan_epoch(rows: &[u32], batching: &Batching, rng: &mut ChaCha8Rng) -> Vec<Ve
             batches.push(rows.to_vec());
             batches
         }
-    }
+    };
+    batches.extend(validation.iter().cloned());
+    batches
 }
 
 fn run_phase<B: Backend + ?Sized>(
     backend: &mut B,
     data: &Dataset,
     phase: &Phase,
+    index: usize,
+    options: &mut TrainOptions<'_>,
 ) -> Result<PhaseReport> {
     let started = Instant::now();
     let stop = &phase.stop;
+    let config_error = |what: &str| Err(Error::Config(format!("phase '{}': {what}", phase.name)));
     if stop.check_every == 0 {
-        return Err(Error::Config(format!(
-            "phase '{}': check_every must be ≥ 1",
-            phase.name
-        )));
+        return config_error("check_every must be ≥ 1");
     }
     if let Batching::MiniBatch { size: 0, .. } = phase.batching {
-        return Err(Error::Config(format!(
-            "phase '{}': batch size must be ≥ 1",
-            phase.name
-        )));
+        return config_error("batch size must be ≥ 1");
+    }
+    if phase.patience.is_some() && options.validation.is_none() {
+        return config_error("early stopping needs validation rows");
     }
     phase.optimizer.validate()?;
     let mask = phase.params.mask(data.d, data.o)?;
-    let rows = phase_rows(data, phase)?;
+    let rows = phase_rows(data, phase, options.validation.as_ref())?;
+    let validation: Option<Vec<u32>> = options
+        .validation
+        .as_ref()
+        .map(|v| (v.start as u32..v.end as u32).collect());
     let seed = match phase.batching {
         Batching::MiniBatch { seed, .. } => seed,
         Batching::Full => 0,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut plan = plan_epoch(&rows, &phase.batching, &mut rng);
-    // Full batch: the one batch is also the evaluation batch; minibatches: it is the last.
-    let per_epoch = if plan.len() == 1 { 1 } else { plan.len() - 1 };
-    let eval = plan.len() - 1;
+    let mut plan = plan_epoch(&rows, &phase.batching, &mut rng, &validation);
+    let per_epoch = match phase.batching {
+        Batching::Full => 1,
+        Batching::MiniBatch { size, .. } => rows.len().div_ceil(size),
+    };
+    let eval = if per_epoch == 1 && phase.batching == Batching::Full {
+        0
+    } else {
+        per_epoch
+    };
+    let val_batch = validation.as_ref().map(|_| plan.len() - 1);
     backend.set_batches(&plan)?;
     backend.begin_phase(&phase.optimizer, &mask)?;
 
-    let first = backend.evaluate(eval)?;
-    if !first.loss.is_finite() {
-        return Err(Error::Diverged {
-            phase: phase.name.clone(),
-            step: 0,
-            loss: first.loss,
-            last_finite_step: 0,
-        });
-    }
-    backend.snapshot()?;
-    let mut checks = vec![Check {
-        step: 0,
-        loss: first.loss,
-        grad_norm: first.grad_norm,
-    }];
+    let mut checks: Vec<Check> = Vec::new();
+    let mut best: Option<(f64, Params)> = None;
+    let mut stale_checks = 0u32;
     let mut calm_checks = 0u32;
     let mut t = 0u64;
     let mut reason = StopReason::MaxSteps;
-    while t < stop.max_steps {
+    loop {
+        let now = backend.evaluate(eval)?;
+        if !now.loss.is_finite() {
+            backend.restore()?;
+            return Err(Error::Diverged {
+                phase: phase.name.clone(),
+                step: t,
+                loss: now.loss,
+                last_finite_step: checks.last().map_or(0, |c| c.step),
+            });
+        }
+        backend.snapshot()?;
+        let val_loss = match val_batch {
+            Some(b) => Some(backend.evaluate(b)?.loss),
+            None => None,
+        };
+        let previous = checks.last().map(|c| c.loss);
+        let check = Check {
+            step: t,
+            loss: now.loss,
+            grad_norm: now.grad_norm,
+            val_loss,
+        };
+        log::debug!(
+            "phase {} step {t}: loss {:.6e}, |g| {:.3e}",
+            phase.name,
+            now.loss,
+            now.grad_norm
+        );
+        if let Some(observer) = options.observer.as_mut() {
+            observer(Event::Check {
+                index,
+                check: &check,
+            });
+        }
+        checks.push(check);
+        if let (Some(patience), Some(v)) = (phase.patience, val_loss) {
+            if best.as_ref().is_none_or(|(b, _)| v < *b) {
+                best = Some((v, backend.params()?));
+                stale_checks = 0;
+            } else {
+                stale_checks += 1;
+                if stale_checks >= patience.max(1) {
+                    reason = StopReason::EarlyStopped;
+                    break;
+                }
+            }
+        }
+        if t > 0 && stop.grad_tol.is_some_and(|tol| now.grad_norm < tol) {
+            reason = StopReason::GradConverged;
+            break;
+        }
+        if let (Some(tol), Some(previous)) = (stop.loss_tol, previous) {
+            let change = (now.loss - previous).abs() / previous.abs().max(f64::MIN_POSITIVE);
+            calm_checks = if change < tol { calm_checks + 1 } else { 0 };
+            if calm_checks >= stop.window.max(1) {
+                reason = StopReason::LossConverged;
+                break;
+            }
+        }
+        if t >= stop.max_steps {
+            break;
+        }
         let until = (t + stop.check_every).min(stop.max_steps);
         while t < until {
-            let (batches, count) = if per_epoch == 1 {
+            let (batches, count) = if phase.batching == Batching::Full {
                 (vec![0; (until - t) as usize], until - t)
             } else {
                 let in_epoch = (t % per_epoch as u64) as usize;
                 if in_epoch == 0 && t > 0 {
-                    plan = plan_epoch(&rows, &phase.batching, &mut rng);
+                    plan = plan_epoch(&rows, &phase.batching, &mut rng, &validation);
                     backend.set_batches(&plan)?;
                 }
                 let count = ((per_epoch - in_epoch) as u64).min(until - t);
@@ -188,42 +335,9 @@ fn run_phase<B: Backend + ?Sized>(
             backend.run_steps(&batches, t + 1)?;
             t += count;
         }
-        let now = backend.evaluate(eval)?;
-        if !now.loss.is_finite() {
-            backend.restore()?;
-            let last = checks.last().map_or(0, |c| c.step);
-            return Err(Error::Diverged {
-                phase: phase.name.clone(),
-                step: t,
-                loss: now.loss,
-                last_finite_step: last,
-            });
-        }
-        backend.snapshot()?;
-        let previous = checks.last().map_or(now.loss, |c| c.loss);
-        checks.push(Check {
-            step: t,
-            loss: now.loss,
-            grad_norm: now.grad_norm,
-        });
-        log::debug!(
-            "phase {} step {t}: loss {:.6e}, |g| {:.3e}",
-            phase.name,
-            now.loss,
-            now.grad_norm
-        );
-        if stop.grad_tol.is_some_and(|tol| now.grad_norm < tol) {
-            reason = StopReason::GradConverged;
-            break;
-        }
-        if let Some(tol) = stop.loss_tol {
-            let change = (now.loss - previous).abs() / previous.abs().max(f64::MIN_POSITIVE);
-            calm_checks = if change < tol { calm_checks + 1 } else { 0 };
-            if calm_checks >= stop.window.max(1) {
-                reason = StopReason::LossConverged;
-                break;
-            }
-        }
+    }
+    if let Some((_, params)) = best {
+        backend.set_params(&params)?;
     }
     let report = PhaseReport {
         name: phase.name.clone(),

@@ -130,6 +130,7 @@ fn phases(g: &Golden) -> Vec<Phase> {
             rows: None,
             batching: Batching::Full,
             stop: StopRule::steps(l.steps, 1),
+            patience: None,
         },
         Phase {
             name: "global".into(),
@@ -138,6 +139,7 @@ fn phases(g: &Golden) -> Vec<Phase> {
             rows: None,
             batching: Batching::Full,
             stop: StopRule::steps(gl.steps, 1),
+            patience: None,
         },
     ]
 }

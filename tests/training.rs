@@ -22,6 +22,7 @@ fn sgd_phase(name: &str, params: ParamSubset, steps: u64) -> Phase {
         rows: None,
         batching: Batching::Full,
         stop: StopRule::steps(steps, 25),
+        patience: None,
     }
 }
 
@@ -33,6 +34,7 @@ fn adam_phase(steps: u64) -> Phase {
         rows: None,
         batching: Batching::Full,
         stop: StopRule::steps(steps, 25),
+        patience: None,
     }
 }
 

@@ -32,36 +32,12 @@ impl GpuContext {
     }
 
     async fn new_async() -> Result<Self> {
-        // Vulkan, Metal and DX12 unless WGPU_BACKEND says otherwise: compute on GL is poor,
-        // and probing it loads EGL drivers that log errors on headless machines.
-        let descriptor = wgpu::InstanceDescriptor {
-            backends: wgpu::Backends::PRIMARY,
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        };
-        let instance = wgpu::Instance::new(descriptor.with_env());
-        let adapter = match std::env::var("WGPU_ADAPTER_NAME") {
-            Ok(wanted) => {
-                let wanted_lower = wanted.to_lowercase();
-                let backends = wgpu::Backends::PRIMARY.with_env();
-                instance
-                    .enumerate_adapters(backends)
-                    .await
-                    .into_iter()
-                    .find(|a| a.get_info().name.to_lowercase().contains(&wanted_lower))
-                    .ok_or_else(|| Error::NoAdapter {
-                        detail: format!(" matching WGPU_ADAPTER_NAME={wanted}"),
-                    })?
-            }
-            Err(_) => instance
-                .request_adapter(&wgpu::RequestAdapterOptions {
-                    power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| Error::NoAdapter {
-                    detail: format!(" ({e})"),
-                })?,
-        };
+        let instance = instance();
+        let adapter = choose_adapter(&instance).await?;
+        Self::on_adapter(adapter).await
+    }
+
+    async fn on_adapter(adapter: wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         // The adapter's real limits: wgpu's defaults would cap a storage binding at 128 MiB
         // and the workgroup grid below what the hardware offers.
@@ -181,4 +157,107 @@ impl GpuContext {
             })?;
         self.check(context)
     }
+}
+
+/// A wgpu instance on Vulkan, Metal and DX12 unless `WGPU_BACKEND` says otherwise: compute on
+/// GL is poor, and probing it loads EGL drivers that log errors on headless machines.
+fn instance() -> wgpu::Instance {
+    let descriptor = wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::PRIMARY,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    };
+    wgpu::Instance::new(descriptor.with_env())
+}
+
+/// The adapter wgpu's conventions pick: the first whose name contains `WGPU_ADAPTER_NAME`, else
+/// the one `request_adapter` prefers under `WGPU_POWER_PREF`.
+async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    match std::env::var("WGPU_ADAPTER_NAME") {
+        Ok(wanted) => {
+            let wanted_lower = wanted.to_lowercase();
+            instance
+                .enumerate_adapters(wgpu::Backends::PRIMARY.with_env())
+                .await
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&wanted_lower))
+                .ok_or_else(|| Error::NoAdapter {
+                    detail: format!(" matching WGPU_ADAPTER_NAME={wanted}"),
+                })
+        }
+        Err(_) => instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::NoAdapter {
+                detail: format!(" ({e})"),
+            }),
+    }
+}
+
+/// What `bilevel devices` shows of one adapter.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct AdapterReport {
+    /// Adapter name.
+    pub name: String,
+    /// Vulkan, Metal, Dx12, Gl.
+    pub backend: String,
+    /// Discrete, integrated, virtual, CPU.
+    pub device_type: String,
+    /// Driver name and version.
+    pub driver: String,
+    /// Largest storage buffer binding, bytes.
+    pub max_storage_binding: u64,
+    /// Largest buffer, bytes.
+    pub max_buffer: u64,
+    /// Workgroup shared memory, bytes.
+    pub max_workgroup_storage: u32,
+    /// Invocations per workgroup.
+    pub max_invocations_per_workgroup: u32,
+    /// Workgroups per dispatch dimension.
+    pub max_workgroups_per_dimension: u32,
+    /// GPU timestamp queries.
+    pub timestamps: bool,
+    /// f16 in shaders.
+    pub shader_f16: bool,
+    /// Subgroup operations.
+    pub subgroups: bool,
+    /// Whether bilevel would choose it.
+    pub chosen: bool,
+}
+
+/// Every adapter wgpu sees on the enabled backends, marking the one bilevel would choose.
+pub fn adapters() -> Vec<AdapterReport> {
+    pollster::block_on(async {
+        let instance = instance();
+        let chosen = choose_adapter(&instance).await.ok().map(|a| a.get_info());
+        let all = instance
+            .enumerate_adapters(wgpu::Backends::PRIMARY.with_env())
+            .await;
+        all.into_iter()
+            .map(|a| {
+                let (info, limits, features) = (a.get_info(), a.limits(), a.features());
+                AdapterReport {
+                    chosen: chosen.as_ref().is_some_and(|c| {
+                        c.name == info.name && c.backend == info.backend && c.device == info.device
+                    }),
+                    name: info.name,
+                    backend: format!("{:?}", info.backend),
+                    device_type: format!("{:?}", info.device_type),
+                    driver: format!("{} {}", info.driver, info.driver_info)
+                        .trim()
+                        .to_string(),
+                    max_storage_binding: limits.max_storage_buffer_binding_size,
+                    max_buffer: limits.max_buffer_size,
+                    max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+                    max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+                    max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+                    timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+                    shader_f16: features.contains(wgpu::Features::SHADER_F16),
+                    subgroups: features.contains(wgpu::Features::SUBGROUP),
+                }
+            })
+            .collect()
+    })
 }

@@ -6,5 +6,5 @@ mod context;
 mod kernels;
 
 pub use backend::GpuBackend;
-pub use context::GpuContext;
+pub use context::{AdapterReport, GpuContext, adapters};
 pub use kernels::{SHADERS, WORKGROUP_SIZE};

@@ -1,0 +1,88 @@
+//! `bilevel devices` and `bilevel check`: what the machine offers, and whether it computes
+//! what the CPU reference computes.
+
+use std::sync::Arc;
+
+use bilevel::gpu::{GpuContext, adapters};
+use clap::Args;
+
+/// Options of `bilevel devices`.
+#[derive(Args, Debug)]
+pub struct DevicesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `bilevel devices`.
+pub fn devices(args: &DevicesArgs) -> anyhow::Result<()> {
+    let list = adapters();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("no adapters: install a GPU driver, or Mesa's `mesa-vulkan-drivers libvulkan1`");
+    }
+    for a in &list {
+        println!("{} {}", if a.chosen { "*" } else { " " }, a.name);
+        println!(
+            "    backend {}, {} , driver {}",
+            a.backend, a.device_type, a.driver
+        );
+        println!(
+            "    max storage binding {} MiB, max buffer {} MiB, workgroup storage {} KiB, {} invocations/workgroup, {} workgroups/dimension",
+            a.max_storage_binding >> 20,
+            a.max_buffer >> 20,
+            a.max_workgroup_storage >> 10,
+            a.max_invocations_per_workgroup,
+            a.max_workgroups_per_dimension
+        );
+        println!(
+            "    timestamps {}, shader f16 {}, subgroups {}",
+            yes(a.timestamps),
+            yes(a.shader_f16),
+            yes(a.subgroups)
+        );
+    }
+    println!(
+        "* = the adapter bilevel uses (WGPU_BACKEND, WGPU_ADAPTER_NAME and WGPU_POWER_PREF choose)"
+    );
+    Ok(())
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// Runs `bilevel check`; returns whether every comparison passed.
+pub fn check() -> anyhow::Result<bool> {
+    let context = Arc::new(GpuContext::new()?);
+    println!("checking {} against the CPU reference", context.describe());
+    println!(
+        "{:<48} {:>11} {:>11} {:>9} {:>9}  result",
+        "what", "max |Δ|", "max rel", "atol", "rtol"
+    );
+    let results = bilevel::selfcheck::run(context)?;
+    for r in &results {
+        println!(
+            "{:<48} {:>11.3e} {:>11.3e} {:>9.1e} {:>9.1e}  {}",
+            r.what,
+            r.max_abs,
+            r.max_rel,
+            r.atol,
+            r.rtol,
+            if r.pass { "PASS" } else { "FAIL" }
+        );
+    }
+    let passed = results.iter().all(|r| r.pass);
+    println!(
+        "{}",
+        if passed {
+            "all checks passed"
+        } else {
+            "SOME CHECKS FAILED"
+        }
+    );
+    Ok(passed)
+}

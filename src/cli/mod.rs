@@ -1,0 +1,8 @@
+//! The command line's subcommands; each is a small function over the library.
+
+pub mod data;
+pub mod devices;
+pub mod predict;
+pub mod progress;
+pub mod table;
+pub mod train;

@@ -1,0 +1,592 @@
+//! `bilevel train`: data in, phases run, model, report and plot out.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use bilevel::config::{PhaseSpec, RunConfig};
+use bilevel::cpu::{self, CpuBackend};
+use bilevel::gpu::{GpuBackend, GpuContext};
+use bilevel::io::{Table, write_atomically};
+use bilevel::metrics::{self, Metrics};
+use bilevel::model_file::{load_model, save_model};
+use bilevel::standardize::Standardizer;
+use bilevel::{Backend, Dataset, Error, Params, RunReport, TrainOptions, train_with};
+use clap::{Args, ValueEnum};
+use indicatif::MultiProgress;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use super::data::{DataArgs, synthetic};
+use super::progress::PhaseBars;
+use super::table::print_metrics;
+
+/// Which backend trains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// wgpu compute shaders on the chosen adapter.
+    #[default]
+    Gpu,
+    /// The CPU reference (f64 accumulation).
+    Cpu,
+}
+
+/// Optimizers by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerName {
+    /// torch.optim.SGD.
+    Sgd,
+    /// torch.optim.Adam.
+    Adam,
+    /// torch.optim.AdamW.
+    Adamw,
+}
+
+impl OptimizerName {
+    fn as_str(self) -> &'static str {
+        match self {
+            OptimizerName::Sgd => "sgd",
+            OptimizerName::Adam => "adam",
+            OptimizerName::Adamw => "adamw",
+        }
+    }
+}
+
+/// Options of `bilevel train`.
+#[derive(Args, Debug, Default)]
+pub struct TrainArgs {
+    /// Data file: CSV, LIBSVM/svmlight or NPY (default: the bundled breast-cancer data,
+    /// standardised).
+    #[arg(value_name = "DATA")]
+    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: DataArgs,
+    /// Generated data instead of a file: a planted linear model, N rows, D features, O outputs.
+    #[arg(long, value_name = "N,D,O,SEED", conflicts_with = "data")]
+    pub synthetic: Option<String>,
+    /// Z-score the features with statistics of the training rows (stored with the model).
+    #[arg(long)]
+    pub standardize: bool,
+    /// Hold out this fraction of the rows (seeded by --seed) for validation.
+    #[arg(long, value_name = "FRACTION", conflicts_with = "validation_data")]
+    pub validation: Option<f64>,
+    /// Validation rows from another file of the same layout.
+    #[arg(long, value_name = "FILE")]
+    pub validation_data: Option<PathBuf>,
+    /// Early stopping of the global phase: stop after this many checks without a better
+    /// validation loss, keeping the best parameters.
+    #[arg(long, value_name = "CHECKS")]
+    pub patience: Option<u32>,
+    /// PyTorch's pos_weight, one value per output.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "W1,W2,…",
+        conflicts_with = "balance"
+    )]
+    pub pos_weight: Option<Vec<f32>>,
+    /// Weigh each output's positives by negatives/positives of the training rows.
+    #[arg(long)]
+    pub balance: bool,
+
+    /// Local phase optimizer [default: sgd].
+    #[arg(long, value_enum)]
+    pub local_optimizer: Option<OptimizerName>,
+    /// Parameters of the local phase: all, bias, weights, features:A..B, outputs:A..B [default: bias].
+    #[arg(long, value_name = "SUBSET")]
+    pub local_params: Option<String>,
+    /// Local learning rate [default: 0.1].
+    #[arg(long)]
+    pub local_lr: Option<f64>,
+    /// Local SGD momentum.
+    #[arg(long)]
+    pub local_momentum: Option<f64>,
+    /// Local SGD dampening.
+    #[arg(long)]
+    pub local_dampening: Option<f64>,
+    /// Local SGD Nesterov momentum.
+    #[arg(long)]
+    pub local_nesterov: bool,
+    /// Local weight decay.
+    #[arg(long)]
+    pub local_weight_decay: Option<f64>,
+    /// Local phase steps; 0 skips it [default: 50].
+    #[arg(long)]
+    pub local_steps: Option<u64>,
+    /// Global phase optimizer [default: adam].
+    #[arg(long, value_enum)]
+    pub global_optimizer: Option<OptimizerName>,
+    /// Global learning rate [default: 0.05].
+    #[arg(long)]
+    pub global_lr: Option<f64>,
+    /// Adam's β1,β2 [default: 0.9,0.999].
+    #[arg(long, value_delimiter = ',', num_args = 1, value_name = "B1,B2")]
+    pub global_betas: Option<Vec<f64>>,
+    /// Adam's ε [default: 1e-8].
+    #[arg(long)]
+    pub global_eps: Option<f64>,
+    /// Global weight decay (L2 for adam, decoupled for adamw).
+    #[arg(long)]
+    pub global_weight_decay: Option<f64>,
+    /// AMSGrad.
+    #[arg(long)]
+    pub global_amsgrad: bool,
+    /// Global phase steps; 0 skips it [default: 300].
+    #[arg(long)]
+    pub global_steps: Option<u64>,
+    /// Minibatch size for both phases (default: full batch).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Seed for shuffling, the validation split and generated parameters.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop a phase once the relative loss change stays below this for 3 checks (without it a
+    /// phase runs exactly its steps).
+    #[arg(long)]
+    pub tol: Option<f64>,
+    /// Steps between convergence checks [default: 10].
+    #[arg(long)]
+    pub check_every: Option<u64>,
+    /// Any list of phases from a TOML run file (instead of the phase flags).
+    #[arg(long, value_name = "run.toml")]
+    pub config: Option<PathBuf>,
+    /// Start from these parameters (safetensors with `weight` o×d and `bias` o).
+    #[arg(long, value_name = "FILE.safetensors")]
+    pub init: Option<PathBuf>,
+    /// Train on the GPU or on the CPU reference.
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: BackendChoice,
+    /// Write the model (safetensors: `weight`, `bias`, standardisation and configuration).
+    #[arg(short, long, value_name = "FILE.safetensors")]
+    pub output: Option<PathBuf>,
+    /// Write a JSON report: configuration, adapter, loss history, stop reasons, timings, metrics.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Plot the loss curves (.svg or .png).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Also train on the CPU reference and print how far the GPU run is from it (on by
+    /// default when no data is given).
+    #[arg(long)]
+    pub compare: bool,
+    /// Probability threshold for the accuracy, precision and recall printed at the end.
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f64,
+}
+
+impl TrainArgs {
+    fn phase_flags_given(&self) -> bool {
+        self.local_optimizer.is_some()
+            || self.local_params.is_some()
+            || self.local_lr.is_some()
+            || self.local_momentum.is_some()
+            || self.local_dampening.is_some()
+            || self.local_nesterov
+            || self.local_weight_decay.is_some()
+            || self.local_steps.is_some()
+            || self.global_optimizer.is_some()
+            || self.global_lr.is_some()
+            || self.global_betas.is_some()
+            || self.global_eps.is_some()
+            || self.global_weight_decay.is_some()
+            || self.global_amsgrad
+            || self.global_steps.is_some()
+            || self.batch_size.is_some()
+            || self.tol.is_some()
+            || self.check_every.is_some()
+            || self.patience.is_some()
+    }
+
+    /// The run's phases: from --config, or the two-level scheme from the flags.
+    fn run_config(&self) -> anyhow::Result<RunConfig> {
+        if let Some(path) = &self.config {
+            if self.phase_flags_given() {
+                return Err(Error::Config(
+                    "give the phases either in --config or as flags, not both".into(),
+                )
+                .into());
+            }
+            let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            return Ok(RunConfig::from_toml(&text, path)?);
+        }
+        let betas = match self.global_betas.as_deref() {
+            None => None,
+            Some([b1, b2]) => Some([*b1, *b2]),
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "--global-betas takes two values, got {}",
+                    other.len()
+                ))
+                .into());
+            }
+        };
+        let shared = PhaseSpec {
+            batch_size: self.batch_size,
+            seed: Some(self.seed),
+            tol: self.tol,
+            window: self.tol.map(|_| 3),
+            check_every: self.check_every,
+            ..PhaseSpec::default()
+        };
+        let local_optimizer = self.local_optimizer.unwrap_or(OptimizerName::Sgd);
+        let local = PhaseSpec {
+            name: Some("local".into()),
+            optimizer: local_optimizer.as_str().into(),
+            params: Some(self.local_params.clone().unwrap_or_else(|| "bias".into())),
+            lr: Some(self.local_lr.unwrap_or(0.1)),
+            momentum: self.local_momentum,
+            dampening: self.local_dampening,
+            nesterov: self.local_nesterov.then_some(true),
+            weight_decay: self.local_weight_decay,
+            steps: self.local_steps.unwrap_or(50),
+            ..shared.clone()
+        };
+        let global_optimizer = self.global_optimizer.unwrap_or(OptimizerName::Adam);
+        let global = PhaseSpec {
+            name: Some("global".into()),
+            optimizer: global_optimizer.as_str().into(),
+            params: Some("all".into()),
+            lr: Some(self.global_lr.unwrap_or(0.05)),
+            betas,
+            eps: self.global_eps,
+            weight_decay: self.global_weight_decay,
+            amsgrad: self.global_amsgrad.then_some(true),
+            steps: self.global_steps.unwrap_or(300),
+            patience: self.patience,
+            ..shared
+        };
+        Ok(RunConfig {
+            phases: vec![local, global],
+        })
+    }
+}
+
+/// The training data after splitting and standardising: rows `0..train` train, the rest
+/// validate.
+struct Prepared {
+    data: Dataset,
+    train_rows: usize,
+    standardizer: Option<Standardizer>,
+    feature_names: Vec<String>,
+    label_names: Vec<String>,
+    source: String,
+}
+
+fn prepare(args: &TrainArgs) -> anyhow::Result<Prepared> {
+    let (table, source) = match (&args.data, &args.synthetic) {
+        (Some(path), _) => (args.source.read(path, None)?, path.display().to_string()),
+        (None, Some(spec)) => (synthetic(spec)?, format!("synthetic {spec}")),
+        (None, None) => (
+            args.source.bundled()?,
+            "bundled breast_cancer.csv".to_string(),
+        ),
+    };
+    let origin = args.data.clone().unwrap_or_else(|| PathBuf::from(&source));
+    let Table {
+        feature_names,
+        label_names,
+        ..
+    } = table.clone();
+    let mut data = table.into_dataset(&origin)?;
+    let mut train_rows = data.n;
+    if let Some(path) = &args.validation_data {
+        let extra = args.source.read(path, None)?;
+        if extra.d != data.d || extra.o() != data.o {
+            return Err(Error::Shape(format!(
+                "{}: {} features and {} outputs, but the training data has {} and {}",
+                path.display(),
+                extra.d,
+                extra.o(),
+                data.d,
+                data.o
+            ))
+            .into());
+        }
+        let extra = extra.into_dataset(path)?;
+        data.x.extend(extra.x);
+        data.y.extend(extra.y);
+        data.n += extra.n;
+    } else if let Some(fraction) = args.validation {
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(Error::Config(format!(
+                "--validation {fraction}: the fraction must lie strictly between 0 and 1"
+            ))
+            .into());
+        }
+        if data.n < 2 {
+            return Err(Error::Config("--validation needs at least 2 rows".into()).into());
+        }
+        let held_out = ((data.n as f64 * fraction).round() as usize).clamp(1, data.n - 1);
+        let mut order: Vec<usize> = (0..data.n).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(args.seed));
+        let (d, o) = (data.d, data.o);
+        let x = order
+            .iter()
+            .flat_map(|&i| data.x[i * d..(i + 1) * d].iter().copied())
+            .collect();
+        let y = order
+            .iter()
+            .flat_map(|&i| data.y[i * o..(i + 1) * o].iter().copied())
+            .collect();
+        data = Dataset { x, y, ..data };
+        train_rows = data.n - held_out;
+    }
+    // The bundled data is always standardised: its raw features span five orders of magnitude.
+    let bundled = args.data.is_none() && args.synthetic.is_none();
+    let standardizer =
+        (args.standardize || bundled).then(|| Standardizer::fit(&data.x, data.d, train_rows));
+    if let Some(s) = &standardizer {
+        s.apply(&mut data.x);
+    }
+    let pos_weight = if let Some(w) = &args.pos_weight {
+        Some(w.clone())
+    } else if args.balance {
+        let o = data.o;
+        Some(
+            (0..o)
+                .map(|k| {
+                    let positives = (0..train_rows)
+                        .filter(|&i| data.y[i * o + k] >= 0.5)
+                        .count() as f32;
+                    let negatives = train_rows as f32 - positives;
+                    if positives > 0.0 && negatives > 0.0 {
+                        negatives / positives
+                    } else {
+                        1.0
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
+    if let Some(w) = pos_weight {
+        data = data.with_pos_weight(w)?;
+    }
+    Ok(Prepared {
+        data,
+        train_rows,
+        standardizer,
+        feature_names,
+        label_names,
+        source,
+    })
+}
+
+/// Runs `bilevel train`.
+pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
+    let config = args.run_config()?;
+    let phases = config.phases()?;
+    let prepared = prepare(args)?;
+    let data = &prepared.data;
+    let init =
+        match &args.init {
+            Some(path) => {
+                let model = load_model(path)?;
+                if (model.params.d, model.params.o) != (data.d, data.o) {
+                    return Err(Error::Shape(format!(
+                    "{}: the model is Linear({}, {}) but the data has {} features and {} outputs",
+                    path.display(), model.params.d, model.params.o, data.d, data.o
+                ))
+                .into());
+                }
+                model.params
+            }
+            None => Params::zeros(data.d, data.o),
+        };
+    let mut backend: Box<dyn Backend> = match args.backend {
+        BackendChoice::Gpu => Box::new(GpuBackend::new(Arc::new(GpuContext::new()?))),
+        BackendChoice::Cpu => Box::new(CpuBackend::new()),
+    };
+    let validation = (prepared.train_rows < data.n).then_some(prepared.train_rows..data.n);
+    let mut progress = PhaseBars::new(bars);
+    let mut observer = |event: bilevel::Event<'_>| progress.on_event(event);
+    let options = TrainOptions {
+        validation: validation.clone(),
+        observer: Some(&mut observer),
+    };
+    let settings = serde_json::json!({
+        "data": prepared.source,
+        "rows": data.n,
+        "train_rows": prepared.train_rows,
+        "features": data.d,
+        "outputs": data.o,
+        "feature_names": prepared.feature_names,
+        "label_names": prepared.label_names,
+        "standardize": prepared.standardizer.is_some(),
+        "pos_weight": data.pos_weight,
+        "seed": args.seed,
+        "backend": backend.describe(),
+        "run": config,
+    });
+    let outcome = train_with(backend.as_mut(), data, &init, &phases, options);
+    let report = match outcome {
+        Ok(report) => report,
+        Err(error @ Error::Diverged { .. }) => {
+            if let Some(path) = &args.output {
+                let kept = backend.params()?;
+                save_model(path, &kept, prepared.standardizer.as_ref(), &settings, true)?;
+                eprintln!(
+                    "bilevel: wrote the last finite parameters to {} (marked diverged)",
+                    path.display()
+                );
+            }
+            return Err(error.into());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    print_phases(&report);
+    if args.backend == BackendChoice::Gpu
+        && (args.compare || (args.data.is_none() && args.synthetic.is_none()))
+    {
+        let options = TrainOptions {
+            validation: validation.clone(),
+            observer: None,
+        };
+        let reference = train_with(&mut CpuBackend::new(), data, &init, &phases, options)?;
+        print_comparison(&report, &reference);
+    }
+    let train_metrics = evaluate(
+        data,
+        &report.params,
+        0..prepared.train_rows,
+        &prepared.label_names,
+        args.threshold,
+    );
+    println!("\ntraining rows ({}):", prepared.train_rows);
+    print_metrics(&train_metrics);
+    let validation_metrics = validation.map(|rows| {
+        let m = evaluate(
+            data,
+            &report.params,
+            rows.clone(),
+            &prepared.label_names,
+            args.threshold,
+        );
+        println!("\nvalidation rows ({}):", rows.len());
+        print_metrics(&m);
+        m
+    });
+
+    if let Some(path) = &args.output {
+        save_model(
+            path,
+            &report.params,
+            prepared.standardizer.as_ref(),
+            &settings,
+            false,
+        )?;
+        eprintln!("bilevel: wrote {}", path.display());
+    }
+    if let Some(path) = &args.report {
+        let json = serde_json::json!({
+            "configuration": settings,
+            "adapter": report.backend,
+            "phases": report.phases,
+            "metrics": { "train": train_metrics, "validation": validation_metrics },
+        });
+        write_json(path, &json)?;
+    }
+    if let Some(path) = &args.plot {
+        bilevel::plot::plot_losses(path, &report.phases)?;
+    }
+    Ok(())
+}
+
+/// Writes `value` as pretty JSON, atomically.
+pub fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    write_atomically(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, value).map_err(|e| Error::Io {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        w.write_all(b"\n").map_err(|e| Error::Io {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    })
+    .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Metrics of `params` on `rows` of `data`.
+fn evaluate(
+    data: &Dataset,
+    params: &Params,
+    rows: std::ops::Range<usize>,
+    names: &[String],
+    threshold: f64,
+) -> Vec<Metrics> {
+    let rows: Vec<u32> = (rows.start as u32..rows.end as u32).collect();
+    let mut z = vec![0.0; rows.len() * data.o];
+    cpu::linear_forward(data.d, data.o, &data.x, &rows, &params.values, &mut z);
+    let y: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| {
+            data.y[r as usize * data.o..(r as usize + 1) * data.o]
+                .iter()
+                .copied()
+        })
+        .collect();
+    metrics::evaluate(&z, &y, data.o, names, threshold)
+}
+
+/// The largest differences between a GPU run and the CPU reference's run.
+fn print_comparison(gpu: &RunReport, cpu: &RunReport) {
+    let max_param = gpu
+        .params
+        .values
+        .iter()
+        .zip(&cpu.params.values)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let max_loss = gpu
+        .phases
+        .iter()
+        .zip(&cpu.phases)
+        .flat_map(|(g, c)| g.checks.iter().zip(&c.checks))
+        .map(|(g, c)| (g.loss - c.loss).abs() / c.loss.abs().max(f64::MIN_POSITIVE))
+        .fold(0.0f64, f64::max);
+    println!(
+        "GPU vs CPU reference: max |Δparam| {max_param:.3e}, max relative loss difference over {} checks {max_loss:.3e}",
+        gpu.phases.iter().map(|p| p.checks.len()).sum::<usize>()
+    );
+}
+
+/// The closing table: one line per phase.
+pub fn print_phases(report: &RunReport) {
+    println!("{}", report.backend);
+    println!(
+        "{:<8} {:<6} {:>6} {:>12} {:>12} {:>12} {:>10}  {:<18} {:>9}",
+        "phase",
+        "optim",
+        "steps",
+        "loss before",
+        "loss after",
+        "val loss",
+        "|grad|",
+        "stopped by",
+        "time"
+    );
+    for p in &report.phases {
+        let (first, last) = (p.checks.first(), p.checks.last());
+        let val = last
+            .and_then(|c| c.val_loss)
+            .map_or("-".to_string(), |v| format!("{v:.6}"));
+        println!(
+            "{:<8} {:<6} {:>6} {:>12.6} {:>12.6} {:>12} {:>10.3e}  {:<18} {:>7.3} s",
+            p.name,
+            p.optimizer,
+            p.steps,
+            first.map_or(f64::NAN, |c| c.loss),
+            p.final_loss(),
+            val,
+            last.map_or(f64::NAN, |c| c.grad_norm),
+            p.stop.to_string(),
+            p.seconds
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! LIBSVM / svmlight text: `label idx:val idx:val …` with 1-based indices, `#` comments, and
+//! multi-label lines `l1,l2 idx:val …`.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use super::{Table, parse_error};
+use crate::{Error, Result};
+
+/// Feature indices above this are refused: the matrix is stored dense.
+pub const MAX_FEATURES: usize = 1 << 24;
+
+/// How to read a LIBSVM file.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LibsvmOptions {
+    /// Exactly this many features (a model's); an index above it is an error. `None`: the
+    /// largest index in the file.
+    pub features: Option<usize>,
+    /// Multi-label with exactly this many outputs; `None`: detect (a comma in any label makes
+    /// the file multi-label, with as many outputs as the largest class index + 1).
+    pub outputs: Option<usize>,
+}
+
+struct Line {
+    number: usize,
+    labels: Vec<String>,
+    pairs: Vec<(usize, f32)>,
+}
+
+/// Reads `path` as LIBSVM text.
+pub fn read_libsvm(path: &Path, options: &LibsvmOptions) -> Result<Table> {
+    let file = std::fs::File::open(path).map_err(|e| Error::Io {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    let mut lines = Vec::new();
+    let mut max_index = 0usize;
+    let mut multi_label = options.outputs.is_some_and(|o| o > 1);
+    for (i, text) in std::io::BufReader::new(file).lines().enumerate() {
+        let number = i + 1;
+        let text =
+            text.map_err(|e| parse_error(path, number, format!("cannot read the line: {e}")))?;
+        let content = text.split('#').next().unwrap_or("");
+        let mut tokens = content.split_whitespace().peekable();
+        let Some(&first) = tokens.peek() else {
+            continue;
+        };
+        let labels: Vec<String> = if first.contains(':') {
+            Vec::new() // a multi-label line with no labels
+        } else {
+            tokens.next();
+            multi_label |= first.contains(',');
+            first
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let mut pairs = Vec::new();
+        let mut previous = 0;
+        for token in tokens {
+            let (index, value) = token.split_once(':').ok_or_else(|| {
+                parse_error(path, number, format!("'{token}' is not index:value"))
+            })?;
+            let index: i64 = index.parse().map_err(|_| {
+                parse_error(
+                    path,
+                    number,
+                    format!("feature index '{index}' is not an integer"),
+                )
+            })?;
+            if index < 1 {
+                return Err(parse_error(
+                    path,
+                    number,
+                    format!("feature index {index} is below 1 (indices are 1-based)"),
+                ));
+            }
+            let limit = options.features.unwrap_or(MAX_FEATURES);
+            if index as u64 > limit as u64 {
+                return Err(parse_error(
+                    path,
+                    number,
+                    format!("feature index {index} is above the {limit} features allowed"),
+                ));
+            }
+            let index = index as usize;
+            if index <= previous {
+                return Err(parse_error(
+                    path,
+                    number,
+                    format!("feature index {index} does not increase"),
+                ));
+            }
+            previous = index;
+            let value: f32 = value.parse().map_err(|_| {
+                parse_error(
+                    path,
+                    number,
+                    format!("feature {index}: '{value}' is not a number"),
+                )
+            })?;
+            if !value.is_finite() {
+                return Err(parse_error(
+                    path,
+                    number,
+                    format!("feature {index}: value {value} is not finite"),
+                ));
+            }
+            max_index = max_index.max(index);
+            pairs.push((index, value));
+        }
+        lines.push(Line {
+            number,
+            labels,
+            pairs,
+        });
+    }
+    if lines.is_empty() {
+        return Err(parse_error(path, 1, "the file has no data lines"));
+    }
+    let n = lines.len();
+    let d = options.features.unwrap_or(max_index).max(1);
+    let dense = n
+        .checked_mul(d)
+        .filter(|&len| len <= isize::MAX as usize / 4);
+    let mut x = vec![
+        0.0f32;
+        dense.ok_or_else(|| parse_error(
+            path,
+            1,
+            format!("{n} rows × {d} features do not fit in memory")
+        ))?
+    ];
+    for (row, line) in lines.iter().enumerate() {
+        for &(index, value) in &line.pairs {
+            x[row * d + index - 1] = value;
+        }
+    }
+    let (y, label_names) = if multi_label {
+        let mut classes = Vec::with_capacity(n);
+        for line in &lines {
+            let mut ids = Vec::with_capacity(line.labels.len());
+            for label in &line.labels {
+                let id: usize = label
+                    .parse()
+                    .ok()
+                    .filter(|&k: &usize| k < 65_536)
+                    .ok_or_else(|| {
+                        parse_error(
+                            path,
+                            line.number,
+                            format!("label '{label}' is not a class index 0, 1, 2, …"),
+                        )
+                    })?;
+                ids.push(id);
+            }
+            classes.push(ids);
+        }
+        let o = options
+            .outputs
+            .unwrap_or_else(|| classes.iter().flatten().max().map_or(1, |m| m + 1));
+        let mut y = vec![0.0; n * o];
+        for (row, ids) in classes.iter().enumerate() {
+            for &k in ids {
+                if k >= o {
+                    return Err(parse_error(
+                        path,
+                        lines[row].number,
+                        format!("class {k} is not below the {o} outputs"),
+                    ));
+                }
+                y[row * o + k] = 1.0;
+            }
+        }
+        (y, (0..o).map(|k| format!("class {k}")).collect())
+    } else {
+        let mut y = Vec::with_capacity(n);
+        for line in &lines {
+            let [label] = line.labels.as_slice() else {
+                return Err(parse_error(path, line.number, "the line has no label"));
+            };
+            let value = match label.parse::<f64>() {
+                Ok(1.0) => 1.0,
+                Ok(0.0 | -1.0) => 0.0,
+                _ => {
+                    return Err(parse_error(
+                        path,
+                        line.number,
+                        format!("label '{label}' is not -1, +1, 0 or 1"),
+                    ));
+                }
+            };
+            y.push(value);
+        }
+        (y, vec!["label".to_string()])
+    };
+    Ok(Table {
+        n,
+        d,
+        x,
+        y: Some(y),
+        feature_names: (1..=d).map(|j| format!("f{j}")).collect(),
+        label_names,
+    })
+}

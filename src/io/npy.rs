@@ -1,0 +1,126 @@
+//! NPY: X (n×d) and Y (n or n×o) as two files, f32 or f64, C order.
+
+use std::path::Path;
+
+use super::{Table, parse_error};
+use crate::{Error, Result};
+
+/// Reads one NPY array as f32 with its shape.
+fn read_array(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    let header_error =
+        |e: std::io::Error| parse_error(path, 1, format!("not a valid NPY file: {e}"));
+    let file = npyz::NpyFile::new(&bytes[..]).map_err(header_error)?;
+    if file.order() == npyz::Order::Fortran {
+        return Err(parse_error(
+            path,
+            1,
+            "Fortran-order arrays are not supported: save with numpy.ascontiguousarray",
+        ));
+    }
+    let shape: Vec<usize> = file.shape().iter().map(|&s| s as usize).collect();
+    // The element count must match the bytes present before anything is allocated for it.
+    let count = shape.iter().try_fold(1usize, |acc, &s| acc.checked_mul(s));
+    match count {
+        Some(c) if c.saturating_mul(4) <= bytes.len() => {}
+        _ => {
+            return Err(parse_error(
+                path,
+                1,
+                format!("shape {shape:?} is larger than the file"),
+            ));
+        }
+    }
+    let dtype = file.dtype().descr();
+    let values = match file.try_data::<f32>() {
+        Ok(data) => data
+            .collect::<std::io::Result<Vec<f32>>>()
+            .map_err(header_error)?,
+        Err(file) => match file.try_data::<f64>() {
+            Ok(data) => data
+                .map(|v| v.map(|v: f64| v as f32))
+                .collect::<std::io::Result<Vec<f32>>>()
+                .map_err(header_error)?,
+            Err(_) => {
+                return Err(parse_error(
+                    path,
+                    1,
+                    format!("dtype {dtype} is neither f32 nor f64"),
+                ));
+            }
+        },
+    };
+    Ok((shape, values))
+}
+
+/// Reads features from `x_path` and, when given, targets from `y_path`.
+pub fn read_npy(x_path: &Path, y_path: Option<&Path>) -> Result<Table> {
+    let (shape, x) = read_array(x_path)?;
+    let [n, d] = shape[..] else {
+        return Err(parse_error(
+            x_path,
+            1,
+            format!("X must be 2-D (rows × features), got shape {shape:?}"),
+        ));
+    };
+    if n == 0 || d == 0 {
+        return Err(parse_error(
+            x_path,
+            1,
+            format!("X has shape {shape:?}: no data"),
+        ));
+    }
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(parse_error(
+            x_path,
+            1,
+            format!(
+                "X[{}, {}] is {}: features must be finite",
+                i / d,
+                i % d,
+                x[i]
+            ),
+        ));
+    }
+    let (y, label_names) = match y_path {
+        None => (None, Vec::new()),
+        Some(y_path) => {
+            let (y_shape, y) = read_array(y_path)?;
+            let o = match y_shape[..] {
+                [rows] | [rows, 1] if rows == n => 1,
+                [rows, o] if rows == n => o,
+                _ => {
+                    return Err(parse_error(
+                        y_path,
+                        1,
+                        format!("Y has shape {y_shape:?} but X has {n} rows"),
+                    ));
+                }
+            };
+            if let Some(i) = y.iter().position(|v| !(0.0..=1.0).contains(v)) {
+                return Err(parse_error(
+                    y_path,
+                    1,
+                    format!(
+                        "Y[{}, {}] is {}: targets must lie in [0, 1]",
+                        i / o,
+                        i % o,
+                        y[i]
+                    ),
+                ));
+            }
+            (Some(y), (0..o).map(|k| format!("output {k}")).collect())
+        }
+    };
+    Ok(Table {
+        n,
+        d,
+        x,
+        y,
+        feature_names: (0..d).map(|j| format!("x{j}")).collect(),
+        label_names,
+    })
+}

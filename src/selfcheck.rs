@@ -1,0 +1,255 @@
+//! `bilevel check`: every kernel and a short two-phase run on the GPU against the CPU
+//! reference, on the user's own adapter, with the tolerances the test suite uses.
+
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::cpu::CpuBackend;
+use crate::gpu::{GpuBackend, GpuContext};
+use crate::{
+    AdamConfig, Backend, Dataset, Optimizer, OptimizerState, ParamMask, ParamSubset, Params, Phase,
+    Result, SgdConfig, StopRule, data, train,
+};
+
+/// One comparison: the largest differences and whether every element is within tolerance.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Comparison {
+    /// What was compared, with the shape.
+    pub what: String,
+    /// max |gpu − cpu|.
+    pub max_abs: f64,
+    /// max |gpu − cpu| / |cpu| over elements with cpu ≠ 0.
+    pub max_rel: f64,
+    /// Absolute tolerance.
+    pub atol: f64,
+    /// Relative tolerance.
+    pub rtol: f64,
+    /// Every element within atol + rtol·|cpu|.
+    pub pass: bool,
+}
+
+/// Compares `got` (GPU) with `want` (CPU reference).
+pub fn compare(what: String, got: &[f32], want: &[f32], atol: f64, rtol: f64) -> Comparison {
+    let (mut max_abs, mut max_rel, mut pass) = (0.0f64, 0.0f64, got.len() == want.len());
+    for (&g, &w) in got.iter().zip(want) {
+        let (g, w) = (g as f64, w as f64);
+        let diff = (g - w).abs();
+        if diff.is_nan() || diff > atol + rtol * w.abs() {
+            pass = false;
+        }
+        max_abs = max_abs.max(diff);
+        if w != 0.0 {
+            max_rel = max_rel.max(diff / w.abs());
+        }
+    }
+    Comparison {
+        what,
+        max_abs,
+        max_rel,
+        atol,
+        rtol,
+        pass,
+    }
+}
+
+fn max_abs(v: &[f32]) -> f64 {
+    v.iter().fold(0.0f64, |m, x| m.max(x.abs() as f64))
+}
+
+fn random_problem(n: usize, d: usize, o: usize, seed: u64) -> Result<(Dataset, Params)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let x = (0..n * d)
+        .map(|_| rng.random_range(-1.0f32..=1.0))
+        .collect();
+    let y = (0..n * o)
+        .map(|_| if rng.random_bool(0.5) { 1.0 } else { 0.0 })
+        .collect();
+    Ok((
+        Dataset::new(n, d, o, x, y)?,
+        data::linear_init(d, o, seed + 1),
+    ))
+}
+
+/// Forward, BCE and gradient of one shape on both backends.
+fn kernels(
+    context: &Arc<GpuContext>,
+    n: usize,
+    d: usize,
+    o: usize,
+    chunk_rows: Option<u64>,
+    out: &mut Vec<Comparison>,
+) -> Result<()> {
+    let (data, params) = random_problem(n, d, o, (n * 31 + d * 7 + o) as u64)?;
+    let mut gpu = match chunk_rows {
+        Some(rows) => {
+            GpuBackend::with_chunk_bytes(context.clone(), rows * 4 * d.max(o).max(2) as u64)
+        }
+        None => GpuBackend::new(context.clone()),
+    };
+    let mut cpu = CpuBackend::new();
+    let batches = vec![(0..n as u32).collect::<Vec<_>>()];
+    let mask = ParamSubset::All.mask(d, o)?;
+    for b in [&mut gpu as &mut dyn Backend, &mut cpu] {
+        b.load(&data, &params)?;
+        b.set_batches(&batches)?;
+        b.begin_phase(&Optimizer::Sgd(SgdConfig::new(0.1)), &mask)?;
+    }
+    let shape = format!(
+        "n={n} d={d} o={o}{}",
+        if gpu.chunk_count() > 1 {
+            format!(", {} chunks", gpu.chunk_count())
+        } else {
+            String::new()
+        }
+    );
+    let z = cpu.logits(0)?;
+    // Sums carry rounding relative to their largest terms, hence the magnitude-scaled atol.
+    out.push(compare(
+        format!("linear_forward  {shape}"),
+        &gpu.logits(0)?,
+        &z,
+        1e-5 * max_abs(&z).max(1.0),
+        1e-5,
+    ));
+    let (loss, delta) = cpu.loss_and_delta(0)?;
+    let (gl, gd) = gpu.loss_and_delta(0)?;
+    out.push(compare(
+        format!("bce loss        {shape}"),
+        &gl,
+        &loss,
+        1e-6,
+        1e-5,
+    ));
+    out.push(compare(
+        format!("bce delta       {shape}"),
+        &gd,
+        &delta,
+        1e-5 * max_abs(&delta),
+        1e-5,
+    ));
+    let g = cpu.gradient(0)?;
+    out.push(compare(
+        format!("linear_backward {shape}"),
+        &gpu.gradient(0)?,
+        &g,
+        1e-5 * max_abs(&g),
+        1e-5,
+    ));
+    Ok(())
+}
+
+/// One optimizer update from identical random state on both backends.
+fn update(
+    context: &Arc<GpuContext>,
+    optimizer: Optimizer,
+    out: &mut Vec<Comparison>,
+) -> Result<()> {
+    let (d, o) = (100, 3);
+    let (data, params) = random_problem(2, d, o, 5)?;
+    let n = params.len();
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let mut vals = |scale: f32| {
+        (0..n)
+            .map(|_| rng.random_range(-scale..=scale))
+            .collect::<Vec<f32>>()
+    };
+    let grad = vals(1.0);
+    let v: Vec<f32> = vals(1.0).iter().map(|x| x * x).collect();
+    let state = OptimizerState {
+        momentum: vals(1.0),
+        m: vals(0.1),
+        v_max: v.iter().map(|x| x * 1.5).collect(),
+        v,
+    };
+    let mask = ParamMask((0..n).map(|i| i % 5 != 0).collect());
+    let mut gpu = GpuBackend::new(context.clone());
+    let mut cpu = CpuBackend::new();
+    let mut results = Vec::new();
+    for b in [&mut gpu as &mut dyn Backend, &mut cpu] {
+        b.load(&data, &params)?;
+        b.begin_phase(&optimizer, &mask)?;
+        b.set_optimizer_state(&state)?;
+        b.apply_update(&grad, 3)?;
+        results.push(b.params()?.values);
+    }
+    out.push(compare(
+        format!("{:<15} one update, {n} parameters", optimizer.name()),
+        &results[0],
+        &results[1],
+        1e-7,
+        1e-6,
+    ));
+    Ok(())
+}
+
+/// Runs every check; the caller prints them and fails on any `!pass`.
+pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
+    let mut out = Vec::new();
+    for (n, d, o, chunks) in [
+        (1, 1, 1, None),
+        (63, 65, 1, None),
+        (257, 130, 3, None),
+        (1000, 100, 10, None),
+        (300, 50, 2, Some(7)),
+    ] {
+        kernels(&context, n, d, o, chunks, &mut out)?;
+    }
+    update(
+        &context,
+        Optimizer::Sgd(SgdConfig {
+            momentum: 0.9,
+            weight_decay: 0.01,
+            nesterov: true,
+            ..SgdConfig::new(0.1)
+        }),
+        &mut out,
+    )?;
+    update(
+        &context,
+        Optimizer::Adam(AdamConfig {
+            weight_decay: 0.01,
+            ..AdamConfig::new(0.01)
+        }),
+        &mut out,
+    )?;
+    update(
+        &context,
+        Optimizer::Adam(AdamConfig {
+            amsgrad: true,
+            ..AdamConfig::adamw(0.01)
+        }),
+        &mut out,
+    )?;
+
+    let (data, _) = data::synthetic(500, 50, 2, 3)?;
+    let init = data::linear_init(50, 2, 4);
+    let mut phases = Phase::default_run(50, 200, 300);
+    for p in &mut phases {
+        p.stop = StopRule::steps(p.stop.max_steps, 50);
+    }
+    let g = train(&mut GpuBackend::new(context), &data, &init, &phases)?;
+    let c = train(&mut CpuBackend::new(), &data, &init, &phases)?;
+    let losses = |r: &crate::RunReport| {
+        r.phases
+            .iter()
+            .flat_map(|p| p.checks.iter().map(|c| c.loss as f32))
+            .collect::<Vec<_>>()
+    };
+    out.push(compare(
+        "two-phase run   losses at every check".into(),
+        &losses(&g),
+        &losses(&c),
+        0.0,
+        1e-5,
+    ));
+    out.push(compare(
+        "two-phase run   final parameters".into(),
+        &g.params.values,
+        &c.params.values,
+        2e-6,
+        1e-4,
+    ));
+    Ok(out)
+}
