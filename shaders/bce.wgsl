@@ -24,6 +24,11 @@ struct Dims {
     o: u32,
     rows_per_block: u32,
     n_params: u32,
+    // Floats from one row of X to the next: d rounded up to whole vec4 (zero padding).
+    x_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 struct ChunkStep {

@@ -12,7 +12,7 @@
 // Bindings (group 0):
 //   0 dims      uniform          Dims: d, o, rows_per_block R, n_params P = o·d + o
 //   1 chunk     uniform, dynamic ChunkStep                          (partial)
-//   2 x         storage, read    f32[chunk_rows * d]                 (partial)
+//   2 x         storage, read    f32[chunk_rows * x_stride]          (partial)
 //   3 rows      storage, read    u32[] chunk-local row indices       (partial)
 //   4 delta     storage, read    f32[count * o]                      (partial)
 //   5 partials  storage, rw      f32[blocks * P]
@@ -28,6 +28,11 @@ struct Dims {
     o: u32,
     rows_per_block: u32,
     n_params: u32,
+    // Floats from one row of X to the next: d rounded up to whole vec4 (zero padding).
+    x_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 struct ChunkStep {
@@ -75,7 +80,7 @@ fn partial(
         let k = q / dims.d;
         let j = q % dims.d;
         for (var p = first; p < last; p++) {
-            acc += delta[p * dims.o + k] * x[rows[chunk.row_offset + p] * dims.d + j];
+            acc += delta[p * dims.o + k] * x[rows[chunk.row_offset + p] * dims.x_stride + j];
         }
     } else {
         let k = q - weights;

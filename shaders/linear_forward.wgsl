@@ -5,7 +5,7 @@
 // Bindings (group 0):
 //   0 dims    uniform          Dims: d, o (fixed for a run)
 //   1 step    uniform, dynamic ChunkStep: this dispatch's batch rows in the chunk
-//   2 x       storage, read    f32[chunk_rows * d], this chunk of X, row-major
+//   2 x       storage, read    f32[chunk_rows * x_stride], this chunk of X, row-major
 //   3 rows    storage, read    u32[], chunk-local row indices of every planned batch
 //   4 params  storage, read    f32[o * d + o]: W row-major, then b
 //   5 z       storage, rw      f32[count * o], batch-position-major
@@ -21,6 +21,11 @@ struct Dims {
     o: u32,
     rows_per_block: u32,
     n_params: u32,
+    // Floats from one row of X to the next: d rounded up to whole vec4 (zero padding).
+    x_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 struct ChunkStep {
@@ -49,7 +54,7 @@ fn main(
     }
     let p = e / dims.o;
     let k = e % dims.o;
-    let x0 = rows[step.row_offset + p] * dims.d;
+    let x0 = rows[step.row_offset + p] * dims.x_stride;
     let w0 = k * dims.d;
     var acc = 0.0;
     for (var j = 0u; j < dims.d; j++) {

@@ -8,10 +8,13 @@
 // Bindings (group 0):
 //   0 cfg       uniform          SgdConfig, fixed for a phase; scalars derived in f64 on the host
 //   1 info      uniform, dynamic StepInfo: t counts the phase's steps from 1
-//   2 grad      storage, read    f32[P]
+//   2 grad      storage, rw      f32[P]: the gradient, or where it is written (see 6)
 //   3 mask      storage, read    u32[P]: 0 = frozen
 //   4 params    storage, rw      f32[P]
 //   5 momentum  storage, rw      f32[P]
+//   6 partials  storage, read    f32[blocks * P]: with info.blocks > 0 the gradient is first
+//                                  summed from linear_backward's partials (blocks ascending,
+//                                  as its `total` does) and stored to grad
 //
 // Invariants: a frozen parameter and its momentum buffer are neither read nor written.
 
@@ -37,10 +40,24 @@ struct StepInfo {
 
 @group(0) @binding(0) var<uniform> cfg: SgdConfig;
 @group(0) @binding(1) var<uniform> info: StepInfo;
-@group(0) @binding(2) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(3) var<storage, read> mask: array<u32>;
 @group(0) @binding(4) var<storage, read_write> params: array<f32>;
 @group(0) @binding(5) var<storage, read_write> momentum: array<f32>;
+@group(0) @binding(6) var<storage, read> partials: array<f32>;
+
+/// Parameter i's gradient: summed from the step's partials (and stored), or as given.
+fn gradient(i: u32) -> f32 {
+    if info.blocks == 0u {
+        return grad[i];
+    }
+    var acc = 0.0;
+    for (var b = 0u; b < info.blocks; b++) {
+        acc += partials[b * cfg.n_params + i];
+    }
+    grad[i] = acc;
+    return acc;
+}
 
 @compute @workgroup_size(WG)
 fn main(
@@ -53,7 +70,7 @@ fn main(
         return;
     }
     let p = params[i];
-    var g = grad[i];
+    var g = gradient(i);
     if cfg.weight_decay != 0.0 {
         g = g + cfg.weight_decay * p;
     }

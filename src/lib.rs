@@ -5,8 +5,24 @@
 //! one ended. The same [`train`] loop drives either backend: [`gpu::GpuBackend`] (WGSL compute
 //! kernels in `shaders/`) or [`cpu::CpuBackend`], a plain-Rust reference with f64 accumulation
 //! that mirrors the kernels one-to-one and is what the GPU is checked against.
+//!
+//! ```
+//! use bilevel::cpu::CpuBackend;
+//! use bilevel::{Phase, data, train};
+//!
+//! // A planted Linear(20, 1) problem, trained in two levels on the CPU reference (swap in
+//! // `gpu::GpuBackend::new(Arc::new(gpu::GpuContext::new()?))` for the GPU).
+//! let (dataset, _planted) = data::synthetic(200, 20, 1, 7)?;
+//! let init = data::linear_init(20, 1, 8);
+//! let report = train(&mut CpuBackend::new(), &dataset, &init, &Phase::default_run(20, 50, 100))?;
+//! let (local, global) = (&report.phases[0], &report.phases[1]);
+//! assert_eq!((local.steps, global.steps), (50, 100));
+//! assert!(global.final_loss() < local.checks[0].loss);
+//! # Ok::<(), bilevel::Error>(())
+//! ```
 
 pub mod backend;
+pub mod bench;
 pub mod config;
 pub mod cpu;
 pub mod data;

@@ -33,6 +33,9 @@ enum Command {
     Eval(EvalArgs),
     /// Every adapter wgpu sees, its limits and features, and which one bilevel uses.
     Devices(DevicesArgs),
+    /// The training step's speed on shapes S1–S5 against a bandwidth probe, a GEMM probe and
+    /// the CPU reference.
+    Bench(cli::bench::BenchArgs),
     /// Run every kernel and a short two-phase run on the GPU and the CPU reference; exit
     /// non-zero if any result is outside the documented tolerances.
     Check,
@@ -60,6 +63,7 @@ fn run(bars: indicatif::MultiProgress) -> anyhow::Result<ExitCode> {
         Some(Command::Predict(args)) => cli::predict::predict(args)?,
         Some(Command::Eval(args)) => cli::predict::eval(args)?,
         Some(Command::Devices(args)) => cli::devices::devices(args)?,
+        Some(Command::Bench(args)) => cli::bench::run(args)?,
         Some(Command::Check) => {
             if !cli::devices::check()? {
                 return Ok(ExitCode::FAILURE);

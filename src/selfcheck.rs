@@ -78,14 +78,12 @@ fn kernels(
     n: usize,
     d: usize,
     o: usize,
-    chunk_rows: Option<u64>,
+    chunk_rows: Option<usize>,
     out: &mut Vec<Comparison>,
 ) -> Result<()> {
     let (data, params) = random_problem(n, d, o, (n * 31 + d * 7 + o) as u64)?;
     let mut gpu = match chunk_rows {
-        Some(rows) => {
-            GpuBackend::with_chunk_bytes(context.clone(), rows * 4 * d.max(o).max(2) as u64)
-        }
+        Some(rows) => GpuBackend::with_chunk_rows(context.clone(), rows),
         None => GpuBackend::new(context.clone()),
     };
     let mut cpu = CpuBackend::new();

@@ -5,7 +5,7 @@
 mod common;
 
 use bilevel::cpu::{self, CpuBackend};
-use bilevel::gpu::{GpuBackend, WORKGROUP_SIZE};
+use bilevel::gpu::{GpuBackend, StepKernels, WORKGROUP_SIZE};
 use bilevel::{
     AdamConfig, Backend, Dataset, Optimizer, OptimizerState, ParamMask, ParamSubset, Params,
     SgdConfig,
@@ -151,14 +151,17 @@ fn edge_sizes() -> Vec<usize> {
 
 #[test]
 fn edge_shapes_match_reference() {
-    let mut gpu = GpuBackend::new(gpu());
     let mut seed = 0;
-    for &n in &edge_sizes() {
-        for &d in &edge_sizes() {
-            for o in [1, 2, 7] {
-                seed += 1;
-                let (data, params) = problem(n, d, o, seed, 1.0);
-                compare_kernels(&mut gpu, &data, &params, seed);
+    for kernels in [StepKernels::Fused, StepKernels::Separate] {
+        let mut gpu = GpuBackend::new(gpu());
+        gpu.set_step_kernels(kernels);
+        for &n in &edge_sizes() {
+            for &d in &edge_sizes() {
+                for o in [1, 2, 7] {
+                    seed += 1;
+                    let (data, params) = problem(n, d, o, seed, 1.0);
+                    compare_kernels(&mut gpu, &data, &params, seed);
+                }
             }
         }
     }
@@ -183,11 +186,14 @@ fn random_shapes_match_reference() {
         let (data, params) = problem(n, d, o, 1000 + seed, rng.random_range(0.1..=4.0));
         // Every third shape through small row chunks, as data above the binding limit is.
         let mut gpu = if seed % 3 == 0 {
-            let rows = rng.random_range(1..=50) as u64;
-            GpuBackend::with_chunk_bytes(context.clone(), rows * 4 * d.max(o).max(2) as u64)
+            let rows = rng.random_range(1..=50);
+            GpuBackend::with_chunk_rows(context.clone(), rows)
         } else {
             GpuBackend::new(context.clone())
         };
+        gpu.set_step_kernels(
+            [StepKernels::Fused, StepKernels::Separate, StepKernels::Auto][seed as usize % 3],
+        );
         compare_kernels(&mut gpu, &data, &params, seed);
     }
 }
@@ -202,12 +208,9 @@ fn many_chunks_match_reference() {
         (65, 64, 64, 64),
     ] {
         let (data, params) = problem(n, d, o, n as u64, 1.0);
-        let mut gpu = GpuBackend::with_chunk_bytes(
-            context.clone(),
-            rows_per_chunk * 4 * d.max(o).max(2) as u64,
-        );
+        let mut gpu = GpuBackend::with_chunk_rows(context.clone(), rows_per_chunk);
         compare_kernels(&mut gpu, &data, &params, 3);
-        assert_eq!(gpu.chunk_count(), n.div_ceil(rows_per_chunk as usize));
+        assert_eq!(gpu.chunk_count(), n.div_ceil(rows_per_chunk));
     }
 }
 

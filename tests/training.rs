@@ -4,7 +4,7 @@
 mod common;
 
 use bilevel::cpu::CpuBackend;
-use bilevel::gpu::GpuBackend;
+use bilevel::gpu::{GpuBackend, StepKernels};
 use bilevel::{
     AdamConfig, Backend, Batching, Error, Optimizer, ParamSubset, Phase, RunReport, SgdConfig,
     StopReason, StopRule, data, train,
@@ -206,9 +206,9 @@ fn gpu_runs_are_bitwise_deterministic() {
         adam_phase(40),
     ];
     phases[1].batching = Batching::MiniBatch { size: 50, seed: 1 };
-    for chunk_bytes in [u64::MAX, 40 * 90 * 4] {
+    for chunk_rows in [usize::MAX, 40] {
         let run = || {
-            let mut b = GpuBackend::with_chunk_bytes(gpu(), chunk_bytes);
+            let mut b = GpuBackend::with_chunk_rows(gpu(), chunk_rows);
             let report = train(&mut b, &data, &init, &phases).unwrap();
             (report, b.chunk_count())
         };
@@ -243,7 +243,7 @@ fn gpu_runs_are_bitwise_deterministic() {
 fn chunked_run_matches_reference() {
     let (data, init) = problem(333, 50, 2, 51, 1.0);
     let phases = [sgd_phase("local", ParamSubset::Bias, 20), adam_phase(30)];
-    let mut gpu_backend = GpuBackend::with_chunk_bytes(gpu(), 17 * 50 * 4);
+    let mut gpu_backend = GpuBackend::with_chunk_rows(gpu(), 17);
     let g = train(&mut gpu_backend, &data, &init, &phases).unwrap();
     assert_eq!(gpu_backend.chunk_count(), 333usize.div_ceil(17));
     let c = train(&mut CpuBackend::new(), &data, &init, &phases).unwrap();
@@ -359,4 +359,49 @@ fn bad_phases_are_refused() {
     });
     let err = train(&mut GpuBackend::new(gpu()), &data, &init, &[nesterov]).unwrap_err();
     assert!(err.to_string().contains("Nesterov"), "{err}");
+}
+
+#[test]
+fn steps_allocate_nothing_and_read_nothing_back() {
+    let (data, init) = problem(500, 40, 2, 91, 1.0);
+    let mask = ParamSubset::All.mask(40, 2).unwrap();
+    for kernels in [StepKernels::Fused, StepKernels::Separate] {
+        let mut gpu = GpuBackend::with_chunk_rows(gpu(), 128);
+        gpu.set_step_kernels(kernels);
+        gpu.load(&data, &init).unwrap();
+        let batches: Vec<Vec<u32>> = (0..5).map(|b| (b * 100..b * 100 + 100).collect()).collect();
+        gpu.set_batches(&batches).unwrap();
+        gpu.begin_phase(&Optimizer::Adam(AdamConfig::new(0.01)), &mask)
+            .unwrap();
+        let before = gpu.counters();
+        let steps: Vec<usize> = (0..1000).map(|i| i % 5).collect();
+        gpu.run_steps(&steps, 1).unwrap();
+        gpu.finish().unwrap();
+        let after = gpu.counters();
+        assert_eq!(
+            after.buffers, before.buffers,
+            "{kernels:?}: steps created buffers"
+        );
+        assert_eq!(
+            after.bind_groups, before.bind_groups,
+            "{kernels:?}: steps created bind groups"
+        );
+        assert_eq!(
+            after.read_backs, before.read_backs,
+            "{kernels:?}: steps read back"
+        );
+        assert!(
+            after.submits - before.submits <= 2,
+            "{kernels:?}: 1,000 steps took {} submissions",
+            after.submits - before.submits
+        );
+    }
+
+    // A whole run reads back once per check (loss and gradient norm) and once at the end.
+    let mut gpu = GpuBackend::new(gpu());
+    let phases = [sgd_phase("local", ParamSubset::Bias, 100), adam_phase(100)];
+    let report = train(&mut gpu, &data, &init, &phases).unwrap();
+    let checks: usize = report.phases.iter().map(|p| p.checks.len()).sum();
+    assert_eq!(checks, 2 * (1 + 100 / 25));
+    assert_eq!(gpu.counters().read_backs, checks as u64 + 1);
 }

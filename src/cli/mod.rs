@@ -1,5 +1,6 @@
 //! The command line's subcommands; each is a small function over the library.
 
+pub mod bench;
 pub mod data;
 pub mod devices;
 pub mod predict;

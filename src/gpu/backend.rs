@@ -8,6 +8,7 @@
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytemuck::{Pod, Zeroable};
 
@@ -21,10 +22,16 @@ use crate::{
 
 /// Uniform slots in the per-step ring.
 const RING_SLOTS: u64 = 4096;
+/// Workgroups of the bandwidth probe: enough to keep every core and memory channel busy.
+const PROBE_GROUPS: u32 = 4096;
 /// Workgroups in the first stage of a scalar reduction.
 const REDUCE_GROUPS: u32 = 256;
-/// Smallest number of rows one gradient partial sums.
-const MIN_ROWS_PER_BLOCK: u32 = 64;
+/// Bytes of X one row block should span: small enough to stay in cache between the fused
+/// step's forward pass and its gradient pass over the block.
+const BLOCK_BYTES: u64 = 256 << 10;
+/// Bounds on the rows one gradient partial sums.
+const MIN_ROWS_PER_BLOCK: u32 = 8;
+const MAX_ROWS_PER_BLOCK: u32 = 256;
 
 /// The `Dims` uniform: fixed for a run.
 #[repr(C)]
@@ -34,6 +41,8 @@ struct Dims {
     o: u32,
     rows_per_block: u32,
     n_params: u32,
+    x_stride: u32,
+    _pad: [u32; 3],
 }
 
 /// The `ChunkStep` uniform: one batch's rows in one chunk.
@@ -114,6 +123,7 @@ struct Chunk {
     rows: usize,
     /// Capacity of `index`, in rows.
     index_capacity: usize,
+    x: wgpu::Buffer,
     index: wgpu::Buffer,
     z: wgpu::Buffer,
     delta: wgpu::Buffer,
@@ -121,16 +131,32 @@ struct Chunk {
     forward: wgpu::BindGroup,
     bce: wgpu::BindGroup,
     partial: wgpu::BindGroup,
+    step: wgpu::BindGroup,
     reduce_loss: wgpu::BindGroup,
+    probe: wgpu::BindGroup,
+    /// vec4 words of X in this chunk, for the bandwidth probe.
+    probe_len4: u32,
 }
 
 /// Where one planned batch's rows sit in each chunk's index buffer.
 #[derive(Clone, Debug, Default)]
 struct BatchPlan {
-    /// Per chunk: (count, offset into the chunk's index buffer).
-    segments: Vec<(u32, u32)>,
+    /// Per chunk, in chunk order.
+    segments: Vec<Segment>,
     /// Total rows.
     rows: usize,
+}
+
+/// One batch's rows in one chunk.
+#[derive(Clone, Copy, Debug, Default)]
+struct Segment {
+    /// Rows.
+    count: u32,
+    /// Where they start in the chunk's index buffer.
+    offset: u32,
+    /// The first chunk-local row, when the rows are consecutive (the fused step then reads no
+    /// index).
+    first_row: Option<u32>,
 }
 
 /// The buffers of one loaded run.
@@ -161,6 +187,36 @@ struct Run {
     reduce_final: wgpu::BindGroup,
     plan: Vec<BatchPlan>,
     phase: Option<(Optimizer, Vec<bool>)>,
+    fused: bool,
+    /// The GEMM probe over chunk 0: its bind group and (output tiles, row tiles).
+    gemm: (wgpu::BindGroup, u32, u32),
+}
+
+/// Which kernels compute a step's forward pass, loss and gradient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StepKernels {
+    /// `linear_step` where it is faster (many outputs, or rows of at least 512 features),
+    /// the separate kernels elsewhere.
+    #[default]
+    Auto,
+    /// Always the fused `linear_step`: one pass over each block of X.
+    Fused,
+    /// Always `linear_forward`, `bce` and `linear_backward.partial` in sequence.
+    Separate,
+}
+
+/// What a backend has created and read back so far: a training step must add nothing but
+/// submissions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Buffers created.
+    pub buffers: u64,
+    /// Bind groups created.
+    pub bind_groups: u64,
+    /// Read-backs to the host (buffer maps).
+    pub read_backs: u64,
+    /// Command buffers submitted.
+    pub submits: u64,
 }
 
 /// The GPU backend: a shared [`GpuContext`] and, once loaded, one run's buffers.
@@ -168,9 +224,27 @@ pub struct GpuBackend {
     context: Arc<GpuContext>,
     /// The device's storage binding limit.
     max_binding: u64,
-    /// Bytes of X (or Y) one chunk may hold: `max_binding` unless a test asks for less.
-    chunk_bytes: u64,
+    /// Rows one chunk may hold beyond what the binding limit allows (tests ask for few).
+    chunk_rows: usize,
+    /// Which kernels compute a step's gradient.
+    kernels: StepKernels,
+    counters: Arc<CounterCells>,
     run: Option<Run>,
+}
+
+/// The live counts behind [`Counters`].
+#[derive(Debug, Default)]
+struct CounterCells {
+    buffers: AtomicU64,
+    bind_groups: AtomicU64,
+    read_backs: AtomicU64,
+    submits: AtomicU64,
+}
+
+/// Submits `encoder`, counting it.
+fn submit(ctx: &GpuContext, counters: &CounterCells, encoder: wgpu::CommandEncoder) {
+    counters.submits.fetch_add(1, Ordering::Relaxed);
+    ctx.queue.submit([encoder.finish()]);
 }
 
 impl GpuBackend {
@@ -180,22 +254,113 @@ impl GpuBackend {
         Self {
             context,
             max_binding,
-            chunk_bytes: max_binding,
+            chunk_rows: usize::MAX,
+            kernels: StepKernels::Auto,
+            counters: Arc::default(),
             run: None,
         }
     }
 
-    /// A backend that splits X and Y into row chunks of at most `bytes` each (never more than
-    /// one binding allows), as it must for data above the binding limit: exercises chunking
+    /// A backend that splits X and Y into row chunks of at most `rows` rows (fewer where one
+    /// binding holds fewer), as it must for data above the binding limit: exercises chunking
     /// with small data.
-    pub fn with_chunk_bytes(context: Arc<GpuContext>, bytes: u64) -> Self {
-        let max_binding = context.max_binding_bytes();
+    pub fn with_chunk_rows(context: Arc<GpuContext>, rows: usize) -> Self {
         Self {
-            context,
-            max_binding,
-            chunk_bytes: bytes.min(max_binding),
-            run: None,
+            chunk_rows: rows.max(1),
+            ..Self::new(context)
         }
+    }
+
+    /// Chooses the kernels that compute gradients in later loads (default: [`StepKernels::Auto`]).
+    pub fn set_step_kernels(&mut self, kernels: StepKernels) {
+        self.kernels = kernels;
+    }
+
+    /// Buffers and bind groups created, read-backs and submissions so far.
+    pub fn counters(&self) -> Counters {
+        let c = &self.counters;
+        Counters {
+            buffers: c.buffers.load(Ordering::Relaxed),
+            bind_groups: c.bind_groups.load(Ordering::Relaxed),
+            read_backs: c.read_backs.load(Ordering::Relaxed),
+            submits: c.submits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until the device has finished all submitted work.
+    pub fn finish(&self) -> Result<()> {
+        self.context.wait("waiting for the device")
+    }
+
+    /// Bandwidth probe: submits one read of every chunk of X (summing it, nothing else) and
+    /// returns without waiting; time it around [`GpuBackend::finish`].
+    pub fn probe_read(&mut self) -> Result<()> {
+        let run = self.run()?;
+        let ctx = &self.context;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("probe"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("probe"),
+                timestamp_writes: None,
+            });
+            for chunk in &run.chunks {
+                let groups = chunk
+                    .probe_len4
+                    .div_ceil(WORKGROUP_SIZE)
+                    .clamp(1, PROBE_GROUPS);
+                dispatch(
+                    &mut pass,
+                    ctx,
+                    &ctx.kernels.probe,
+                    &chunk.probe,
+                    &[],
+                    groups,
+                );
+            }
+        }
+        submit(ctx, &self.counters, encoder);
+        Ok(())
+    }
+
+    /// GEMM probe: submits Z = X·Wᵀ over the first chunk's rows with a tiled kernel (the
+    /// reference rate for many outputs) and returns without waiting.
+    pub fn probe_gemm(&mut self) -> Result<()> {
+        let run = self.run()?;
+        let ctx = &self.context;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("gemm probe"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("gemm probe"),
+                timestamp_writes: None,
+            });
+            let (group, x, y) = &run.gemm;
+            pass.set_pipeline(&ctx.kernels.gemm.pipeline);
+            pass.set_bind_group(0, group, &[]);
+            pass.dispatch_workgroups(*x, *y, 1);
+        }
+        submit(ctx, &self.counters, encoder);
+        Ok(())
+    }
+
+    /// Rows the GEMM probe covers (the first chunk's, at most 16 × the grid limit).
+    pub fn gemm_probe_rows(&self) -> usize {
+        self.run
+            .as_ref()
+            .map_or(0, |r| r.gemm.2 as usize * 16)
+            .min(self.run.as_ref().map_or(0, |r| r.chunks[0].rows))
+    }
+
+    /// Rows of X one gradient block sums in the loaded run (0 before a load).
+    pub fn rows_per_block(&self) -> u32 {
+        self.run.as_ref().map_or(0, |r| r.rows_per_block)
     }
 
     /// The context this backend runs on.
@@ -229,9 +394,11 @@ impl GpuBackend {
                 limit: self.max_binding,
             });
         }
+        self.counters.buffers.fetch_add(1, Ordering::Relaxed);
         Ok(self.context.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: bytes.max(4).next_multiple_of(4),
+            // Whole vec4 words, so the probe can read X as vec4.
+            size: bytes.max(16).next_multiple_of(16),
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
@@ -240,6 +407,7 @@ impl GpuBackend {
     }
 
     fn uniform(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.counters.buffers.fetch_add(1, Ordering::Relaxed);
         self.context.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
@@ -285,7 +453,8 @@ impl GpuBackend {
                     label: Some("read-back"),
                 });
             encoder.copy_buffer_to_buffer(src, start as u64 * 4, &run.staging, 0, take as u64 * 4);
-            ctx.queue.submit([encoder.finish()]);
+            submit(&self.context, &self.counters, encoder);
+            self.counters.read_backs.fetch_add(1, Ordering::Relaxed);
             let slice = run.staging.slice(..take as u64 * 4);
             slice.map_async(wgpu::MapMode::Read, |_| {});
             ctx.wait("reading results back")?;
@@ -314,10 +483,17 @@ impl GpuBackend {
         let inv_count = (1.0 / (plan.rows as f64 * run.o as f64)) as f32;
         let param_groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
         let mut block_base = 0u32;
-        for (chunk, &(count, row_offset)) in run.chunks.iter().zip(&plan.segments) {
+        for (chunk, segment) in run.chunks.iter().zip(&plan.segments) {
+            let count = segment.count;
             if count == 0 {
                 continue;
             }
+            let contiguous = run.fused && segment.first_row.is_some();
+            let row_offset = if contiguous {
+                segment.first_row.unwrap_or(0)
+            } else {
+                segment.offset
+            };
             let offset = run.ring.push(&ChunkStep {
                 count,
                 row_offset,
@@ -327,30 +503,31 @@ impl GpuBackend {
             let elements = count * run.o as u32;
             let blocks = count.div_ceil(run.rows_per_block);
             let k = &ctx.kernels;
-            dispatch(
-                pass,
-                ctx,
-                &k.forward,
-                &chunk.forward,
-                &[offset],
-                elements.div_ceil(WORKGROUP_SIZE),
-            );
-            dispatch(
-                pass,
-                ctx,
-                &k.bce,
-                &chunk.bce,
-                &[offset],
-                elements.div_ceil(WORKGROUP_SIZE),
-            );
-            dispatch(
-                pass,
-                ctx,
-                &k.backward_partial,
-                &chunk.partial,
-                &[offset],
-                param_groups * blocks,
-            );
+            if contiguous {
+                dispatch_on(
+                    pass,
+                    ctx,
+                    &k.step_contiguous,
+                    &chunk.step,
+                    &[offset],
+                    blocks,
+                );
+            } else if run.fused {
+                dispatch(pass, ctx, &k.step, &chunk.step, &[offset], blocks);
+            } else {
+                let groups = elements.div_ceil(WORKGROUP_SIZE);
+                dispatch(pass, ctx, &k.forward, &chunk.forward, &[offset], groups);
+                dispatch(pass, ctx, &k.bce, &chunk.bce, &[offset], groups);
+                let groups = param_groups * blocks;
+                dispatch(
+                    pass,
+                    ctx,
+                    &k.backward_partial,
+                    &chunk.partial,
+                    &[offset],
+                    groups,
+                );
+            }
             block_base += blocks;
         }
         block_base
@@ -428,7 +605,7 @@ impl GpuBackend {
     ) -> Result<Vec<f32>> {
         let run = self.run()?;
         let mut out = Vec::new();
-        for (chunk, &(count, _)) in run.chunks.iter().zip(&run.plan[batch].segments) {
+        for (chunk, &Segment { count, .. }) in run.chunks.iter().zip(&run.plan[batch].segments) {
             if count > 0 {
                 out.extend(self.read_f32(pick(chunk), count as usize * run.o)?);
             }
@@ -440,6 +617,7 @@ impl GpuBackend {
     fn compute_gradient(&mut self, batch: usize) -> Result<()> {
         self.check_batch(batch)?;
         let ctx = Arc::clone(&self.context);
+        let counters = Arc::clone(&self.counters);
         let run = self.run_mut()?;
         let mut encoder = ctx
             .device
@@ -454,16 +632,50 @@ impl GpuBackend {
             Self::encode_full_gradient(run, &ctx, &mut pass, batch, 1);
         }
         run.ring.flush(&ctx.queue);
-        ctx.queue.submit([encoder.finish()]);
+        submit(&ctx, &counters, encoder);
         ctx.wait("computing a gradient")
     }
 }
 
-/// Dispatches `groups` workgroups, folded into two dimensions past the per-dimension limit.
+/// Row width (floats) from which the fused step beats the separate kernels with few outputs.
+const FUSED_MIN_WIDTH: usize = 512;
+
+/// `linear_step.wgsl`'s lane-sum capacity (its `DOTS`).
+const STEP_DOTS: u32 = 4096;
+
+/// Rows per gradient block: with few outputs, as many as the lane-parallel dot products hold
+/// (o·R·WG ≤ DOTS) up to a block of X that stays in cache between the fused step's two passes
+/// over it; with many outputs, enough rows that the partials (P per block) stay well below X.
+fn rows_per_block(d: usize, o: usize) -> u32 {
+    let cache_rows =
+        ((BLOCK_BYTES / (4 * d as u64)) as u32).clamp(MIN_ROWS_PER_BLOCK, MAX_ROWS_PER_BLOCK);
+    let lane_rows = STEP_DOTS / (o as u32 * WORKGROUP_SIZE).max(1);
+    if lane_rows >= MIN_ROWS_PER_BLOCK {
+        cache_rows.min(lane_rows)
+    } else {
+        cache_rows.max((4 * o as u32).min(MAX_ROWS_PER_BLOCK))
+    }
+}
+
+/// Dispatches `groups` workgroups of `kernel`'s pipeline, folded into two dimensions past the
+/// per-dimension limit.
 fn dispatch(
     pass: &mut wgpu::ComputePass<'_>,
     ctx: &GpuContext,
     kernel: &Kernel,
+    bind_group: &wgpu::BindGroup,
+    offsets: &[u32],
+    groups: u32,
+) {
+    dispatch_on(pass, ctx, &kernel.pipeline, bind_group, offsets, groups);
+}
+
+/// Dispatches `groups` workgroups of `pipeline`, folded into two dimensions past the
+/// per-dimension limit.
+fn dispatch_on(
+    pass: &mut wgpu::ComputePass<'_>,
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
     bind_group: &wgpu::BindGroup,
     offsets: &[u32],
     groups: u32,
@@ -477,7 +689,7 @@ fn dispatch(
     } else {
         (max, groups.div_ceil(max))
     };
-    pass.set_pipeline(&kernel.pipeline);
+    pass.set_pipeline(pipeline);
     pass.set_bind_group(0, bind_group, offsets);
     pass.dispatch_workgroups(x, y, 1);
 }
@@ -503,27 +715,31 @@ impl Backend for GpuBackend {
         let ctx = Arc::clone(&self.context);
         let (n, d, o) = (data.n, data.d, data.o);
         let n_params = o * d + o;
-        let widest = d.max(o).max(2) as u64 * 4;
-        if widest > self.chunk_bytes {
+        let x_stride = d.next_multiple_of(4);
+        let widest = x_stride.max(o).max(2) as u64 * 4;
+        if widest > self.max_binding {
             return Err(Error::TooLarge {
                 what: "one row of X".into(),
                 size: widest,
                 limit_name: "max_storage_buffer_binding_size",
-                limit: self.chunk_bytes,
+                limit: self.max_binding,
             });
         }
         // A chunk's X, Y, logits and its index buffer (two plans' worth of rows) each fit
         // one binding.
-        let rows_per_chunk = ((self.chunk_bytes / widest) as usize).min(n).max(1);
+        let rows_per_chunk = ((self.max_binding / widest) as usize)
+            .min(self.chunk_rows)
+            .min(n)
+            .max(1);
         let chunk_count = n.div_ceil(rows_per_chunk);
-        let mut rows_per_block = MIN_ROWS_PER_BLOCK;
+        let mut rows_per_block = rows_per_block(d, o);
         let blocks_for = |rb: u32| -> u64 {
             (0..chunk_count)
                 .map(|c| ((n - c * rows_per_chunk).min(rows_per_chunk) as u64).div_ceil(rb as u64))
                 .sum()
         };
         while blocks_for(rows_per_block) * n_params as u64 * 4 > self.max_binding {
-            if rows_per_block as usize >= rows_per_chunk {
+            if rows_per_block as usize >= rows_per_chunk.max(MAX_ROWS_PER_BLOCK as usize) {
                 return Err(Error::TooLarge {
                     what: format!("gradient partials for {n_params} parameters"),
                     size: blocks_for(rows_per_block) * n_params as u64 * 4,
@@ -545,6 +761,8 @@ impl Backend for GpuBackend {
                 o: o as u32,
                 rows_per_block,
                 n_params: n_params as u32,
+                x_stride: x_stride as u32,
+                _pad: [0; 3],
             }),
         );
         let ring = UniformRing::new(&ctx.device, ctx.limits.min_uniform_buffer_offset_alignment);
@@ -587,13 +805,23 @@ impl Backend for GpuBackend {
         for c in 0..chunk_count {
             let first_row = c * rows_per_chunk;
             let rows = (n - first_row).min(rows_per_chunk);
-            let x = self.storage(&format!("x chunk {c}"), (rows * d) as u64 * 4)?;
+            let x = self.storage(&format!("x chunk {c}"), (rows * x_stride) as u64 * 4)?;
             let y = self.storage(&format!("y chunk {c}"), (rows * o) as u64 * 4)?;
-            ctx.queue.write_buffer(
-                &x,
-                0,
-                bytemuck::cast_slice(&data.x[first_row * d..(first_row + rows) * d]),
-            );
+            let rows_of_x = &data.x[first_row * d..(first_row + rows) * d];
+            if x_stride == d {
+                ctx.queue
+                    .write_buffer(&x, 0, bytemuck::cast_slice(rows_of_x));
+            } else {
+                // Rows padded with zeros to whole vec4, for the fused step's vector loads.
+                let mut padded = vec![0.0f32; rows * x_stride];
+                for (to, from) in padded
+                    .chunks_exact_mut(x_stride)
+                    .zip(rows_of_x.chunks_exact(d))
+                {
+                    to[..d].copy_from_slice(from);
+                }
+                ctx.queue.write_buffer(&x, 0, bytemuck::cast_slice(&padded));
+            }
             ctx.queue.write_buffer(
                 &y,
                 0,
@@ -642,6 +870,35 @@ impl Backend for GpuBackend {
                     (5, whole(&partials)),
                 ],
             );
+            let step = self.bind(
+                "linear_step",
+                &k.step,
+                &[
+                    (0, whole(&dims)),
+                    (1, ring.binding()),
+                    (2, whole(&x)),
+                    (3, whole(&index)),
+                    (4, whole(&params)),
+                    (5, whole(&y)),
+                    (6, whole(&pos_weight)),
+                    (7, whole(&delta)),
+                    (8, whole(&loss)),
+                    (9, whole(&partials)),
+                ],
+            );
+            let probe_len4 = (x.size() / 16) as u32;
+            let probe_job = self.uniform("probe job", 16);
+            ctx.queue
+                .write_buffer(&probe_job, 0, bytemuck::cast_slice(&[probe_len4, 0, 0, 0]));
+            let probe = self.bind(
+                "probe_read",
+                &k.probe,
+                &[
+                    (0, whole(&probe_job)),
+                    (1, whole(&x)),
+                    (2, whole(&reduce_partials)),
+                ],
+            );
             let reduce_loss = self.bind(
                 "reduce loss",
                 &k.reduce,
@@ -656,6 +913,7 @@ impl Backend for GpuBackend {
                 first_row,
                 rows,
                 index_capacity,
+                x,
                 index,
                 z,
                 delta,
@@ -663,7 +921,10 @@ impl Backend for GpuBackend {
                 forward,
                 bce,
                 partial,
+                step,
                 reduce_loss,
+                probe,
+                probe_len4,
             });
         }
         let total = self.bind(
@@ -686,6 +947,7 @@ impl Backend for GpuBackend {
                 (3, whole(&mask)),
                 (4, whole(&params)),
                 (5, whole(&momentum)),
+                (6, whole(&partials)),
             ],
         );
         let adam = self.bind(
@@ -700,6 +962,7 @@ impl Backend for GpuBackend {
                 (5, whole(&m)),
                 (6, whole(&v)),
                 (7, whole(&v_max)),
+                (8, whole(&partials)),
             ],
         );
         let reduce_grad = self.bind(
@@ -725,6 +988,28 @@ impl Backend for GpuBackend {
         log::debug!(
             "loaded {n}×{d}→{o}: {chunk_count} chunk(s) of ≤ {rows_per_chunk} rows, {rows_per_block} rows per gradient block"
         );
+        let gemm = {
+            let first = &chunks[0];
+            let rows = first
+                .rows
+                .min(16 * ctx.limits.max_compute_workgroups_per_dimension as usize);
+            let gemm_dims = self.uniform("gemm probe dims", 16);
+            let dims_words = [rows as u32, d as u32, o as u32, x_stride as u32];
+            ctx.queue
+                .write_buffer(&gemm_dims, 0, bytemuck::cast_slice(&dims_words));
+            let x0 = &first.x;
+            let group = self.bind(
+                "probe_gemm",
+                &k.gemm,
+                &[
+                    (0, whole(&gemm_dims)),
+                    (1, whole(x0)),
+                    (2, whole(&params)),
+                    (3, whole(&first.z)),
+                ],
+            );
+            (group, (o as u32).div_ceil(16), (rows as u32).div_ceil(16))
+        };
         self.run = Some(Run {
             d,
             o,
@@ -752,6 +1037,14 @@ impl Backend for GpuBackend {
             reduce_final,
             plan: Vec::new(),
             phase: None,
+            fused: match self.kernels {
+                StepKernels::Fused => true,
+                StepKernels::Separate => false,
+                // Narrow rows leave most of the fused step's lanes idle (each invocation owns
+                // M·4 columns of every row): there the separate kernels are faster.
+                StepKernels::Auto => o > 4 || x_stride >= FUSED_MIN_WIDTH,
+            },
+            gemm,
         });
         ctx.wait("uploading the data")
     }
@@ -788,14 +1081,23 @@ impl Backend for GpuBackend {
         let mut plan = Vec::with_capacity(batches.len());
         let rows_per_chunk = run.chunks[0].rows;
         for batch in batches {
-            let mut segments = vec![(0u32, 0u32); run.chunks.len()];
+            let mut segments = vec![Segment::default(); run.chunks.len()];
             for (c, seg) in segments.iter_mut().enumerate() {
-                seg.1 = indices[c].len() as u32;
+                seg.offset = indices[c].len() as u32;
             }
             for &row in batch {
                 let c = row as usize / rows_per_chunk;
                 indices[c].push((row as usize - run.chunks[c].first_row) as u32);
-                segments[c].0 += 1;
+                segments[c].count += 1;
+            }
+            // Rows ascend, so a segment is consecutive when its ends are count − 1 apart.
+            for (c, seg) in segments.iter_mut().enumerate() {
+                let rows = &indices[c][seg.offset as usize..][..seg.count as usize];
+                if let (Some(&a), Some(&b)) = (rows.first(), rows.last())
+                    && b - a + 1 == seg.count
+                {
+                    seg.first_row = Some(a);
+                }
             }
             plan.push(BatchPlan {
                 segments,
@@ -823,6 +1125,7 @@ impl Backend for GpuBackend {
     fn begin_phase(&mut self, optimizer: &Optimizer, mask: &ParamMask) -> Result<()> {
         optimizer.validate()?;
         let ctx = Arc::clone(&self.context);
+        let counters = Arc::clone(&self.counters);
         let run = self.run_mut()?;
         if mask.0.len() != run.n_params {
             return Err(Error::Shape(format!(
@@ -852,7 +1155,7 @@ impl Backend for GpuBackend {
         for buffer in [&run.momentum, &run.m, &run.v, &run.v_max] {
             encoder.clear_buffer(buffer, 0, None);
         }
-        ctx.queue.submit([encoder.finish()]);
+        submit(&ctx, &counters, encoder);
         run.phase = Some((optimizer.clone(), mask.0.clone()));
         ctx.wait("starting a phase")
     }
@@ -863,10 +1166,13 @@ impl Backend for GpuBackend {
         }
         let count = batches.len();
         let ctx = Arc::clone(&self.context);
+        let counters = Arc::clone(&self.counters);
         let run = self.run_mut()?;
-        if run.phase.is_none() {
-            return Err(Error::Config("no phase started".into()));
-        }
+        let optimizer = match &run.phase {
+            Some((optimizer, _)) => optimizer.clone(),
+            None => return Err(Error::Config("no phase started".into())),
+        };
+        let optimizer = &optimizer;
         let slots_per_step = run.chunks.len() as u64 + 1;
         let mut done = 0;
         while done < count {
@@ -881,19 +1187,19 @@ impl Backend for GpuBackend {
                     timestamp_writes: None,
                 });
                 while done < count && run.ring.free_slots() >= slots_per_step {
-                    let info = Self::encode_full_gradient(
-                        run,
-                        &ctx,
-                        &mut pass,
-                        batches[done],
-                        first_t + done as u64,
-                    );
+                    // The optimizer kernel sums the step's gradient partials itself.
+                    let blocks = Self::encode_gradient(run, &ctx, &mut pass, batches[done]);
+                    let t = first_t + done as u64;
+                    let info = run.ring.push(&StepArgs {
+                        blocks,
+                        ..StepArgs::new(optimizer, t)
+                    });
                     Self::encode_update(run, &ctx, &mut pass, info)?;
                     done += 1;
                 }
             }
             run.ring.flush(&ctx.queue);
-            ctx.queue.submit([encoder.finish()]);
+            submit(&ctx, &counters, encoder);
         }
         // No read-back here: only check that wgpu accepted the work.
         ctx.check("encoding training steps")
@@ -902,6 +1208,7 @@ impl Backend for GpuBackend {
     fn evaluate(&mut self, batch: usize) -> Result<Evaluation> {
         self.check_batch(batch)?;
         let ctx = Arc::clone(&self.context);
+        let counters = Arc::clone(&self.counters);
         let run = self.run_mut()?;
         let mut encoder = ctx
             .device
@@ -917,7 +1224,8 @@ impl Backend for GpuBackend {
             let reduce = &ctx.kernels.reduce;
             let groups_for = |len: u32| len.div_ceil(WORKGROUP_SIZE).clamp(1, REDUCE_GROUPS);
             let mut loss_partials = 0u32;
-            for (chunk, &(count, _)) in run.chunks.iter().zip(&run.plan[batch].segments) {
+            for (chunk, &Segment { count, .. }) in run.chunks.iter().zip(&run.plan[batch].segments)
+            {
                 if count == 0 {
                     continue;
                 }
@@ -964,7 +1272,7 @@ impl Backend for GpuBackend {
             dispatch(&mut pass, &ctx, reduce, &run.reduce_final, &[job], 1);
         }
         run.ring.flush(&ctx.queue);
-        ctx.queue.submit([encoder.finish()]);
+        submit(&ctx, &counters, encoder);
         let elements = run.plan[batch].rows as f64 * run.o as f64;
         let scalars = self.read_f32(&self.run()?.scalars, 2)?;
         Ok(Evaluation {
@@ -977,6 +1285,7 @@ impl Backend for GpuBackend {
         let run = self.run()?;
         copy(
             &self.context,
+            &self.counters,
             &run.params,
             &run.saved,
             run.n_params,
@@ -988,6 +1297,7 @@ impl Backend for GpuBackend {
         let run = self.run()?;
         copy(
             &self.context,
+            &self.counters,
             &run.saved,
             &run.params,
             run.n_params,
@@ -996,7 +1306,11 @@ impl Backend for GpuBackend {
     }
 
     fn logits(&mut self, batch: usize) -> Result<Vec<f32>> {
-        self.compute_gradient(batch)?;
+        // The fused step keeps no logits: run the separate kernels for this one.
+        let fused = std::mem::replace(&mut self.run_mut()?.fused, false);
+        let computed = self.compute_gradient(batch);
+        self.run_mut()?.fused = fused;
+        computed?;
         self.read_chunked(batch, |c| &c.z)
     }
 
@@ -1037,6 +1351,7 @@ impl Backend for GpuBackend {
 
     fn apply_update(&mut self, grad: &[f32], t: u64) -> Result<()> {
         let ctx = Arc::clone(&self.context);
+        let counters = Arc::clone(&self.counters);
         let run = self.run_mut()?;
         if grad.len() != run.n_params {
             return Err(Error::Shape(format!(
@@ -1066,13 +1381,14 @@ impl Backend for GpuBackend {
             Self::encode_update(run, &ctx, &mut pass, info)?;
         }
         run.ring.flush(&ctx.queue);
-        ctx.queue.submit([encoder.finish()]);
+        submit(&ctx, &counters, encoder);
         ctx.wait("applying an update")
     }
 }
 
 fn copy(
     ctx: &GpuContext,
+    counters: &CounterCells,
     from: &wgpu::Buffer,
     to: &wgpu::Buffer,
     len: usize,
@@ -1082,6 +1398,6 @@ fn copy(
         .device
         .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
     encoder.copy_buffer_to_buffer(from, 0, to, 0, len as u64 * 4);
-    ctx.queue.submit([encoder.finish()]);
+    submit(ctx, counters, encoder);
     ctx.check(what)
 }

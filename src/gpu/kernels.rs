@@ -17,9 +17,21 @@ pub const SHADERS: &[(&str, &str)] = &[
         "linear_backward.wgsl",
         include_str!("../../shaders/linear_backward.wgsl"),
     ),
+    (
+        "linear_step.wgsl",
+        include_str!("../../shaders/linear_step.wgsl"),
+    ),
     ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
     ("sgd.wgsl", include_str!("../../shaders/sgd.wgsl")),
     ("adam.wgsl", include_str!("../../shaders/adam.wgsl")),
+    (
+        "probe_read.wgsl",
+        include_str!("../../shaders/probe_read.wgsl"),
+    ),
+    (
+        "probe_gemm.wgsl",
+        include_str!("../../shaders/probe_gemm.wgsl"),
+    ),
 ];
 
 /// How one binding of a kernel is bound.
@@ -39,6 +51,7 @@ enum Slot {
 pub(crate) struct Kernel {
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
 }
 
 /// Every compute pipeline bilevel dispatches.
@@ -47,6 +60,11 @@ pub(crate) struct Kernels {
     pub(crate) bce: Kernel,
     pub(crate) backward_partial: Kernel,
     pub(crate) backward_total: Kernel,
+    pub(crate) step: Kernel,
+    /// `step` for a batch segment of consecutive rows: no row index reads.
+    pub(crate) step_contiguous: wgpu::ComputePipeline,
+    pub(crate) probe: Kernel,
+    pub(crate) gemm: Kernel,
     pub(crate) reduce: Kernel,
     pub(crate) sgd: Kernel,
     pub(crate) adam: Kernel,
@@ -72,9 +90,37 @@ impl Kernels {
         let reduce = module("reduce.wgsl");
         let sgd = module("sgd.wgsl");
         let adam = module("adam.wgsl");
+        let step = module("linear_step.wgsl");
+        let probe = module("probe_read.wgsl");
+        let gemm = module("probe_gemm.wgsl");
+        let wg = [("WG", WORKGROUP_SIZE as f64)];
         let build = |label: &str, module: &wgpu::ShaderModule, entry: &str, slots: &[Slot]| {
-            Kernel::new(device, label, module, entry, slots)
+            Kernel::new(device, label, module, entry, slots, &wg)
         };
+        let step_kernel = build(
+            "linear_step",
+            &step,
+            "main",
+            &[
+                Uniform(0),
+                Ring(1),
+                Read(2),
+                Read(3),
+                Read(4),
+                Read(5),
+                Read(6),
+                Write(7),
+                Write(8),
+                Write(9),
+            ],
+        );
+        let step_contiguous = step_kernel.variant(
+            device,
+            "linear_step (contiguous rows)",
+            &step,
+            "main",
+            &[("WG", WORKGROUP_SIZE as f64), ("CONTIGUOUS", 1.0)],
+        );
         Self {
             forward: build(
                 "linear_forward",
@@ -109,6 +155,23 @@ impl Kernels {
                 "total",
                 &[Uniform(0), Write(5), Write(6), Ring(7)],
             ),
+            step: step_kernel,
+            step_contiguous,
+            probe: build(
+                "probe_read",
+                &probe,
+                "main",
+                &[Uniform(0), Read(1), Write(2)],
+            ),
+            // A fixed 16×16 tile: no override to set.
+            gemm: Kernel::new(
+                device,
+                "probe_gemm",
+                &gemm,
+                "main",
+                &[Uniform(0), Read(1), Read(2), Write(3)],
+                &[],
+            ),
             reduce: build(
                 "reduce",
                 &reduce,
@@ -119,7 +182,15 @@ impl Kernels {
                 "sgd",
                 &sgd,
                 "main",
-                &[Uniform(0), Ring(1), Read(2), Read(3), Write(4), Write(5)],
+                &[
+                    Uniform(0),
+                    Ring(1),
+                    Write(2),
+                    Read(3),
+                    Write(4),
+                    Write(5),
+                    Read(6),
+                ],
             ),
             adam: build(
                 "adam",
@@ -128,12 +199,13 @@ impl Kernels {
                 &[
                     Uniform(0),
                     Ring(1),
-                    Read(2),
+                    Write(2),
                     Read(3),
                     Write(4),
                     Write(5),
                     Write(6),
                     Write(7),
+                    Read(8),
                 ],
             ),
         }
@@ -147,6 +219,7 @@ impl Kernel {
         module: &wgpu::ShaderModule,
         entry: &str,
         slots: &[Slot],
+        constants: &[(&str, f64)],
     ) -> Self {
         let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
             .iter()
@@ -186,17 +259,51 @@ impl Kernel {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(label),
-            layout: Some(&pipeline_layout),
-            module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[("WG", WORKGROUP_SIZE as f64)],
-                zero_initialize_workgroup_memory: true,
-            },
-            cache: None,
-        });
-        Self { pipeline, layout }
+        let pipeline = pipeline(device, label, &pipeline_layout, module, entry, constants);
+        Self {
+            pipeline,
+            layout,
+            pipeline_layout,
+        }
     }
+
+    /// The same kernel with other override values, sharing this one's bind group layout.
+    fn variant(
+        &self,
+        device: &wgpu::Device,
+        label: &str,
+        module: &wgpu::ShaderModule,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> wgpu::ComputePipeline {
+        pipeline(
+            device,
+            label,
+            &self.pipeline_layout,
+            module,
+            entry,
+            constants,
+        )
+    }
+}
+
+fn pipeline(
+    device: &wgpu::Device,
+    label: &str,
+    layout: &wgpu::PipelineLayout,
+    module: &wgpu::ShaderModule,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> wgpu::ComputePipeline {
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(label),
+        layout: Some(layout),
+        module,
+        entry_point: Some(entry),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants,
+            zero_initialize_workgroup_memory: true,
+        },
+        cache: None,
+    })
 }

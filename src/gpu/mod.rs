@@ -5,6 +5,6 @@ mod backend;
 mod context;
 mod kernels;
 
-pub use backend::GpuBackend;
+pub use backend::{Counters, GpuBackend, StepKernels};
 pub use context::{AdapterReport, GpuContext, adapters};
 pub use kernels::{SHADERS, WORKGROUP_SIZE};

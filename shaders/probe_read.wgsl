@@ -1,0 +1,42 @@
+// Bandwidth probe: reads every element of one chunk of X exactly once and sums it, so its time
+// is the practical floor for any kernel that must read X (the roofline the training step is
+// measured against). Not part of training.
+//
+// Bindings (group 0):
+//   0 job     uniform          ProbeJob: len4 = number of vec4 in the chunk
+//   1 x       storage, read    vec4<f32>[len4]
+//   2 out     storage, rw      f32[workgroups]: one partial sum per workgroup (keeps the reads live)
+//
+// Invariants: invocation i of G·WG reads vec4 i, i + G·WG, … (consecutive invocations read
+// consecutive 16-byte words); the chunk's length is a multiple of 4 floats (the host pads).
+
+override WG: u32 = 64u;
+
+struct ProbeJob {
+    len4: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> job: ProbeJob;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let stride = groups.x * WG;
+    var acc = vec4<f32>(0.0);
+    for (var i = wg.x * WG + lid; i < job.len4; i += stride) {
+        acc += x[i];
+    }
+    let s = acc.x + acc.y + acc.z + acc.w;
+    if s == 1.0e38 {
+        // Never true for real data; a conditional store keeps the loads without a write per lane.
+        out[wg.x] = s;
+    }
+}

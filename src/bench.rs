@@ -1,0 +1,326 @@
+//! `bilevel bench`: the training step's speed on the shapes S1–S5, against a bandwidth probe
+//! (one read of X), a tiled-GEMM probe and the CPU reference, measured in one run.
+//!
+//! Times are wall clock around a device wait (`GpuBackend::finish`), medians over repeats after
+//! a warm-up; the step is forward, BCE, backward and the optimizer update, with the data
+//! already on the device.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::cpu::CpuBackend;
+use crate::gpu::{GpuBackend, GpuContext};
+use crate::{
+    AdamConfig, Backend, Dataset, Optimizer, ParamSubset, Params, Phase, Result, SgdConfig, data,
+    train,
+};
+
+/// One benchmark shape.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    /// S1…S5.
+    pub name: &'static str,
+    /// What it stands for.
+    pub about: &'static str,
+    /// Rows, features, outputs.
+    pub n: usize,
+    /// Features.
+    pub d: usize,
+    /// Outputs.
+    pub o: usize,
+    /// Minibatch size (`None`: full batch).
+    pub batch: Option<usize>,
+    /// SGD on a feature range (S5) instead of Adam on all.
+    pub local: bool,
+}
+
+/// The shapes, with every size divided by `shrink` (1 = full size; tests use more).
+pub fn shapes(shrink: usize) -> Vec<Shape> {
+    let s = |v: usize| (v / shrink).max(1);
+    vec![
+        Shape {
+            name: "S1",
+            about: "seed: full batch, Adam",
+            n: 100,
+            d: 100,
+            o: 1,
+            batch: None,
+            local: false,
+        },
+        Shape {
+            name: "S2",
+            about: "wide: full batch, Adam",
+            n: s(65_536),
+            d: 1024,
+            o: 1,
+            batch: None,
+            local: false,
+        },
+        Shape {
+            name: "S3",
+            about: "many outputs: full batch, Adam",
+            n: s(16_384),
+            d: 1024,
+            o: 64,
+            batch: None,
+            local: false,
+        },
+        Shape {
+            name: "S4",
+            about: "minibatch epoch: batch 1,024 shuffled, Adam",
+            n: s(262_144),
+            d: 128,
+            o: 1,
+            batch: Some((1024 / shrink).max(1)),
+            local: false,
+        },
+        Shape {
+            name: "S5",
+            about: "local phase: S2, SGD on 10% of the features",
+            n: s(65_536),
+            d: 1024,
+            o: 1,
+            batch: None,
+            local: true,
+        },
+    ]
+}
+
+/// One shape's figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ShapeResult {
+    /// S1…S5.
+    pub name: String,
+    /// What it stands for.
+    pub about: String,
+    /// Rows, features, outputs.
+    pub n: usize,
+    /// Features.
+    pub d: usize,
+    /// Outputs.
+    pub o: usize,
+    /// Row chunks X was split into (one storage binding each).
+    pub chunks: usize,
+    /// Median time of one step, ms (for S4: of one epoch's step, epoch / steps).
+    pub step_ms: f64,
+    /// Steps per second.
+    pub steps_per_s: f64,
+    /// Bytes of X per step / step time, assuming X is read once, GB/s.
+    pub x_gb_per_s: f64,
+    /// 4·n·d·o / step time, GFLOP/s.
+    pub gflop_per_s: f64,
+    /// Median time of the bandwidth probe reading X once, ms.
+    pub probe_ms: f64,
+    /// The probe's read rate, GB/s.
+    pub probe_gb_per_s: f64,
+    /// step time / probe time (for S4: per step, against a 1/steps share of the probe).
+    pub step_over_probe: f64,
+    /// Median time of one CPU-reference step, ms.
+    pub cpu_step_ms: f64,
+    /// CPU reference step time / GPU step time.
+    pub speedup_over_cpu: f64,
+    /// S3: the tiled-GEMM probe's rate (2·n·d·o per pass), GFLOP/s.
+    pub gemm_gflop_per_s: Option<f64>,
+    /// S3: the step's GFLOP/s over the GEMM probe's.
+    pub step_over_gemm: Option<f64>,
+    /// S4: one epoch, ms.
+    pub epoch_ms: Option<f64>,
+    /// S4: (epoch − steps × probe share) / steps, µs.
+    pub overhead_us_per_step: Option<f64>,
+    /// S1: a whole default seed run (local + global) including device start-up, s.
+    pub seed_run_s: Option<f64>,
+}
+
+/// What the run measured on.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// The adapter.
+    pub adapter: String,
+    /// How times were taken.
+    pub timing: String,
+    /// Per shape.
+    pub shapes: Vec<ShapeResult>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times `f` `repeats` times after one warm-up call; median seconds.
+fn time(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut samples = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        f()?;
+        samples.push(start.elapsed().as_secs_f64());
+    }
+    Ok(median(samples))
+}
+
+/// Random data of a shape (values in ±1, balanced 0/1 targets), seeded.
+fn random_data(shape: &Shape) -> Result<(Dataset, Params)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(shape.n as u64 ^ shape.d as u64);
+    let x = (0..shape.n * shape.d)
+        .map(|_| rng.random_range(-1.0f32..=1.0))
+        .collect();
+    let y = (0..shape.n * shape.o)
+        .map(|_| if rng.random_bool(0.5) { 1.0 } else { 0.0 })
+        .collect();
+    Ok((
+        Dataset::new(shape.n, shape.d, shape.o, x, y)?,
+        data::linear_init(shape.d, shape.o, 1),
+    ))
+}
+
+/// Runs every shape on `context`; `repeats` timed repeats each.
+pub fn run(context: Arc<GpuContext>, shapes: &[Shape], repeats: usize) -> Result<BenchReport> {
+    let mut results = Vec::new();
+    for shape in shapes {
+        log::info!(
+            "bench {}: n={} d={} o={}",
+            shape.name,
+            shape.n,
+            shape.d,
+            shape.o
+        );
+        let (data, init) = random_data(shape)?;
+        let (optimizer, subset) = if shape.local {
+            let features = (shape.d / 10).max(1);
+            (
+                Optimizer::Sgd(SgdConfig {
+                    momentum: 0.9,
+                    ..SgdConfig::new(0.01)
+                }),
+                ParamSubset::Features(0..features),
+            )
+        } else {
+            (Optimizer::Adam(AdamConfig::new(0.001)), ParamSubset::All)
+        };
+        let mask = subset.mask(shape.d, shape.o)?;
+        let mut gpu = GpuBackend::new(context.clone());
+        gpu.load(&data, &init)?;
+        let all: Vec<u32> = (0..shape.n as u32).collect();
+        let batches: Vec<Vec<u32>> = match shape.batch {
+            None => vec![all.clone()],
+            Some(size) => {
+                let mut order = all.clone();
+                let mut rng = ChaCha8Rng::seed_from_u64(7);
+                rand::seq::SliceRandom::shuffle(&mut order[..], &mut rng);
+                order
+                    .chunks(size)
+                    .map(|c| {
+                        let mut b = c.to_vec();
+                        b.sort_unstable();
+                        b
+                    })
+                    .collect()
+            }
+        };
+        gpu.set_batches(&batches)?;
+        gpu.begin_phase(&optimizer, &mask)?;
+        let x_bytes = (shape.n * shape.d * 4) as f64;
+        let mut r = ShapeResult {
+            name: shape.name.into(),
+            about: shape.about.into(),
+            n: shape.n,
+            d: shape.d,
+            o: shape.o,
+            chunks: gpu.chunk_count(),
+            ..ShapeResult::default()
+        };
+        let probe = time(repeats, || {
+            gpu.probe_read()?;
+            gpu.finish()
+        })?;
+        r.probe_ms = probe * 1e3;
+        r.probe_gb_per_s = x_bytes / probe / 1e9;
+        let mut t = 1u64;
+        match shape.batch {
+            None => {
+                // Steps per submission as a run between checks would encode them.
+                let per = 10usize;
+                let step = time(repeats, || {
+                    gpu.run_steps(&vec![0; per], t)?;
+                    t += per as u64;
+                    gpu.finish()
+                })? / per as f64;
+                r.step_ms = step * 1e3;
+                r.step_over_probe = step / probe;
+            }
+            Some(_) => {
+                let steps = batches.len();
+                let ids: Vec<usize> = (0..steps).collect();
+                let epoch = time(repeats, || {
+                    gpu.set_batches(&batches)?;
+                    gpu.run_steps(&ids, t)?;
+                    t += steps as u64;
+                    gpu.finish()
+                })?;
+                let step = epoch / steps as f64;
+                r.step_ms = step * 1e3;
+                r.epoch_ms = Some(epoch * 1e3);
+                r.step_over_probe = step / (probe / steps as f64);
+                r.overhead_us_per_step = Some((epoch - probe) / steps as f64 * 1e6);
+            }
+        }
+        let step = r.step_ms / 1e3;
+        r.steps_per_s = 1.0 / step;
+        let rows_per_step = shape.batch.unwrap_or(shape.n) as f64;
+        r.x_gb_per_s = rows_per_step * shape.d as f64 * 4.0 / step / 1e9;
+        r.gflop_per_s = 4.0 * rows_per_step * (shape.d * shape.o) as f64 / step / 1e9;
+        if shape.o > 1 {
+            let gemm = time(repeats, || {
+                gpu.probe_gemm()?;
+                gpu.finish()
+            })?;
+            let rate = 2.0 * (gpu.gemm_probe_rows() * shape.d * shape.o) as f64 / gemm / 1e9;
+            r.gemm_gflop_per_s = Some(rate);
+            r.step_over_gemm = Some(r.gflop_per_s / rate);
+        }
+        // The CPU reference: one step (a few for small shapes).
+        let mut cpu = CpuBackend::new();
+        cpu.load(&data, &init)?;
+        cpu.set_batches(&batches)?;
+        cpu.begin_phase(&optimizer, &mask)?;
+        let cpu_steps = if shape.n * shape.d * shape.o < 1 << 20 {
+            10
+        } else {
+            1
+        };
+        let mut ct = 1u64;
+        let cpu_time = time(repeats.min(3), || {
+            cpu.run_steps(&vec![0; cpu_steps], ct)?;
+            ct += cpu_steps as u64;
+            Ok(())
+        })? / cpu_steps as f64;
+        r.cpu_step_ms = cpu_time * 1e3;
+        r.speedup_over_cpu = cpu_time / step;
+        if shape.name == "S1" {
+            r.seed_run_s = Some(seed_run()?);
+        }
+        results.push(r);
+    }
+    Ok(BenchReport {
+        adapter: context.describe(),
+        timing: "wall clock around a device wait, median of repeats after a warm-up".into(),
+        shapes: results,
+    })
+}
+
+/// The whole default seed run (100×100, local SGD then global Adam, 1,000 steps) on a fresh
+/// device: start-up, upload, training, read-back.
+fn seed_run() -> Result<f64> {
+    let start = Instant::now();
+    let context = Arc::new(GpuContext::new()?);
+    let (data, _) = data::synthetic(100, 100, 1, 0)?;
+    let init = data::linear_init(100, 1, 1);
+    let phases = Phase::default_run(100, 300, 700);
+    train(&mut GpuBackend::new(context), &data, &init, &phases)?;
+    Ok(start.elapsed().as_secs_f64())
+}

@@ -1,0 +1,103 @@
+//! `bilevel bench`: the speed of the training step, as ratios measured in one run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bilevel::bench::{self, ShapeResult};
+use bilevel::gpu::GpuContext;
+use clap::Args;
+
+use super::train::write_json;
+
+/// Options of `bilevel bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Shapes to run (S1…S5), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = ["S1".to_string(), "S2".into(), "S3".into(), "S4".into(), "S5".into()])]
+    pub shapes: Vec<String>,
+    /// Timed repeats per measurement (after one warm-up).
+    #[arg(long, default_value_t = 7)]
+    pub repeats: usize,
+    /// Divide the rows of every shape by this (quick runs).
+    #[arg(long, default_value_t = 1)]
+    pub shrink: usize,
+    /// Also write every figure as JSON.
+    #[arg(long, value_name = "FILE.json")]
+    pub json: Option<PathBuf>,
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// Runs `bilevel bench`.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let shapes: Vec<_> = bench::shapes(args.shrink.max(1))
+        .into_iter()
+        .filter(|s| args.shapes.iter().any(|n| n.eq_ignore_ascii_case(s.name)))
+        .collect();
+    if shapes.is_empty() {
+        return Err(
+            bilevel::Error::Config(format!("--shapes {:?}: none of S1…S5", args.shapes)).into(),
+        );
+    }
+    let context = Arc::new(GpuContext::new()?);
+    let report = bench::run(context, &shapes, args.repeats)?;
+    println!("{} — {}", report.adapter, report.timing);
+    println!(
+        "{:<3} {:>7} {:>5} {:>3} {:>3} {:>10} {:>9} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9}",
+        "",
+        "n",
+        "d",
+        "o",
+        "ch",
+        "step ms",
+        "steps/s",
+        "X GB/s",
+        "GFLOP/s",
+        "probe ms",
+        "step/pr",
+        "cpu ms",
+        "vs cpu",
+        "gemm GF",
+        "epoch ms",
+        "ovh µs"
+    );
+    for r in &report.shapes {
+        let ShapeResult {
+            name,
+            n,
+            d,
+            o,
+            chunks,
+            ..
+        } = r;
+        println!(
+            "{name:<3} {n:>7} {d:>5} {o:>3} {chunks:>3} {:>10.3} {:>9.1} {:>8.2} {:>8.2} {:>9.3} {:>8.2} {:>9.2} {:>8.1}x {:>8} {:>9} {:>9}",
+            r.step_ms,
+            r.steps_per_s,
+            r.x_gb_per_s,
+            r.gflop_per_s,
+            r.probe_ms,
+            r.step_over_probe,
+            r.cpu_step_ms,
+            r.speedup_over_cpu,
+            opt(r.gemm_gflop_per_s, 2),
+            opt(r.epoch_ms, 1),
+            opt(r.overhead_us_per_step, 1),
+        );
+        if let Some(s) = r.seed_run_s {
+            println!("    S1 whole default seed run (1,000 steps) with device start-up: {s:.3} s");
+        }
+        if let Some(g) = r.step_over_gemm {
+            println!(
+                "    {name}: step at {:.0}% of the GEMM probe's GFLOP/s",
+                g * 100.0
+            );
+        }
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &serde_json::to_value(&report)?)?;
+    }
+    Ok(())
+}
