@@ -5,6 +5,7 @@
 //! f64 as PyTorch derives them, and handed to both backends as the same f32 bits.
 
 use bytemuck::{Pod, Zeroable};
+use serde::{Deserialize, Serialize};
 
 use crate::{AdamConfig, Dataset, Optimizer, ParamMask, Params, Result, SgdConfig};
 
@@ -18,7 +19,7 @@ pub struct Evaluation {
 }
 
 /// Optimizer buffers, one value per parameter in the flat `[W | b]` layout.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OptimizerState {
     /// SGD momentum buffer.
     pub momentum: Vec<f32>,

@@ -34,6 +34,18 @@ pub enum Error {
         /// wgpu's reason.
         message: String,
     },
+    /// The device did not finish submitted work within the timeout.
+    #[error(
+        "GPU device {adapter} did not finish within {seconds} s while {context}: the device or its driver hung"
+    )]
+    DeviceHung {
+        /// Adapter name.
+        adapter: String,
+        /// What bilevel was waiting for.
+        context: String,
+        /// The timeout.
+        seconds: f64,
+    },
     /// A wgpu validation or out-of-memory error while doing `context`.
     #[error("GPU error on {adapter} while {context}: {message}")]
     Gpu {
@@ -73,6 +85,14 @@ pub enum Error {
         loss: f64,
         /// Step whose parameters were restored (0: the phase's start).
         last_finite_step: u64,
+    },
+    /// The run was asked to stop (a signal); its state went to the checkpoint.
+    #[error("interrupted in phase '{phase}' at step {step}")]
+    Interrupted {
+        /// Phase name.
+        phase: String,
+        /// Steps the phase had taken.
+        step: u64,
     },
     /// An invalid run configuration or data value.
     #[error("invalid configuration: {0}")]

@@ -44,4 +44,6 @@ pub use model::{Dataset, Params};
 pub use phase::{
     AdamConfig, Batching, Optimizer, ParamMask, ParamSubset, Phase, SgdConfig, StopReason, StopRule,
 };
-pub use trainer::{Check, Event, PhaseReport, RunReport, TrainOptions, train, train_with};
+pub use trainer::{
+    Check, Event, PhaseReport, RunReport, TrainOptions, TrainState, run_digest, train, train_with,
+};

@@ -73,9 +73,11 @@ fn run(bars: indicatif::MultiProgress) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// 2 for bad input (as clap uses for bad arguments), 1 for everything else.
+/// 2 for bad input (as clap uses for bad arguments), 130/143 after Ctrl-C/SIGTERM, 1 for
+/// everything else.
 fn exit_status(error: &anyhow::Error) -> u8 {
     match error.downcast_ref::<bilevel::Error>() {
+        Some(bilevel::Error::Interrupted { .. }) => cli::signals::interrupted_status(),
         Some(
             bilevel::Error::Parse { .. }
             | bilevel::Error::Config(_)

@@ -9,7 +9,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::io::write_atomically;
 use crate::standardize::Standardizer;
-use crate::{Error, Params, Result};
+use crate::{Error, OptimizerState, Params, Result, TrainState};
 
 /// Metadata key: the standardisation statistics as JSON.
 pub const STANDARDIZE_KEY: &str = "bilevel.standardize";
@@ -76,13 +76,18 @@ pub fn load_model(path: &Path) -> Result<SavedModel> {
         path: path.into(),
         message: e.to_string(),
     })?;
+    model_from_bytes(&bytes, path)
+}
+
+/// Parses a model file's bytes; `path` names it in errors.
+pub fn model_from_bytes(bytes: &[u8], path: &Path) -> Result<SavedModel> {
     let bad = |message: String| Error::Parse {
         file: path.into(),
         line: 0,
         message,
     };
-    let tensors = SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let tensors =
+        SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let read = |name: &str| -> Result<(Vec<usize>, Vec<f32>)> {
         let view = tensors
             .tensor(name)
@@ -116,7 +121,7 @@ pub fn load_model(path: &Path) -> Result<SavedModel> {
     if let Some(v) = weight.iter().chain(&bias).find(|v| !v.is_finite()) {
         return Err(bad(format!("the model holds a non-finite parameter ({v})")));
     }
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let standardizer = match metadata.get(STANDARDIZE_KEY) {
         None => None,
@@ -137,4 +142,119 @@ pub fn load_model(path: &Path) -> Result<SavedModel> {
         standardizer,
         metadata,
     })
+}
+
+/// Metadata key of a checkpoint: the training state as JSON, its vectors stored as tensors.
+pub const CHECKPOINT_KEY: &str = "bilevel.checkpoint";
+
+/// Writes the full training state to `path` atomically (temporary file, fsync, rename).
+pub fn save_checkpoint(path: &Path, state: &TrainState) -> Result<()> {
+    let mut header = state.clone();
+    header.params.clear();
+    header.optimizer = OptimizerState::default();
+    let best = header
+        .best
+        .as_mut()
+        .map(|(_, values)| std::mem::take(values));
+    let mut metadata = HashMap::new();
+    metadata.insert(
+        CHECKPOINT_KEY.to_string(),
+        serde_json::to_string(&header).map_err(|e| Error::Config(e.to_string()))?,
+    );
+    let tensor_error = |e: safetensors::SafeTensorError| Error::Config(format!("safetensors: {e}"));
+    let o = &state.optimizer;
+    let best_values = best.unwrap_or_default();
+    let mut named: Vec<(&str, &[f32])> = vec![
+        ("params", &state.params),
+        ("momentum", &o.momentum),
+        ("m", &o.m),
+        ("v", &o.v),
+        ("v_max", &o.v_max),
+    ];
+    if !best_values.is_empty() {
+        named.push(("best", &best_values));
+    }
+    let tensors = named
+        .into_iter()
+        .map(|(name, values)| {
+            let bytes: &[u8] = bytemuck::cast_slice(values);
+            Ok((
+                name,
+                TensorView::new(Dtype::F32, vec![values.len()], bytes).map_err(tensor_error)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(tensors, Some(metadata)).map_err(tensor_error)?;
+    write_atomically(path, |w| {
+        w.write_all(&bytes).map_err(|e| Error::Io {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    })
+}
+
+/// Reads a checkpoint written by [`save_checkpoint`].
+pub fn load_checkpoint(path: &Path) -> Result<TrainState> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    checkpoint_from_bytes(&bytes, path)
+}
+
+/// Parses a checkpoint's bytes; `path` names it in errors.
+pub fn checkpoint_from_bytes(bytes: &[u8], path: &Path) -> Result<TrainState> {
+    let bad = |message: String| Error::Parse {
+        file: path.into(),
+        line: 0,
+        message,
+    };
+    let tensors =
+        SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a checkpoint: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let text = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(CHECKPOINT_KEY))
+        .ok_or_else(|| {
+            bad(format!(
+                "no {CHECKPOINT_KEY} metadata: not a bilevel checkpoint"
+            ))
+        })?;
+    let mut state: TrainState =
+        serde_json::from_str(text).map_err(|e| bad(format!("bad {CHECKPOINT_KEY}: {e}")))?;
+    let read = |name: &str| -> Result<Vec<f32>> {
+        let view = tensors
+            .tensor(name)
+            .map_err(|_| bad(format!("no tensor named '{name}'")))?;
+        if view.dtype() != Dtype::F32 {
+            return Err(bad(format!("tensor '{name}' is not F32")));
+        }
+        Ok(view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    };
+    state.params = read("params")?;
+    state.optimizer = OptimizerState {
+        momentum: read("momentum")?,
+        m: read("m")?,
+        v: read("v")?,
+        v_max: read("v_max")?,
+    };
+    if let Some((_, values)) = state.best.as_mut() {
+        *values = read("best")?;
+    }
+    let n = state.params.len();
+    let o = &state.optimizer;
+    if [o.momentum.len(), o.m.len(), o.v.len(), o.v_max.len()]
+        .iter()
+        .any(|&l| l != n)
+    {
+        return Err(bad(
+            "optimizer buffers and parameters differ in length".into()
+        ));
+    }
+    Ok(state)
 }

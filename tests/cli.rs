@@ -57,7 +57,7 @@ fn npy(dir: &Path, name: &str, shape: &[usize], values: &[f64], descr: &str) -> 
     };
     let mut header =
         format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -606,4 +606,166 @@ fn example_run_file_runs() {
             "phase {phase} missing from:\n{out}"
         );
     }
+}
+
+/// The `weight` and `bias` bytes of a model file.
+fn tensors(path: &Path) -> (Vec<u8>, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    let t = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    (
+        t.tensor("weight").unwrap().data().to_vec(),
+        t.tensor("bias").unwrap().data().to_vec(),
+    )
+}
+
+/// Runs `bilevel` until its checkpoint appears, sends `signal`, and returns its exit status.
+fn interrupt(args: &[&str], checkpoint: &Path, signal: &str) -> Option<i32> {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !checkpoint.exists() {
+        assert!(start.elapsed().as_secs() < 120, "no checkpoint appeared");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("bilevel ended before it was interrupted: {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("interrupted") && !err.contains("panicked"),
+        "{err}"
+    );
+    output.status.code()
+}
+
+#[test]
+fn signals_checkpoint_and_resume_gives_the_same_model() {
+    let dir = scratch("signal");
+    let whole = dir.join("whole.safetensors");
+    let resumed = dir.join("resumed.safetensors");
+    let checkpoint = dir.join("run.ckpt");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--synthetic",
+            "3000,64,2,9",
+            "--standardize",
+            "--batch-size",
+            "256",
+            "--local-steps",
+            "3000",
+            "--global-steps",
+            "3000",
+            "--global-optimizer",
+            "adamw",
+            "--global-amsgrad",
+            "--check-every",
+            "250",
+        ];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let args = run(&["-o", whole.to_str().unwrap()]);
+    let o = bilevel(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    for (signal, status) in [("-INT", 130), ("-TERM", 143)] {
+        let _ = std::fs::remove_file(&checkpoint);
+        let args = run(&[
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--checkpoint-every",
+            "500",
+        ]);
+        let code = interrupt(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &checkpoint,
+            signal,
+        );
+        assert_eq!(code, Some(status), "{signal}");
+        let args = run(&[
+            "--resume",
+            checkpoint.to_str().unwrap(),
+            "-o",
+            resumed.to_str().unwrap(),
+        ]);
+        let o = bilevel(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            tensors(&resumed) == tensors(&whole),
+            "{signal}: the resumed model differs"
+        );
+    }
+    // A resume against other options is refused, unless forced.
+    let args = run(&["--resume", checkpoint.to_str().unwrap(), "--seed", "3"]);
+    let o = bilevel(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("the checkpoint was written for other data or options"),
+        "{}",
+        stderr(&o)
+    );
+    let args = run(&[
+        "--resume",
+        checkpoint.to_str().unwrap(),
+        "--seed",
+        "3",
+        "--force",
+    ]);
+    assert!(
+        bilevel(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .status
+            .success()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn divergence_writes_the_last_finite_parameters_marked_diverged() {
+    let dir = scratch("diverge");
+    let model = dir.join("m.safetensors");
+    let o = bilevel(&[
+        "train",
+        data("breast_cancer.csv").to_str().unwrap(),
+        "--local-params",
+        "all",
+        "--local-lr",
+        "1e38",
+        "--check-every",
+        "1",
+        "-o",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("phase 'local' diverged at step"),
+        "{}",
+        stderr(&o)
+    );
+    let bytes = std::fs::read(&model).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    assert_eq!(
+        header.metadata().as_ref().unwrap()["bilevel.diverged"],
+        "true"
+    );
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let weight = tensors.tensor("weight").unwrap();
+    assert!(
+        weight
+            .data()
+            .chunks_exact(4)
+            .all(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

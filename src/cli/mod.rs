@@ -5,5 +5,6 @@ pub mod data;
 pub mod devices;
 pub mod predict;
 pub mod progress;
+pub mod signals;
 pub mod table;
 pub mod train;

@@ -9,9 +9,11 @@ use bilevel::cpu::{self, CpuBackend};
 use bilevel::gpu::{GpuBackend, GpuContext};
 use bilevel::io::{Table, write_atomically};
 use bilevel::metrics::{self, Metrics};
-use bilevel::model_file::{load_model, save_model};
+use bilevel::model_file::{load_checkpoint, load_model, save_checkpoint, save_model};
 use bilevel::standardize::Standardizer;
-use bilevel::{Backend, Dataset, Error, Params, RunReport, TrainOptions, train_with};
+use bilevel::{
+    Backend, Dataset, Error, Params, RunReport, TrainOptions, TrainState, run_digest, train_with,
+};
 use clap::{Args, ValueEnum};
 use indicatif::MultiProgress;
 use rand::SeedableRng;
@@ -166,6 +168,19 @@ pub struct TrainArgs {
     /// Plot the loss curves (.svg or .png).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Write the full training state here (atomically) every --checkpoint-every steps and when
+    /// interrupted (Ctrl-C / SIGTERM).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// Steps between checkpoints within a phase (0: only when interrupted).
+    #[arg(long, default_value_t = 0, requires = "checkpoint")]
+    pub checkpoint_every: u64,
+    /// Continue the run saved in this checkpoint (same data and options), bit for bit.
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
+    /// Resume even if the checkpoint was written for other data or options.
+    #[arg(long, requires = "resume")]
+    pub force: bool,
     /// Also train on the CPU reference and print how far the GPU run is from it (on by
     /// default when no data is given).
     #[arg(long)]
@@ -403,11 +418,37 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
         BackendChoice::Cpu => Box::new(CpuBackend::new()),
     };
     let validation = (prepared.train_rows < data.n).then_some(prepared.train_rows..data.n);
+    let resume = match &args.resume {
+        Some(path) => {
+            let state = load_checkpoint(path)?;
+            let digest = run_digest(data, &init, &phases, &validation);
+            if state.digest != digest && !args.force {
+                return Err(Error::Config(format!(
+                    "{}: the checkpoint was written for other data or options (digest {}…, this run {}…); --force resumes anyway",
+                    path.display(),
+                    &state.digest[..12.min(state.digest.len())],
+                    &digest[..12]
+                ))
+                .into());
+            }
+            Some(state)
+        }
+        None => None,
+    };
     let mut progress = PhaseBars::new(bars);
     let mut observer = |event: bilevel::Event<'_>| progress.on_event(event);
+    let mut write_checkpoint = |state: &TrainState| match &args.checkpoint {
+        Some(path) => save_checkpoint(path, state),
+        None => Ok(()),
+    };
+    let stop = super::signals::stop_flag();
     let options = TrainOptions {
         validation: validation.clone(),
         observer: Some(&mut observer),
+        checkpoint: Some(&mut write_checkpoint),
+        checkpoint_every: args.checkpoint_every,
+        resume,
+        stop: Some(stop),
     };
     let settings = serde_json::json!({
         "data": prepared.source,
@@ -437,6 +478,15 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
             }
             return Err(error.into());
         }
+        Err(error @ Error::Interrupted { .. }) => {
+            if let Some(path) = &args.checkpoint {
+                eprintln!(
+                    "bilevel: interrupted; the run's state is in {} (continue with --resume)",
+                    path.display()
+                );
+            }
+            return Err(error.into());
+        }
         Err(error) => return Err(error.into()),
     };
     print_phases(&report);
@@ -445,7 +495,7 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
     {
         let options = TrainOptions {
             validation: validation.clone(),
-            observer: None,
+            ..TrainOptions::default()
         };
         let reference = train_with(&mut CpuBackend::new(), data, &init, &phases, options)?;
         print_comparison(&report, &reference);

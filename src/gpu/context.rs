@@ -1,6 +1,8 @@
 //! Adapter and device selection, and turning wgpu's asynchronous errors into [`Error`]s.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use super::kernels::Kernels;
 use crate::{Error, Result};
@@ -14,7 +16,12 @@ pub struct GpuContext {
     info: wgpu::AdapterInfo,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
+    /// How long a wait for the device may take before it counts as hung, in milliseconds.
+    timeout_ms: AtomicU64,
 }
+
+/// The default for [`GpuContext::set_timeout`]: far beyond any one submission bilevel makes.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,6 +96,7 @@ impl GpuContext {
             info,
             errors,
             lost,
+            timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),
         };
         context.check("building the compute pipelines")?;
         Ok(context)
@@ -146,16 +154,62 @@ impl GpuContext {
         })
     }
 
-    /// Waits for all submitted work, then [`GpuContext::check`]s.
+    /// How long a wait for the device may take before it is reported as hung (default 600 s).
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout_ms
+            .store(timeout.as_millis().max(1) as u64, Ordering::Relaxed);
+    }
+
+    /// Waits for all submitted work, then [`GpuContext::check`]s; a wait past the timeout is
+    /// [`Error::DeviceHung`].
     pub(crate) fn wait(&self, context: &str) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu {
-                adapter: self.info.name.clone(),
-                context: context.into(),
-                message: e.to_string(),
-            })?;
+        let timeout = Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed));
+        let poll = wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(timeout),
+        };
+        match self.device.poll(poll) {
+            Ok(_) => {}
+            Err(wgpu::PollError::Timeout) => {
+                return Err(Error::DeviceHung {
+                    adapter: self.info.name.clone(),
+                    context: context.into(),
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+            Err(e) => {
+                return Err(Error::Gpu {
+                    adapter: self.info.name.clone(),
+                    context: context.into(),
+                    message: e.to_string(),
+                });
+            }
+        }
         self.check(context)
+    }
+
+    /// Compiles `source` as a compute pipeline (entry `main`, auto layout) and reports what
+    /// wgpu says of it as [`Error::Gpu`]: a hook to prove that shader and pipeline errors
+    /// surface as typed errors rather than panics.
+    #[doc(hidden)]
+    pub fn compile_compute(&self, label: &str, source: &str) -> Result<()> {
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(std::borrow::Cow::Borrowed(source)),
+            });
+        let _pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(label),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        self.check(&format!("building pipeline '{label}'"))
     }
 }
 

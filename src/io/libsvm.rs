@@ -33,13 +33,28 @@ pub fn read_libsvm(path: &Path, options: &LibsvmOptions) -> Result<Table> {
         path: path.into(),
         message: e.to_string(),
     })?;
+    read_libsvm_from(file, path, options)
+}
+
+/// The dense matrix may take this many bytes per byte of input (beyond a 64 MiB allowance):
+/// an index far beyond the data cannot make the reader allocate more than the file justifies.
+const DENSE_BYTES_PER_INPUT_BYTE: usize = 64;
+
+/// Reads LIBSVM text from `input`; `path` names it in errors.
+pub fn read_libsvm_from(
+    input: impl std::io::Read,
+    path: &Path,
+    options: &LibsvmOptions,
+) -> Result<Table> {
+    let mut input_bytes = 0usize;
     let mut lines = Vec::new();
     let mut max_index = 0usize;
     let mut multi_label = options.outputs.is_some_and(|o| o > 1);
-    for (i, text) in std::io::BufReader::new(file).lines().enumerate() {
+    for (i, text) in std::io::BufReader::new(input).lines().enumerate() {
         let number = i + 1;
         let text =
             text.map_err(|e| parse_error(path, number, format!("cannot read the line: {e}")))?;
+        input_bytes += text.len() + 1;
         let content = text.split('#').next().unwrap_or("");
         let mut tokens = content.split_whitespace().peekable();
         let Some(&first) = tokens.peek() else {
@@ -121,17 +136,20 @@ pub fn read_libsvm(path: &Path, options: &LibsvmOptions) -> Result<Table> {
     }
     let n = lines.len();
     let d = options.features.unwrap_or(max_index).max(1);
-    let dense = n
+    let allowance = (64 << 20) + input_bytes.saturating_mul(DENSE_BYTES_PER_INPUT_BYTE);
+    let Some(dense) = n
         .checked_mul(d)
-        .filter(|&len| len <= isize::MAX as usize / 4);
-    let mut x = vec![
-        0.0f32;
-        dense.ok_or_else(|| parse_error(
+        .filter(|&len| len.saturating_mul(4) <= allowance)
+    else {
+        return Err(parse_error(
             path,
             1,
-            format!("{n} rows × {d} features do not fit in memory")
-        ))?
-    ];
+            format!(
+                "{n} rows × {d} features stored dense would take far more memory than a file of {input_bytes} bytes justifies"
+            ),
+        ));
+    };
+    let mut x = vec![0.0f32; dense];
     for (row, line) in lines.iter().enumerate() {
         for &(index, value) in &line.pairs {
             x[row * d + index - 1] = value;

@@ -11,8 +11,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use self::csv::{CsvOptions, read_csv, read_csv_from};
-pub use libsvm::{LibsvmOptions, read_libsvm};
-pub use npy::read_npy;
+pub use libsvm::{LibsvmOptions, read_libsvm, read_libsvm_from};
+pub use npy::{read_npy, read_npy_bytes};
 
 use crate::{Dataset, Error, Result};
 

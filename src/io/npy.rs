@@ -11,9 +11,14 @@ fn read_array(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
         path: path.into(),
         message: e.to_string(),
     })?;
+    read_npy_bytes(&bytes, path)
+}
+
+/// Parses one NPY array (f32 or f64, C order) as f32 with its shape; `path` names it in errors.
+pub fn read_npy_bytes(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let header_error =
         |e: std::io::Error| parse_error(path, 1, format!("not a valid NPY file: {e}"));
-    let file = npyz::NpyFile::new(&bytes[..]).map_err(header_error)?;
+    let file = npyz::NpyFile::new(bytes).map_err(header_error)?;
     if file.order() == npyz::Order::Fortran {
         return Err(parse_error(
             path,
