@@ -769,3 +769,49 @@ fn divergence_writes_the_last_finite_parameters_marked_diverged() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_closed_pipe_ends_predict_quietly() {
+    let dir = scratch("pipe");
+    let model = dir.join("m.safetensors");
+    let o = bilevel(&[
+        "train",
+        data("digits.csv").to_str().unwrap(),
+        "--one-vs-rest",
+        "--backend",
+        "cpu",
+        "--global-steps",
+        "5",
+        "-o",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // 1,797 rows × 10 probabilities: far more than a pipe holds, so the writer meets the
+    // closed end.
+    let mut child = Command::new(BIN)
+        .args([
+            "predict",
+            model.to_str().unwrap(),
+            data("digits.csv").to_str().unwrap(),
+            "--one-vs-rest",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "status {:?}: {err}",
+        output.status.code()
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,7 +7,7 @@ use anyhow::Context;
 use bilevel::config::{PhaseSpec, RunConfig};
 use bilevel::cpu::{self, CpuBackend};
 use bilevel::gpu::{GpuBackend, GpuContext};
-use bilevel::io::{Table, write_atomically};
+use bilevel::io::write_atomically;
 use bilevel::metrics::{self, Metrics};
 use bilevel::model_file::{load_checkpoint, load_model, save_checkpoint, save_model};
 use bilevel::standardize::Standardizer;
@@ -301,11 +301,8 @@ fn prepare(args: &TrainArgs) -> anyhow::Result<Prepared> {
         ),
     };
     let origin = args.data.clone().unwrap_or_else(|| PathBuf::from(&source));
-    let Table {
-        feature_names,
-        label_names,
-        ..
-    } = table.clone();
+    let feature_names = table.feature_names.clone();
+    let label_names = table.label_names.clone();
     let mut data = table.into_dataset(&origin)?;
     let mut train_rows = data.n;
     if let Some(path) = &args.validation_data {

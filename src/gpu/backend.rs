@@ -22,6 +22,8 @@ use crate::{
 
 /// Uniform slots in the per-step ring.
 const RING_SLOTS: u64 = 4096;
+/// Largest piece of X written to the device at once (staging memory is this big).
+const UPLOAD_BYTES: u64 = 16 << 20;
 /// Workgroups of the bandwidth probe: enough to keep every core and memory channel busy.
 const PROBE_GROUPS: u32 = 4096;
 /// Workgroups in the first stage of a scalar reduction.
@@ -488,11 +490,10 @@ impl GpuBackend {
             if count == 0 {
                 continue;
             }
-            let contiguous = run.fused && segment.first_row.is_some();
-            let row_offset = if contiguous {
-                segment.first_row.unwrap_or(0)
-            } else {
-                segment.offset
+            // The fused step reads consecutive rows directly; everything else goes by index.
+            let (row_offset, contiguous) = match (run.fused, segment.first_row) {
+                (true, Some(first)) => (first, true),
+                _ => (segment.offset, false),
             };
             let offset = run.ring.push(&ChunkStep {
                 count,
@@ -807,26 +808,34 @@ impl Backend for GpuBackend {
             let rows = (n - first_row).min(rows_per_chunk);
             let x = self.storage(&format!("x chunk {c}"), (rows * x_stride) as u64 * 4)?;
             let y = self.storage(&format!("y chunk {c}"), (rows * o) as u64 * 4)?;
-            let rows_of_x = &data.x[first_row * d..(first_row + rows) * d];
-            if x_stride == d {
-                ctx.queue
-                    .write_buffer(&x, 0, bytemuck::cast_slice(rows_of_x));
-            } else {
-                // Rows padded with zeros to whole vec4, for the fused step's vector loads.
-                let mut padded = vec![0.0f32; rows * x_stride];
-                for (to, from) in padded
-                    .chunks_exact_mut(x_stride)
-                    .zip(rows_of_x.chunks_exact(d))
-                {
-                    to[..d].copy_from_slice(from);
+            // Upload in pieces of at most UPLOAD_BYTES, each flushed before the next, so
+            // the staging memory alive at once stays small whatever the size of X.
+            let rows_per_piece = (UPLOAD_BYTES / (4 * x_stride.max(o)) as u64).max(1) as usize;
+            for start in (0..rows).step_by(rows_per_piece) {
+                let end = (start + rows_per_piece).min(rows);
+                let rows_of_x = &data.x[(first_row + start) * d..(first_row + end) * d];
+                let offset = (start * x_stride * 4) as u64;
+                if x_stride == d {
+                    ctx.queue
+                        .write_buffer(&x, offset, bytemuck::cast_slice(rows_of_x));
+                } else {
+                    // Rows padded with zeros to whole vec4, for the fused step's vector loads.
+                    let mut padded = vec![0.0f32; (end - start) * x_stride];
+                    for (to, from) in padded
+                        .chunks_exact_mut(x_stride)
+                        .zip(rows_of_x.chunks_exact(d))
+                    {
+                        to[..d].copy_from_slice(from);
+                    }
+                    ctx.queue
+                        .write_buffer(&x, offset, bytemuck::cast_slice(&padded));
                 }
-                ctx.queue.write_buffer(&x, 0, bytemuck::cast_slice(&padded));
+                let rows_of_y = &data.y[(first_row + start) * o..(first_row + end) * o];
+                ctx.queue
+                    .write_buffer(&y, (start * o * 4) as u64, bytemuck::cast_slice(rows_of_y));
+                ctx.queue.submit([]);
+                ctx.wait("uploading the data")?;
             }
-            ctx.queue.write_buffer(
-                &y,
-                0,
-                bytemuck::cast_slice(&data.y[first_row * o..(first_row + rows) * o]),
-            );
             let index_capacity = (2 * rows).min((self.max_binding / 4) as usize);
             let index = self.storage(&format!("row index chunk {c}"), index_capacity as u64 * 4)?;
             let z = self.storage(&format!("logits chunk {c}"), (rows * o) as u64 * 4)?;

@@ -26,7 +26,8 @@ pub fn read_csv(path: &Path, options: &CsvOptions) -> Result<Table> {
         path: path.into(),
         message: e.to_string(),
     })?;
-    read_csv_from(file, path, options)
+    let size = file.metadata().map_or(0, |m| m.len());
+    read_csv_sized(file, path, options, size)
 }
 
 /// Reads CSV text from `input`; `path` names it in errors.
@@ -34,6 +35,18 @@ pub fn read_csv_from(
     input: impl std::io::Read,
     path: &Path,
     options: &CsvOptions,
+) -> Result<Table> {
+    read_csv_sized(input, path, options, 0)
+}
+
+/// Reads CSV text of about `size` bytes (0: unknown) from `input`: the features are parsed
+/// record by record straight into one buffer, reserved once from the size and the first
+/// row's length, so the peak is about the f32 data, not the text or a doubling buffer.
+fn read_csv_sized(
+    input: impl std::io::Read,
+    path: &Path,
+    options: &CsvOptions,
+    size: u64,
 ) -> Result<Table> {
     let mut reader = ::csv::ReaderBuilder::new()
         .has_headers(false)
@@ -107,9 +120,17 @@ pub fn read_csv_from(
 
     let mut x = Vec::new();
     let mut raw_labels: Vec<f32> = Vec::new();
-    let mut n = 0;
+    let mut n: usize = 0;
     let mut parse_row = |record: &::csv::StringRecord| -> Result<()> {
         let line = line_of(record);
+        if n == 0 && size > 0 {
+            // The first data row's length estimates the row count; 5% slack covers rows that
+            // are a little shorter, and a longer file still just grows the buffers.
+            let row_bytes = record.as_slice().len() + record.len();
+            let rows = (size as f64 / row_bytes as f64 * 1.05) as usize + 1;
+            x.reserve(rows.saturating_mul(feature_cols.len()).min(size as usize));
+            raw_labels.reserve(rows.saturating_mul(label_cols.len()).min(size as usize));
+        }
         if record.len() != width {
             return Err(parse_error(
                 path,
@@ -192,6 +213,18 @@ pub fn read_csv_from(
         (None, Vec::new())
     } else if options.one_vs_rest {
         let classes = raw_labels.iter().fold(0.0f32, |m, &v| m.max(v)) as usize + 1;
+        // As many outputs as the largest class index: bounded by what the text justifies.
+        let text_bytes = reader.position().byte() as usize;
+        if n.saturating_mul(classes).saturating_mul(4) > (64 << 20) + text_bytes.saturating_mul(64)
+        {
+            return Err(parse_error(
+                path,
+                1,
+                format!(
+                    "{n} rows × {classes} one-vs-rest outputs would take far more memory than {text_bytes} bytes of text justify"
+                ),
+            ));
+        }
         let mut y = vec![0.0; n * classes];
         for (i, &class) in raw_labels.iter().enumerate() {
             y[i * classes + class as usize] = 1.0;

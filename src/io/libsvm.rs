@@ -178,6 +178,15 @@ pub fn read_libsvm_from(
         let o = options
             .outputs
             .unwrap_or_else(|| classes.iter().flatten().max().map_or(1, |m| m + 1));
+        if n.saturating_mul(o).saturating_mul(4) > allowance {
+            return Err(parse_error(
+                path,
+                1,
+                format!(
+                    "{n} rows × {o} classes stored dense would take far more memory than a file of {input_bytes} bytes justifies"
+                ),
+            ));
+        }
         let mut y = vec![0.0; n * o];
         for (row, ids) in classes.iter().enumerate() {
             for &k in ids {
