@@ -37,12 +37,11 @@ fn phases(minibatch: bool) -> Vec<Phase> {
         },
         Phase {
             name: "middle".into(),
-            optimizer: Optimizer::Sgd(SgdConfig {
-                momentum: 0.5,
-                dampening: 0.3,
-                ..SgdConfig::new(0.05)
+            optimizer: Optimizer::Adam(AdamConfig {
+                weight_decay: 0.01,
+                ..AdamConfig::new(0.05)
             }),
-            params: ParamSubset::Bias,
+            params: ParamSubset::Outputs(1..2),
             rows: Some(10..50),
             batching: batching.clone(),
             stop: StopRule {
