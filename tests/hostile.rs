@@ -184,6 +184,16 @@ fn claimed_sizes_do_not_drive_allocations() {
         "{err}"
     );
 
+    // Found by `cargo fuzz run npy`: an NPY v3 header claiming a 4 GiB header.
+    let fuzzed: [u8; 67] = [
+        147, 78, 85, 77, 80, 89, 3, 0, 118, 0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+        255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 123,
+        39, 100, 101, 123, 40, 0, 0, 114, 0, 0, 0, 45, 0, 116, 114, 97, 111, 110, 95, 101, 78, 147,
+        100, 114, 32, 32, 108, 115, 101,
+    ];
+    let err = read_npy_bytes(&fuzzed, origin()).unwrap_err().to_string();
+    assert!(err.contains("its header claims"), "{err}");
+
     // A LIBSVM index of 4,294,967,295, and one that is allowed but far beyond the data.
     let err = read_libsvm_from(
         &b"+1 4294967295:1\n"[..],

@@ -16,6 +16,43 @@ fn read_array(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
 
 /// Parses one NPY array (f32 or f64, C order) as f32 with its shape; `path` names it in errors.
 pub fn read_npy_bytes(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    // The header's length field must fit the file before the NPY reader allocates for it.
+    let header_end = match bytes.get(6..8) {
+        Some([1, _]) => bytes
+            .get(8..10)
+            .map(|b| 10 + u16::from_le_bytes([b[0], b[1]]) as u64),
+        Some([2 | 3, _]) => bytes
+            .get(8..12)
+            .map(|b| 12 + u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64),
+        _ => None,
+    };
+    match header_end {
+        Some(end) if end <= bytes.len() as u64 => {}
+        Some(end) => {
+            return Err(parse_error(
+                path,
+                1,
+                format!(
+                    "not a valid NPY file: its header claims {end} bytes of a {}-byte file",
+                    bytes.len()
+                ),
+            ));
+        }
+        None if !bytes.starts_with(b"\x93NUMPY") => {
+            return Err(parse_error(
+                path,
+                1,
+                "not a valid NPY file: no NPY magic at the start",
+            ));
+        }
+        None => {
+            return Err(parse_error(
+                path,
+                1,
+                "not a valid NPY file: unknown version or truncated header",
+            ));
+        }
+    }
     let header_error =
         |e: std::io::Error| parse_error(path, 1, format!("not a valid NPY file: {e}"));
     let file = npyz::NpyFile::new(bytes).map_err(header_error)?;
