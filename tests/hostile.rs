@@ -194,6 +194,24 @@ fn claimed_sizes_do_not_drive_allocations() {
     let err = read_npy_bytes(&fuzzed, origin()).unwrap_err().to_string();
     assert!(err.contains("its header claims"), "{err}");
 
+    // Found by `cargo fuzz run npy` (a hang, not a crash): brackets nested 40 deep send the
+    // NPY header's expression parser into exponential backtracking.
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': {}1,, }}",
+        "[".repeat(40)
+    );
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut nested = b"\x93NUMPY\x01\x00".to_vec();
+    nested.extend((header.len() as u16).to_le_bytes());
+    nested.extend(header.as_bytes());
+    let started = std::time::Instant::now();
+    let err = read_npy_bytes(&nested, origin()).unwrap_err().to_string();
+    assert!(err.contains("nests brackets too deeply"), "{err}");
+    assert!(started.elapsed().as_secs() < 5);
+
     // A LIBSVM index of 4,294,967,295, and one that is allowed but far beyond the data.
     let err = read_libsvm_from(
         &b"+1 4294967295:1\n"[..],

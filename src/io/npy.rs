@@ -5,6 +5,9 @@ use std::path::Path;
 use super::{Table, parse_error};
 use crate::{Error, Result};
 
+/// Bracket nesting allowed in an NPY header: the dict, the shape tuple, one spare level.
+const MAX_HEADER_DEPTH: i32 = 3;
+
 /// Reads one NPY array as f32 with its shape.
 fn read_array(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io {
@@ -27,7 +30,26 @@ pub fn read_npy_bytes(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f32>
         _ => None,
     };
     match header_end {
-        Some(end) if end <= bytes.len() as u64 => {}
+        Some(end) if end <= bytes.len() as u64 => {
+            // The header is a Python dict parsed by a backtracking grammar that takes
+            // exponential time on deeply nested brackets; a real header nests two levels.
+            let start = if bytes[6] == 1 { 10 } else { 12 };
+            let mut depth = 0i32;
+            for &b in &bytes[start..end as usize] {
+                depth += match b {
+                    b'(' | b'[' | b'{' => 1,
+                    b')' | b']' | b'}' => -1,
+                    _ => 0,
+                };
+                if depth > MAX_HEADER_DEPTH {
+                    return Err(parse_error(
+                        path,
+                        1,
+                        "not a valid NPY file: its header nests brackets too deeply",
+                    ));
+                }
+            }
+        }
         Some(end) => {
             return Err(parse_error(
                 path,
