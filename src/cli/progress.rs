@@ -1,6 +1,6 @@
 //! Progress bars per phase that log lines do not tear, hidden when stderr is not a terminal.
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 
 use bilevel::Event;
 
@@ -64,9 +64,15 @@ impl PhaseBars {
             Event::PhaseStart { phase, .. } => {
                 let bar = self.bars.add(ProgressBar::new(phase.stop.max_steps));
                 let style = ProgressStyle::with_template(
-                    "{prefix:>8} [{bar:30}] {pos}/{len} steps  loss {msg}  {per_sec}  ETA {eta}",
+                    "{prefix:>8} [{bar:30}] {pos}/{len} steps  loss {msg}  {rate}  ETA {eta}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .with_key(
+                    "rate",
+                    |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.1} steps/s", state.per_sec());
+                    },
+                )
                 .progress_chars("=> ");
                 bar.set_style(style);
                 bar.set_prefix(phase.name.clone());

@@ -197,7 +197,7 @@ struct Run {
 /// Which kernels compute a step's forward pass, loss and gradient.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StepKernels {
-    /// `linear_step` where it is faster (many outputs, or rows of at least 512 features),
+    /// `linear_step` where it is faster (many outputs, or rows of at least 384 features),
     /// the separate kernels elsewhere.
     #[default]
     Auto,
@@ -639,7 +639,7 @@ impl GpuBackend {
 }
 
 /// Row width (floats) from which the fused step beats the separate kernels with few outputs.
-const FUSED_MIN_WIDTH: usize = 512;
+const FUSED_MIN_WIDTH: usize = 384;
 
 /// `linear_step.wgsl`'s lane-sum capacity (its `DOTS`).
 const STEP_DOTS: u32 = 4096;
