@@ -1,5 +1,7 @@
 //! The real binary: bad input of every kind, real data sets, and the model file's layout.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -45,33 +47,7 @@ fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 
 /// An NPY v1 file of f32 (or f64) values with `shape`.
 fn npy(dir: &Path, name: &str, shape: &[usize], values: &[f64], descr: &str) -> PathBuf {
-    let shape_text = match shape {
-        [n] => format!("({n},)"),
-        s => format!(
-            "({})",
-            s.iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let mut header =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    for &v in values {
-        match descr {
-            "<f4" => bytes.extend((v as f32).to_le_bytes()),
-            "<f8" => bytes.extend(v.to_le_bytes()),
-            _ => bytes.extend((v as i32).to_le_bytes()),
-        }
-    }
-    file(dir, name, &bytes)
+    file(dir, name, &common::npy_bytes(shape, values, descr))
 }
 
 const GOOD_CSV: &str = "a,b,label\n1,2,0\n3,4,1\n5,6,1\n7,8,0\n";

@@ -2,6 +2,8 @@
 //! a message — never a panic — and numbers read from a file never size an allocation beyond
 //! what the file's own size justifies.
 
+mod common;
+
 use std::path::Path;
 
 use bilevel::config::RunConfig;
@@ -19,18 +21,7 @@ fn origin() -> &'static Path {
 
 /// A small valid NPY file (f32, 2×3).
 fn npy() -> Vec<u8> {
-    let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }".to_string();
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header.as_bytes());
-    for v in [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0] {
-        bytes.extend(v.to_le_bytes());
-    }
-    bytes
+    common::npy_bytes(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "<f4")
 }
 
 /// A small valid model file.

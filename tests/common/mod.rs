@@ -94,3 +94,31 @@ pub fn assert_close_f64(what: &str, got: f64, want: f64, atol: f64, rtol: f64) {
 pub fn max_abs(values: &[f32]) -> f64 {
     values.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64))
 }
+
+/// An NPY v1 file's bytes: `values` with `shape` as `descr` (`<f4`, `<f8`, or `<i4`). The
+/// header claims `shape` whatever the number of values, so it can lie.
+pub fn npy_bytes(shape: &[usize], values: &[f64], descr: &str) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|v| v.to_string()).collect();
+    let shape_text = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for &v in values {
+        match descr {
+            "<f4" => bytes.extend((v as f32).to_le_bytes()),
+            "<f8" => bytes.extend(v.to_le_bytes()),
+            _ => bytes.extend((v as i32).to_le_bytes()),
+        }
+    }
+    bytes
+}
