@@ -611,8 +611,9 @@ fn interrupt(args: &[&str], checkpoint: &Path, signal: &str) -> Option<i32> {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let sent = Command::new("kill")
-        .args([signal, &child.id().to_string()])
+    // The shell's own `kill`: no procps needed.
+    let sent = Command::new("sh")
+        .args(["-c", &format!("kill {signal} {}", child.id())])
         .status()
         .unwrap();
     assert!(sent.success());
