@@ -24,6 +24,9 @@
 //
 // Invariants: a frozen parameter and its moments are neither read nor written.
 
+// Dims, ChunkStep, StepInfo, sigmoid and softplus_neg_abs come from common.wgsl, which the
+// host (gpu::SHADERS) puts before this file.
+
 override WG: u32 = 64u;
 
 struct AdamConfig {
@@ -39,13 +42,6 @@ struct AdamConfig {
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
-}
-
-struct StepInfo {
-    t: u32,
-    blocks: u32,
-    step_size: f32,
-    bc2_sqrt: f32,
 }
 
 @group(0) @binding(0) var<uniform> cfg: AdamConfig;

@@ -17,26 +17,10 @@
 // Invariants: stable for any finite z (σ and log1p never see exp of a positive argument, so
 // |z| up to 1e30 gives finite results); one invocation per element, linearised 2-D grid.
 
+// Dims, ChunkStep, StepInfo, sigmoid and softplus_neg_abs come from common.wgsl, which the
+// host (gpu::SHADERS) puts before this file.
+
 override WG: u32 = 64u;
-
-struct Dims {
-    d: u32,
-    o: u32,
-    rows_per_block: u32,
-    n_params: u32,
-    // Floats from one row of X to the next: d rounded up to whole vec4 (zero padding).
-    x_stride: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-struct ChunkStep {
-    count: u32,
-    row_offset: u32,
-    block_base: u32,
-    inv_count: f32,
-}
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<uniform> step: ChunkStep;
@@ -46,25 +30,6 @@ struct ChunkStep {
 @group(0) @binding(5) var<storage, read> pos_weight: array<f32>;
 @group(0) @binding(6) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> loss: array<f32>;
-
-fn sigmoid(v: f32) -> f32 {
-    if v >= 0.0 {
-        return 1.0 / (1.0 + exp(-v));
-    }
-    let e = exp(v);
-    return e / (1.0 + e);
-}
-
-// log(1 + exp(−|v|)); WGSL has no log1p, so use Goldberg's correction, exact to a few ulps
-// where 1 + t rounds.
-fn softplus_neg_abs(v: f32) -> f32 {
-    let t = exp(-abs(v));
-    let u = 1.0 + t;
-    if u == 1.0 {
-        return t;
-    }
-    return log(u) * (t / (u - 1.0));
-}
 
 @compute @workgroup_size(WG)
 fn main(

@@ -21,33 +21,10 @@
 //
 // Invariants: the same shapes and the same batch give the same bits on the same adapter.
 
+// Dims, ChunkStep, StepInfo, sigmoid and softplus_neg_abs come from common.wgsl, which the
+// host (gpu::SHADERS) puts before this file.
+
 override WG: u32 = 64u;
-
-struct Dims {
-    d: u32,
-    o: u32,
-    rows_per_block: u32,
-    n_params: u32,
-    // Floats from one row of X to the next: d rounded up to whole vec4 (zero padding).
-    x_stride: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-struct ChunkStep {
-    count: u32,
-    row_offset: u32,
-    block_base: u32,
-    inv_count: f32,
-}
-
-struct StepInfo {
-    t: u32,
-    blocks: u32,
-    step_size: f32,
-    bc2_sqrt: f32,
-}
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<uniform> chunk: ChunkStep;

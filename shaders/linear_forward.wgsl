@@ -14,26 +14,10 @@
 // the grid is 2-D only to pass the 65,535-workgroups-per-dimension limit, so the invocation
 // index is linearised and guarded. The dot product runs in a fixed order (j ascending).
 
+// Dims, ChunkStep, StepInfo, sigmoid and softplus_neg_abs come from common.wgsl, which the
+// host (gpu::SHADERS) puts before this file.
+
 override WG: u32 = 64u;
-
-struct Dims {
-    d: u32,
-    o: u32,
-    rows_per_block: u32,
-    n_params: u32,
-    // Floats from one row of X to the next: d rounded up to whole vec4 (zero padding).
-    x_stride: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-struct ChunkStep {
-    count: u32,
-    row_offset: u32,
-    block_base: u32,
-    inv_count: f32,
-}
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<uniform> step: ChunkStep;

@@ -33,28 +33,12 @@
 // barriers is uniform across the workgroup (it depends only on the workgroup id and
 // uniforms); eight storage bindings, WebGPU's default limit.
 
+// Dims, ChunkStep, StepInfo, sigmoid and softplus_neg_abs come from common.wgsl, which the
+// host (gpu::SHADERS) puts before this file.
+
 override WG: u32 = 64u;
 // The batch segment is the chunk's rows row_offset, row_offset + 1, …: no index reads.
 override CONTIGUOUS: bool = false;
-
-struct Dims {
-    d: u32,
-    o: u32,
-    rows_per_block: u32,
-    n_params: u32,
-    // Floats from one row of X to the next: d rounded up to whole vec4 (zero padding).
-    x_stride: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-struct ChunkStep {
-    count: u32,
-    row_offset: u32,
-    block_base: u32,
-    inv_count: f32,
-}
 
 @group(0) @binding(0) var<uniform> dims: Dims;
 @group(0) @binding(1) var<uniform> chunk: ChunkStep;
@@ -73,23 +57,6 @@ const M: u32 = 4u;
 /// Lane sums of the few-outputs path: (row, output, lane), o·R·WG ≤ DOTS.
 const DOTS: u32 = 4096u;
 var<workgroup> dots: array<f32, DOTS>;
-
-fn sigmoid(v: f32) -> f32 {
-    if v >= 0.0 {
-        return 1.0 / (1.0 + exp(-v));
-    }
-    let e = exp(v);
-    return e / (1.0 + e);
-}
-
-fn softplus_neg_abs(v: f32) -> f32 {
-    let t = exp(-abs(v));
-    let u = 1.0 + t;
-    if u == 1.0 {
-        return t;
-    }
-    return log(u) * (t / (u - 1.0));
-}
 
 /// W[k, 4c .. 4c + 4], zero past column d (those X columns are zero padding).
 fn weights4(k: u32, c: u32) -> vec4<f32> {

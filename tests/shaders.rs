@@ -1,9 +1,22 @@
-//! Every `shaders/*.wgsl` parses and validates with naga (no GPU needed), and every one of them
-//! is compiled into the library.
+//! Every `shaders/*.wgsl` parses and validates with naga (no GPU needed), and every kernel is
+//! compiled into the library as it is on disk (after the shared prelude, `common.wgsl`, where
+//! it uses it).
 
 use std::path::Path;
 
-use bilevel::gpu::SHADERS;
+use bilevel::gpu::{PRELUDE, SHADERS};
+
+/// Parses and validates `source`, naming `file` on failure.
+fn validate(file: &str, source: &str) {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(source)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(source)));
+}
 
 #[test]
 fn every_shader_parses_and_validates() {
@@ -11,7 +24,7 @@ fn every_shader_parses_and_validates() {
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name.ends_with(".wgsl"))
+        .filter(|name| name.ends_with(".wgsl") && name != "common.wgsl")
         .collect();
     files.sort();
     assert!(
@@ -19,16 +32,14 @@ fn every_shader_parses_and_validates() {
         "expected the six kernels in {}, found {files:?}",
         dir.display()
     );
+    let prelude = std::fs::read_to_string(dir.join("common.wgsl")).unwrap();
+    assert_eq!(
+        prelude, PRELUDE,
+        "gpu::PRELUDE is not common.wgsl as it is on disk"
+    );
+    validate("common.wgsl", &prelude);
     for file in &files {
         let source = std::fs::read_to_string(dir.join(file)).unwrap();
-        let module = naga::front::wgsl::parse_str(&source)
-            .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&source)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{file}: {}", e.emit_to_string(&source)));
         assert!(
             source.starts_with("//") && source.contains("Bindings"),
             "{file} must open with a comment stating its bindings and invariants"
@@ -40,12 +51,16 @@ fn every_shader_parses_and_validates() {
                 "{file}: workgroup size must be the override WG"
             );
         }
-        let compiled = SHADERS.iter().find(|(name, _)| name == file);
-        assert_eq!(
-            compiled.map(|(_, s)| *s),
-            Some(source.as_str()),
+        let (_, compiled) = SHADERS
+            .iter()
+            .find(|(name, _)| name == file)
+            .unwrap_or_else(|| panic!("{file} is not in gpu::SHADERS"));
+        let with_prelude = format!("{prelude}{source}");
+        assert!(
+            *compiled == source || *compiled == with_prelude,
             "{file} is not in gpu::SHADERS as it is on disk"
         );
+        validate(file, compiled);
     }
     assert_eq!(
         SHADERS.len(),

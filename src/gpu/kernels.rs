@@ -6,24 +6,32 @@ use std::borrow::Cow;
 pub const WORKGROUP_SIZE: u32 = 64;
 const _: () = assert!(WORKGROUP_SIZE.is_power_of_two());
 
-/// Every shader as `(file name, source)`, in the order of the trainer's step.
+/// `shaders/common.wgsl` followed by `shaders/<file>`: WGSL has no includes.
+macro_rules! with_prelude {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../shaders/common.wgsl"),
+            include_str!(concat!("../../shaders/", $file))
+        )
+    };
+}
+
+/// The shared prelude, `shaders/common.wgsl`.
+pub const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
+
+/// Every kernel as `(file name, source as compiled)`, in the order of the trainer's step;
+/// the kernels that use shared structs and helpers have [`PRELUDE`] in front.
 pub const SHADERS: &[(&str, &str)] = &[
-    (
-        "linear_forward.wgsl",
-        include_str!("../../shaders/linear_forward.wgsl"),
-    ),
-    ("bce.wgsl", include_str!("../../shaders/bce.wgsl")),
+    ("linear_forward.wgsl", with_prelude!("linear_forward.wgsl")),
+    ("bce.wgsl", with_prelude!("bce.wgsl")),
     (
         "linear_backward.wgsl",
-        include_str!("../../shaders/linear_backward.wgsl"),
+        with_prelude!("linear_backward.wgsl"),
     ),
-    (
-        "linear_step.wgsl",
-        include_str!("../../shaders/linear_step.wgsl"),
-    ),
+    ("linear_step.wgsl", with_prelude!("linear_step.wgsl")),
     ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
-    ("sgd.wgsl", include_str!("../../shaders/sgd.wgsl")),
-    ("adam.wgsl", include_str!("../../shaders/adam.wgsl")),
+    ("sgd.wgsl", with_prelude!("sgd.wgsl")),
+    ("adam.wgsl", with_prelude!("adam.wgsl")),
     (
         "probe_read.wgsl",
         include_str!("../../shaders/probe_read.wgsl"),
