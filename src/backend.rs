@@ -4,6 +4,8 @@
 //! it with the same operations in the same order. Optimizer scalars are derived here once, in
 //! f64 as PyTorch derives them, and handed to both backends as the same f32 bits.
 
+use std::ops::Range;
+
 use bytemuck::{Pod, Zeroable};
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +76,16 @@ pub trait Backend {
 
     /// Cross-checking: the logits of planned batch `batch`, batch-position-major (count × o).
     fn logits(&mut self, batch: usize) -> Result<Vec<f32>>;
+    /// The logits of `rows` at the current parameters (rows × o), from the loaded data: what
+    /// metrics are computed from once the caller has freed its copy. Replaces the planned
+    /// batches.
+    fn predict(&mut self, rows: Range<usize>) -> Result<Vec<f32>> {
+        let rows = u32::try_from(rows.start)
+            .and_then(|a| Ok(a..u32::try_from(rows.end)?))
+            .map_err(|_| crate::Error::Shape("row numbers beyond 2^32".into()))?;
+        self.set_batches(&[rows.collect()])?;
+        self.logits(0)
+    }
     /// Cross-checking: per-element loss and δ = dℓ/dz / (count·o) of batch `batch`.
     fn loss_and_delta(&mut self, batch: usize) -> Result<(Vec<f32>, Vec<f32>)>;
     /// Cross-checking: the gradient of the mean loss over batch `batch`, `[gW | gb]`.

@@ -45,5 +45,6 @@ pub use phase::{
     AdamConfig, Batching, Optimizer, ParamMask, ParamSubset, Phase, SgdConfig, StopReason, StopRule,
 };
 pub use trainer::{
-    Check, Event, PhaseReport, RunReport, TrainOptions, TrainState, run_digest, train, train_with,
+    Check, DataShape, Event, PhaseReport, RunReport, TrainOptions, TrainState, run_digest, train,
+    train_loaded, train_with,
 };

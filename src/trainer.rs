@@ -173,10 +173,47 @@ pub fn run_digest(
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The dimensions of a data set: all a run needs to know of it once a backend holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataShape {
+    /// Rows.
+    pub n: usize,
+    /// Features.
+    pub d: usize,
+    /// Outputs.
+    pub o: usize,
+}
+
+impl DataShape {
+    /// The shape of `data`.
+    pub fn of(data: &Dataset) -> Self {
+        Self {
+            n: data.n,
+            d: data.d,
+            o: data.o,
+        }
+    }
+}
+
 /// [`train`] with validation rows, a progress observer, checkpoints and resume.
 pub fn train_with<B: Backend + ?Sized>(
     backend: &mut B,
     data: &Dataset,
+    init: &Params,
+    phases: &[Phase],
+    options: TrainOptions<'_>,
+) -> Result<RunReport> {
+    let digest = run_digest(data, init, phases, &options.validation);
+    backend.load(data, init)?;
+    train_loaded(backend, DataShape::of(data), &digest, init, phases, options)
+}
+
+/// [`train_with`] on data the backend has already loaded (with `init`), so that the caller
+/// can free its own copy of the data first; `digest` is [`run_digest`] of the run.
+pub fn train_loaded<B: Backend + ?Sized>(
+    backend: &mut B,
+    data: DataShape,
+    digest: &str,
     init: &Params,
     phases: &[Phase],
     mut options: TrainOptions<'_>,
@@ -189,7 +226,7 @@ pub fn train_with<B: Backend + ?Sized>(
             v.start, v.end, data.n
         )));
     }
-    let digest = run_digest(data, init, phases, &options.validation);
+    let digest = digest.to_string();
     let mut resume = options.resume.take();
     if let Some(state) = &resume {
         if state.phase >= phases.len() || state.params.len() != init.len() {
@@ -202,7 +239,6 @@ pub fn train_with<B: Backend + ?Sized>(
             )));
         }
     }
-    backend.load(data, init)?;
     let mut reports = match &resume {
         Some(state) => state.finished.clone(),
         None => Vec::new(),
@@ -266,7 +302,7 @@ pub fn train_with<B: Backend + ?Sized>(
 
 /// What a phase runs in.
 struct PhaseContext<'a> {
-    data: &'a Dataset,
+    data: DataShape,
     phase: &'a Phase,
     index: usize,
     digest: &'a str,
@@ -275,7 +311,7 @@ struct PhaseContext<'a> {
 
 /// The rows a phase trains on, checked against the data.
 fn phase_rows(
-    data: &Dataset,
+    data: DataShape,
     phase: &Phase,
     validation: Option<&Range<usize>>,
 ) -> Result<Vec<u32>> {

@@ -405,3 +405,50 @@ fn steps_allocate_nothing_and_read_nothing_back() {
     assert_eq!(checks, 2 * (1 + 100 / 25));
     assert_eq!(gpu.counters().read_backs, checks as u64 + 1);
 }
+
+#[test]
+fn buffers_follow_the_plan_and_predict_matches_reference() {
+    let (data, init) = problem(333, 50, 3, 95, 1.0);
+    let mut gpu = GpuBackend::with_chunk_rows(gpu(), 17);
+    let mut cpu = CpuBackend::new();
+    gpu.load(&data, &init).unwrap();
+    cpu.load(&data, &init).unwrap();
+    // A small plan first; predicting all rows then needs larger buffers.
+    let small: Vec<Vec<u32>> = vec![vec![3, 40, 41], vec![200, 332]];
+    gpu.set_batches(&small).unwrap();
+    let planned = gpu.counters();
+    gpu.set_batches(&small).unwrap();
+    assert_eq!(
+        gpu.counters().buffers,
+        planned.buffers,
+        "a plan that fits created buffers"
+    );
+    for rows in [0..333, 0..1, 16..18, 100..333] {
+        let got = gpu.predict(rows.clone()).unwrap();
+        let want = cpu.predict(rows.clone()).unwrap();
+        assert_eq!(got.len(), rows.len() * 3);
+        assert_close(&format!("logits of rows {rows:?}"), &got, &want, 1e-5, 1e-5);
+    }
+    // Once grown, planning the small batches again keeps the larger buffers.
+    let grown = gpu.counters();
+    gpu.set_batches(&small).unwrap();
+    assert_eq!(gpu.counters().buffers, grown.buffers);
+}
+
+#[test]
+fn loading_allocates_x_and_y_and_nothing_per_row() {
+    // What the device holds after a load is X (rows padded to vec4) and Y plus a size-free
+    // remainder: per-row buffers wait for the plan, so a caller that frees its copy of the
+    // data after the load never holds two copies beside them (bounded host memory).
+    for (n, d, o) in [(20_000, 64, 1), (40_000, 10, 3)] {
+        let (data, init) = problem(n, d, o, 97, 1.0);
+        let mut gpu = GpuBackend::new(gpu());
+        gpu.load(&data, &init).unwrap();
+        let data_bytes = (n * d.next_multiple_of(4) + n * o) as u64 * 4;
+        let rest = gpu.counters().buffer_bytes - data_bytes;
+        assert!(
+            rest < 256 << 10,
+            "{n}×{d}→{o}: {rest} bytes beside X and Y after the load"
+        );
+    }
+}

@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bilevel::config::{PhaseSpec, RunConfig};
-use bilevel::cpu::{self, CpuBackend};
+use bilevel::cpu::CpuBackend;
 use bilevel::gpu::{GpuBackend, GpuContext};
 use bilevel::io::write_atomically;
 use bilevel::metrics::{self, Metrics};
 use bilevel::model_file::{load_checkpoint, load_model, save_checkpoint, save_model};
 use bilevel::standardize::Standardizer;
 use bilevel::{
-    Backend, Dataset, Error, Params, RunReport, TrainOptions, TrainState, run_digest, train_with,
+    Backend, DataShape, Dataset, Error, Params, RunReport, TrainOptions, TrainState, run_digest,
+    train_loaded, train_with,
 };
 use clap::{Args, ValueEnum};
 use indicatif::MultiProgress;
@@ -393,8 +394,15 @@ fn prepare(args: &TrainArgs) -> anyhow::Result<Prepared> {
 pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
     let config = args.run_config()?;
     let phases = config.phases()?;
-    let prepared = prepare(args)?;
-    let data = &prepared.data;
+    let Prepared {
+        data,
+        train_rows,
+        standardizer,
+        feature_names,
+        label_names,
+        source,
+    } = prepare(args)?;
+    let shape = DataShape::of(&data);
     let init =
         match &args.init {
             Some(path) => {
@@ -414,11 +422,11 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
         BackendChoice::Gpu => Box::new(GpuBackend::new(Arc::new(GpuContext::new()?))),
         BackendChoice::Cpu => Box::new(CpuBackend::new()),
     };
-    let validation = (prepared.train_rows < data.n).then_some(prepared.train_rows..data.n);
+    let validation = (train_rows < data.n).then_some(train_rows..data.n);
+    let digest = run_digest(&data, &init, &phases, &validation);
     let resume = match &args.resume {
         Some(path) => {
             let state = load_checkpoint(path)?;
-            let digest = run_digest(data, &init, &phases, &validation);
             if state.digest != digest && !args.force {
                 return Err(Error::Config(format!(
                     "{}: the checkpoint was written for other data or options (digest {}…, this run {}…); --force resumes anyway",
@@ -432,6 +440,34 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let settings = serde_json::json!({
+        "data": source,
+        "rows": data.n,
+        "train_rows": train_rows,
+        "features": data.d,
+        "outputs": data.o,
+        "feature_names": feature_names,
+        "label_names": label_names,
+        "standardize": standardizer.is_some(),
+        "pos_weight": data.pos_weight,
+        "seed": args.seed,
+        "backend": backend.describe(),
+        "run": config,
+    });
+    backend.load(&data, &init)?;
+    // The backend holds the data now. Keep the host copy only for a run on the CPU reference
+    // beside it: peak memory stays near one copy of X on the host plus the device's.
+    let compare = args.backend == BackendChoice::Gpu
+        && (args.compare || (args.data.is_none() && args.synthetic.is_none()));
+    let (reference_data, labels) = if compare {
+        let labels = data.y.clone();
+        (Some(data), labels)
+    } else {
+        let Dataset { x, y, .. } = data;
+        drop(x);
+        (None, y)
+    };
+
     let mut progress = PhaseBars::new(bars);
     let mut observer = |event: bilevel::Event<'_>| progress.on_event(event);
     let mut write_checkpoint = |state: &TrainState| match &args.checkpoint {
@@ -447,27 +483,13 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
         resume,
         stop: Some(stop),
     };
-    let settings = serde_json::json!({
-        "data": prepared.source,
-        "rows": data.n,
-        "train_rows": prepared.train_rows,
-        "features": data.d,
-        "outputs": data.o,
-        "feature_names": prepared.feature_names,
-        "label_names": prepared.label_names,
-        "standardize": prepared.standardizer.is_some(),
-        "pos_weight": data.pos_weight,
-        "seed": args.seed,
-        "backend": backend.describe(),
-        "run": config,
-    });
-    let outcome = train_with(backend.as_mut(), data, &init, &phases, options);
+    let outcome = train_loaded(backend.as_mut(), shape, &digest, &init, &phases, options);
     let report = match outcome {
         Ok(report) => report,
         Err(error @ Error::Diverged { .. }) => {
             if let Some(path) = &args.output {
                 let kept = backend.params()?;
-                save_model(path, &kept, prepared.standardizer.as_ref(), &settings, true)?;
+                save_model(path, &kept, standardizer.as_ref(), &settings, true)?;
                 eprintln!(
                     "bilevel: wrote the last finite parameters to {} (marked diverged)",
                     path.display()
@@ -487,9 +509,7 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
         Err(error) => return Err(error.into()),
     };
     print_phases(&report);
-    if args.backend == BackendChoice::Gpu
-        && (args.compare || (args.data.is_none() && args.synthetic.is_none()))
-    {
+    if let Some(data) = &reference_data {
         let options = TrainOptions {
             validation: validation.clone(),
             ..TrainOptions::default()
@@ -497,33 +517,35 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
         let reference = train_with(&mut CpuBackend::new(), data, &init, &phases, options)?;
         print_comparison(&report, &reference);
     }
-    let train_metrics = evaluate(
-        data,
-        &report.params,
-        0..prepared.train_rows,
-        &prepared.label_names,
-        args.threshold,
-    );
-    println!("\ntraining rows ({}):", prepared.train_rows);
-    print_metrics(&train_metrics);
-    let validation_metrics = validation.map(|rows| {
-        let m = evaluate(
-            data,
-            &report.params,
-            rows.clone(),
-            &prepared.label_names,
+    let mut evaluate = |rows: std::ops::Range<usize>| -> anyhow::Result<Vec<Metrics>> {
+        let z = backend.predict(rows.clone())?;
+        let y = &labels[rows.start * shape.o..rows.end * shape.o];
+        Ok(metrics::evaluate(
+            &z,
+            y,
+            shape.o,
+            &label_names,
             args.threshold,
-        );
-        println!("\nvalidation rows ({}):", rows.len());
-        print_metrics(&m);
-        m
-    });
+        ))
+    };
+    let train_metrics = evaluate(0..train_rows)?;
+    println!("\ntraining rows ({train_rows}):");
+    print_metrics(&train_metrics);
+    let validation_metrics = match validation {
+        Some(rows) => {
+            let m = evaluate(rows.clone())?;
+            println!("\nvalidation rows ({}):", rows.len());
+            print_metrics(&m);
+            Some(m)
+        }
+        None => None,
+    };
 
     if let Some(path) = &args.output {
         save_model(
             path,
             &report.params,
-            prepared.standardizer.as_ref(),
+            standardizer.as_ref(),
             &settings,
             false,
         )?;
@@ -557,28 +579,6 @@ pub fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> 
         })
     })
     .with_context(|| format!("writing {}", path.display()))
-}
-
-/// Metrics of `params` on `rows` of `data`.
-fn evaluate(
-    data: &Dataset,
-    params: &Params,
-    rows: std::ops::Range<usize>,
-    names: &[String],
-    threshold: f64,
-) -> Vec<Metrics> {
-    let rows: Vec<u32> = (rows.start as u32..rows.end as u32).collect();
-    let mut z = vec![0.0; rows.len() * data.o];
-    cpu::linear_forward(data.d, data.o, &data.x, &rows, &params.values, &mut z);
-    let y: Vec<f32> = rows
-        .iter()
-        .flat_map(|&r| {
-            data.y[r as usize * data.o..(r as usize + 1) * data.o]
-                .iter()
-                .copied()
-        })
-        .collect();
-    metrics::evaluate(&z, &y, data.o, names, threshold)
 }
 
 /// The largest differences between a GPU run and the CPU reference's run.

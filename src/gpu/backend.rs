@@ -1,6 +1,7 @@
 //! One training run on the GPU: its buffers, bind groups and the encoding of steps.
 //!
-//! X and Y live in row chunks that each fit one storage binding. A batch is a list of rows;
+//! X and Y live in row chunks that each fit one storage binding; buffers sized by rows beyond
+//! them are created when batches are planned, sized to the plan. A batch is a list of rows;
 //! [`Backend::set_batches`] splits every planned batch by chunk into a per-chunk index buffer,
 //! so a step only needs offsets, which travel in a ring of dynamic-offset uniforms written
 //! once per submission. Steps between two checks are encoded into one command buffer with no
@@ -119,13 +120,24 @@ impl UniformRing {
     }
 }
 
-/// One row chunk of the data, with the buffers and bind groups of its dispatches.
+/// One row chunk of the data: its X and Y, and the bandwidth probe over its X.
 struct Chunk {
     first_row: usize,
     rows: usize,
-    /// Capacity of `index`, in rows.
-    index_capacity: usize,
     x: wgpu::Buffer,
+    y: wgpu::Buffer,
+    probe: wgpu::BindGroup,
+    /// vec4 words of X in this chunk, for the bandwidth probe.
+    probe_len4: u32,
+}
+
+/// What the planned batches need of one chunk: its index buffer, per-row results and the
+/// bind groups of its dispatches.
+struct ChunkWork {
+    /// Capacity of `index`, in rows.
+    index_rows: usize,
+    /// Capacity of `z`, `delta` and `loss`, in rows: the largest segment of a batch.
+    segment_rows: usize,
     index: wgpu::Buffer,
     z: wgpu::Buffer,
     delta: wgpu::Buffer,
@@ -135,9 +147,27 @@ struct Chunk {
     partial: wgpu::BindGroup,
     step: wgpu::BindGroup,
     reduce_loss: wgpu::BindGroup,
-    probe: wgpu::BindGroup,
-    /// vec4 words of X in this chunk, for the bandwidth probe.
-    probe_len4: u32,
+}
+
+/// Buffers sized to the planned batches rather than to the data. [`Backend::set_batches`]
+/// creates them, after a caller may have freed its own copy of the data, and replaces them
+/// only when a plan needs more room than the last one.
+struct Work {
+    chunks: Vec<ChunkWork>,
+    /// Capacity of the gradient partials (bound in `total`, `sgd`, `adam`), in blocks.
+    blocks: u64,
+    total: wgpu::BindGroup,
+    sgd: wgpu::BindGroup,
+    adam: wgpu::BindGroup,
+}
+
+/// Rows one plan needs room for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Need {
+    /// Index buffer rows, per chunk (summed over the batches).
+    index_rows: usize,
+    /// The largest segment of one batch.
+    segment_rows: usize,
 }
 
 /// Where one planned batch's rows sit in each chunk's index buffer.
@@ -170,28 +200,40 @@ struct Run {
     rows_per_block: u32,
     chunks: Vec<Chunk>,
     ring: UniformRing,
+    dims: wgpu::Buffer,
     params: wgpu::Buffer,
     saved: wgpu::Buffer,
     grad: wgpu::Buffer,
     mask: wgpu::Buffer,
+    pos_weight: wgpu::Buffer,
     momentum: wgpu::Buffer,
     m: wgpu::Buffer,
     v: wgpu::Buffer,
     v_max: wgpu::Buffer,
+    reduce_partials: wgpu::Buffer,
     scalars: wgpu::Buffer,
     sgd_args: wgpu::Buffer,
     adam_args: wgpu::Buffer,
     staging: wgpu::Buffer,
-    total: wgpu::BindGroup,
-    sgd: wgpu::BindGroup,
-    adam: wgpu::BindGroup,
     reduce_grad: wgpu::BindGroup,
     reduce_final: wgpu::BindGroup,
+    /// Buffers sized to the plan; `None` until batches are planned.
+    work: Option<Work>,
     plan: Vec<BatchPlan>,
     phase: Option<(Optimizer, Vec<bool>)>,
     fused: bool,
-    /// The GEMM probe over chunk 0: its bind group and (output tiles, row tiles).
-    gemm: (wgpu::BindGroup, u32, u32),
+    /// The GEMM probe over chunk 0 (created by its first use): its bind group and
+    /// (output tiles, row tiles).
+    gemm: Option<(wgpu::BindGroup, u32, u32)>,
+}
+
+impl Run {
+    /// The plan-sized buffers, once batches are planned.
+    fn work(&self) -> Result<&Work> {
+        self.work
+            .as_ref()
+            .ok_or_else(|| Error::Config("no batches planned".into()))
+    }
 }
 
 /// Which kernels compute a step's forward pass, loss and gradient.
@@ -213,6 +255,8 @@ pub enum StepKernels {
 pub struct Counters {
     /// Buffers created.
     pub buffers: u64,
+    /// Bytes of the storage and uniform buffers created.
+    pub buffer_bytes: u64,
     /// Bind groups created.
     pub bind_groups: u64,
     /// Read-backs to the host (buffer maps).
@@ -238,6 +282,7 @@ pub struct GpuBackend {
 #[derive(Debug, Default)]
 struct CounterCells {
     buffers: AtomicU64,
+    buffer_bytes: AtomicU64,
     bind_groups: AtomicU64,
     read_backs: AtomicU64,
     submits: AtomicU64,
@@ -283,6 +328,7 @@ impl GpuBackend {
         let c = &self.counters;
         Counters {
             buffers: c.buffers.load(Ordering::Relaxed),
+            buffer_bytes: c.buffer_bytes.load(Ordering::Relaxed),
             bind_groups: c.bind_groups.load(Ordering::Relaxed),
             read_backs: c.read_backs.load(Ordering::Relaxed),
             submits: c.submits.load(Ordering::Relaxed),
@@ -329,8 +375,13 @@ impl GpuBackend {
     }
 
     /// GEMM probe: submits Z = X·Wᵀ over the first chunk's rows with a tiled kernel (the
-    /// reference rate for many outputs) and returns without waiting.
+    /// reference rate for many outputs) and returns without waiting. Its buffers are
+    /// created by the first call.
     pub fn probe_gemm(&mut self) -> Result<()> {
+        if self.run()?.gemm.is_none() {
+            let gemm = self.create_gemm_probe()?;
+            self.run_mut()?.gemm = Some(gemm);
+        }
         let run = self.run()?;
         let ctx = &self.context;
         let mut encoder = ctx
@@ -338,12 +389,11 @@ impl GpuBackend {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("gemm probe"),
             });
-        {
+        if let Some((group, x, y)) = &run.gemm {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("gemm probe"),
                 timestamp_writes: None,
             });
-            let (group, x, y) = &run.gemm;
             pass.set_pipeline(&ctx.kernels.gemm.pipeline);
             pass.set_bind_group(0, group, &[]);
             pass.dispatch_workgroups(*x, *y, 1);
@@ -352,12 +402,38 @@ impl GpuBackend {
         Ok(())
     }
 
+    /// The GEMM probe's output and bind group, and its grid.
+    fn create_gemm_probe(&self) -> Result<(wgpu::BindGroup, u32, u32)> {
+        let run = self.run()?;
+        let ctx = &self.context;
+        let rows = self.gemm_probe_rows();
+        let x_stride = run.d.next_multiple_of(4);
+        let dims = self.uniform("gemm probe dims", 16);
+        let words = [rows as u32, run.d as u32, run.o as u32, x_stride as u32];
+        ctx.queue
+            .write_buffer(&dims, 0, bytemuck::cast_slice(&words));
+        let out = self.storage("gemm probe output", (rows * run.o) as u64 * 4)?;
+        let group = self.bind(
+            "probe_gemm",
+            &ctx.kernels.gemm,
+            &[
+                (0, whole(&dims)),
+                (1, whole(&run.chunks[0].x)),
+                (2, whole(&run.params)),
+                (3, whole(&out)),
+            ],
+        );
+        Ok((
+            group,
+            (run.o as u32).div_ceil(16),
+            (rows as u32).div_ceil(16),
+        ))
+    }
+
     /// Rows the GEMM probe covers (the first chunk's, at most 16 × the grid limit).
     pub fn gemm_probe_rows(&self) -> usize {
-        self.run
-            .as_ref()
-            .map_or(0, |r| r.gemm.2 as usize * 16)
-            .min(self.run.as_ref().map_or(0, |r| r.chunks[0].rows))
+        let limit = 16 * self.context.limits.max_compute_workgroups_per_dimension as usize;
+        self.run.as_ref().map_or(0, |r| r.chunks[0].rows.min(limit))
     }
 
     /// Rows of X one gradient block sums in the loaded run (0 before a load).
@@ -396,11 +472,15 @@ impl GpuBackend {
                 limit: self.max_binding,
             });
         }
+        // Whole vec4 words, so the probe can read X as vec4.
+        let size = bytes.max(16).next_multiple_of(16);
         self.counters.buffers.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .buffer_bytes
+            .fetch_add(size, Ordering::Relaxed);
         Ok(self.context.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            // Whole vec4 words, so the probe can read X as vec4.
-            size: bytes.max(16).next_multiple_of(16),
+            size,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
@@ -410,6 +490,9 @@ impl GpuBackend {
 
     fn uniform(&self, label: &str, bytes: u64) -> wgpu::Buffer {
         self.counters.buffers.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .buffer_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
         self.context.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
@@ -473,6 +556,180 @@ impl GpuBackend {
         Ok(out)
     }
 
+    /// Makes sure the plan-sized buffers hold at least `needs` (per chunk) and `blocks`
+    /// gradient blocks, replacing them with larger ones when not.
+    fn ensure_work(&mut self, needs: &[Need], blocks: u64) -> Result<()> {
+        let run = self.run_mut()?;
+        let fits = run.work.as_ref().is_some_and(|w| {
+            w.blocks >= blocks
+                && w.chunks.iter().zip(needs).all(|(have, need)| {
+                    have.index_rows >= need.index_rows && have.segment_rows >= need.segment_rows
+                })
+        });
+        if fits {
+            return Ok(());
+        }
+        // Drop the old buffers before creating the new ones; keep what they held room for.
+        let (needs, blocks): (Vec<Need>, u64) = match run.work.take() {
+            Some(old) => (
+                old.chunks
+                    .iter()
+                    .zip(needs)
+                    .map(|(have, need)| Need {
+                        index_rows: have.index_rows.max(need.index_rows),
+                        segment_rows: have.segment_rows.max(need.segment_rows),
+                    })
+                    .collect(),
+                old.blocks.max(blocks),
+            ),
+            None => (needs.to_vec(), blocks),
+        };
+        let work = self.create_work(&needs, blocks)?;
+        self.run_mut()?.work = Some(work);
+        Ok(())
+    }
+
+    /// Creates the plan-sized buffers and their bind groups: per chunk, room for `needs`,
+    /// and gradient partials for `blocks` blocks.
+    fn create_work(&self, needs: &[Need], blocks: u64) -> Result<Work> {
+        let run = self.run()?;
+        let k = &self.context.kernels;
+        let o = run.o as u64;
+        let partials =
+            self.storage("gradient partials", blocks.max(1) * run.n_params as u64 * 4)?;
+        let mut chunks = Vec::with_capacity(run.chunks.len());
+        for (c, (chunk, need)) in run.chunks.iter().zip(needs).enumerate() {
+            let index =
+                self.storage(&format!("row index chunk {c}"), need.index_rows as u64 * 4)?;
+            let per_row = need.segment_rows as u64 * o * 4;
+            let z = self.storage(&format!("logits chunk {c}"), per_row)?;
+            let delta = self.storage(&format!("delta chunk {c}"), per_row)?;
+            let loss = self.storage(&format!("loss chunk {c}"), per_row)?;
+            let forward = self.bind(
+                "linear_forward",
+                &k.forward,
+                &[
+                    (0, whole(&run.dims)),
+                    (1, run.ring.binding()),
+                    (2, whole(&chunk.x)),
+                    (3, whole(&index)),
+                    (4, whole(&run.params)),
+                    (5, whole(&z)),
+                ],
+            );
+            let bce = self.bind(
+                "bce",
+                &k.bce,
+                &[
+                    (0, whole(&run.dims)),
+                    (1, run.ring.binding()),
+                    (2, whole(&chunk.y)),
+                    (3, whole(&index)),
+                    (4, whole(&z)),
+                    (5, whole(&run.pos_weight)),
+                    (6, whole(&delta)),
+                    (7, whole(&loss)),
+                ],
+            );
+            let partial = self.bind(
+                "linear_backward.partial",
+                &k.backward_partial,
+                &[
+                    (0, whole(&run.dims)),
+                    (1, run.ring.binding()),
+                    (2, whole(&chunk.x)),
+                    (3, whole(&index)),
+                    (4, whole(&delta)),
+                    (5, whole(&partials)),
+                ],
+            );
+            let step = self.bind(
+                "linear_step",
+                &k.step,
+                &[
+                    (0, whole(&run.dims)),
+                    (1, run.ring.binding()),
+                    (2, whole(&chunk.x)),
+                    (3, whole(&index)),
+                    (4, whole(&run.params)),
+                    (5, whole(&chunk.y)),
+                    (6, whole(&run.pos_weight)),
+                    (7, whole(&delta)),
+                    (8, whole(&loss)),
+                    (9, whole(&partials)),
+                ],
+            );
+            let reduce_loss = self.bind(
+                "reduce loss",
+                &k.reduce,
+                &[
+                    (0, run.ring.binding()),
+                    (1, whole(&loss)),
+                    (2, whole(&run.mask)),
+                    (3, whole(&run.reduce_partials)),
+                ],
+            );
+            chunks.push(ChunkWork {
+                index_rows: need.index_rows,
+                segment_rows: need.segment_rows,
+                index,
+                z,
+                delta,
+                loss,
+                forward,
+                bce,
+                partial,
+                step,
+                reduce_loss,
+            });
+        }
+        let total = self.bind(
+            "linear_backward.total",
+            &k.backward_total,
+            &[
+                (0, whole(&run.dims)),
+                (5, whole(&partials)),
+                (6, whole(&run.grad)),
+                (7, run.ring.binding()),
+            ],
+        );
+        let sgd = self.bind(
+            "sgd",
+            &k.sgd,
+            &[
+                (0, whole(&run.sgd_args)),
+                (1, run.ring.binding()),
+                (2, whole(&run.grad)),
+                (3, whole(&run.mask)),
+                (4, whole(&run.params)),
+                (5, whole(&run.momentum)),
+                (6, whole(&partials)),
+            ],
+        );
+        let adam = self.bind(
+            "adam",
+            &k.adam,
+            &[
+                (0, whole(&run.adam_args)),
+                (1, run.ring.binding()),
+                (2, whole(&run.grad)),
+                (3, whole(&run.mask)),
+                (4, whole(&run.params)),
+                (5, whole(&run.m)),
+                (6, whole(&run.v)),
+                (7, whole(&run.v_max)),
+                (8, whole(&partials)),
+            ],
+        );
+        Ok(Work {
+            chunks,
+            blocks: blocks.max(1),
+            total,
+            sgd,
+            adam,
+        })
+    }
+
     /// Encodes forward, BCE and the gradient of batch `batch` into `pass`; returns the
     /// number of gradient blocks written.
     fn encode_gradient(
@@ -481,11 +738,14 @@ impl GpuBackend {
         pass: &mut wgpu::ComputePass<'_>,
         batch: usize,
     ) -> u32 {
+        let Some(work) = &run.work else {
+            return 0;
+        };
         let plan = &run.plan[batch];
         let inv_count = (1.0 / (plan.rows as f64 * run.o as f64)) as f32;
         let param_groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
         let mut block_base = 0u32;
-        for (chunk, segment) in run.chunks.iter().zip(&plan.segments) {
+        for (chunk, segment) in work.chunks.iter().zip(&plan.segments) {
             let count = segment.count;
             if count == 0 {
                 continue;
@@ -548,14 +808,16 @@ impl GpuBackend {
         info.blocks = blocks;
         let offset = run.ring.push(&info);
         let groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
-        dispatch(
-            pass,
-            ctx,
-            &ctx.kernels.backward_total,
-            &run.total,
-            &[offset],
-            groups,
-        );
+        if let Some(work) = &run.work {
+            dispatch(
+                pass,
+                ctx,
+                &ctx.kernels.backward_total,
+                &work.total,
+                &[offset],
+                groups,
+            );
+        }
         offset
     }
 
@@ -569,13 +831,14 @@ impl GpuBackend {
             .phase
             .as_ref()
             .ok_or_else(|| Error::Config("no phase started".into()))?;
+        let work = run.work()?;
         let groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
         match optimizer {
             Optimizer::Sgd(_) => dispatch(
                 pass,
                 ctx,
                 &ctx.kernels.sgd,
-                &run.sgd,
+                &work.sgd,
                 &[info_offset],
                 groups,
             ),
@@ -583,7 +846,7 @@ impl GpuBackend {
                 pass,
                 ctx,
                 &ctx.kernels.adam,
-                &run.adam,
+                &work.adam,
                 &[info_offset],
                 groups,
             ),
@@ -602,11 +865,13 @@ impl GpuBackend {
     fn read_chunked(
         &self,
         batch: usize,
-        pick: impl Fn(&Chunk) -> &wgpu::Buffer,
+        pick: impl Fn(&ChunkWork) -> &wgpu::Buffer,
     ) -> Result<Vec<f32>> {
         let run = self.run()?;
         let mut out = Vec::new();
-        for (chunk, &Segment { count, .. }) in run.chunks.iter().zip(&run.plan[batch].segments) {
+        for (chunk, &Segment { count, .. }) in
+            run.work()?.chunks.iter().zip(&run.plan[batch].segments)
+        {
             if count > 0 {
                 out.extend(self.read_f32(pick(chunk), count as usize * run.o)?);
             }
@@ -750,7 +1015,6 @@ impl Backend for GpuBackend {
             }
             rows_per_block *= 2;
         }
-        let max_blocks = blocks_for(rows_per_block);
         let p_bytes = n_params as u64 * 4;
 
         let dims = self.uniform("dims", std::mem::size_of::<Dims>() as u64);
@@ -775,7 +1039,6 @@ impl Backend for GpuBackend {
         let m = self.storage("adam m", p_bytes)?;
         let v = self.storage("adam v", p_bytes)?;
         let v_max = self.storage("adam v_max", p_bytes)?;
-        let partials = self.storage("gradient partials", max_blocks * p_bytes)?;
         let pos_weight = self.storage("pos_weight", o as u64 * 4)?;
         let reduce_partials = self.storage(
             "reduce partials",
@@ -836,65 +1099,6 @@ impl Backend for GpuBackend {
                 ctx.queue.submit([]);
                 ctx.wait("uploading the data")?;
             }
-            let index_capacity = (2 * rows).min((self.max_binding / 4) as usize);
-            let index = self.storage(&format!("row index chunk {c}"), index_capacity as u64 * 4)?;
-            let z = self.storage(&format!("logits chunk {c}"), (rows * o) as u64 * 4)?;
-            let delta = self.storage(&format!("delta chunk {c}"), (rows * o) as u64 * 4)?;
-            let loss = self.storage(&format!("loss chunk {c}"), (rows * o) as u64 * 4)?;
-            let forward = self.bind(
-                "linear_forward",
-                &k.forward,
-                &[
-                    (0, whole(&dims)),
-                    (1, ring.binding()),
-                    (2, whole(&x)),
-                    (3, whole(&index)),
-                    (4, whole(&params)),
-                    (5, whole(&z)),
-                ],
-            );
-            let bce = self.bind(
-                "bce",
-                &k.bce,
-                &[
-                    (0, whole(&dims)),
-                    (1, ring.binding()),
-                    (2, whole(&y)),
-                    (3, whole(&index)),
-                    (4, whole(&z)),
-                    (5, whole(&pos_weight)),
-                    (6, whole(&delta)),
-                    (7, whole(&loss)),
-                ],
-            );
-            let partial = self.bind(
-                "linear_backward.partial",
-                &k.backward_partial,
-                &[
-                    (0, whole(&dims)),
-                    (1, ring.binding()),
-                    (2, whole(&x)),
-                    (3, whole(&index)),
-                    (4, whole(&delta)),
-                    (5, whole(&partials)),
-                ],
-            );
-            let step = self.bind(
-                "linear_step",
-                &k.step,
-                &[
-                    (0, whole(&dims)),
-                    (1, ring.binding()),
-                    (2, whole(&x)),
-                    (3, whole(&index)),
-                    (4, whole(&params)),
-                    (5, whole(&y)),
-                    (6, whole(&pos_weight)),
-                    (7, whole(&delta)),
-                    (8, whole(&loss)),
-                    (9, whole(&partials)),
-                ],
-            );
             let probe_len4 = (x.size() / 16) as u32;
             let probe_job = self.uniform("probe job", 16);
             ctx.queue
@@ -908,72 +1112,15 @@ impl Backend for GpuBackend {
                     (2, whole(&reduce_partials)),
                 ],
             );
-            let reduce_loss = self.bind(
-                "reduce loss",
-                &k.reduce,
-                &[
-                    (0, ring.binding()),
-                    (1, whole(&loss)),
-                    (2, whole(&mask)),
-                    (3, whole(&reduce_partials)),
-                ],
-            );
             chunks.push(Chunk {
                 first_row,
                 rows,
-                index_capacity,
                 x,
-                index,
-                z,
-                delta,
-                loss,
-                forward,
-                bce,
-                partial,
-                step,
-                reduce_loss,
+                y,
                 probe,
                 probe_len4,
             });
         }
-        let total = self.bind(
-            "linear_backward.total",
-            &k.backward_total,
-            &[
-                (0, whole(&dims)),
-                (5, whole(&partials)),
-                (6, whole(&grad)),
-                (7, ring.binding()),
-            ],
-        );
-        let sgd = self.bind(
-            "sgd",
-            &k.sgd,
-            &[
-                (0, whole(&sgd_args)),
-                (1, ring.binding()),
-                (2, whole(&grad)),
-                (3, whole(&mask)),
-                (4, whole(&params)),
-                (5, whole(&momentum)),
-                (6, whole(&partials)),
-            ],
-        );
-        let adam = self.bind(
-            "adam",
-            &k.adam,
-            &[
-                (0, whole(&adam_args)),
-                (1, ring.binding()),
-                (2, whole(&grad)),
-                (3, whole(&mask)),
-                (4, whole(&params)),
-                (5, whole(&m)),
-                (6, whole(&v)),
-                (7, whole(&v_max)),
-                (8, whole(&partials)),
-            ],
-        );
         let reduce_grad = self.bind(
             "reduce gradient",
             &k.reduce,
@@ -997,28 +1144,6 @@ impl Backend for GpuBackend {
         log::debug!(
             "loaded {n}×{d}→{o}: {chunk_count} chunk(s) of ≤ {rows_per_chunk} rows, {rows_per_block} rows per gradient block"
         );
-        let gemm = {
-            let first = &chunks[0];
-            let rows = first
-                .rows
-                .min(16 * ctx.limits.max_compute_workgroups_per_dimension as usize);
-            let gemm_dims = self.uniform("gemm probe dims", 16);
-            let dims_words = [rows as u32, d as u32, o as u32, x_stride as u32];
-            ctx.queue
-                .write_buffer(&gemm_dims, 0, bytemuck::cast_slice(&dims_words));
-            let x0 = &first.x;
-            let group = self.bind(
-                "probe_gemm",
-                &k.gemm,
-                &[
-                    (0, whole(&gemm_dims)),
-                    (1, whole(x0)),
-                    (2, whole(&params)),
-                    (3, whole(&first.z)),
-                ],
-            );
-            (group, (o as u32).div_ceil(16), (rows as u32).div_ceil(16))
-        };
         self.run = Some(Run {
             d,
             o,
@@ -1027,23 +1152,24 @@ impl Backend for GpuBackend {
             rows_per_block,
             chunks,
             ring,
+            dims,
             params,
             saved,
             grad,
             mask,
+            pos_weight,
             momentum,
             m,
             v,
             v_max,
+            reduce_partials,
             scalars,
             sgd_args,
             adam_args,
             staging,
-            total,
-            sgd,
-            adam,
             reduce_grad,
             reduce_final,
+            work: None,
             plan: Vec::new(),
             phase: None,
             fused: match self.kernels {
@@ -1053,7 +1179,7 @@ impl Backend for GpuBackend {
                 // M·4 columns of every row): there the separate kernels are faster.
                 StepKernels::Auto => o > 4 || x_stride >= FUSED_MIN_WIDTH,
             },
-            gemm,
+            gemm: None,
         });
         ctx.wait("uploading the data")
     }
@@ -1113,15 +1239,33 @@ impl Backend for GpuBackend {
                 rows: batch.len(),
             });
         }
-        for (chunk, index) in run.chunks.iter().zip(&indices) {
-            if index.len() > chunk.index_capacity {
-                return Err(Error::Config(format!(
-                    "the planned batches hold {} rows of a chunk of {} rows; at most {} fit",
-                    index.len(),
-                    chunk.rows,
-                    chunk.index_capacity
-                )));
-            }
+        let needs: Vec<Need> = indices
+            .iter()
+            .enumerate()
+            .map(|(c, index)| Need {
+                index_rows: index.len(),
+                segment_rows: plan
+                    .iter()
+                    .map(|b| b.segments[c].count as usize)
+                    .max()
+                    .unwrap_or(0),
+            })
+            .collect();
+        let rows_per_block = run.rows_per_block;
+        let blocks = plan
+            .iter()
+            .map(|b| {
+                b.segments
+                    .iter()
+                    .map(|s| u64::from(s.count.div_ceil(rows_per_block)))
+                    .sum::<u64>()
+            })
+            .max()
+            .unwrap_or(0);
+        self.ensure_work(&needs, blocks)?;
+        let run = self.run_mut()?;
+        let work = run.work()?;
+        for (chunk, index) in work.chunks.iter().zip(&indices) {
             if !index.is_empty() {
                 ctx.queue
                     .write_buffer(&chunk.index, 0, bytemuck::cast_slice(index));
@@ -1233,7 +1377,11 @@ impl Backend for GpuBackend {
             let reduce = &ctx.kernels.reduce;
             let groups_for = |len: u32| len.div_ceil(WORKGROUP_SIZE).clamp(1, REDUCE_GROUPS);
             let mut loss_partials = 0u32;
-            for (chunk, &Segment { count, .. }) in run.chunks.iter().zip(&run.plan[batch].segments)
+            let work = run
+                .work
+                .as_ref()
+                .ok_or_else(|| Error::Config("no batches planned".into()))?;
+            for (chunk, &Segment { count, .. }) in work.chunks.iter().zip(&run.plan[batch].segments)
             {
                 if count == 0 {
                     continue;
@@ -1375,6 +1523,11 @@ impl Backend for GpuBackend {
             .ok_or_else(|| Error::Config("no phase started".into()))?
             .0;
         let info = run.ring.push(&StepArgs::new(optimizer, t));
+        if run.work.is_none() {
+            let none = vec![Need::default(); run.chunks.len()];
+            self.ensure_work(&none, 0)?;
+        }
+        let run = self.run_mut()?;
         ctx.queue
             .write_buffer(&run.grad, 0, bytemuck::cast_slice(grad));
         let mut encoder = ctx
