@@ -10,8 +10,8 @@
 // from the step count t, exactly as PyTorch computes them.
 //
 // Bindings (group 0):
-//   0 cfg     uniform          AdamConfig, fixed for a phase
-//   1 info    uniform, dynamic StepInfo: t, step_size, bc2_sqrt
+//   0 cfg     storage, read    AdamConfig, fixed for a phase
+//   1 info    storage, dynamic StepInfo: t, step_size, bc2_sqrt
 //   2 grad    storage, rw      f32[P]: the gradient, or where it is written (see 8)
 //   3 mask    storage, read    u32[P]: 0 = frozen
 //   4 params  storage, rw      f32[P]
@@ -24,28 +24,13 @@
 //
 // Invariants: a frozen parameter and its moments are neither read nor written.
 
-// Dims, ChunkStep, StepInfo, sigmoid and softplus_neg_abs come from common.wgsl, which the
+// AdamConfig, StepInfo and adam_update (the formulas above) come from common.wgsl, which the
 // host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
 
-struct AdamConfig {
-    beta2: f32,
-    eps: f32,
-    weight_decay: f32,
-    decay_factor: f32,
-    one_minus_beta1: f32,
-    one_minus_beta2: f32,
-    decoupled: u32,
-    amsgrad: u32,
-    n_params: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> cfg: AdamConfig;
-@group(0) @binding(1) var<uniform> info: StepInfo;
+@group(0) @binding(0) var<storage, read> cfg: AdamConfig;
+@group(0) @binding(1) var<storage, read> info: StepInfo;
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(3) var<storage, read> mask: array<u32>;
 @group(0) @binding(4) var<storage, read_write> params: array<f32>;
@@ -77,22 +62,15 @@ fn main(
     if i >= cfg.n_params || mask[i] == 0u {
         return;
     }
-    var p = params[i];
-    var g = gradient(i);
-    if cfg.decoupled != 0u {
-        p = p * cfg.decay_factor;
-    } else if cfg.weight_decay != 0.0 {
-        g = g + cfg.weight_decay * p;
-    }
-    let m_new = m[i] + cfg.one_minus_beta1 * (g - m[i]);
-    let v_new = v[i] * cfg.beta2 + cfg.one_minus_beta2 * g * g;
-    m[i] = m_new;
-    v[i] = v_new;
-    var v_hat = v_new;
+    var v_max_i = 0.0;
     if cfg.amsgrad != 0u {
-        v_hat = max(v_max[i], v_new);
-        v_max[i] = v_hat;
+        v_max_i = v_max[i];
     }
-    let denom = sqrt(v_hat) / info.bc2_sqrt + cfg.eps;
-    params[i] = p - info.step_size * m_new / denom;
+    let u = adam_update(cfg, info.step_size, info.bc2_sqrt, params[i], gradient(i), m[i], v[i], v_max_i);
+    m[i] = u.m;
+    v[i] = u.v;
+    if cfg.amsgrad != 0u {
+        v_max[i] = u.v_max;
+    }
+    params[i] = u.p;
 }

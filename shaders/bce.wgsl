@@ -5,8 +5,8 @@
 //   δ     = (l·σ(z) − pw[k]·y) · inv_count           with inv_count = 1 / (batch rows · o)
 //
 // Bindings (group 0):
-//   0 dims        uniform          Dims: d, o
-//   1 step        uniform, dynamic ChunkStep: count, row_offset, inv_count
+//   0 dims        storage, read    Dims: d, o
+//   1 step        storage, dynamic ChunkStep: count, row_offset, inv_count
 //   2 y           storage, read    f32[chunk_rows * o], this chunk of the targets
 //   3 rows        storage, read    u32[], chunk-local row indices (as in linear_forward)
 //   4 z           storage, read    f32[count * o], logits from linear_forward
@@ -22,8 +22,8 @@
 
 override WG: u32 = 64u;
 
-@group(0) @binding(0) var<uniform> dims: Dims;
-@group(0) @binding(1) var<uniform> step: ChunkStep;
+@group(0) @binding(0) var<storage, read> dims: Dims;
+@group(0) @binding(1) var<storage, read> step: ChunkStep;
 @group(0) @binding(2) var<storage, read> y: array<f32>;
 @group(0) @binding(3) var<storage, read> rows: array<u32>;
 @group(0) @binding(4) var<storage, read> z: array<f32>;

@@ -1,9 +1,16 @@
-// Shared by the kernels: the uniforms they read and the numerically stable BCE helpers.
-// gpu::SHADERS puts this file before linear_forward, bce, linear_backward, linear_step, sgd
-// and adam (WGSL has no includes); the Rust mirrors are `Dims`, `ChunkStep` (gpu/backend.rs)
-// and `StepArgs` (backend.rs).
+// Shared by the kernels: the argument structs they read, the numerically stable BCE helpers
+// and the optimizers' per-parameter updates. gpu::SHADERS puts this file before
+// linear_forward, bce, linear_backward, linear_step, sgd, adam and train_steps (WGSL has no
+// includes); the Rust mirrors are `Dims`, `ChunkStep` (gpu/backend.rs), `StepArgs`, `SgdArgs`
+// and `AdamArgs` (backend.rs).
 //
-// Bindings: none. Invariants: every struct is 16-byte sized, as a uniform must be.
+// The kernels read these structs from read-only storage buffers, not uniforms: Mesa's
+// lavapipe re-specialises a shader on the values of the uniforms its branches and loops test
+// ("uniform inlining") whenever bindings change — at every dispatch here. That cost 0.1–0.2 ms
+// per dispatch for the small kernels and 16 ms for train_steps; storage reads cost nothing
+// of the kind, on lavapipe or on hardware.
+//
+// Bindings: none. Invariants: every struct is 16-byte sized, so a dynamic offset lands on one.
 
 // Fixed for a run.
 struct Dims {
@@ -18,7 +25,7 @@ struct Dims {
     _pad2: u32,
 }
 
-// One batch's rows in one row chunk (a dynamic-offset uniform).
+// One batch's rows in one row chunk (at a dynamic offset).
 struct ChunkStep {
     count: u32,
     row_offset: u32,
@@ -26,7 +33,7 @@ struct ChunkStep {
     inv_count: f32,
 }
 
-// What changes from one optimizer step to the next (a dynamic-offset uniform).
+// What changes from one optimizer step to the next (at a dynamic offset).
 struct StepInfo {
     t: u32,
     blocks: u32,
@@ -52,4 +59,98 @@ fn softplus_neg_abs(v: f32) -> f32 {
         return t;
     }
     return log(u) * (t / (u - 1.0));
+}
+
+// SGD's scalars for a phase; 1 − dampening is computed in f64 on the host.
+struct SgdConfig {
+    lr: f32,
+    momentum: f32,
+    one_minus_dampening: f32,
+    weight_decay: f32,
+    nesterov: u32,
+    n_params: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+// Adam's scalars for a phase; 1 − β1, 1 − β2 and AdamW's 1 − lr·wd are computed in f64 on the
+// host.
+struct AdamConfig {
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    decay_factor: f32,
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
+    decoupled: u32,
+    amsgrad: u32,
+    n_params: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// A parameter and its SGD momentum buffer after one step.
+struct SgdParam {
+    p: f32,
+    buf: f32,
+}
+
+// torch.optim.SGD for one parameter at step t (from 1) with gradient g; `buf` is the momentum
+// buffer before the step (unused at t = 1 or without momentum).
+fn sgd_update(cfg: SgdConfig, t: u32, p: f32, grad: f32, buf: f32) -> SgdParam {
+    var g = grad;
+    if cfg.weight_decay != 0.0 {
+        g = g + cfg.weight_decay * p;
+    }
+    var b = buf;
+    if cfg.momentum != 0.0 {
+        b = g;
+        if t > 1u {
+            b = buf * cfg.momentum + cfg.one_minus_dampening * g;
+        }
+        if cfg.nesterov != 0u {
+            g = g + cfg.momentum * b;
+        } else {
+            g = b;
+        }
+    }
+    return SgdParam(p - cfg.lr * g, b);
+}
+
+// A parameter and its Adam moments after one step.
+struct AdamParam {
+    p: f32,
+    m: f32,
+    v: f32,
+    v_max: f32,
+}
+
+// torch.optim.Adam / AdamW for one parameter with gradient g; step_size = lr / (1 − β1^t) and
+// bc2_sqrt = sqrt(1 − β2^t) come from the host in f64. `v_max` matters only with amsgrad.
+fn adam_update(
+    cfg: AdamConfig,
+    step_size: f32,
+    bc2_sqrt: f32,
+    p_in: f32,
+    grad: f32,
+    m: f32,
+    v: f32,
+    v_max: f32,
+) -> AdamParam {
+    var p = p_in;
+    var g = grad;
+    if cfg.decoupled != 0u {
+        p = p * cfg.decay_factor;
+    } else if cfg.weight_decay != 0.0 {
+        g = g + cfg.weight_decay * p;
+    }
+    let m_new = m + cfg.one_minus_beta1 * (g - m);
+    let v_new = v * cfg.beta2 + cfg.one_minus_beta2 * g * g;
+    var v_hat = v_new;
+    if cfg.amsgrad != 0u {
+        v_hat = max(v_max, v_new);
+    }
+    let denom = sqrt(v_hat) / bc2_sqrt + cfg.eps;
+    return AdamParam(p - step_size * m_new / denom, m_new, v_new, v_hat);
 }

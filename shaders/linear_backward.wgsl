@@ -10,14 +10,14 @@
 // Stage `total` (one dispatch per step): grad[q] = Σ_blocks partials[b · P + q], b ascending.
 //
 // Bindings (group 0):
-//   0 dims      uniform          Dims: d, o, rows_per_block R, n_params P = o·d + o
-//   1 chunk     uniform, dynamic ChunkStep                          (partial)
+//   0 dims      storage, read    Dims: d, o, rows_per_block R, n_params P = o·d + o
+//   1 chunk     storage, dynamic ChunkStep                          (partial)
 //   2 x         storage, read    f32[chunk_rows * x_stride]          (partial)
 //   3 rows      storage, read    u32[] chunk-local row indices       (partial)
 //   4 delta     storage, read    f32[count * o]                      (partial)
 //   5 partials  storage, rw      f32[blocks * P]
 //   6 grad      storage, rw      f32[P]                              (total)
-//   7 info      uniform, dynamic StepInfo: blocks written this step   (total)
+//   7 info      storage, dynamic StepInfo: blocks written this step   (total)
 //
 // Invariants: the same shapes and the same batch give the same bits on the same adapter.
 
@@ -26,14 +26,14 @@
 
 override WG: u32 = 64u;
 
-@group(0) @binding(0) var<uniform> dims: Dims;
-@group(0) @binding(1) var<uniform> chunk: ChunkStep;
+@group(0) @binding(0) var<storage, read> dims: Dims;
+@group(0) @binding(1) var<storage, read> chunk: ChunkStep;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> rows: array<u32>;
 @group(0) @binding(4) var<storage, read> delta: array<f32>;
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 
-@group(0) @binding(7) var<uniform> info: StepInfo;
+@group(0) @binding(7) var<storage, read> info: StepInfo;
 @group(0) @binding(6) var<storage, read_write> grad: array<f32>;
 
 @compute @workgroup_size(WG)

@@ -3,8 +3,8 @@
 //   z[p * o + k] = dot(x[rows[row_offset + p], :], W[k, :]) + b[k]    for p < count, k < o
 //
 // Bindings (group 0):
-//   0 dims    uniform          Dims: d, o (fixed for a run)
-//   1 step    uniform, dynamic ChunkStep: this dispatch's batch rows in the chunk
+//   0 dims    storage, read    Dims: d, o (fixed for a run)
+//   1 step    storage, dynamic ChunkStep: this dispatch's batch rows in the chunk
 //   2 x       storage, read    f32[chunk_rows * x_stride], this chunk of X, row-major
 //   3 rows    storage, read    u32[], chunk-local row indices of every planned batch
 //   4 params  storage, read    f32[o * d + o]: W row-major, then b
@@ -19,8 +19,8 @@
 
 override WG: u32 = 64u;
 
-@group(0) @binding(0) var<uniform> dims: Dims;
-@group(0) @binding(1) var<uniform> step: ChunkStep;
+@group(0) @binding(0) var<storage, read> dims: Dims;
+@group(0) @binding(1) var<storage, read> step: ChunkStep;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> rows: array<u32>;
 @group(0) @binding(4) var<storage, read> params: array<f32>;

@@ -16,8 +16,8 @@
 // Every sum runs in a fixed order, so a step is bitwise reproducible.
 //
 // Bindings (group 0):
-//   0 dims        uniform          Dims: d, o, rows_per_block R, n_params P, x_stride
-//   1 chunk       uniform, dynamic ChunkStep: count, row_offset (into rows, or with
+//   0 dims        storage, read    Dims: d, o, rows_per_block R, n_params P, x_stride
+//   1 chunk       storage, dynamic ChunkStep: count, row_offset (into rows, or with
 //                                  CONTIGUOUS the segment's first row), block_base, inv_count
 //   2 x           storage, read    vec4<f32>[chunk_rows * x_stride / 4], rows zero-padded
 //   3 rows        storage, read    u32[] chunk-local row indices
@@ -31,7 +31,7 @@
 // Invariants: x_stride is a multiple of 4 and X's padding columns are zero; one workgroup per
 // row block, the grid folded into two dimensions past 65,535; control flow reaching the
 // barriers is uniform across the workgroup (it depends only on the workgroup id and
-// uniforms); eight storage bindings, WebGPU's default limit.
+// read-only arguments); ten storage bindings.
 
 // Dims, ChunkStep, StepInfo, sigmoid and softplus_neg_abs come from common.wgsl, which the
 // host (gpu::SHADERS) puts before this file.
@@ -40,8 +40,8 @@ override WG: u32 = 64u;
 // The batch segment is the chunk's rows row_offset, row_offset + 1, …: no index reads.
 override CONTIGUOUS: bool = false;
 
-@group(0) @binding(0) var<uniform> dims: Dims;
-@group(0) @binding(1) var<uniform> chunk: ChunkStep;
+@group(0) @binding(0) var<storage, read> dims: Dims;
+@group(0) @binding(1) var<storage, read> chunk: ChunkStep;
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> rows: array<u32>;
 @group(0) @binding(4) var<storage, read> params: array<f32>;

@@ -3,7 +3,7 @@
 // measured against). Not part of training.
 //
 // Bindings (group 0):
-//   0 job     uniform          ProbeJob: len4 = number of vec4 in the chunk
+//   0 job     storage, read    ProbeJob: len4 = number of vec4 in the chunk
 //   1 x       storage, read    vec4<f32>[len4]
 //   2 out     storage, rw      f32[workgroups]: one partial sum per workgroup (keeps the reads live)
 //
@@ -19,7 +19,7 @@ struct ProbeJob {
     _pad2: u32,
 }
 
-@group(0) @binding(0) var<uniform> job: ProbeJob;
+@group(0) @binding(0) var<storage, read> job: ProbeJob;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 

@@ -8,7 +8,7 @@
 // reproducible.
 //
 // Bindings (group 0):
-//   0 job     uniform, dynamic ReduceJob
+//   0 job     storage, dynamic ReduceJob
 //   1 values  storage, read    f32[]
 //   2 mask    storage, read    u32[] (read only when square_masked = 1)
 //   3 out     storage, rw      f32[]
@@ -24,7 +24,7 @@ struct ReduceJob {
     square_masked: u32,
 }
 
-@group(0) @binding(0) var<uniform> job: ReduceJob;
+@group(0) @binding(0) var<storage, read> job: ReduceJob;
 @group(0) @binding(1) var<storage, read> values: array<f32>;
 @group(0) @binding(2) var<storage, read> mask: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;

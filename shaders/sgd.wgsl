@@ -6,8 +6,8 @@
 //   p = p − lr·g
 //
 // Bindings (group 0):
-//   0 cfg       uniform          SgdConfig, fixed for a phase; scalars derived in f64 on the host
-//   1 info      uniform, dynamic StepInfo: t counts the phase's steps from 1
+//   0 cfg       storage, read    SgdConfig, fixed for a phase; scalars derived in f64 on the host
+//   1 info      storage, dynamic StepInfo: t counts the phase's steps from 1
 //   2 grad      storage, rw      f32[P]: the gradient, or where it is written (see 6)
 //   3 mask      storage, read    u32[P]: 0 = frozen
 //   4 params    storage, rw      f32[P]
@@ -18,24 +18,13 @@
 //
 // Invariants: a frozen parameter and its momentum buffer are neither read nor written.
 
-// Dims, ChunkStep, StepInfo, sigmoid and softplus_neg_abs come from common.wgsl, which the
+// SgdConfig, StepInfo and sgd_update (the formulas above) come from common.wgsl, which the
 // host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
 
-struct SgdConfig {
-    lr: f32,
-    momentum: f32,
-    one_minus_dampening: f32,
-    weight_decay: f32,
-    nesterov: u32,
-    n_params: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> cfg: SgdConfig;
-@group(0) @binding(1) var<uniform> info: StepInfo;
+@group(0) @binding(0) var<storage, read> cfg: SgdConfig;
+@group(0) @binding(1) var<storage, read> info: StepInfo;
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(3) var<storage, read> mask: array<u32>;
 @group(0) @binding(4) var<storage, read_write> params: array<f32>;
@@ -65,22 +54,13 @@ fn main(
     if i >= cfg.n_params || mask[i] == 0u {
         return;
     }
-    let p = params[i];
-    var g = gradient(i);
-    if cfg.weight_decay != 0.0 {
-        g = g + cfg.weight_decay * p;
+    var buf = 0.0;
+    if cfg.momentum != 0.0 && info.t > 1u {
+        buf = momentum[i];
     }
+    let u = sgd_update(cfg, info.t, params[i], gradient(i), buf);
     if cfg.momentum != 0.0 {
-        var buf = g;
-        if info.t > 1u {
-            buf = momentum[i] * cfg.momentum + cfg.one_minus_dampening * g;
-        }
-        momentum[i] = buf;
-        if cfg.nesterov != 0u {
-            g = g + cfg.momentum * buf;
-        } else {
-            g = buf;
-        }
+        momentum[i] = u.buf;
     }
-    params[i] = p - cfg.lr * g;
+    params[i] = u.p;
 }

@@ -115,7 +115,7 @@ pub struct SgdArgs {
     pub nesterov: u32,
     /// Parameters in the model.
     pub n_params: u32,
-    /// Uniform padding.
+    /// Padding to 16-byte slots.
     pub _pad: [u32; 2],
 }
 
@@ -156,7 +156,7 @@ pub struct AdamArgs {
     pub amsgrad: u32,
     /// Parameters in the model.
     pub n_params: u32,
-    /// Uniform padding.
+    /// Padding to 16-byte slots.
     pub _pad: [u32; 3],
 }
 
@@ -178,7 +178,7 @@ impl AdamArgs {
     }
 }
 
-/// The `StepInfo` uniform: what changes from one optimizer step to the next.
+/// The `StepInfo` arguments: what changes from one optimizer step to the next.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
 pub struct StepArgs {

@@ -365,8 +365,17 @@ fn bad_phases_are_refused() {
 fn steps_allocate_nothing_and_read_nothing_back() {
     let (data, init) = problem(500, 40, 2, 91, 1.0);
     let mask = ParamSubset::All.mask(40, 2).unwrap();
-    for kernels in [StepKernels::Fused, StepKernels::Separate] {
-        let mut gpu = GpuBackend::with_chunk_rows(gpu(), 128);
+    for kernels in [
+        StepKernels::Fused,
+        StepKernels::Separate,
+        StepKernels::Persistent,
+    ] {
+        // Chunked X for the multi-dispatch kernels; train_steps needs X in one binding.
+        let chunk_rows = match kernels {
+            StepKernels::Persistent => 500,
+            _ => 128,
+        };
+        let mut gpu = GpuBackend::with_chunk_rows(gpu(), chunk_rows);
         gpu.set_step_kernels(kernels);
         gpu.load(&data, &init).unwrap();
         let batches: Vec<Vec<u32>> = (0..5).map(|b| (b * 100..b * 100 + 100).collect()).collect();
@@ -450,5 +459,103 @@ fn loading_allocates_x_and_y_and_nothing_per_row() {
             rest < 256 << 10,
             "{n}×{d}→{o}: {rest} bytes beside X and Y after the load"
         );
+    }
+}
+
+/// Every way of running steps on the GPU — separate kernels, the fused step, and the
+/// one-workgroup `train_steps` — ends where the CPU reference does, and `train_steps` where
+/// the separate kernels do (the same float operations in the same order: bitwise on
+/// lavapipe; within rtol 1e-6 is all a test may ask of any adapter).
+#[test]
+fn every_step_kernel_matches_the_reference() {
+    let optimizers = [
+        Optimizer::Sgd(SgdConfig {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 1e-3,
+            ..SgdConfig::new(0.2)
+        }),
+        Optimizer::Sgd(SgdConfig {
+            momentum: 0.5,
+            dampening: 0.1,
+            ..SgdConfig::new(0.1)
+        }),
+        Optimizer::Adam(AdamConfig {
+            weight_decay: 1e-2,
+            ..AdamConfig::new(0.05)
+        }),
+        Optimizer::Adam(AdamConfig {
+            amsgrad: true,
+            weight_decay: 1e-2,
+            ..AdamConfig::adamw(0.05)
+        }),
+    ];
+    // Rows straddle the workgroup (64) and the rows per gradient block; columns straddle
+    // whole vec4; outputs 1 and several.
+    let shapes = [
+        (1, 1, 1),
+        (63, 3, 1),
+        (64, 4, 2),
+        (65, 5, 1),
+        (130, 63, 3),
+        (300, 65, 1),
+    ];
+    for (i, &(n, d, o)) in shapes.iter().enumerate() {
+        let (data, init) = problem(n, d, o, 200 + i as u64, 1.0);
+        // Minibatches of 7 rows (the last one short), then the full batch.
+        let all: Vec<u32> = (0..n as u32).collect();
+        let mut batches: Vec<Vec<u32>> = all.chunks(7).map(<[u32]>::to_vec).collect();
+        batches.push(all);
+        let steps: Vec<usize> = (0..12).map(|s| s % batches.len()).collect();
+        for (j, optimizer) in optimizers.iter().enumerate() {
+            let subset = if j % 2 == 0 {
+                ParamSubset::All
+            } else {
+                ParamSubset::Features(0..d.div_ceil(2))
+            };
+            let mask = subset.mask(d, o).unwrap();
+            let run = |backend: &mut dyn Backend| {
+                backend.load(&data, &init).unwrap();
+                backend.set_batches(&batches).unwrap();
+                backend.begin_phase(optimizer, &mask).unwrap();
+                backend.run_steps(&steps, 1).unwrap();
+                backend.run_steps(&steps[..5], 13).unwrap();
+                let state = backend.optimizer_state().unwrap();
+                (backend.params().unwrap().values, state)
+            };
+            let (cpu_params, _) = run(&mut CpuBackend::new());
+            let mut results = Vec::new();
+            for kernels in [
+                StepKernels::Separate,
+                StepKernels::Fused,
+                StepKernels::Persistent,
+            ] {
+                let mut gpu_backend = GpuBackend::new(gpu());
+                gpu_backend.set_step_kernels(kernels);
+                let (params, state) = run(&mut gpu_backend);
+                let what = format!("{kernels:?} {} on {n}×{d}→{o}", optimizer.name());
+                assert_close(&what, &params, &cpu_params, 1e-5, 1e-4);
+                results.push((params, state));
+            }
+            let what = format!(
+                "train_steps vs separate kernels, {} on {n}×{d}→{o}",
+                optimizer.name()
+            );
+            let (separate, persistent) = (&results[0], &results[2]);
+            assert_close(&what, &persistent.0, &separate.0, 0.0, 1e-6);
+            assert_close(&what, &persistent.1.m, &separate.1.m, 0.0, 1e-6);
+            assert_close(&what, &persistent.1.v, &separate.1.v, 0.0, 1e-6);
+            assert_close(&what, &persistent.1.v_max, &separate.1.v_max, 0.0, 1e-6);
+            assert_close(
+                &what,
+                &persistent.1.momentum,
+                &separate.1.momentum,
+                0.0,
+                1e-6,
+            );
+            if persistent.0 != separate.0 {
+                eprintln!("{what}: not bitwise equal");
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! X and Y live in row chunks that each fit one storage binding; buffers sized by rows beyond
 //! them are created when batches are planned, sized to the plan. A batch is a list of rows;
 //! [`Backend::set_batches`] splits every planned batch by chunk into a per-chunk index buffer,
-//! so a step only needs offsets, which travel in a ring of dynamic-offset uniforms written
+//! so a step only needs offsets, which travel in a ring of dynamically offset arguments written
 //! once per submission. Steps between two checks are encoded into one command buffer with no
 //! read-back; the gradient is reduced in a fixed order, so runs are bitwise reproducible.
 
@@ -14,17 +14,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
-use super::kernels::{Kernel, WORKGROUP_SIZE};
+use super::kernels::{Kernel, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE};
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
 use crate::cpu::{check_batches, check_params, check_state};
 use crate::{
     Backend, Dataset, Error, Evaluation, Optimizer, OptimizerState, ParamMask, Params, Result,
 };
 
-/// Uniform slots in the per-step ring.
+/// Slots in the per-submission argument ring.
 const RING_SLOTS: u64 = 4096;
 /// Largest piece of X written to the device at once (staging memory is this big).
 const UPLOAD_BYTES: u64 = 16 << 20;
+/// Entries of the step list `train_steps` reads: the most steps one of its dispatches runs.
+const STEP_LIST: usize = 1024;
+/// `StepKernels::Auto` runs the one-workgroup `train_steps` on a CPU adapter for batches of at
+/// most this many floats of X: below it, the cost of one dispatch per kernel per step outweighs
+/// the parallel work the other kernels would spread over the cores.
+const STEPS_MAX_FLOATS: usize = 1 << 20;
 /// Workgroups of the bandwidth probe: enough to keep every core and memory channel busy.
 const PROBE_GROUPS: u32 = 4096;
 /// Workgroups in the first stage of a scalar reduction.
@@ -36,7 +42,7 @@ const BLOCK_BYTES: u64 = 256 << 10;
 const MIN_ROWS_PER_BLOCK: u32 = 8;
 const MAX_ROWS_PER_BLOCK: u32 = 256;
 
-/// The `Dims` uniform: fixed for a run.
+/// The `Dims` arguments: fixed for a run.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct Dims {
@@ -48,7 +54,7 @@ struct Dims {
     _pad: [u32; 3],
 }
 
-/// The `ChunkStep` uniform: one batch's rows in one chunk.
+/// The `ChunkStep` arguments: one batch's rows in one chunk.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct ChunkStep {
@@ -58,7 +64,29 @@ struct ChunkStep {
     inv_count: f32,
 }
 
-/// The `ReduceJob` uniform.
+/// `train_steps.wgsl`'s `StepsJob`: which step list entries one dispatch runs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct StepsJob {
+    first: u32,
+    count: u32,
+    _pad: [u32; 2],
+}
+
+/// `train_steps.wgsl`'s `StepEntry`: one step's batch and optimizer scalars.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct StepEntry {
+    row_offset: u32,
+    count: u32,
+    t: u32,
+    inv_count: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+    _pad: [u32; 2],
+}
+
+/// The `ReduceJob` arguments.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct ReduceJob {
@@ -68,20 +96,21 @@ struct ReduceJob {
     square_masked: u32,
 }
 
-/// Uniforms for one submission, written with one `write_buffer` before it.
-struct UniformRing {
+/// Per-dispatch arguments for one submission, written with one `write_buffer` before it and
+/// selected by dynamic offsets.
+struct ArgRing {
     buffer: wgpu::Buffer,
     stride: u64,
     staged: Vec<u8>,
 }
 
-impl UniformRing {
+impl ArgRing {
     fn new(device: &wgpu::Device, alignment: u32) -> Self {
         let stride = u64::from(alignment).max(16);
         let buffer = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("uniform ring"),
+            label: Some("argument ring"),
             size: stride * RING_SLOTS,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         Self {
@@ -159,6 +188,8 @@ struct Work {
     total: wgpu::BindGroup,
     sgd: wgpu::BindGroup,
     adam: wgpu::BindGroup,
+    /// `train_steps`, where the adapter has it and X is one chunk.
+    steps: Option<wgpu::BindGroup>,
 }
 
 /// Rows one plan needs room for.
@@ -199,7 +230,7 @@ struct Run {
     n_params: usize,
     rows_per_block: u32,
     chunks: Vec<Chunk>,
-    ring: UniformRing,
+    ring: ArgRing,
     dims: wgpu::Buffer,
     params: wgpu::Buffer,
     saved: wgpu::Buffer,
@@ -211,6 +242,8 @@ struct Run {
     v: wgpu::Buffer,
     v_max: wgpu::Buffer,
     reduce_partials: wgpu::Buffer,
+    /// `train_steps`' step list.
+    step_list: wgpu::Buffer,
     scalars: wgpu::Buffer,
     sgd_args: wgpu::Buffer,
     adam_args: wgpu::Buffer,
@@ -247,6 +280,10 @@ pub enum StepKernels {
     Fused,
     /// Always `linear_forward`, `bce` and `linear_backward.partial` in sequence.
     Separate,
+    /// `train_steps`: every step between two checks in one dispatch of one workgroup (data
+    /// in one binding, adapters with 13 storage bindings per stage). `Auto` picks it on CPU
+    /// adapters for small batches.
+    Persistent,
 }
 
 /// What a backend has created and read back so far: a training step must add nothing but
@@ -255,7 +292,7 @@ pub enum StepKernels {
 pub struct Counters {
     /// Buffers created.
     pub buffers: u64,
-    /// Bytes of the storage and uniform buffers created.
+    /// Bytes of the storage buffers created.
     pub buffer_bytes: u64,
     /// Bind groups created.
     pub bind_groups: u64,
@@ -408,7 +445,7 @@ impl GpuBackend {
         let ctx = &self.context;
         let rows = self.gemm_probe_rows();
         let x_stride = run.d.next_multiple_of(4);
-        let dims = self.uniform("gemm probe dims", 16);
+        let dims = self.args("gemm probe dims", 16);
         let words = [rows as u32, run.d as u32, run.o as u32, x_stride as u32];
         ctx.queue
             .write_buffer(&dims, 0, bytemuck::cast_slice(&words));
@@ -488,7 +525,8 @@ impl GpuBackend {
         }))
     }
 
-    fn uniform(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+    /// A small read-only argument buffer (see `shaders/common.wgsl` on why not a uniform).
+    fn args(&self, label: &str, bytes: u64) -> wgpu::Buffer {
         self.counters.buffers.fetch_add(1, Ordering::Relaxed);
         self.counters
             .buffer_bytes
@@ -496,7 +534,7 @@ impl GpuBackend {
         self.context.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
     }
@@ -721,13 +759,112 @@ impl GpuBackend {
                 (8, whole(&partials)),
             ],
         );
+        let steps = match (&k.steps, chunks.as_slice()) {
+            (Some(kernels), [only]) => Some(self.bind(
+                "train_steps",
+                &kernels.sgd,
+                &[
+                    (0, whole(&run.dims)),
+                    (1, run.ring.binding()),
+                    (2, whole(&run.step_list)),
+                    (3, whole(&run.chunks[0].x)),
+                    (4, whole(&only.index)),
+                    (5, whole(&run.chunks[0].y)),
+                    (6, whole(&run.pos_weight)),
+                    (7, whole(&run.mask)),
+                    (8, whole(&only.delta)),
+                    (9, whole(&run.params)),
+                    (10, whole(&run.grad)),
+                    (11, whole(&run.sgd_args)),
+                    (12, whole(&run.momentum)),
+                    (13, whole(&run.adam_args)),
+                    (14, whole(&run.m)),
+                    (15, whole(&run.v)),
+                    (16, whole(&run.v_max)),
+                ],
+            )),
+            _ => None,
+        };
         Ok(Work {
             chunks,
             blocks: blocks.max(1),
+            steps,
             total,
             sgd,
             adam,
         })
+    }
+
+    /// Runs `batches` as steps `first_t, …` with `train_steps`: up to [`STEP_LIST`] steps per
+    /// dispatch of one workgroup, one dispatch per submission.
+    fn run_persistent(
+        run: &mut Run,
+        ctx: &GpuContext,
+        counters: &CounterCells,
+        optimizer: &Optimizer,
+        batches: &[usize],
+        first_t: u64,
+    ) -> Result<()> {
+        let (Some(kernels), Some(group)) = (
+            &ctx.kernels.steps,
+            run.work.as_ref().and_then(|w| w.steps.as_ref()),
+        ) else {
+            return Err(Error::Config(format!(
+                "the one-workgroup step kernel needs X in one binding ({} chunks here) and {} \
+                 storage bindings per shader stage (this adapter: {})",
+                run.chunks.len(),
+                STEPS_STORAGE_BINDINGS,
+                ctx.limits.max_storage_buffers_per_shader_stage
+            )));
+        };
+        let pipeline = match optimizer {
+            Optimizer::Sgd(_) => &kernels.sgd.pipeline,
+            Optimizer::Adam(_) => &kernels.adam,
+        };
+        for (part, steps) in batches.chunks(STEP_LIST).enumerate() {
+            let entries: Vec<StepEntry> = steps
+                .iter()
+                .enumerate()
+                .map(|(i, &batch)| {
+                    let plan = &run.plan[batch];
+                    let segment = plan.segments[0];
+                    let info = StepArgs::new(optimizer, first_t + (part * STEP_LIST + i) as u64);
+                    StepEntry {
+                        row_offset: segment.offset,
+                        count: segment.count,
+                        t: info.t,
+                        inv_count: (1.0 / (plan.rows as f64 * run.o as f64)) as f32,
+                        step_size: info.step_size,
+                        bc2_sqrt: info.bc2_sqrt,
+                        _pad: [0; 2],
+                    }
+                })
+                .collect();
+            ctx.queue
+                .write_buffer(&run.step_list, 0, bytemuck::cast_slice(&entries));
+            let job = run.ring.push(&StepsJob {
+                first: 0,
+                count: entries.len() as u32,
+                _pad: [0; 2],
+            });
+            let mut encoder = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("train_steps"),
+                });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("train_steps"),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, group, &[job]);
+                pass.dispatch_workgroups(1, 1, 1);
+            }
+            run.ring.flush(&ctx.queue);
+            submit(ctx, counters, encoder);
+        }
+        ctx.check("encoding training steps")
     }
 
     /// Encodes forward, BCE and the gradient of batch `batch` into `pass`; returns the
@@ -1017,7 +1154,7 @@ impl Backend for GpuBackend {
         }
         let p_bytes = n_params as u64 * 4;
 
-        let dims = self.uniform("dims", std::mem::size_of::<Dims>() as u64);
+        let dims = self.args("dims", std::mem::size_of::<Dims>() as u64);
         ctx.queue.write_buffer(
             &dims,
             0,
@@ -1030,7 +1167,7 @@ impl Backend for GpuBackend {
                 _pad: [0; 3],
             }),
         );
-        let ring = UniformRing::new(&ctx.device, ctx.limits.min_uniform_buffer_offset_alignment);
+        let ring = ArgRing::new(&ctx.device, ctx.limits.min_storage_buffer_offset_alignment);
         let params = self.storage("params", p_bytes)?;
         let saved = self.storage("params (last finite)", p_bytes)?;
         let grad = self.storage("gradient", p_bytes)?;
@@ -1044,9 +1181,13 @@ impl Backend for GpuBackend {
             "reduce partials",
             (chunk_count as u64 + 1) * u64::from(REDUCE_GROUPS) * 4,
         )?;
+        let step_list = self.storage(
+            "step list",
+            (STEP_LIST * std::mem::size_of::<StepEntry>()) as u64,
+        )?;
         let scalars = self.storage("scalars", 8)?;
-        let sgd_args = self.uniform("sgd args", std::mem::size_of::<SgdArgs>() as u64);
-        let adam_args = self.uniform("adam args", std::mem::size_of::<AdamArgs>() as u64);
+        let sgd_args = self.args("sgd args", std::mem::size_of::<SgdArgs>() as u64);
+        let adam_args = self.args("adam args", std::mem::size_of::<AdamArgs>() as u64);
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("staging"),
             size: p_bytes.max(1 << 20),
@@ -1100,7 +1241,7 @@ impl Backend for GpuBackend {
                 ctx.wait("uploading the data")?;
             }
             let probe_len4 = (x.size() / 16) as u32;
-            let probe_job = self.uniform("probe job", 16);
+            let probe_job = self.args("probe job", 16);
             ctx.queue
                 .write_buffer(&probe_job, 0, bytemuck::cast_slice(&[probe_len4, 0, 0, 0]));
             let probe = self.bind(
@@ -1163,6 +1304,7 @@ impl Backend for GpuBackend {
             v,
             v_max,
             reduce_partials,
+            step_list,
             scalars,
             sgd_args,
             adam_args,
@@ -1174,7 +1316,7 @@ impl Backend for GpuBackend {
             phase: None,
             fused: match self.kernels {
                 StepKernels::Fused => true,
-                StepKernels::Separate => false,
+                StepKernels::Separate | StepKernels::Persistent => false,
                 // Narrow rows leave most of the fused step's lanes idle (each invocation owns
                 // M·4 columns of every row): there the separate kernels are faster.
                 StepKernels::Auto => o > 4 || x_stride >= FUSED_MIN_WIDTH,
@@ -1320,12 +1462,28 @@ impl Backend for GpuBackend {
         let count = batches.len();
         let ctx = Arc::clone(&self.context);
         let counters = Arc::clone(&self.counters);
+        let kernels = self.kernels;
+        let is_cpu = ctx.is_cpu();
         let run = self.run_mut()?;
         let optimizer = match &run.phase {
             Some((optimizer, _)) => optimizer.clone(),
             None => return Err(Error::Config("no phase started".into())),
         };
         let optimizer = &optimizer;
+        let x_stride = run.d.next_multiple_of(4);
+        let widest = batches.iter().map(|&b| run.plan[b].rows).max().unwrap_or(0);
+        let persistent = match kernels {
+            StepKernels::Persistent => true,
+            StepKernels::Auto => {
+                is_cpu
+                    && widest * x_stride <= STEPS_MAX_FLOATS
+                    && run.work.as_ref().is_some_and(|w| w.steps.is_some())
+            }
+            StepKernels::Fused | StepKernels::Separate => false,
+        };
+        if persistent {
+            return Self::run_persistent(run, &ctx, &counters, optimizer, batches, first_t);
+        }
         let slots_per_step = run.chunks.len() as u64 + 1;
         let mut done = 0;
         while done < count {

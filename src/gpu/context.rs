@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::kernels::Kernels;
+use super::kernels::{Kernels, STORAGE_BINDINGS};
 use crate::{Error, Result};
 
 /// One adapter, device and queue with every pipeline compiled: build once, share with `Arc`.
@@ -49,6 +49,15 @@ impl GpuContext {
         // The adapter's real limits: wgpu's defaults would cap a storage binding at 128 MiB
         // and the workgroup grid below what the hardware offers.
         let limits = adapter.limits();
+        if limits.max_storage_buffers_per_shader_stage < STORAGE_BINDINGS {
+            return Err(Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: format!(
+                    "the adapter binds {} storage buffers per shader stage; bilevel's kernels need {}",
+                    limits.max_storage_buffers_per_shader_stage, STORAGE_BINDINGS
+                ),
+            });
+        }
         log::info!(
             "adapter: {} ({:?}, {:?}, {} {}); max storage binding {} MiB",
             info.name,
@@ -87,7 +96,7 @@ impl GpuContext {
                 Some(format!("{reason:?}: {message}"));
         });
 
-        let kernels = Kernels::new(&device);
+        let kernels = Kernels::new(&device, &limits);
         let context = Self {
             device,
             queue,
@@ -109,6 +118,11 @@ impl GpuContext {
             "{} ({:?}, {:?}, {} {})",
             i.name, i.backend, i.device_type, i.driver, i.driver_info
         )
+    }
+
+    /// Whether the adapter is a CPU implementation (lavapipe, SwiftShader, WARP).
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
     }
 
     /// The adapter's name.

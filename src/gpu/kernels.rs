@@ -32,6 +32,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
     ("sgd.wgsl", with_prelude!("sgd.wgsl")),
     ("adam.wgsl", with_prelude!("adam.wgsl")),
+    ("train_steps.wgsl", with_prelude!("train_steps.wgsl")),
     (
         "probe_read.wgsl",
         include_str!("../../shaders/probe_read.wgsl"),
@@ -45,9 +46,10 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// How one binding of a kernel is bound.
 #[derive(Clone, Copy)]
 enum Slot {
-    /// A uniform fixed for the run or phase.
-    Uniform(u32),
-    /// A uniform in the per-step ring, selected by a dynamic offset.
+    /// Arguments fixed for the run or phase (read-only storage; see `shaders/common.wgsl` on
+    /// why not a uniform).
+    Args(u32),
+    /// Arguments in the per-submission ring, selected by a dynamic offset.
     Ring(u32),
     /// A storage buffer the kernel only reads.
     Read(u32),
@@ -76,10 +78,23 @@ pub(crate) struct Kernels {
     pub(crate) reduce: Kernel,
     pub(crate) sgd: Kernel,
     pub(crate) adam: Kernel,
+    /// Many steps per dispatch in one workgroup, where the adapter allows its bindings.
+    pub(crate) steps: Option<StepsKernels>,
 }
 
+/// `train_steps.wgsl`'s two entry points, sharing one bind group layout.
+pub(crate) struct StepsKernels {
+    pub(crate) sgd: Kernel,
+    pub(crate) adam: wgpu::ComputePipeline,
+}
+
+/// Storage buffers `train_steps.wgsl` binds (WebGPU's default limit is 8).
+pub(crate) const STEPS_STORAGE_BINDINGS: u32 = 17;
+/// Storage buffers the other kernels bind at most (`linear_step`).
+pub(crate) const STORAGE_BINDINGS: u32 = 10;
+
 impl Kernels {
-    pub(crate) fn new(device: &wgpu::Device) -> Self {
+    pub(crate) fn new(device: &wgpu::Device, limits: &wgpu::Limits) -> Self {
         use Slot::*;
         let module = |file: &str| {
             let (_, source) = SHADERS
@@ -101,6 +116,7 @@ impl Kernels {
         let step = module("linear_step.wgsl");
         let probe = module("probe_read.wgsl");
         let gemm = module("probe_gemm.wgsl");
+        let train_steps = module("train_steps.wgsl");
         let wg = [("WG", WORKGROUP_SIZE as f64)];
         let build = |label: &str, module: &wgpu::ShaderModule, entry: &str, slots: &[Slot]| {
             Kernel::new(device, label, module, entry, slots, &wg)
@@ -110,7 +126,7 @@ impl Kernels {
             &step,
             "main",
             &[
-                Uniform(0),
+                Args(0),
                 Ring(1),
                 Read(2),
                 Read(3),
@@ -129,19 +145,55 @@ impl Kernels {
             "main",
             &[("WG", WORKGROUP_SIZE as f64), ("CONTIGUOUS", 1.0)],
         );
+        let steps =
+            (limits.max_storage_buffers_per_shader_stage >= STEPS_STORAGE_BINDINGS).then(|| {
+                let sgd = build(
+                    "train_steps.sgd_steps",
+                    &train_steps,
+                    "sgd_steps",
+                    &[
+                        Args(0),
+                        Ring(1),
+                        Read(2),
+                        Read(3),
+                        Read(4),
+                        Read(5),
+                        Read(6),
+                        Read(7),
+                        Write(8),
+                        Write(9),
+                        Write(10),
+                        Args(11),
+                        Write(12),
+                        Args(13),
+                        Write(14),
+                        Write(15),
+                        Write(16),
+                    ],
+                );
+                let adam = sgd.variant(
+                    device,
+                    "train_steps.adam_steps",
+                    &train_steps,
+                    "adam_steps",
+                    &wg,
+                );
+                StepsKernels { sgd, adam }
+            });
         Self {
+            steps,
             forward: build(
                 "linear_forward",
                 &forward,
                 "main",
-                &[Uniform(0), Ring(1), Read(2), Read(3), Read(4), Write(5)],
+                &[Args(0), Ring(1), Read(2), Read(3), Read(4), Write(5)],
             ),
             bce: build(
                 "bce",
                 &bce,
                 "main",
                 &[
-                    Uniform(0),
+                    Args(0),
                     Ring(1),
                     Read(2),
                     Read(3),
@@ -155,29 +207,24 @@ impl Kernels {
                 "linear_backward.partial",
                 &backward,
                 "partial",
-                &[Uniform(0), Ring(1), Read(2), Read(3), Read(4), Write(5)],
+                &[Args(0), Ring(1), Read(2), Read(3), Read(4), Write(5)],
             ),
             backward_total: build(
                 "linear_backward.total",
                 &backward,
                 "total",
-                &[Uniform(0), Write(5), Write(6), Ring(7)],
+                &[Args(0), Write(5), Write(6), Ring(7)],
             ),
             step: step_kernel,
             step_contiguous,
-            probe: build(
-                "probe_read",
-                &probe,
-                "main",
-                &[Uniform(0), Read(1), Write(2)],
-            ),
+            probe: build("probe_read", &probe, "main", &[Args(0), Read(1), Write(2)]),
             // A fixed 16×16 tile: no override to set.
             gemm: Kernel::new(
                 device,
                 "probe_gemm",
                 &gemm,
                 "main",
-                &[Uniform(0), Read(1), Read(2), Write(3)],
+                &[Args(0), Read(1), Read(2), Write(3)],
                 &[],
             ),
             reduce: build(
@@ -191,7 +238,7 @@ impl Kernels {
                 &sgd,
                 "main",
                 &[
-                    Uniform(0),
+                    Args(0),
                     Ring(1),
                     Write(2),
                     Read(3),
@@ -205,7 +252,7 @@ impl Kernels {
                 &adam,
                 "main",
                 &[
-                    Uniform(0),
+                    Args(0),
                     Ring(1),
                     Write(2),
                     Read(3),
@@ -233,8 +280,16 @@ impl Kernel {
             .iter()
             .map(|slot| {
                 let (binding, ty, has_dynamic_offset) = match *slot {
-                    Slot::Uniform(b) => (b, wgpu::BufferBindingType::Uniform, false),
-                    Slot::Ring(b) => (b, wgpu::BufferBindingType::Uniform, true),
+                    Slot::Args(b) => (
+                        b,
+                        wgpu::BufferBindingType::Storage { read_only: true },
+                        false,
+                    ),
+                    Slot::Ring(b) => (
+                        b,
+                        wgpu::BufferBindingType::Storage { read_only: true },
+                        true,
+                    ),
                     Slot::Read(b) => (
                         b,
                         wgpu::BufferBindingType::Storage { read_only: true },
