@@ -7,7 +7,7 @@ mod common;
 use bilevel::cpu::{self, CpuBackend};
 use bilevel::gpu::{GpuBackend, StepKernels, WORKGROUP_SIZE};
 use bilevel::{
-    AdamConfig, Backend, Dataset, Optimizer, OptimizerState, ParamMask, ParamSubset, Params,
+    AdamConfig, Backend, Dataset, Error, Optimizer, OptimizerState, ParamMask, ParamSubset, Params,
     SgdConfig,
 };
 use common::{assert_close, gpu, max_abs, problem, values};
@@ -427,5 +427,58 @@ fn adam_updates_match_reference() {
                 compare_update(Optimizer::Adam(cfg.clone()), t, shape, seed);
             }
         }
+    }
+}
+
+/// llvmpipe ends an invocation's loops, silently, once they have run 65,535 iterations in all:
+/// shapes whose kernels loop the most (many outputs over wide rows in the fused step; long
+/// rows; many steps per dispatch of `train_steps`) still match the reference.
+#[test]
+fn kernels_stay_within_loop_limits() {
+    // Wide rows × many outputs: the fused step's busiest shape (it once summed 256-row blocks
+    // here and lost most of the gradient on lavapipe).
+    for kernels in [StepKernels::Fused, StepKernels::Separate] {
+        let mut gpu = GpuBackend::new(gpu());
+        gpu.set_step_kernels(kernels);
+        let (data, params) = problem(300, 1024, 64, 31, 1.0);
+        compare_kernels(&mut gpu, &data, &params, 31);
+    }
+    // Long rows: one dot product of 20,000 terms per logit.
+    let (data, params) = problem(5, 20_000, 1, 32, 1.0);
+    compare_kernels(&mut GpuBackend::new(gpu()), &data, &params, 32);
+
+    // 3,000 steps in as few dispatches of train_steps as the budget allows, on its tightest
+    // measured shape (many rows, few features), end where the separate kernels do.
+    let (data, init) = problem(1024, 4, 1, 33, 1.0);
+    let batches = vec![(0..1024).collect::<Vec<u32>>()];
+    let mask = ParamSubset::All.mask(4, 1).unwrap();
+    let mut results = Vec::new();
+    for kernels in [StepKernels::Separate, StepKernels::Persistent] {
+        let mut gpu = GpuBackend::new(gpu());
+        gpu.set_step_kernels(kernels);
+        gpu.load(&data, &init).unwrap();
+        gpu.set_batches(&batches).unwrap();
+        gpu.begin_phase(&Optimizer::Adam(AdamConfig::new(0.01)), &mask)
+            .unwrap();
+        gpu.run_steps(&[0; 3000], 1).unwrap();
+        results.push(gpu.params().unwrap().values);
+    }
+    assert_close(
+        "3,000 steps: train_steps vs separate kernels",
+        &results[1],
+        &results[0],
+        0.0,
+        1e-6,
+    );
+
+    // Rows too long for llvmpipe's loops are refused, naming the limit.
+    let context = gpu();
+    if context.is_cpu() {
+        let (data, params) = problem(2, 40_000, 1, 34, 1.0);
+        let err = GpuBackend::new(context).load(&data, &params).unwrap_err();
+        assert!(
+            matches!(err, Error::TooLarge { .. }) && err.to_string().contains("loop"),
+            "{err}"
+        );
     }
 }

@@ -399,8 +399,14 @@ fn steps_allocate_nothing_and_read_nothing_back() {
             after.read_backs, before.read_backs,
             "{kernels:?}: steps read back"
         );
+        // train_steps submits one dispatch per run of steps that llvmpipe's loop limit allows
+        // (about 140 here); the others fill the argument ring.
+        let most = match kernels {
+            StepKernels::Persistent => 10,
+            _ => 2,
+        };
         assert!(
-            after.submits - before.submits <= 2,
+            after.submits - before.submits <= most,
             "{kernels:?}: 1,000 steps took {} submissions",
             after.submits - before.submits
         );

@@ -25,12 +25,18 @@ use crate::{
 const RING_SLOTS: u64 = 4096;
 /// Largest piece of X written to the device at once (staging memory is this big).
 const UPLOAD_BYTES: u64 = 16 << 20;
+/// Loop iterations one invocation may run on a CPU adapter. llvmpipe (lavapipe) ends every
+/// loop of an invocation — silently — once its loops together have iterated 65,535 times
+/// (gallivm's `LP_MAX_TGSI_LOOP_ITERATIONS`); the kernels are sized to stay below this there.
+const LOOP_BUDGET: u64 = 56_000;
 /// Entries of the step list `train_steps` reads: the most steps one of its dispatches runs.
 const STEP_LIST: usize = 1024;
 /// `StepKernels::Auto` runs the one-workgroup `train_steps` on a CPU adapter for batches of at
 /// most this many floats of X: below it, the cost of one dispatch per kernel per step outweighs
 /// the parallel work the other kernels would spread over the cores.
 const STEPS_MAX_FLOATS: usize = 1 << 20;
+/// … and when at least this many steps fit one dispatch within the loop budget.
+const MIN_STEPS_PER_DISPATCH: usize = 8;
 /// Workgroups of the bandwidth probe: enough to keep every core and memory channel busy.
 const PROBE_GROUPS: u32 = 4096;
 /// Workgroups in the first stage of a scalar reduction.
@@ -478,6 +484,11 @@ impl GpuBackend {
         self.run.as_ref().map_or(0, |r| r.rows_per_block)
     }
 
+    /// The loop iterations an invocation may run on this adapter, where it has a limit.
+    fn loop_budget(&self) -> Option<u64> {
+        self.context.is_cpu().then_some(LOOP_BUDGET)
+    }
+
     /// The context this backend runs on.
     pub fn context(&self) -> &Arc<GpuContext> {
         &self.context
@@ -795,8 +806,8 @@ impl GpuBackend {
         })
     }
 
-    /// Runs `batches` as steps `first_t, …` with `train_steps`: up to [`STEP_LIST`] steps per
-    /// dispatch of one workgroup, one dispatch per submission.
+    /// Runs `batches` as steps `first_t, …` with `train_steps`: `steps_per_dispatch` (at most
+    /// [`STEP_LIST`]) steps per dispatch of one workgroup, one dispatch per submission.
     fn run_persistent(
         run: &mut Run,
         ctx: &GpuContext,
@@ -804,6 +815,7 @@ impl GpuBackend {
         optimizer: &Optimizer,
         batches: &[usize],
         first_t: u64,
+        steps_per_dispatch: usize,
     ) -> Result<()> {
         let (Some(kernels), Some(group)) = (
             &ctx.kernels.steps,
@@ -821,14 +833,22 @@ impl GpuBackend {
             Optimizer::Sgd(_) => &kernels.sgd.pipeline,
             Optimizer::Adam(_) => &kernels.adam,
         };
-        for (part, steps) in batches.chunks(STEP_LIST).enumerate() {
+        if steps_per_dispatch == 0 {
+            return Err(Error::Config(format!(
+                "one step of the one-workgroup step kernel on these batches would run past {}'s \
+                 loop limit",
+                ctx.adapter_name()
+            )));
+        }
+        for (part, steps) in batches.chunks(steps_per_dispatch).enumerate() {
             let entries: Vec<StepEntry> = steps
                 .iter()
                 .enumerate()
                 .map(|(i, &batch)| {
                     let plan = &run.plan[batch];
                     let segment = plan.segments[0];
-                    let info = StepArgs::new(optimizer, first_t + (part * STEP_LIST + i) as u64);
+                    let t = first_t + (part * steps_per_dispatch + i) as u64;
+                    let info = StepArgs::new(optimizer, t);
                     StepEntry {
                         row_offset: segment.offset,
                         count: segment.count,
@@ -1060,6 +1080,51 @@ fn rows_per_block(d: usize, o: usize) -> u32 {
     }
 }
 
+// Upper bounds on the loop iterations of one invocation, for llvmpipe's limit (LOOP_BUDGET):
+// the shader's loops counted for its busiest invocation, then doubled, because llvmpipe's own
+// count ran up to 1.9× the structural count (train_steps at 1,024 rows × 4 features: 2,114
+// iterations per step counted by the shader, 1,160 structurally).
+
+/// `linear_forward`: one dot product of d terms.
+fn linear_forward_loop_iterations(d: usize) -> u64 {
+    32 + 2 * d as u64
+}
+
+/// `adam`, `sgd` and `linear_backward.total`: one iteration per gradient block.
+fn blocks_loop_iterations(blocks: u64) -> u64 {
+    32 + 2 * blocks
+}
+
+/// `linear_step` over a block of `r` rows.
+fn step_loop_iterations(d: usize, o: usize, r: u32) -> u64 {
+    let (o, r, wg) = (o as u64, u64::from(r), u64::from(WORKGROUP_SIZE));
+    let s4 = d.div_ceil(4) as u64;
+    let m = 4;
+    let tiles = s4.div_ceil(m * wg);
+    let pairs = (r * o).div_ceil(wg);
+    let forward = if o * r * wg <= u64::from(STEP_DOTS) {
+        o * tiles * (m + r * (m + 1)) + pairs * (wg + 1)
+    } else {
+        pairs * (s4 + 4)
+    };
+    let gradient = tiles * o * (m + r * (m + 1) + 5 * m) + o.div_ceil(wg) * (r + 1);
+    32 + 2 * (forward + gradient)
+}
+
+/// One step of `train_steps` on a batch of `count` rows.
+fn train_steps_loop_iterations(count: usize, d: usize, o: usize, r: u32) -> u64 {
+    let (count, o, r, wg) = (
+        count as u64,
+        o as u64,
+        u64::from(r),
+        u64::from(WORKGROUP_SIZE),
+    );
+    let s4 = d.div_ceil(4) as u64;
+    let forward = (count * o).div_ceil(wg) * (s4 + 6);
+    let gradient = (o * (s4 + 1)).div_ceil(wg) * (count + count.div_ceil(r) + 8);
+    32 + 2 * (forward + gradient)
+}
+
 /// Dispatches `groups` workgroups of `kernel`'s pipeline, folded into two dimensions past the
 /// per-dimension limit.
 fn dispatch(
@@ -1135,22 +1200,59 @@ impl Backend for GpuBackend {
             .min(n)
             .max(1);
         let chunk_count = n.div_ceil(rows_per_chunk);
+        let budget = self.loop_budget();
+        if let Some(budget) = budget
+            && linear_forward_loop_iterations(d) > budget
+        {
+            return Err(Error::TooLarge {
+                what: format!(
+                    "a row of {d} features on {} (its loops stop after 65,535 iterations)",
+                    ctx.adapter_name()
+                ),
+                size: linear_forward_loop_iterations(d),
+                limit_name: "loop iterations per invocation",
+                limit: budget,
+            });
+        }
         let mut rows_per_block = rows_per_block(d, o);
+        if let Some(budget) = budget {
+            while rows_per_block > MIN_ROWS_PER_BLOCK
+                && step_loop_iterations(d, o, rows_per_block) > budget
+            {
+                rows_per_block = (rows_per_block / 2).max(MIN_ROWS_PER_BLOCK);
+            }
+        }
         let blocks_for = |rb: u32| -> u64 {
             (0..chunk_count)
                 .map(|c| ((n - c * rows_per_chunk).min(rows_per_chunk) as u64).div_ceil(rb as u64))
                 .sum()
         };
-        while blocks_for(rows_per_block) * n_params as u64 * 4 > self.max_binding {
+        // The partials of a full batch fit one binding, and summing them (one loop iteration
+        // per block) stays within the loop budget.
+        let too_many = |rb: u32| {
+            blocks_for(rb) * n_params as u64 * 4 > self.max_binding
+                || budget.is_some_and(|b| blocks_loop_iterations(blocks_for(rb)) > b)
+        };
+        while too_many(rows_per_block) {
             if rows_per_block as usize >= rows_per_chunk.max(MAX_ROWS_PER_BLOCK as usize) {
                 return Err(Error::TooLarge {
-                    what: format!("gradient partials for {n_params} parameters"),
+                    what: format!(
+                        "gradient partials for {n_params} parameters over {} blocks of {rows_per_block} rows",
+                        blocks_for(rows_per_block)
+                    ),
                     size: blocks_for(rows_per_block) * n_params as u64 * 4,
                     limit_name: "max_storage_buffer_binding_size",
                     limit: self.max_binding,
                 });
             }
             rows_per_block *= 2;
+        }
+        let fused_fits = budget.is_none_or(|b| step_loop_iterations(d, o, rows_per_block) <= b);
+        if self.kernels == StepKernels::Fused && !fused_fits {
+            return Err(Error::Config(format!(
+                "the fused step would run past {}'s loop limit at {d} features and {o} outputs",
+                ctx.adapter_name()
+            )));
         }
         let p_bytes = n_params as u64 * 4;
 
@@ -1319,7 +1421,7 @@ impl Backend for GpuBackend {
                 StepKernels::Separate | StepKernels::Persistent => false,
                 // Narrow rows leave most of the fused step's lanes idle (each invocation owns
                 // M·4 columns of every row): there the separate kernels are faster.
-                StepKernels::Auto => o > 4 || x_stride >= FUSED_MIN_WIDTH,
+                StepKernels::Auto => fused_fits && (o > 4 || x_stride >= FUSED_MIN_WIDTH),
             },
             gemm: None,
         });
@@ -1464,6 +1566,7 @@ impl Backend for GpuBackend {
         let counters = Arc::clone(&self.counters);
         let kernels = self.kernels;
         let is_cpu = ctx.is_cpu();
+        let budget = self.loop_budget();
         let run = self.run_mut()?;
         let optimizer = match &run.phase {
             Some((optimizer, _)) => optimizer.clone(),
@@ -1472,17 +1575,30 @@ impl Backend for GpuBackend {
         let optimizer = &optimizer;
         let x_stride = run.d.next_multiple_of(4);
         let widest = batches.iter().map(|&b| run.plan[b].rows).max().unwrap_or(0);
+        let steps_per_dispatch = budget.map_or(STEP_LIST, |b| {
+            let per_step = train_steps_loop_iterations(widest, run.d, run.o, run.rows_per_block);
+            (b / per_step).min(STEP_LIST as u64) as usize
+        });
         let persistent = match kernels {
             StepKernels::Persistent => true,
             StepKernels::Auto => {
                 is_cpu
                     && widest * x_stride <= STEPS_MAX_FLOATS
+                    && steps_per_dispatch >= MIN_STEPS_PER_DISPATCH
                     && run.work.as_ref().is_some_and(|w| w.steps.is_some())
             }
             StepKernels::Fused | StepKernels::Separate => false,
         };
         if persistent {
-            return Self::run_persistent(run, &ctx, &counters, optimizer, batches, first_t);
+            return Self::run_persistent(
+                run,
+                &ctx,
+                &counters,
+                optimizer,
+                batches,
+                first_t,
+                steps_per_dispatch,
+            );
         }
         let slots_per_step = run.chunks.len() as u64 + 1;
         let mut done = 0;
