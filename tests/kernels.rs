@@ -152,7 +152,11 @@ fn edge_sizes() -> Vec<usize> {
 #[test]
 fn edge_shapes_match_reference() {
     let mut seed = 0;
-    for kernels in [StepKernels::Fused, StepKernels::Separate] {
+    for kernels in [
+        StepKernels::Fused,
+        StepKernels::Separate,
+        StepKernels::Tiled,
+    ] {
         let mut gpu = GpuBackend::new(gpu());
         gpu.set_step_kernels(kernels);
         for &n in &edge_sizes() {
@@ -191,9 +195,13 @@ fn random_shapes_match_reference() {
         } else {
             GpuBackend::new(context.clone())
         };
-        gpu.set_step_kernels(
-            [StepKernels::Fused, StepKernels::Separate, StepKernels::Auto][seed as usize % 3],
-        );
+        let kernels = [
+            StepKernels::Fused,
+            StepKernels::Separate,
+            StepKernels::Auto,
+            StepKernels::Tiled,
+        ];
+        gpu.set_step_kernels(kernels[seed as usize % 4]);
         compare_kernels(&mut gpu, &data, &params, seed);
     }
 }
@@ -437,7 +445,11 @@ fn adam_updates_match_reference() {
 fn kernels_stay_within_loop_limits() {
     // Wide rows × many outputs: the fused step's busiest shape (it once summed 256-row blocks
     // here and lost most of the gradient on lavapipe).
-    for kernels in [StepKernels::Fused, StepKernels::Separate] {
+    for kernels in [
+        StepKernels::Fused,
+        StepKernels::Separate,
+        StepKernels::Tiled,
+    ] {
         let mut gpu = GpuBackend::new(gpu());
         gpu.set_step_kernels(kernels);
         let (data, params) = problem(300, 1024, 64, 31, 1.0);

@@ -535,6 +535,7 @@ fn every_step_kernel_matches_the_reference() {
                 StepKernels::Separate,
                 StepKernels::Fused,
                 StepKernels::Persistent,
+                StepKernels::Tiled,
             ] {
                 let mut gpu_backend = GpuBackend::new(gpu());
                 gpu_backend.set_step_kernels(kernels);

@@ -180,6 +180,8 @@ struct ChunkWork {
     forward: wgpu::BindGroup,
     bce: wgpu::BindGroup,
     partial: wgpu::BindGroup,
+    tiled_forward: wgpu::BindGroup,
+    tiled_partial: wgpu::BindGroup,
     step: wgpu::BindGroup,
     reduce_loss: wgpu::BindGroup,
 }
@@ -261,6 +263,8 @@ struct Run {
     plan: Vec<BatchPlan>,
     phase: Option<(Optimizer, Vec<bool>)>,
     fused: bool,
+    /// The separate path runs the tiled forward and partial kernels.
+    tiled: bool,
     /// The GEMM probe over chunk 0 (created by its first use): its bind group and
     /// (output tiles, row tiles).
     gemm: Option<(wgpu::BindGroup, u32, u32)>,
@@ -278,14 +282,17 @@ impl Run {
 /// Which kernels compute a step's forward pass, loss and gradient.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StepKernels {
-    /// `linear_step` where it is faster (many outputs, or rows of at least 384 features),
-    /// the separate kernels elsewhere.
+    /// `linear_step` for one output over rows of at least 384 features, the tiled kernels
+    /// elsewhere; on CPU adapters `train_steps` for small batches.
     #[default]
     Auto,
     /// Always the fused `linear_step`: one pass over each block of X.
     Fused,
     /// Always `linear_forward`, `bce` and `linear_backward.partial` in sequence.
     Separate,
+    /// `linear_tiled.forward`, `bce` and `linear_tiled.partial`: the separate kernels with
+    /// 4 × 4 register tiles, for many outputs.
+    Tiled,
     /// `train_steps`: every step between two checks in one dispatch of one workgroup (data
     /// in one binding, adapters with 13 storage bindings per stage). `Auto` picks it on CPU
     /// adapters for small batches.
@@ -692,6 +699,30 @@ impl GpuBackend {
                     (5, whole(&partials)),
                 ],
             );
+            let tiled_forward = self.bind(
+                "linear_tiled.forward",
+                &k.tiled_forward,
+                &[
+                    (0, whole(&run.dims)),
+                    (1, run.ring.binding()),
+                    (2, whole(&chunk.x)),
+                    (3, whole(&index)),
+                    (4, whole(&run.params)),
+                    (5, whole(&z)),
+                ],
+            );
+            let tiled_partial = self.bind(
+                "linear_tiled.partial",
+                &k.tiled_partial,
+                &[
+                    (0, whole(&run.dims)),
+                    (1, run.ring.binding()),
+                    (2, whole(&chunk.x)),
+                    (3, whole(&index)),
+                    (6, whole(&delta)),
+                    (7, whole(&partials)),
+                ],
+            );
             let step = self.bind(
                 "linear_step",
                 &k.step,
@@ -728,6 +759,8 @@ impl GpuBackend {
                 forward,
                 bce,
                 partial,
+                tiled_forward,
+                tiled_partial,
                 step,
                 reduce_loss,
             });
@@ -932,6 +965,18 @@ impl GpuBackend {
                 );
             } else if run.fused {
                 dispatch(pass, ctx, &k.step, &chunk.step, &[offset], blocks);
+            } else if run.tiled {
+                let o = run.o as u32;
+                let out_tiles = o.div_ceil(4);
+                let groups = (count.div_ceil(4) * out_tiles).div_ceil(WORKGROUP_SIZE);
+                let tf = &chunk.tiled_forward;
+                dispatch(pass, ctx, &k.tiled_forward, tf, &[offset], groups);
+                let groups = elements.div_ceil(WORKGROUP_SIZE);
+                dispatch(pass, ctx, &k.bce, &chunk.bce, &[offset], groups);
+                let tasks = out_tiles * (run.d.div_ceil(4) as u32 + 1);
+                let groups = (tasks * blocks).div_ceil(WORKGROUP_SIZE);
+                let tp = &chunk.tiled_partial;
+                dispatch(pass, ctx, &k.tiled_partial, tp, &[offset], groups);
             } else {
                 let groups = elements.div_ceil(WORKGROUP_SIZE);
                 dispatch(pass, ctx, &k.forward, &chunk.forward, &[offset], groups);
@@ -1060,7 +1105,7 @@ impl GpuBackend {
     }
 }
 
-/// Row width (floats) from which the fused step beats the separate kernels with few outputs.
+/// Row width (floats) from which the fused step beats the tiled kernels for one output.
 const FUSED_MIN_WIDTH: usize = 384;
 
 /// `linear_step.wgsl`'s lane-sum capacity (its `DOTS`).
@@ -1088,6 +1133,12 @@ fn rows_per_block(d: usize, o: usize) -> u32 {
 /// `linear_forward`: one dot product of d terms.
 fn linear_forward_loop_iterations(d: usize) -> u64 {
     32 + 2 * d as u64
+}
+
+/// `linear_tiled.forward`: a vec4 of four weight rows and four rows of X per column group
+/// (its `partial` loops over one block's rows).
+fn tiled_loop_iterations(d: usize) -> u64 {
+    32 + 2 * (5 * d.div_ceil(4) as u64 + 16)
 }
 
 /// `adam`, `sgd` and `linear_backward.total`: one iteration per gradient block.
@@ -1248,6 +1299,24 @@ impl Backend for GpuBackend {
             rows_per_block *= 2;
         }
         let fused_fits = budget.is_none_or(|b| step_loop_iterations(d, o, rows_per_block) <= b);
+        let tiled_fits = budget.is_none_or(|b| tiled_loop_iterations(d) <= b);
+        // One output over long rows: the fused step reads each block of X once for the
+        // forward pass and the gradient. Everywhere else the 4 × 4 tiles reuse more of each
+        // load (measured on lavapipe: 2 outputs × 512 features, tiled 37 ms, fused 50 ms;
+        // 1 × 128, tiled 8 ms, separate 15 ms, fused 21 ms; 1 × 1,024, fused 104 ms,
+        // tiled 245 ms).
+        let auto_fused = o == 1 && x_stride >= FUSED_MIN_WIDTH && fused_fits;
+        let tiled = match self.kernels {
+            StepKernels::Tiled if !tiled_fits => {
+                return Err(Error::Config(format!(
+                    "the tiled kernels would run past {}'s loop limit at {d} features",
+                    ctx.adapter_name()
+                )));
+            }
+            StepKernels::Tiled => true,
+            StepKernels::Auto => !auto_fused && tiled_fits,
+            _ => false,
+        };
         if self.kernels == StepKernels::Fused && !fused_fits {
             return Err(Error::Config(format!(
                 "the fused step would run past {}'s loop limit at {d} features and {o} outputs",
@@ -1418,11 +1487,10 @@ impl Backend for GpuBackend {
             phase: None,
             fused: match self.kernels {
                 StepKernels::Fused => true,
-                StepKernels::Separate | StepKernels::Persistent => false,
-                // Narrow rows leave most of the fused step's lanes idle (each invocation owns
-                // M·4 columns of every row): there the separate kernels are faster.
-                StepKernels::Auto => fused_fits && (o > 4 || x_stride >= FUSED_MIN_WIDTH),
+                StepKernels::Separate | StepKernels::Persistent | StepKernels::Tiled => false,
+                StepKernels::Auto => auto_fused,
             },
+            tiled,
             gemm: None,
         });
         ctx.wait("uploading the data")
@@ -1587,7 +1655,7 @@ impl Backend for GpuBackend {
                     && steps_per_dispatch >= MIN_STEPS_PER_DISPATCH
                     && run.work.as_ref().is_some_and(|w| w.steps.is_some())
             }
-            StepKernels::Fused | StepKernels::Separate => false,
+            StepKernels::Fused | StepKernels::Separate | StepKernels::Tiled => false,
         };
         if persistent {
             return Self::run_persistent(

@@ -29,6 +29,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         with_prelude!("linear_backward.wgsl"),
     ),
     ("linear_step.wgsl", with_prelude!("linear_step.wgsl")),
+    ("linear_tiled.wgsl", with_prelude!("linear_tiled.wgsl")),
     ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
     ("sgd.wgsl", with_prelude!("sgd.wgsl")),
     ("adam.wgsl", with_prelude!("adam.wgsl")),
@@ -70,6 +71,10 @@ pub(crate) struct Kernels {
     pub(crate) bce: Kernel,
     pub(crate) backward_partial: Kernel,
     pub(crate) backward_total: Kernel,
+    /// `linear_forward` for many outputs, 4 × 4 tiles per invocation.
+    pub(crate) tiled_forward: Kernel,
+    /// `linear_backward.partial` for many outputs, 4 outputs × 4 columns per invocation.
+    pub(crate) tiled_partial: Kernel,
     pub(crate) step: Kernel,
     /// `step` for a batch segment of consecutive rows: no row index reads.
     pub(crate) step_contiguous: wgpu::ComputePipeline,
@@ -114,6 +119,7 @@ impl Kernels {
         let sgd = module("sgd.wgsl");
         let adam = module("adam.wgsl");
         let step = module("linear_step.wgsl");
+        let tiled = module("linear_tiled.wgsl");
         let probe = module("probe_read.wgsl");
         let gemm = module("probe_gemm.wgsl");
         let train_steps = module("train_steps.wgsl");
@@ -214,6 +220,18 @@ impl Kernels {
                 &backward,
                 "total",
                 &[Args(0), Write(5), Write(6), Ring(7)],
+            ),
+            tiled_forward: build(
+                "linear_tiled.forward",
+                &tiled,
+                "forward",
+                &[Args(0), Ring(1), Read(2), Read(3), Read(4), Write(5)],
+            ),
+            tiled_partial: build(
+                "linear_tiled.partial",
+                &tiled,
+                "partial",
+                &[Args(0), Ring(1), Read(2), Read(3), Read(6), Write(7)],
             ),
             step: step_kernel,
             step_contiguous,
