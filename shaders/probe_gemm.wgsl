@@ -2,7 +2,7 @@
 // memory — the reference rate for the many-outputs step (S3), not part of training.
 //
 // Bindings (group 0):
-//   0 dims    storage, read    GemmDims: n, d, o, x_stride
+//   0 dims    uniform          GemmDims: n, d, o, x_stride (a uniform, as in probe_read.wgsl)
 //   1 x       storage, read    f32[n * x_stride]
 //   2 w       storage, read    f32[o * d]
 //   3 z       storage, rw      f32[n * o]
@@ -20,7 +20,7 @@ struct GemmDims {
     x_stride: u32,
 }
 
-@group(0) @binding(0) var<storage, read> dims: GemmDims;
+@group(0) @binding(0) var<uniform> dims: GemmDims;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> z: array<f32>;

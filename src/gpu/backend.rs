@@ -458,7 +458,12 @@ impl GpuBackend {
         let ctx = &self.context;
         let rows = self.gemm_probe_rows();
         let x_stride = run.d.next_multiple_of(4);
-        let dims = self.args("gemm probe dims", 16);
+        let dims = self.counted(wgpu::BufferDescriptor {
+            label: Some("gemm probe dims"),
+            size: 16,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         let words = [rows as u32, run.d as u32, run.o as u32, x_stride as u32];
         ctx.queue
             .write_buffer(&dims, 0, bytemuck::cast_slice(&words));
@@ -541,6 +546,15 @@ impl GpuBackend {
                 | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         }))
+    }
+
+    /// Creates a buffer, counting it.
+    fn counted(&self, descriptor: wgpu::BufferDescriptor<'_>) -> wgpu::Buffer {
+        self.counters.buffers.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .buffer_bytes
+            .fetch_add(descriptor.size, Ordering::Relaxed);
+        self.context.device.create_buffer(&descriptor)
     }
 
     /// A small read-only argument buffer (see `shaders/common.wgsl` on why not a uniform).
@@ -1412,7 +1426,12 @@ impl Backend for GpuBackend {
                 ctx.wait("uploading the data")?;
             }
             let probe_len4 = (x.size() / 16) as u32;
-            let probe_job = self.args("probe job", 16);
+            let probe_job = self.counted(wgpu::BufferDescriptor {
+                label: Some("probe job"),
+                size: 16,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
             ctx.queue
                 .write_buffer(&probe_job, 0, bytemuck::cast_slice(&[probe_len4, 0, 0, 0]));
             let probe = self.bind(

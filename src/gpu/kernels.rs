@@ -50,6 +50,8 @@ enum Slot {
     /// Arguments fixed for the run or phase (read-only storage; see `shaders/common.wgsl` on
     /// why not a uniform).
     Args(u32),
+    /// A uniform (only the probes', see `shaders/probe_read.wgsl`).
+    Uniform(u32),
     /// Arguments in the per-submission ring, selected by a dynamic offset.
     Ring(u32),
     /// A storage buffer the kernel only reads.
@@ -235,14 +237,19 @@ impl Kernels {
             ),
             step: step_kernel,
             step_contiguous,
-            probe: build("probe_read", &probe, "main", &[Args(0), Read(1), Write(2)]),
+            probe: build(
+                "probe_read",
+                &probe,
+                "main",
+                &[Uniform(0), Read(1), Write(2)],
+            ),
             // A fixed 16×16 tile: no override to set.
             gemm: Kernel::new(
                 device,
                 "probe_gemm",
                 &gemm,
                 "main",
-                &[Args(0), Read(1), Read(2), Write(3)],
+                &[Uniform(0), Read(1), Read(2), Write(3)],
                 &[],
             ),
             reduce: build(
@@ -303,6 +310,7 @@ impl Kernel {
                         wgpu::BufferBindingType::Storage { read_only: true },
                         false,
                     ),
+                    Slot::Uniform(b) => (b, wgpu::BufferBindingType::Uniform, false),
                     Slot::Ring(b) => (
                         b,
                         wgpu::BufferBindingType::Storage { read_only: true },
