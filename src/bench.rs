@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::cpu::CpuBackend;
-use crate::gpu::{GpuBackend, GpuContext};
+use crate::gpu::{GpuBackend, GpuContext, StepKernels};
 use crate::{
     AdamConfig, Backend, Dataset, Optimizer, ParamSubset, Params, Phase, Result, SgdConfig, data,
     train,
@@ -178,8 +178,14 @@ fn random_data(shape: &Shape) -> Result<(Dataset, Params)> {
     ))
 }
 
-/// Runs every shape on `context`; `repeats` timed repeats each.
-pub fn run(context: Arc<GpuContext>, shapes: &[Shape], repeats: usize) -> Result<BenchReport> {
+/// Runs every shape on `context` with the step computed by `kernels`; `repeats` timed
+/// repeats each.
+pub fn run(
+    context: Arc<GpuContext>,
+    shapes: &[Shape],
+    repeats: usize,
+    kernels: StepKernels,
+) -> Result<BenchReport> {
     let mut results = Vec::new();
     for shape in shapes {
         log::info!(
@@ -204,6 +210,7 @@ pub fn run(context: Arc<GpuContext>, shapes: &[Shape], repeats: usize) -> Result
         };
         let mask = subset.mask(shape.d, shape.o)?;
         let mut gpu = GpuBackend::new(context.clone());
+        gpu.set_step_kernels(kernels);
         gpu.load(&data, &init)?;
         let all: Vec<u32> = (0..shape.n as u32).collect();
         let batches: Vec<Vec<u32>> = match shape.batch {

@@ -792,3 +792,37 @@ fn a_closed_pipe_ends_predict_quietly() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_reports_every_figure_for_each_kernel_choice() {
+    let dir = scratch("bench");
+    for kernels in ["auto", "tiled", "fused", "separate", "persistent"] {
+        let json = dir.join(format!("{kernels}.json"));
+        let out = bilevel(&[
+            "bench",
+            "--shapes",
+            "S1,S4",
+            "--shrink",
+            "256",
+            "--repeats",
+            "1",
+            "--kernels",
+            kernels,
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{kernels}: {}", stderr(&out));
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let shapes = report["shapes"].as_array().unwrap();
+        assert_eq!(shapes.len(), 2, "{kernels}: {report}");
+        for shape in shapes {
+            for figure in ["step_ms", "probe_ms", "cpu_step_ms"] {
+                let v = shape[figure].as_f64().unwrap_or(f64::NAN);
+                assert!(v > 0.0 && v.is_finite(), "{kernels}: {figure} = {v}");
+            }
+        }
+        assert!(shapes[0]["seed_run_s"].as_f64().unwrap() > 0.0);
+        assert!(shapes[1]["epoch_ms"].as_f64().unwrap() > 0.0);
+    }
+}

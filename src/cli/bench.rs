@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bilevel::bench::{self, ShapeResult};
-use bilevel::gpu::GpuContext;
-use clap::Args;
+use bilevel::gpu::{GpuContext, StepKernels};
+use clap::{Args, ValueEnum};
 
 use super::train::write_json;
 
@@ -24,6 +24,36 @@ pub struct BenchArgs {
     /// Also write every figure as JSON.
     #[arg(long, value_name = "FILE.json")]
     pub json: Option<PathBuf>,
+    /// Which kernels compute the step.
+    #[arg(long, value_enum, default_value_t = Kernels::Auto)]
+    pub kernels: Kernels,
+}
+
+/// `--kernels`: the choices of [`StepKernels`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Kernels {
+    /// What the trainer picks for the shape and adapter.
+    Auto,
+    /// The fused `linear_step`.
+    Fused,
+    /// `linear_forward`, `bce`, `linear_backward`.
+    Separate,
+    /// The 4 × 4 tiled forward and gradient kernels.
+    Tiled,
+    /// `train_steps`: many steps per dispatch of one workgroup.
+    Persistent,
+}
+
+impl From<Kernels> for StepKernels {
+    fn from(k: Kernels) -> Self {
+        match k {
+            Kernels::Auto => StepKernels::Auto,
+            Kernels::Fused => StepKernels::Fused,
+            Kernels::Separate => StepKernels::Separate,
+            Kernels::Tiled => StepKernels::Tiled,
+            Kernels::Persistent => StepKernels::Persistent,
+        }
+    }
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -42,7 +72,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     let context = Arc::new(GpuContext::new()?);
-    let report = bench::run(context, &shapes, args.repeats)?;
+    let report = bench::run(context, &shapes, args.repeats, args.kernels.into())?;
     println!("{} — {}", report.adapter, report.timing);
     println!(
         "{:<3} {:>7} {:>5} {:>3} {:>3} {:>10} {:>9} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9}",
