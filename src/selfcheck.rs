@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::cpu::CpuBackend;
-use crate::gpu::{GpuBackend, GpuContext};
+use crate::gpu::{GpuBackend, GpuContext, StepKernels};
 use crate::{
     AdamConfig, Backend, Dataset, Optimizer, OptimizerState, ParamMask, ParamSubset, Params, Phase,
     Result, SgdConfig, StopRule, data, train,
@@ -79,6 +79,7 @@ fn kernels(
     d: usize,
     o: usize,
     chunk_rows: Option<usize>,
+    path: StepKernels,
     out: &mut Vec<Comparison>,
 ) -> Result<()> {
     let (data, params) = random_problem(n, d, o, (n * 31 + d * 7 + o) as u64)?;
@@ -86,6 +87,7 @@ fn kernels(
         Some(rows) => GpuBackend::with_chunk_rows(context.clone(), rows),
         None => GpuBackend::new(context.clone()),
     };
+    gpu.set_step_kernels(path);
     let mut cpu = CpuBackend::new();
     let batches = vec![(0..n as u32).collect::<Vec<_>>()];
     let mask = ParamSubset::All.mask(d, o)?;
@@ -95,7 +97,8 @@ fn kernels(
         b.begin_phase(&Optimizer::Sgd(SgdConfig::new(0.1)), &mask)?;
     }
     let shape = format!(
-        "n={n} d={d} o={o}{}",
+        "n={n} d={d} o={o}, {}{}",
+        path_name(path),
         if gpu.chunk_count() > 1 {
             format!(", {} chunks", gpu.chunk_count())
         } else {
@@ -136,6 +139,17 @@ fn kernels(
         1e-5,
     ));
     Ok(())
+}
+
+/// The step path's name in the report.
+fn path_name(path: StepKernels) -> &'static str {
+    match path {
+        StepKernels::Auto => "auto",
+        StepKernels::Fused => "fused",
+        StepKernels::Separate => "separate",
+        StepKernels::Tiled => "tiled",
+        StepKernels::Persistent => "train_steps",
+    }
 }
 
 /// One optimizer update from identical random state on both backends.
@@ -192,7 +206,13 @@ pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
         (1000, 100, 10, None),
         (300, 50, 2, Some(7)),
     ] {
-        kernels(&context, n, d, o, chunks, &mut out)?;
+        for path in [
+            StepKernels::Separate,
+            StepKernels::Fused,
+            StepKernels::Tiled,
+        ] {
+            kernels(&context, n, d, o, chunks, path, &mut out)?;
+        }
     }
     update(
         &context,
@@ -227,7 +247,6 @@ pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
     for p in &mut phases {
         p.stop = StopRule::steps(p.stop.max_steps, 50);
     }
-    let g = train(&mut GpuBackend::new(context), &data, &init, &phases)?;
     let c = train(&mut CpuBackend::new(), &data, &init, &phases)?;
     let losses = |r: &crate::RunReport| {
         r.phases
@@ -235,19 +254,29 @@ pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
             .flat_map(|p| p.checks.iter().map(|c| c.loss as f32))
             .collect::<Vec<_>>()
     };
-    out.push(compare(
-        "two-phase run   losses at every check".into(),
-        &losses(&g),
-        &losses(&c),
-        0.0,
-        1e-5,
-    ));
-    out.push(compare(
-        "two-phase run   final parameters".into(),
-        &g.params.values,
-        &c.params.values,
-        2e-6,
-        1e-4,
-    ));
+    let mut paths = vec![StepKernels::Auto];
+    if context.has_train_steps() {
+        paths.push(StepKernels::Persistent);
+    }
+    for path in paths {
+        let mut gpu = GpuBackend::new(context.clone());
+        gpu.set_step_kernels(path);
+        let g = train(&mut gpu, &data, &init, &phases)?;
+        let name = path_name(path);
+        out.push(compare(
+            format!("two-phase run   losses at every check, {name}"),
+            &losses(&g),
+            &losses(&c),
+            0.0,
+            1e-5,
+        ));
+        out.push(compare(
+            format!("two-phase run   final parameters, {name}"),
+            &g.params.values,
+            &c.params.values,
+            2e-6,
+            1e-4,
+        ));
+    }
     Ok(out)
 }

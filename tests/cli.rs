@@ -826,3 +826,19 @@ fn bench_reports_every_figure_for_each_kernel_choice() {
         assert!(shapes[1]["epoch_ms"].as_f64().unwrap() > 0.0);
     }
 }
+
+#[test]
+fn check_passes_every_step_path_on_this_adapter() {
+    let out = bilevel(&["check"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.contains("all checks passed"), "{text}");
+    assert!(!text.contains("FAIL"), "{text}");
+    for path in ["separate", "fused", "tiled", "auto"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!(", {path}")) && l.ends_with("PASS")),
+            "no passing check of the {path} path:\n{text}"
+        );
+    }
+}

@@ -60,13 +60,13 @@ pub fn check() -> anyhow::Result<bool> {
     let context = Arc::new(GpuContext::new()?);
     println!("checking {} against the CPU reference", context.describe());
     println!(
-        "{:<48} {:>11} {:>11} {:>9} {:>9}  result",
+        "{:<56} {:>11} {:>11} {:>9} {:>9}  result",
         "what", "max |Δ|", "max rel", "atol", "rtol"
     );
     let results = bilevel::selfcheck::run(context)?;
     for r in &results {
         println!(
-            "{:<48} {:>11.3e} {:>11.3e} {:>9.1e} {:>9.1e}  {}",
+            "{:<56} {:>11.3e} {:>11.3e} {:>9.1e} {:>9.1e}  {}",
             r.what,
             r.max_abs,
             r.max_rel,

@@ -125,6 +125,12 @@ impl GpuContext {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// Whether `train_steps` (many steps per dispatch) was built: the adapter binds enough
+    /// storage buffers per shader stage.
+    pub fn has_train_steps(&self) -> bool {
+        self.kernels.steps.is_some()
+    }
+
     /// The adapter's name.
     pub fn adapter_name(&self) -> &str {
         &self.info.name
