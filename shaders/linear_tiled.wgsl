@@ -4,9 +4,11 @@
 // linear_backward.partial (bce and the optimizers' block sums are shared); only the order of
 // the additions inside a dot product differs (vec4 by vec4).
 //
-//   forward: invocation (row tile t, output tile u) computes, for p = 4t .. 4t + 3 < count and
-//            k = 4u .. 4u + 3 < o,  z[p·o + k] = Σ_c dot(x[row(p), 4c .. 4c + 3], W[k, 4c ..]) + b[k]
-//   partial: invocation (block, output tile u, column group c) sums, over the block's rows
+//   forward: workgroup (row tiles, output tile u), invocation t of its row tiles computes, for
+//            p = 4t .. 4t + 3 < count and k = 4u .. 4u + 3 < o,
+//            z[p·o + k] = Σ_c dot(x[row(p), 4c .. 4c + 3], W[k, 4c ..]) + b[k]
+//   partial: workgroup (block, output tile u), invocation lid for column groups
+//            c = lid, lid + WG, … ≤ x_stride / 4, sums over the block's rows
 //            p = block·R .. min(block·R + R, count) in ascending order,
 //            W[k, 4c .. 4c + 3]:  δ[p, k] · x[row(p), 4c .. 4c + 3]   (c < x_stride / 4)
 //            b[k]:                δ[p, k]                             (c = x_stride / 4)
@@ -23,9 +25,11 @@
 //   7 partials  storage, rw      f32[blocks * P]                                  (partial)
 //
 // Invariants: x_stride is a multiple of 4 and X's padding columns are zero; an invocation
-// loops x_stride / 4 times (forward) or R times (partial), within llvmpipe's loop limit for
-// the shapes the host sends here; the grid is 2-D only to pass 65,535 workgroups per
-// dimension, so the invocation index is linearised and guarded.
+// loops x_stride / 4 times (forward) or ⌈(x_stride / 4 + 1) / WG⌉ · R times (partial), within
+// llvmpipe's loop limit for the shapes the host sends here; the grid is 2-D only to pass
+// 65,535 workgroups per dimension, so the workgroup index is linearised and guarded. What a
+// workgroup shares comes from its workgroup id, so loads of it are uniform across the
+// invocations — the one kind of load a CPU implementation (llvmpipe) makes without a gather.
 
 // Dims, ChunkStep come from common.wgsl, which the host (gpu::SHADERS) puts before this file.
 
@@ -54,6 +58,40 @@ fn weights4(k: u32, c: u32) -> vec4<f32> {
     return w;
 }
 
+/// Stores the first `n` (≤ 4) components of `v` at partials[base ..].
+fn store_partials(base: u32, v: vec4<f32>, n: u32) {
+    partials[base] = v.x;
+    if n > 1u {
+        partials[base + 1u] = v.y;
+    }
+    if n > 2u {
+        partials[base + 2u] = v.z;
+    }
+    if n > 3u {
+        partials[base + 3u] = v.w;
+    }
+}
+
+/// Stores logits z[p·o + 4u .. 4u + n] (n ≤ 4 valid outputs) of row p: sums plus biases.
+fn store_logits(p: u32, u: u32, sums: vec4<f32>, n: u32) {
+    let o = dims.o;
+    let e = p * o + 4u * u;
+    let b = o * dims.d + 4u * u;
+    z[e] = sums.x + params[b];
+    if n > 1u {
+        z[e + 1u] = sums.y + params[b + 1u];
+    }
+    if n > 2u {
+        z[e + 2u] = sums.z + params[b + 2u];
+    }
+    if n > 3u {
+        z[e + 3u] = sums.w + params[b + 3u];
+    }
+}
+
+// Accumulators are named variables, never arrays indexed at run time: a CPU implementation
+// keeps an array it cannot index statically in memory, one gather and scatter per access.
+
 @compute @workgroup_size(WG)
 fn forward(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -62,36 +100,53 @@ fn forward(
 ) {
     let o = dims.o;
     let out_tiles = (o + 3u) / 4u;
-    let id = (wg.x + wg.y * groups.x) * WG + lid;
-    let t = id / out_tiles;
-    let u = id % out_tiles;
-    if 4u * t >= chunk.count {
+    let wid = wg.x + wg.y * groups.x;
+    // The output tile comes from the workgroup alone, so every invocation reads the same
+    // weights: a CPU implementation loads them once for all lanes instead of gathering.
+    let u = wid % out_tiles;
+    let t = (wid / out_tiles) * WG + lid;
+    let count = chunk.count;
+    if 4u * t >= count {
         return;
     }
     let s4 = dims.x_stride / 4u;
     // Rows and outputs past the end repeat the last one; their sums are not stored.
-    var x0: array<u32, 4>;
-    var ks: array<u32, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        x0[i] = rows[chunk.row_offset + min(4u * t + i, chunk.count - 1u)] * s4;
-        ks[i] = min(4u * u + i, o - 1u);
-    }
-    var acc: array<vec4<f32>, 4>;
+    let r0 = rows[chunk.row_offset + 4u * t] * s4;
+    let r1 = rows[chunk.row_offset + min(4u * t + 1u, count - 1u)] * s4;
+    let r2 = rows[chunk.row_offset + min(4u * t + 2u, count - 1u)] * s4;
+    let r3 = rows[chunk.row_offset + min(4u * t + 3u, count - 1u)] * s4;
+    let k0 = min(4u * u, o - 1u);
+    let k1 = min(4u * u + 1u, o - 1u);
+    let k2 = min(4u * u + 2u, o - 1u);
+    let k3 = min(4u * u + 3u, o - 1u);
+    var a0 = vec4(0.0);
+    var a1 = vec4(0.0);
+    var a2 = vec4(0.0);
+    var a3 = vec4(0.0);
     for (var c = 0u; c < s4; c++) {
-        let w0 = weights4(ks[0], c);
-        let w1 = weights4(ks[1], c);
-        let w2 = weights4(ks[2], c);
-        let w3 = weights4(ks[3], c);
-        for (var i = 0u; i < 4u; i++) {
-            let xv = x[x0[i] + c];
-            acc[i] += vec4(dot(xv, w0), dot(xv, w1), dot(xv, w2), dot(xv, w3));
-        }
+        let w0 = weights4(k0, c);
+        let w1 = weights4(k1, c);
+        let w2 = weights4(k2, c);
+        let w3 = weights4(k3, c);
+        let x0 = x[r0 + c];
+        let x1 = x[r1 + c];
+        let x2 = x[r2 + c];
+        let x3 = x[r3 + c];
+        a0 += vec4(dot(x0, w0), dot(x0, w1), dot(x0, w2), dot(x0, w3));
+        a1 += vec4(dot(x1, w0), dot(x1, w1), dot(x1, w2), dot(x1, w3));
+        a2 += vec4(dot(x2, w0), dot(x2, w1), dot(x2, w2), dot(x2, w3));
+        a3 += vec4(dot(x3, w0), dot(x3, w1), dot(x3, w2), dot(x3, w3));
     }
-    for (var i = 0u; i < 4u && 4u * t + i < chunk.count; i++) {
-        for (var j = 0u; j < 4u && 4u * u + j < o; j++) {
-            let k = 4u * u + j;
-            z[(4u * t + i) * o + k] = acc[i][j] + params[o * dims.d + k];
-        }
+    let n = min(4u, o - 4u * u);
+    store_logits(4u * t, u, a0, n);
+    if 4u * t + 1u < count {
+        store_logits(4u * t + 1u, u, a1, n);
+    }
+    if 4u * t + 2u < count {
+        store_logits(4u * t + 2u, u, a2, n);
+    }
+    if 4u * t + 3u < count {
+        store_logits(4u * t + 3u, u, a3, n);
     }
 }
 
@@ -102,50 +157,59 @@ fn partial(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let o = dims.o;
+    let d = dims.d;
     let s4 = dims.x_stride / 4u;
-    let tasks = ((o + 3u) / 4u) * (s4 + 1u);
-    let id = (wg.x + wg.y * groups.x) * WG + lid;
-    let block = id / tasks;
-    let task = id % tasks;
-    let u = task / (s4 + 1u);
-    let c = task % (s4 + 1u);
+    let out_tiles = (o + 3u) / 4u;
+    let wid = wg.x + wg.y * groups.x;
+    // The block and the output tile come from the workgroup alone, so the row indices and
+    // δ are the same for every invocation (loaded once on a CPU implementation); the
+    // invocations split the column groups.
+    let u = wid % out_tiles;
+    let block = wid / out_tiles;
     let first = block * dims.rows_per_block;
     if first >= chunk.count {
         return;
     }
     let last = min(first + dims.rows_per_block, chunk.count);
-    var acc: array<vec4<f32>, 4>;
-    var ks: array<u32, 4>;
-    for (var j = 0u; j < 4u; j++) {
-        ks[j] = min(4u * u + j, o - 1u);
-    }
-    if c < s4 {
-        for (var p = first; p < last; p++) {
-            let xv = x[rows[chunk.row_offset + p] * s4 + c];
-            let e = p * o;
-            acc[0] += delta[e + ks[0]] * xv;
-            acc[1] += delta[e + ks[1]] * xv;
-            acc[2] += delta[e + ks[2]] * xv;
-            acc[3] += delta[e + ks[3]] * xv;
-        }
-    } else {
-        for (var p = first; p < last; p++) {
-            let e = p * o;
-            acc[0].x += delta[e + ks[0]];
-            acc[1].x += delta[e + ks[1]];
-            acc[2].x += delta[e + ks[2]];
-            acc[3].x += delta[e + ks[3]];
-        }
-    }
+    let k0 = min(4u * u, o - 1u);
+    let k1 = min(4u * u + 1u, o - 1u);
+    let k2 = min(4u * u + 2u, o - 1u);
+    let k3 = min(4u * u + 3u, o - 1u);
+    let n = min(4u, o - 4u * u);
     let out = (chunk.block_base + block) * dims.n_params;
-    for (var j = 0u; j < 4u && 4u * u + j < o; j++) {
-        let k = 4u * u + j;
+    for (var c = lid; c <= s4; c += WG) {
+        var a0 = vec4(0.0);
+        var a1 = vec4(0.0);
+        var a2 = vec4(0.0);
+        var a3 = vec4(0.0);
         if c < s4 {
-            for (var i = 0u; i < 4u && 4u * c + i < dims.d; i++) {
-                partials[out + k * dims.d + 4u * c + i] = acc[j][i];
+            for (var p = first; p < last; p++) {
+                let xv = x[rows[chunk.row_offset + p] * s4 + c];
+                let e = p * o;
+                a0 += delta[e + k0] * xv;
+                a1 += delta[e + k1] * xv;
+                a2 += delta[e + k2] * xv;
+                a3 += delta[e + k3] * xv;
+            }
+            let cols = min(4u, d - 4u * c);
+            let q = out + 4u * u * d + 4u * c;
+            store_partials(q, a0, cols);
+            if n > 1u {
+                store_partials(q + d, a1, cols);
+            }
+            if n > 2u {
+                store_partials(q + 2u * d, a2, cols);
+            }
+            if n > 3u {
+                store_partials(q + 3u * d, a3, cols);
             }
         } else {
-            partials[out + o * dims.d + k] = acc[j].x;
+            var b = vec4(0.0);
+            for (var p = first; p < last; p++) {
+                let e = p * o;
+                b += vec4(delta[e + k0], delta[e + k1], delta[e + k2], delta[e + k3]);
+            }
+            store_partials(out + o * d + 4u * u, b, n);
         }
     }
 }

@@ -455,9 +455,18 @@ fn kernels_stay_within_loop_limits() {
         let (data, params) = problem(300, 1024, 64, 31, 1.0);
         compare_kernels(&mut gpu, &data, &params, 31);
     }
-    // Long rows: one dot product of 20,000 terms per logit.
-    let (data, params) = problem(5, 20_000, 1, 32, 1.0);
-    compare_kernels(&mut GpuBackend::new(gpu()), &data, &params, 32);
+    // Long rows: one dot product of 20,000 terms per logit, and gradient blocks of 256 such
+    // rows, on every path.
+    let (data, params) = problem(260, 20_000, 1, 32, 1.0);
+    for kernels in [
+        StepKernels::Fused,
+        StepKernels::Separate,
+        StepKernels::Tiled,
+    ] {
+        let mut gpu = GpuBackend::new(gpu());
+        gpu.set_step_kernels(kernels);
+        compare_kernels(&mut gpu, &data, &params, 32);
+    }
 
     // 3,000 steps in as few dispatches of train_steps as the budget allows, on its tightest
     // measured shape (many rows, few features), end where the separate kernels do.

@@ -980,16 +980,14 @@ impl GpuBackend {
             } else if run.fused {
                 dispatch(pass, ctx, &k.step, &chunk.step, &[offset], blocks);
             } else if run.tiled {
-                let o = run.o as u32;
-                let out_tiles = o.div_ceil(4);
-                let groups = (count.div_ceil(4) * out_tiles).div_ceil(WORKGROUP_SIZE);
+                let out_tiles = (run.o as u32).div_ceil(4);
+                let groups = count.div_ceil(4).div_ceil(WORKGROUP_SIZE) * out_tiles;
                 let tf = &chunk.tiled_forward;
                 dispatch(pass, ctx, &k.tiled_forward, tf, &[offset], groups);
                 let groups = elements.div_ceil(WORKGROUP_SIZE);
                 dispatch(pass, ctx, &k.bce, &chunk.bce, &[offset], groups);
-                let tasks = out_tiles * (run.d.div_ceil(4) as u32 + 1);
-                let groups = (tasks * blocks).div_ceil(WORKGROUP_SIZE);
                 let tp = &chunk.tiled_partial;
+                let groups = blocks * out_tiles;
                 dispatch(pass, ctx, &k.tiled_partial, tp, &[offset], groups);
             } else {
                 let groups = elements.div_ceil(WORKGROUP_SIZE);
@@ -1149,10 +1147,13 @@ fn linear_forward_loop_iterations(d: usize) -> u64 {
     32 + 2 * d as u64
 }
 
-/// `linear_tiled.forward`: a vec4 of four weight rows and four rows of X per column group
-/// (its `partial` loops over one block's rows).
-fn tiled_loop_iterations(d: usize) -> u64 {
-    32 + 2 * (5 * d.div_ceil(4) as u64 + 16)
+/// `linear_tiled`: `forward` takes four weight rows and four rows of X per column group;
+/// `partial` loops over one block's `r` rows for each of its column groups.
+fn tiled_loop_iterations(d: usize, r: u32) -> u64 {
+    let s4 = d.div_ceil(4) as u64;
+    let forward = 5 * s4 + 16;
+    let partial = (s4 + 1).div_ceil(u64::from(WORKGROUP_SIZE)) * (u64::from(r) + 12);
+    32 + 2 * forward.max(partial)
 }
 
 /// `adam`, `sgd` and `linear_backward.total`: one iteration per gradient block.
@@ -1279,14 +1280,32 @@ impl Backend for GpuBackend {
                 limit: budget,
             });
         }
-        let mut rows_per_block = rows_per_block(d, o);
+        // The fused step sums blocks that stay in cache between its two passes and fit its
+        // lane sums and the loop budget; the other kernels sum longer blocks, which leaves
+        // fewer partials to write and to add up.
+        let mut fused_rows = rows_per_block(d, o);
         if let Some(budget) = budget {
-            while rows_per_block > MIN_ROWS_PER_BLOCK
-                && step_loop_iterations(d, o, rows_per_block) > budget
+            while fused_rows > MIN_ROWS_PER_BLOCK && step_loop_iterations(d, o, fused_rows) > budget
             {
-                rows_per_block = (rows_per_block / 2).max(MIN_ROWS_PER_BLOCK);
+                fused_rows = (fused_rows / 2).max(MIN_ROWS_PER_BLOCK);
             }
         }
+        let fused_fits = |r: u32| budget.is_none_or(|b| step_loop_iterations(d, o, r) <= b);
+        // One output over long rows: the fused step reads each block of X once for the
+        // forward pass and the gradient. Everywhere else the 4 × 4 tiles reuse more of each
+        // load (measured on lavapipe: 2 outputs × 512 features, tiled 37 ms, fused 50 ms;
+        // 1 × 128, tiled 8 ms, separate 15 ms, fused 21 ms; 1 × 1,024, fused 104 ms,
+        // tiled 245 ms).
+        let mut fused = match self.kernels {
+            StepKernels::Fused => true,
+            StepKernels::Auto => o == 1 && x_stride >= FUSED_MIN_WIDTH && fused_fits(fused_rows),
+            _ => false,
+        };
+        let mut rows_per_block = if fused {
+            fused_rows
+        } else {
+            MAX_ROWS_PER_BLOCK
+        };
         let blocks_for = |rb: u32| -> u64 {
             (0..chunk_count)
                 .map(|c| ((n - c * rows_per_chunk).min(rows_per_chunk) as u64).div_ceil(rb as u64))
@@ -1312,14 +1331,16 @@ impl Backend for GpuBackend {
             }
             rows_per_block *= 2;
         }
-        let fused_fits = budget.is_none_or(|b| step_loop_iterations(d, o, rows_per_block) <= b);
-        let tiled_fits = budget.is_none_or(|b| tiled_loop_iterations(d) <= b);
-        // One output over long rows: the fused step reads each block of X once for the
-        // forward pass and the gradient. Everywhere else the 4 × 4 tiles reuse more of each
-        // load (measured on lavapipe: 2 outputs × 512 features, tiled 37 ms, fused 50 ms;
-        // 1 × 128, tiled 8 ms, separate 15 ms, fused 21 ms; 1 × 1,024, fused 104 ms,
-        // tiled 245 ms).
-        let auto_fused = o == 1 && x_stride >= FUSED_MIN_WIDTH && fused_fits;
+        if fused && !fused_fits(rows_per_block) {
+            if self.kernels == StepKernels::Fused {
+                return Err(Error::Config(format!(
+                    "the fused step would run past {}'s loop limit at {d} features and {o} outputs",
+                    ctx.adapter_name()
+                )));
+            }
+            fused = false;
+        }
+        let tiled_fits = budget.is_none_or(|b| tiled_loop_iterations(d, rows_per_block) <= b);
         let tiled = match self.kernels {
             StepKernels::Tiled if !tiled_fits => {
                 return Err(Error::Config(format!(
@@ -1328,15 +1349,9 @@ impl Backend for GpuBackend {
                 )));
             }
             StepKernels::Tiled => true,
-            StepKernels::Auto => !auto_fused && tiled_fits,
+            StepKernels::Auto => !fused && tiled_fits,
             _ => false,
         };
-        if self.kernels == StepKernels::Fused && !fused_fits {
-            return Err(Error::Config(format!(
-                "the fused step would run past {}'s loop limit at {d} features and {o} outputs",
-                ctx.adapter_name()
-            )));
-        }
         let p_bytes = n_params as u64 * 4;
 
         let dims = self.args("dims", std::mem::size_of::<Dims>() as u64);
@@ -1504,11 +1519,7 @@ impl Backend for GpuBackend {
             work: None,
             plan: Vec::new(),
             phase: None,
-            fused: match self.kernels {
-                StepKernels::Fused => true,
-                StepKernels::Separate | StepKernels::Persistent | StepKernels::Tiled => false,
-                StepKernels::Auto => auto_fused,
-            },
+            fused,
             tiled,
             gemm: None,
         });
