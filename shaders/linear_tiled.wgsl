@@ -7,7 +7,7 @@
 //   forward: workgroup (row tiles, output tile u), invocation t of its row tiles computes, for
 //            p = 4t .. 4t + 3 < count and k = 4u .. 4u + 3 < o,
 //            z[p·o + k] = Σ_c dot(x[row(p), 4c .. 4c + 3], W[k, 4c ..]) + b[k]
-//   partial: workgroup (block, output tile u), invocation lid for column groups
+//   partial: workgroup (block, tile u of PARTIAL_OUTPUTS outputs), invocation lid for column groups
 //            c = lid, lid + WG, … ≤ x_stride / 4, sums over the block's rows
 //            p = block·R .. min(block·R + R, count) in ascending order,
 //            W[k, 4c .. 4c + 3]:  δ[p, k] · x[row(p), 4c .. 4c + 3]   (c < x_stride / 4)
@@ -34,6 +34,9 @@
 // Dims, ChunkStep come from common.wgsl, which the host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
+// Outputs per workgroup of `partial`: 8 (each gathered word of X feeds eight accumulators)
+// or 4 (for at most four outputs, where the other four would only repeat the last).
+override PARTIAL_OUTPUTS: u32 = 8u;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
 @group(0) @binding(1) var<storage, read> chunk: ChunkStep;
@@ -159,7 +162,8 @@ fn partial(
     let o = dims.o;
     let d = dims.d;
     let s4 = dims.x_stride / 4u;
-    let out_tiles = (o + 3u) / 4u;
+    let wide = PARTIAL_OUTPUTS == 8u;
+    let out_tiles = (o + PARTIAL_OUTPUTS - 1u) / PARTIAL_OUTPUTS;
     let wid = wg.x + wg.y * groups.x;
     // The block and the output tile come from the workgroup alone, so the row indices and
     // δ are the same for every invocation (loaded once on a CPU implementation); the
@@ -171,18 +175,27 @@ fn partial(
         return;
     }
     let last = min(first + dims.rows_per_block, chunk.count);
-    let k0 = min(4u * u, o - 1u);
-    let k1 = min(4u * u + 1u, o - 1u);
-    let k2 = min(4u * u + 2u, o - 1u);
-    let k3 = min(4u * u + 3u, o - 1u);
-    let n = min(4u, o - 4u * u);
+    let k = PARTIAL_OUTPUTS * u;
+    let k0 = min(k, o - 1u);
+    let k1 = min(k + 1u, o - 1u);
+    let k2 = min(k + 2u, o - 1u);
+    let k3 = min(k + 3u, o - 1u);
+    let k4 = min(k + 4u, o - 1u);
+    let k5 = min(k + 5u, o - 1u);
+    let k6 = min(k + 6u, o - 1u);
+    let k7 = min(k + 7u, o - 1u);
+    let n = min(PARTIAL_OUTPUTS, o - k);
     let out = (chunk.block_base + block) * dims.n_params;
     for (var c = lid; c <= s4; c += WG) {
-        var a0 = vec4(0.0);
-        var a1 = vec4(0.0);
-        var a2 = vec4(0.0);
-        var a3 = vec4(0.0);
         if c < s4 {
+            var a0 = vec4(0.0);
+            var a1 = vec4(0.0);
+            var a2 = vec4(0.0);
+            var a3 = vec4(0.0);
+            var a4 = vec4(0.0);
+            var a5 = vec4(0.0);
+            var a6 = vec4(0.0);
+            var a7 = vec4(0.0);
             for (var p = first; p < last; p++) {
                 let xv = x[rows[chunk.row_offset + p] * s4 + c];
                 let e = p * o;
@@ -190,9 +203,15 @@ fn partial(
                 a1 += delta[e + k1] * xv;
                 a2 += delta[e + k2] * xv;
                 a3 += delta[e + k3] * xv;
+                if wide {
+                    a4 += delta[e + k4] * xv;
+                    a5 += delta[e + k5] * xv;
+                    a6 += delta[e + k6] * xv;
+                    a7 += delta[e + k7] * xv;
+                }
             }
             let cols = min(4u, d - 4u * c);
-            let q = out + 4u * u * d + 4u * c;
+            let q = out + k * d + 4u * c;
             store_partials(q, a0, cols);
             if n > 1u {
                 store_partials(q + d, a1, cols);
@@ -203,13 +222,32 @@ fn partial(
             if n > 3u {
                 store_partials(q + 3u * d, a3, cols);
             }
+            if n > 4u {
+                store_partials(q + 4u * d, a4, cols);
+            }
+            if n > 5u {
+                store_partials(q + 5u * d, a5, cols);
+            }
+            if n > 6u {
+                store_partials(q + 6u * d, a6, cols);
+            }
+            if n > 7u {
+                store_partials(q + 7u * d, a7, cols);
+            }
         } else {
-            var b = vec4(0.0);
+            var b0 = vec4(0.0);
+            var b1 = vec4(0.0);
             for (var p = first; p < last; p++) {
                 let e = p * o;
-                b += vec4(delta[e + k0], delta[e + k1], delta[e + k2], delta[e + k3]);
+                b0 += vec4(delta[e + k0], delta[e + k1], delta[e + k2], delta[e + k3]);
+                if wide {
+                    b1 += vec4(delta[e + k4], delta[e + k5], delta[e + k6], delta[e + k7]);
+                }
             }
-            store_partials(out + o * d + 4u * u, b, n);
+            store_partials(out + o * d + k, b0, min(n, 4u));
+            if n > 4u {
+                store_partials(out + o * d + k + 4u, b1, n - 4u);
+            }
         }
     }
 }

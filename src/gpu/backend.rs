@@ -989,8 +989,13 @@ impl GpuBackend {
                 let groups = elements.div_ceil(WORKGROUP_SIZE);
                 dispatch(pass, ctx, &k.bce, &chunk.bce, &[offset], groups);
                 let tp = &chunk.tiled_partial;
-                let groups = blocks * out_tiles;
-                dispatch(pass, ctx, &k.tiled_partial, tp, &[offset], groups);
+                if run.o > 4 {
+                    let groups = blocks * (run.o as u32).div_ceil(8);
+                    dispatch(pass, ctx, &k.tiled_partial, tp, &[offset], groups);
+                } else {
+                    let groups = blocks * out_tiles;
+                    dispatch_on(pass, ctx, &k.tiled_partial4, tp, &[offset], groups);
+                }
             } else {
                 let groups = elements.div_ceil(WORKGROUP_SIZE);
                 dispatch(pass, ctx, &k.forward, &chunk.forward, &[offset], groups);

@@ -75,8 +75,10 @@ pub(crate) struct Kernels {
     pub(crate) backward_total: Kernel,
     /// `linear_forward` for many outputs, 4 × 4 tiles per invocation.
     pub(crate) tiled_forward: Kernel,
-    /// `linear_backward.partial` for many outputs, 4 outputs × 4 columns per invocation.
+    /// `linear_backward.partial` in tiles: 8 outputs × 4 columns per invocation.
     pub(crate) tiled_partial: Kernel,
+    /// `tiled_partial` with 4 outputs per invocation, for at most four outputs.
+    pub(crate) tiled_partial4: wgpu::ComputePipeline,
     pub(crate) step: Kernel,
     /// `step` for a batch segment of consecutive rows: no row index reads.
     pub(crate) step_contiguous: wgpu::ComputePipeline,
@@ -188,6 +190,19 @@ impl Kernels {
                 );
                 StepsKernels { sgd, adam }
             });
+        let tiled_partial = build(
+            "linear_tiled.partial",
+            &tiled,
+            "partial",
+            &[Args(0), Ring(1), Read(2), Read(3), Read(6), Write(7)],
+        );
+        let tiled_partial4 = tiled_partial.variant(
+            device,
+            "linear_tiled.partial (4 outputs)",
+            &tiled,
+            "partial",
+            &[("WG", WORKGROUP_SIZE as f64), ("PARTIAL_OUTPUTS", 4.0)],
+        );
         Self {
             steps,
             forward: build(
@@ -229,12 +244,8 @@ impl Kernels {
                 "forward",
                 &[Args(0), Ring(1), Read(2), Read(3), Read(4), Write(5)],
             ),
-            tiled_partial: build(
-                "linear_tiled.partial",
-                &tiled,
-                "partial",
-                &[Args(0), Ring(1), Read(2), Read(3), Read(6), Write(7)],
-            ),
+            tiled_partial,
+            tiled_partial4,
             step: step_kernel,
             step_contiguous,
             probe: build(
