@@ -1,13 +1,14 @@
-// Forward pass and gradient partials for many outputs as small register-tiled GEMMs: each
-// invocation owns a 4 × 4 tile, so one vec4 load of X feeds four outputs and one weight
-// vector four rows. Same inputs, outputs and partials layout as linear_forward and
-// linear_backward.partial (bce and the optimizers' block sums are shared); only the order of
-// the additions inside a dot product differs (vec4 by vec4).
+// Forward pass and gradient partials as small register-tiled GEMMs: each invocation owns 4
+// rows × T outputs (forward) or 4 columns × T outputs (partial), T = TILE_OUTPUTS, so one
+// vec4 load of X feeds T outputs and one weight vector four rows. Same inputs, outputs and
+// partials layout as linear_forward and linear_backward.partial (bce and the optimizers'
+// block sums are shared); only the order of the additions inside a dot product differs
+// (vec4 by vec4).
 //
 //   forward: workgroup (row tiles, output tile u), invocation t of its row tiles computes, for
-//            p = 4t .. 4t + 3 < count and k = 4u .. 4u + 3 < o,
+//            p = 4t .. 4t + 3 < count and k = T·u .. T·u + T − 1 < o,
 //            z[p·o + k] = Σ_c dot(x[row(p), 4c .. 4c + 3], W[k, 4c ..]) + b[k]
-//   partial: workgroup (block, tile u of PARTIAL_OUTPUTS outputs), invocation lid for column groups
+//   partial: workgroup (block, output tile u), invocation lid for column groups
 //            c = lid, lid + WG, … ≤ x_stride / 4, sums over the block's rows
 //            p = block·R .. min(block·R + R, count) in ascending order,
 //            W[k, 4c .. 4c + 3]:  δ[p, k] · x[row(p), 4c .. 4c + 3]   (c < x_stride / 4)
@@ -34,9 +35,9 @@
 // Dims, ChunkStep come from common.wgsl, which the host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
-// Outputs per workgroup of `partial`: 8 (each gathered word of X feeds eight accumulators)
-// or 4 (for at most four outputs, where the other four would only repeat the last).
-override PARTIAL_OUTPUTS: u32 = 8u;
+// Outputs per workgroup: 8 (each gathered word of X feeds eight accumulators) or 4 (for at
+// most four outputs, where the other four would only repeat the last).
+override TILE_OUTPUTS: u32 = 8u;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
 @group(0) @binding(1) var<storage, read> chunk: ChunkStep;
@@ -75,11 +76,11 @@ fn store_partials(base: u32, v: vec4<f32>, n: u32) {
     }
 }
 
-/// Stores logits z[p·o + 4u .. 4u + n] (n ≤ 4 valid outputs) of row p: sums plus biases.
-fn store_logits(p: u32, u: u32, sums: vec4<f32>, n: u32) {
+/// Stores logits z[p·o + k .. k + n] (n ≤ 4 valid outputs) of row p: sums plus biases.
+fn store_logits(p: u32, k: u32, sums: vec4<f32>, n: u32) {
     let o = dims.o;
-    let e = p * o + 4u * u;
-    let b = o * dims.d + 4u * u;
+    let e = p * o + k;
+    let b = o * dims.d + k;
     z[e] = sums.x + params[b];
     if n > 1u {
         z[e + 1u] = sums.y + params[b + 1u];
@@ -102,7 +103,8 @@ fn forward(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let o = dims.o;
-    let out_tiles = (o + 3u) / 4u;
+    let wide = TILE_OUTPUTS == 8u;
+    let out_tiles = (o + TILE_OUTPUTS - 1u) / TILE_OUTPUTS;
     let wid = wg.x + wg.y * groups.x;
     // The output tile comes from the workgroup alone, so every invocation reads the same
     // weights: a CPU implementation loads them once for all lanes instead of gathering.
@@ -118,38 +120,71 @@ fn forward(
     let r1 = rows[chunk.row_offset + min(4u * t + 1u, count - 1u)] * s4;
     let r2 = rows[chunk.row_offset + min(4u * t + 2u, count - 1u)] * s4;
     let r3 = rows[chunk.row_offset + min(4u * t + 3u, count - 1u)] * s4;
-    let k0 = min(4u * u, o - 1u);
-    let k1 = min(4u * u + 1u, o - 1u);
-    let k2 = min(4u * u + 2u, o - 1u);
-    let k3 = min(4u * u + 3u, o - 1u);
+    let k = TILE_OUTPUTS * u;
+    let k0 = min(k, o - 1u);
+    let k1 = min(k + 1u, o - 1u);
+    let k2 = min(k + 2u, o - 1u);
+    let k3 = min(k + 3u, o - 1u);
+    let k4 = min(k + 4u, o - 1u);
+    let k5 = min(k + 5u, o - 1u);
+    let k6 = min(k + 6u, o - 1u);
+    let k7 = min(k + 7u, o - 1u);
+    // a: outputs k .. k + 3 of rows 4t .. 4t + 3; b: outputs k + 4 .. k + 7 (wide tiles).
     var a0 = vec4(0.0);
     var a1 = vec4(0.0);
     var a2 = vec4(0.0);
     var a3 = vec4(0.0);
+    var b0 = vec4(0.0);
+    var b1 = vec4(0.0);
+    var b2 = vec4(0.0);
+    var b3 = vec4(0.0);
     for (var c = 0u; c < s4; c++) {
-        let w0 = weights4(k0, c);
-        let w1 = weights4(k1, c);
-        let w2 = weights4(k2, c);
-        let w3 = weights4(k3, c);
         let x0 = x[r0 + c];
         let x1 = x[r1 + c];
         let x2 = x[r2 + c];
         let x3 = x[r3 + c];
+        let w0 = weights4(k0, c);
+        let w1 = weights4(k1, c);
+        let w2 = weights4(k2, c);
+        let w3 = weights4(k3, c);
         a0 += vec4(dot(x0, w0), dot(x0, w1), dot(x0, w2), dot(x0, w3));
         a1 += vec4(dot(x1, w0), dot(x1, w1), dot(x1, w2), dot(x1, w3));
         a2 += vec4(dot(x2, w0), dot(x2, w1), dot(x2, w2), dot(x2, w3));
         a3 += vec4(dot(x3, w0), dot(x3, w1), dot(x3, w2), dot(x3, w3));
+        if wide {
+            let w4 = weights4(k4, c);
+            let w5 = weights4(k5, c);
+            let w6 = weights4(k6, c);
+            let w7 = weights4(k7, c);
+            b0 += vec4(dot(x0, w4), dot(x0, w5), dot(x0, w6), dot(x0, w7));
+            b1 += vec4(dot(x1, w4), dot(x1, w5), dot(x1, w6), dot(x1, w7));
+            b2 += vec4(dot(x2, w4), dot(x2, w5), dot(x2, w6), dot(x2, w7));
+            b3 += vec4(dot(x3, w4), dot(x3, w5), dot(x3, w6), dot(x3, w7));
+        }
     }
-    let n = min(4u, o - 4u * u);
-    store_logits(4u * t, u, a0, n);
+    let n = min(TILE_OUTPUTS, o - k);
+    let na = min(n, 4u);
+    store_logits(4u * t, k, a0, na);
     if 4u * t + 1u < count {
-        store_logits(4u * t + 1u, u, a1, n);
+        store_logits(4u * t + 1u, k, a1, na);
     }
     if 4u * t + 2u < count {
-        store_logits(4u * t + 2u, u, a2, n);
+        store_logits(4u * t + 2u, k, a2, na);
     }
     if 4u * t + 3u < count {
-        store_logits(4u * t + 3u, u, a3, n);
+        store_logits(4u * t + 3u, k, a3, na);
+    }
+    if n > 4u {
+        store_logits(4u * t, k + 4u, b0, n - 4u);
+        if 4u * t + 1u < count {
+            store_logits(4u * t + 1u, k + 4u, b1, n - 4u);
+        }
+        if 4u * t + 2u < count {
+            store_logits(4u * t + 2u, k + 4u, b2, n - 4u);
+        }
+        if 4u * t + 3u < count {
+            store_logits(4u * t + 3u, k + 4u, b3, n - 4u);
+        }
     }
 }
 
@@ -162,8 +197,8 @@ fn partial(
     let o = dims.o;
     let d = dims.d;
     let s4 = dims.x_stride / 4u;
-    let wide = PARTIAL_OUTPUTS == 8u;
-    let out_tiles = (o + PARTIAL_OUTPUTS - 1u) / PARTIAL_OUTPUTS;
+    let wide = TILE_OUTPUTS == 8u;
+    let out_tiles = (o + TILE_OUTPUTS - 1u) / TILE_OUTPUTS;
     let wid = wg.x + wg.y * groups.x;
     // The block and the output tile come from the workgroup alone, so the row indices and
     // δ are the same for every invocation (loaded once on a CPU implementation); the
@@ -175,7 +210,7 @@ fn partial(
         return;
     }
     let last = min(first + dims.rows_per_block, chunk.count);
-    let k = PARTIAL_OUTPUTS * u;
+    let k = TILE_OUTPUTS * u;
     let k0 = min(k, o - 1u);
     let k1 = min(k + 1u, o - 1u);
     let k2 = min(k + 2u, o - 1u);
@@ -184,7 +219,7 @@ fn partial(
     let k5 = min(k + 5u, o - 1u);
     let k6 = min(k + 6u, o - 1u);
     let k7 = min(k + 7u, o - 1u);
-    let n = min(PARTIAL_OUTPUTS, o - k);
+    let n = min(TILE_OUTPUTS, o - k);
     let out = (chunk.block_base + block) * dims.n_params;
     for (var c = lid; c <= s4; c += WG) {
         if c < s4 {

@@ -38,7 +38,7 @@ pub enum Kernels {
     Fused,
     /// `linear_forward`, `bce`, `linear_backward`.
     Separate,
-    /// The 4 × 4 tiled forward and gradient kernels.
+    /// The register-tiled forward and gradient kernels (`linear_tiled`).
     Tiled,
     /// `train_steps`: many steps per dispatch of one workgroup.
     Persistent,

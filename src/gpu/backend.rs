@@ -293,10 +293,10 @@ pub enum StepKernels {
     /// Always `linear_forward`, `bce` and `linear_backward.partial` in sequence.
     Separate,
     /// `linear_tiled.forward`, `bce` and `linear_tiled.partial`: the separate kernels with
-    /// 4 × 4 register tiles, for many outputs.
+    /// register tiles of 4 rows or columns × 8 outputs (4 for at most four outputs).
     Tiled,
     /// `train_steps`: every step between two checks in one dispatch of one workgroup (data
-    /// in one binding, adapters with 13 storage bindings per stage). `Auto` picks it on CPU
+    /// in one binding, adapters with 17 storage bindings per stage). `Auto` picks it on CPU
     /// adapters for small batches.
     Persistent,
 }
@@ -982,14 +982,21 @@ impl GpuBackend {
             } else if run.fused {
                 dispatch(pass, ctx, &k.step, &chunk.step, &[offset], blocks);
             } else if run.tiled {
-                let out_tiles = (run.o as u32).div_ceil(4);
-                let groups = count.div_ceil(4).div_ceil(WORKGROUP_SIZE) * out_tiles;
+                // Tiles of 8 outputs, or of 4 for at most four.
+                let (wide, out_tiles) = (run.o > 4, (run.o as u32).div_ceil(4));
+                let row_groups = count.div_ceil(4).div_ceil(WORKGROUP_SIZE);
                 let tf = &chunk.tiled_forward;
-                dispatch(pass, ctx, &k.tiled_forward, tf, &[offset], groups);
+                if wide {
+                    let groups = row_groups * (run.o as u32).div_ceil(8);
+                    dispatch(pass, ctx, &k.tiled_forward, tf, &[offset], groups);
+                } else {
+                    let groups = row_groups * out_tiles;
+                    dispatch_on(pass, ctx, &k.tiled_forward4, tf, &[offset], groups);
+                }
                 let groups = elements.div_ceil(WORKGROUP_SIZE);
                 dispatch(pass, ctx, &k.bce, &chunk.bce, &[offset], groups);
                 let tp = &chunk.tiled_partial;
-                if run.o > 4 {
+                if wide {
                     let groups = blocks * (run.o as u32).div_ceil(8);
                     dispatch(pass, ctx, &k.tiled_partial, tp, &[offset], groups);
                 } else {
@@ -1299,7 +1306,7 @@ impl Backend for GpuBackend {
         }
         let fused_fits = |r: u32| budget.is_none_or(|b| step_loop_iterations(d, o, r) <= b);
         // One output over long rows: the fused step reads each block of X once for the
-        // forward pass and the gradient. Everywhere else the 4 × 4 tiles reuse more of each
+        // forward pass and the gradient. Everywhere else the register tiles reuse more of each
         // load (measured on lavapipe: 2 outputs × 512 features, tiled 37 ms, fused 50 ms;
         // 1 × 128, tiled 8 ms, separate 15 ms, fused 21 ms; 1 × 1,024, fused 104 ms,
         // tiled 245 ms).

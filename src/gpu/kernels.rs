@@ -73,8 +73,10 @@ pub(crate) struct Kernels {
     pub(crate) bce: Kernel,
     pub(crate) backward_partial: Kernel,
     pub(crate) backward_total: Kernel,
-    /// `linear_forward` for many outputs, 4 × 4 tiles per invocation.
+    /// `linear_forward` in tiles: 4 rows × 8 outputs per invocation.
     pub(crate) tiled_forward: Kernel,
+    /// `tiled_forward` with 4 outputs per invocation, for at most four outputs.
+    pub(crate) tiled_forward4: wgpu::ComputePipeline,
     /// `linear_backward.partial` in tiles: 8 outputs × 4 columns per invocation.
     pub(crate) tiled_partial: Kernel,
     /// `tiled_partial` with 4 outputs per invocation, for at most four outputs.
@@ -190,6 +192,19 @@ impl Kernels {
                 );
                 StepsKernels { sgd, adam }
             });
+        let tiled_forward = build(
+            "linear_tiled.forward",
+            &tiled,
+            "forward",
+            &[Args(0), Ring(1), Read(2), Read(3), Read(4), Write(5)],
+        );
+        let tiled_forward4 = tiled_forward.variant(
+            device,
+            "linear_tiled.forward (4 outputs)",
+            &tiled,
+            "forward",
+            &[("WG", WORKGROUP_SIZE as f64), ("TILE_OUTPUTS", 4.0)],
+        );
         let tiled_partial = build(
             "linear_tiled.partial",
             &tiled,
@@ -201,7 +216,7 @@ impl Kernels {
             "linear_tiled.partial (4 outputs)",
             &tiled,
             "partial",
-            &[("WG", WORKGROUP_SIZE as f64), ("PARTIAL_OUTPUTS", 4.0)],
+            &[("WG", WORKGROUP_SIZE as f64), ("TILE_OUTPUTS", 4.0)],
         );
         Self {
             steps,
@@ -238,12 +253,8 @@ impl Kernels {
                 "total",
                 &[Args(0), Write(5), Write(6), Ring(7)],
             ),
-            tiled_forward: build(
-                "linear_tiled.forward",
-                &tiled,
-                "forward",
-                &[Args(0), Ring(1), Read(2), Read(3), Read(4), Write(5)],
-            ),
+            tiled_forward,
+            tiled_forward4,
             tiled_partial,
             tiled_partial4,
             step: step_kernel,
