@@ -7,7 +7,8 @@
 //
 //   forward: workgroup (row tiles, output tile u), invocation t of its row tiles computes, for
 //            p = 4t .. 4t + 3 < count and k = T·u .. T·u + T − 1 < o,
-//            z[p·o + k] = Σ_c dot(x[row(p), 4c .. 4c + 3], W[k, 4c ..]) + b[k]
+//            z[p·o + k] = Σ_c dot(x[row(p), 4c .. 4c + 3], W[k, 4c ..]) + b[k], and from it the
+//            loss and δ exactly as bce.wgsl (so the step needs no bce dispatch)
 //   partial: workgroup (block, output tile u), invocation lid for column groups
 //            c = lid, lid + WG, … ≤ x_stride / 4, sums over the block's rows
 //            p = block·R .. min(block·R + R, count) in ascending order,
@@ -24,6 +25,10 @@
 //   5 z         storage, rw      f32[count * o]                                   (forward)
 //   6 delta     storage, read    f32[count * o]                                   (partial)
 //   7 partials  storage, rw      f32[blocks * P]                                  (partial)
+//   8 y         storage, read    f32[chunk_rows * o]                              (forward)
+//   9 pos_weight storage, read   f32[o]                                           (forward)
+//  10 delta_out storage, rw      f32[count * o], the δ buffer bound at 6          (forward)
+//  11 loss      storage, rw      f32[count * o]                                   (forward)
 //
 // Invariants: x_stride is a multiple of 4 and X's padding columns are zero; an invocation
 // loops x_stride / 4 times (forward) or ⌈(x_stride / 4 + 1) / WG⌉ · R times (partial), within
@@ -32,7 +37,8 @@
 // workgroup shares comes from its workgroup id, so loads of it are uniform across the
 // invocations — the one kind of load a CPU implementation (llvmpipe) makes without a gather.
 
-// Dims, ChunkStep come from common.wgsl, which the host (gpu::SHADERS) puts before this file.
+// Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, which the host
+// (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
 // Outputs per workgroup: 8 (each gathered word of X feeds eight accumulators) or 4 (for at
@@ -47,6 +53,10 @@ override TILE_OUTPUTS: u32 = 8u;
 @group(0) @binding(5) var<storage, read_write> z: array<f32>;
 @group(0) @binding(6) var<storage, read> delta: array<f32>;
 @group(0) @binding(7) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(8) var<storage, read> y: array<f32>;
+@group(0) @binding(9) var<storage, read> pos_weight: array<f32>;
+@group(0) @binding(10) var<storage, read_write> delta_out: array<f32>;
+@group(0) @binding(11) var<storage, read_write> loss: array<f32>;
 
 /// W[k, 4c .. 4c + 4], zero past column d.
 fn weights4(k: u32, c: u32) -> vec4<f32> {
@@ -76,20 +86,31 @@ fn store_partials(base: u32, v: vec4<f32>, n: u32) {
     }
 }
 
-/// Stores logits z[p·o + k .. k + n] (n ≤ 4 valid outputs) of row p: sums plus biases.
-fn store_logits(p: u32, k: u32, sums: vec4<f32>, n: u32) {
+/// Output k of batch row p (chunk row `row`) from its dot product: the logit, and the loss
+/// and δ exactly as bce.wgsl computes them.
+fn store_output(p: u32, row: u32, k: u32, sum: f32) {
     let o = dims.o;
     let e = p * o + k;
-    let b = o * dims.d + k;
-    z[e] = sums.x + params[b];
+    let logit = sum + params[o * dims.d + k];
+    z[e] = logit;
+    let target_ = y[row * o + k];
+    let pw = pos_weight[k];
+    let l = 1.0 + (pw - 1.0) * target_;
+    loss[e] = (1.0 - target_) * logit + l * (softplus_neg_abs(logit) + max(-logit, 0.0));
+    delta_out[e] = (l * sigmoid(logit) - pw * target_) * chunk.inv_count;
+}
+
+/// Outputs k .. k + n (n ≤ 4) of batch row p from their dot products.
+fn store_outputs(p: u32, row: u32, k: u32, sums: vec4<f32>, n: u32) {
+    store_output(p, row, k, sums.x);
     if n > 1u {
-        z[e + 1u] = sums.y + params[b + 1u];
+        store_output(p, row, k + 1u, sums.y);
     }
     if n > 2u {
-        z[e + 2u] = sums.z + params[b + 2u];
+        store_output(p, row, k + 2u, sums.z);
     }
     if n > 3u {
-        z[e + 3u] = sums.w + params[b + 3u];
+        store_output(p, row, k + 3u, sums.w);
     }
 }
 
@@ -116,10 +137,18 @@ fn forward(
     }
     let s4 = dims.x_stride / 4u;
     // Rows and outputs past the end repeat the last one; their sums are not stored.
-    let r0 = rows[chunk.row_offset + 4u * t] * s4;
-    let r1 = rows[chunk.row_offset + min(4u * t + 1u, count - 1u)] * s4;
-    let r2 = rows[chunk.row_offset + min(4u * t + 2u, count - 1u)] * s4;
-    let r3 = rows[chunk.row_offset + min(4u * t + 3u, count - 1u)] * s4;
+    let p0 = 4u * t;
+    let p1 = min(p0 + 1u, count - 1u);
+    let p2 = min(p0 + 2u, count - 1u);
+    let p3 = min(p0 + 3u, count - 1u);
+    let row0 = rows[chunk.row_offset + p0];
+    let row1 = rows[chunk.row_offset + p1];
+    let row2 = rows[chunk.row_offset + p2];
+    let row3 = rows[chunk.row_offset + p3];
+    let r0 = row0 * s4;
+    let r1 = row1 * s4;
+    let r2 = row2 * s4;
+    let r3 = row3 * s4;
     let k = TILE_OUTPUTS * u;
     let k0 = min(k, o - 1u);
     let k1 = min(k + 1u, o - 1u);
@@ -164,26 +193,26 @@ fn forward(
     }
     let n = min(TILE_OUTPUTS, o - k);
     let na = min(n, 4u);
-    store_logits(4u * t, k, a0, na);
-    if 4u * t + 1u < count {
-        store_logits(4u * t + 1u, k, a1, na);
+    store_outputs(p0, row0, k, a0, na);
+    if p0 + 1u < count {
+        store_outputs(p1, row1, k, a1, na);
     }
-    if 4u * t + 2u < count {
-        store_logits(4u * t + 2u, k, a2, na);
+    if p0 + 2u < count {
+        store_outputs(p2, row2, k, a2, na);
     }
-    if 4u * t + 3u < count {
-        store_logits(4u * t + 3u, k, a3, na);
+    if p0 + 3u < count {
+        store_outputs(p3, row3, k, a3, na);
     }
     if n > 4u {
-        store_logits(4u * t, k + 4u, b0, n - 4u);
-        if 4u * t + 1u < count {
-            store_logits(4u * t + 1u, k + 4u, b1, n - 4u);
+        store_outputs(p0, row0, k + 4u, b0, n - 4u);
+        if p0 + 1u < count {
+            store_outputs(p1, row1, k + 4u, b1, n - 4u);
         }
-        if 4u * t + 2u < count {
-            store_logits(4u * t + 2u, k + 4u, b2, n - 4u);
+        if p0 + 2u < count {
+            store_outputs(p2, row2, k + 4u, b2, n - 4u);
         }
-        if 4u * t + 3u < count {
-            store_logits(4u * t + 3u, k + 4u, b3, n - 4u);
+        if p0 + 3u < count {
+            store_outputs(p3, row3, k + 4u, b3, n - 4u);
         }
     }
 }

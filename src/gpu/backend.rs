@@ -725,6 +725,10 @@ impl GpuBackend {
                     (3, whole(&index)),
                     (4, whole(&run.params)),
                     (5, whole(&z)),
+                    (8, whole(&chunk.y)),
+                    (9, whole(&run.pos_weight)),
+                    (10, whole(&delta)),
+                    (11, whole(&loss)),
                 ],
             );
             let tiled_partial = self.bind(
@@ -993,8 +997,7 @@ impl GpuBackend {
                     let groups = row_groups * out_tiles;
                     dispatch_on(pass, ctx, &k.tiled_forward4, tf, &[offset], groups);
                 }
-                let groups = elements.div_ceil(WORKGROUP_SIZE);
-                dispatch(pass, ctx, &k.bce, &chunk.bce, &[offset], groups);
+                // The tiled forward pass writes the loss and δ itself.
                 let tp = &chunk.tiled_partial;
                 if wide {
                     let groups = blocks * (run.o as u32).div_ceil(8);

@@ -196,7 +196,18 @@ impl Kernels {
             "linear_tiled.forward",
             &tiled,
             "forward",
-            &[Args(0), Ring(1), Read(2), Read(3), Read(4), Write(5)],
+            &[
+                Args(0),
+                Ring(1),
+                Read(2),
+                Read(3),
+                Read(4),
+                Write(5),
+                Read(8),
+                Read(9),
+                Write(10),
+                Write(11),
+            ],
         );
         let tiled_forward4 = tiled_forward.variant(
             device,
