@@ -136,7 +136,7 @@ fn forward(
         return;
     }
     let s4 = dims.x_stride / 4u;
-    // Rows and outputs past the end repeat the last one; their sums are not stored.
+    // Rows past the end repeat the last one; their sums are not stored.
     let p0 = 4u * t;
     let p1 = min(p0 + 1u, count - 1u);
     let p2 = min(p0 + 2u, count - 1u);
@@ -150,14 +150,9 @@ fn forward(
     let r2 = row2 * s4;
     let r3 = row3 * s4;
     let k = TILE_OUTPUTS * u;
-    let k0 = min(k, o - 1u);
-    let k1 = min(k + 1u, o - 1u);
-    let k2 = min(k + 2u, o - 1u);
-    let k3 = min(k + 3u, o - 1u);
-    let k4 = min(k + 4u, o - 1u);
-    let k5 = min(k + 5u, o - 1u);
-    let k6 = min(k + 6u, o - 1u);
-    let k7 = min(k + 7u, o - 1u);
+    // Outputs past the last repeat it; their sums are not stored.
+    let lo = min(vec4(k) + vec4(0u, 1u, 2u, 3u), vec4(o - 1u));
+    let hi = min(vec4(k) + vec4(4u, 5u, 6u, 7u), vec4(o - 1u));
     // a: outputs k .. k + 3 of rows 4t .. 4t + 3; b: outputs k + 4 .. k + 7 (wide tiles).
     var a0 = vec4(0.0);
     var a1 = vec4(0.0);
@@ -172,19 +167,19 @@ fn forward(
         let x1 = x[r1 + c];
         let x2 = x[r2 + c];
         let x3 = x[r3 + c];
-        let w0 = weights4(k0, c);
-        let w1 = weights4(k1, c);
-        let w2 = weights4(k2, c);
-        let w3 = weights4(k3, c);
+        let w0 = weights4(lo.x, c);
+        let w1 = weights4(lo.y, c);
+        let w2 = weights4(lo.z, c);
+        let w3 = weights4(lo.w, c);
         a0 += vec4(dot(x0, w0), dot(x0, w1), dot(x0, w2), dot(x0, w3));
         a1 += vec4(dot(x1, w0), dot(x1, w1), dot(x1, w2), dot(x1, w3));
         a2 += vec4(dot(x2, w0), dot(x2, w1), dot(x2, w2), dot(x2, w3));
         a3 += vec4(dot(x3, w0), dot(x3, w1), dot(x3, w2), dot(x3, w3));
         if wide {
-            let w4 = weights4(k4, c);
-            let w5 = weights4(k5, c);
-            let w6 = weights4(k6, c);
-            let w7 = weights4(k7, c);
+            let w4 = weights4(hi.x, c);
+            let w5 = weights4(hi.y, c);
+            let w6 = weights4(hi.z, c);
+            let w7 = weights4(hi.w, c);
             b0 += vec4(dot(x0, w4), dot(x0, w5), dot(x0, w6), dot(x0, w7));
             b1 += vec4(dot(x1, w4), dot(x1, w5), dot(x1, w6), dot(x1, w7));
             b2 += vec4(dot(x2, w4), dot(x2, w5), dot(x2, w6), dot(x2, w7));
@@ -240,14 +235,9 @@ fn partial(
     }
     let last = min(first + dims.rows_per_block, chunk.count);
     let k = TILE_OUTPUTS * u;
-    let k0 = min(k, o - 1u);
-    let k1 = min(k + 1u, o - 1u);
-    let k2 = min(k + 2u, o - 1u);
-    let k3 = min(k + 3u, o - 1u);
-    let k4 = min(k + 4u, o - 1u);
-    let k5 = min(k + 5u, o - 1u);
-    let k6 = min(k + 6u, o - 1u);
-    let k7 = min(k + 7u, o - 1u);
+    // Outputs past the last repeat it; their sums are not stored.
+    let lo = min(vec4(k) + vec4(0u, 1u, 2u, 3u), vec4(o - 1u));
+    let hi = min(vec4(k) + vec4(4u, 5u, 6u, 7u), vec4(o - 1u));
     let n = min(TILE_OUTPUTS, o - k);
     let out = (chunk.block_base + block) * dims.n_params;
     for (var c = lid; c <= s4; c += WG) {
@@ -263,15 +253,15 @@ fn partial(
             for (var p = first; p < last; p++) {
                 let xv = x[rows[chunk.row_offset + p] * s4 + c];
                 let e = p * o;
-                a0 += delta[e + k0] * xv;
-                a1 += delta[e + k1] * xv;
-                a2 += delta[e + k2] * xv;
-                a3 += delta[e + k3] * xv;
+                a0 += delta[e + lo.x] * xv;
+                a1 += delta[e + lo.y] * xv;
+                a2 += delta[e + lo.z] * xv;
+                a3 += delta[e + lo.w] * xv;
                 if wide {
-                    a4 += delta[e + k4] * xv;
-                    a5 += delta[e + k5] * xv;
-                    a6 += delta[e + k6] * xv;
-                    a7 += delta[e + k7] * xv;
+                    a4 += delta[e + hi.x] * xv;
+                    a5 += delta[e + hi.y] * xv;
+                    a6 += delta[e + hi.z] * xv;
+                    a7 += delta[e + hi.w] * xv;
                 }
             }
             let cols = min(4u, d - 4u * c);
@@ -303,9 +293,9 @@ fn partial(
             var b1 = vec4(0.0);
             for (var p = first; p < last; p++) {
                 let e = p * o;
-                b0 += vec4(delta[e + k0], delta[e + k1], delta[e + k2], delta[e + k3]);
+                b0 += vec4(delta[e + lo.x], delta[e + lo.y], delta[e + lo.z], delta[e + lo.w]);
                 if wide {
-                    b1 += vec4(delta[e + k4], delta[e + k5], delta[e + k6], delta[e + k7]);
+                    b1 += vec4(delta[e + hi.x], delta[e + hi.y], delta[e + hi.z], delta[e + hi.w]);
                 }
             }
             store_partials(out + o * d + k, b0, min(n, 4u));

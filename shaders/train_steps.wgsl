@@ -28,12 +28,12 @@
 //   8 delta       storage, rw      f32[count * o], scratch
 //   9 params      storage, rw      f32[P]
 //  10 grad        storage, rw      f32[P]: the last step's gradient of the free parameters
-//  11 sgd_cfg     storage, read    SgdConfig                 (sgd_steps)
-//  12 momentum    storage, rw      f32[P]                    (sgd_steps)
-//  13 adam_cfg    storage, read    AdamConfig                (adam_steps)
-//  14 m           storage, rw      f32[P]                    (adam_steps)
-//  15 v           storage, rw      f32[P]                    (adam_steps)
-//  16 v_max       storage, rw      f32[P], amsgrad only      (adam_steps)
+//  11 sgd_cfg     storage, read    SgdConfig                 (ADAM = false)
+//  12 momentum    storage, rw      f32[P]                    (ADAM = false)
+//  13 adam_cfg    storage, read    AdamConfig                (ADAM = true)
+//  14 m           storage, rw      f32[P]                    (ADAM = true)
+//  15 v           storage, rw      f32[P]                    (ADAM = true)
+//  16 v_max       storage, rw      f32[P], amsgrad only      (ADAM = true)
 //
 // Invariants: one workgroup (the barriers order the steps); all of X in one binding;
 // x_stride is a multiple of 4 and X's padding columns are zero; the loop over steps depends
@@ -44,6 +44,8 @@
 // which the host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
+// The optimizer: Adam (adam_update) or SGD (sgd_update); one pipeline for each.
+override ADAM: bool = true;
 
 // The step list entries one dispatch runs.
 struct StepsJob {
@@ -154,39 +156,36 @@ fn task_params(task: u32) -> vec2<u32> {
     return vec2(k * dims.d + 4u * c, min(4u, dims.d - 4u * c));
 }
 
-@compute @workgroup_size(WG)
-fn sgd_steps(@builtin(local_invocation_index) lid: u32) {
-    let tasks = dims.o * (dims.x_stride / 4u + 1u);
-    for (var s = 0u; s < job.count; s++) {
-        let step = steps[job.first + s];
-        forward_bce(lid, step);
-        storageBarrier();
-        for (var task = lid; task < tasks; task += WG) {
-            let g = task_gradient(task, step);
-            let owned = task_params(task);
-            for (var i = 0u; i < owned.y; i++) {
-                let q = owned.x + i;
-                if mask[q] == 0u {
-                    continue;
-                }
-                grad[q] = g[i];
-                var buf = 0.0;
-                if sgd_cfg.momentum != 0.0 && step.t > 1u {
-                    buf = momentum[q];
-                }
-                let u = sgd_update(sgd_cfg, step.t, params[q], g[i], buf);
-                if sgd_cfg.momentum != 0.0 {
-                    momentum[q] = u.buf;
-                }
-                params[q] = u.p;
-            }
-        }
-        storageBarrier();
+// One SGD step of free parameter q with gradient g.
+fn sgd_param(q: u32, g: f32, t: u32) {
+    var buf = 0.0;
+    if sgd_cfg.momentum != 0.0 && t > 1u {
+        buf = momentum[q];
     }
+    let u = sgd_update(sgd_cfg, t, params[q], g, buf);
+    if sgd_cfg.momentum != 0.0 {
+        momentum[q] = u.buf;
+    }
+    params[q] = u.p;
+}
+
+// One Adam step of free parameter q with gradient g.
+fn adam_param(q: u32, g: f32, step: StepEntry) {
+    var v_max_q = 0.0;
+    if adam_cfg.amsgrad != 0u {
+        v_max_q = v_max[q];
+    }
+    let u = adam_update(adam_cfg, step.step_size, step.bc2_sqrt, params[q], g, m[q], v[q], v_max_q);
+    m[q] = u.m;
+    v[q] = u.v;
+    if adam_cfg.amsgrad != 0u {
+        v_max[q] = u.v_max;
+    }
+    params[q] = u.p;
 }
 
 @compute @workgroup_size(WG)
-fn adam_steps(@builtin(local_invocation_index) lid: u32) {
+fn main(@builtin(local_invocation_index) lid: u32) {
     let tasks = dims.o * (dims.x_stride / 4u + 1u);
     for (var s = 0u; s < job.count; s++) {
         let step = steps[job.first + s];
@@ -201,26 +200,11 @@ fn adam_steps(@builtin(local_invocation_index) lid: u32) {
                     continue;
                 }
                 grad[q] = g[i];
-                var v_max_q = 0.0;
-                if adam_cfg.amsgrad != 0u {
-                    v_max_q = v_max[q];
+                if ADAM {
+                    adam_param(q, g[i], step);
+                } else {
+                    sgd_param(q, g[i], step.t);
                 }
-                let u = adam_update(
-                    adam_cfg,
-                    step.step_size,
-                    step.bc2_sqrt,
-                    params[q],
-                    g[i],
-                    m[q],
-                    v[q],
-                    v_max_q,
-                );
-                m[q] = u.m;
-                v[q] = u.v;
-                if adam_cfg.amsgrad != 0u {
-                    v_max[q] = u.v_max;
-                }
-                params[q] = u.p;
             }
         }
         storageBarrier();

@@ -10,7 +10,7 @@ use bilevel::{
     AdamConfig, Backend, Dataset, Error, Optimizer, OptimizerState, ParamMask, ParamSubset, Params,
     SgdConfig,
 };
-use common::{assert_close, gpu, max_abs, problem, values};
+use common::{STEP_PATHS, assert_close, gpu, gpu_backend, max_abs, problem, values};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -152,13 +152,8 @@ fn edge_sizes() -> Vec<usize> {
 #[test]
 fn edge_shapes_match_reference() {
     let mut seed = 0;
-    for kernels in [
-        StepKernels::Fused,
-        StepKernels::Separate,
-        StepKernels::Tiled,
-    ] {
-        let mut gpu = GpuBackend::new(gpu());
-        gpu.set_step_kernels(kernels);
+    for kernels in STEP_PATHS {
+        let mut gpu = gpu_backend(kernels);
         for &n in &edge_sizes() {
             for &d in &edge_sizes() {
                 for o in [1, 2, 7] {
@@ -445,27 +440,15 @@ fn adam_updates_match_reference() {
 fn kernels_stay_within_loop_limits() {
     // Wide rows × many outputs: the fused step's busiest shape (it once summed 256-row blocks
     // here and lost most of the gradient on lavapipe).
-    for kernels in [
-        StepKernels::Fused,
-        StepKernels::Separate,
-        StepKernels::Tiled,
-    ] {
-        let mut gpu = GpuBackend::new(gpu());
-        gpu.set_step_kernels(kernels);
-        let (data, params) = problem(300, 1024, 64, 31, 1.0);
-        compare_kernels(&mut gpu, &data, &params, 31);
+    let (data, params) = problem(300, 1024, 64, 31, 1.0);
+    for kernels in STEP_PATHS {
+        compare_kernels(&mut gpu_backend(kernels), &data, &params, 31);
     }
     // Long rows: one dot product of 20,000 terms per logit, and gradient blocks of 256 such
     // rows, on every path.
     let (data, params) = problem(260, 20_000, 1, 32, 1.0);
-    for kernels in [
-        StepKernels::Fused,
-        StepKernels::Separate,
-        StepKernels::Tiled,
-    ] {
-        let mut gpu = GpuBackend::new(gpu());
-        gpu.set_step_kernels(kernels);
-        compare_kernels(&mut gpu, &data, &params, 32);
+    for kernels in STEP_PATHS {
+        compare_kernels(&mut gpu_backend(kernels), &data, &params, 32);
     }
 
     // 3,000 steps in as few dispatches of train_steps as the budget allows, on its tightest
@@ -475,8 +458,7 @@ fn kernels_stay_within_loop_limits() {
     let mask = ParamSubset::All.mask(4, 1).unwrap();
     let mut results = Vec::new();
     for kernels in [StepKernels::Separate, StepKernels::Persistent] {
-        let mut gpu = GpuBackend::new(gpu());
-        gpu.set_step_kernels(kernels);
+        let mut gpu = gpu_backend(kernels);
         gpu.load(&data, &init).unwrap();
         gpu.set_batches(&batches).unwrap();
         gpu.begin_phase(&Optimizer::Adam(AdamConfig::new(0.01)), &mask)

@@ -9,7 +9,7 @@ use bilevel::{
     AdamConfig, Backend, Batching, Error, Optimizer, ParamSubset, Phase, RunReport, SgdConfig,
     StopReason, StopRule, data, train,
 };
-use common::{assert_close, assert_close_f64, gpu, problem};
+use common::{assert_close, assert_close_f64, gpu, gpu_backend, problem};
 
 fn sgd_phase(name: &str, params: ParamSubset, steps: u64) -> Phase {
     Phase {
@@ -537,9 +537,7 @@ fn every_step_kernel_matches_the_reference() {
                 StepKernels::Persistent,
                 StepKernels::Tiled,
             ] {
-                let mut gpu_backend = GpuBackend::new(gpu());
-                gpu_backend.set_step_kernels(kernels);
-                let (params, state) = run(&mut gpu_backend);
+                let (params, state) = run(&mut gpu_backend(kernels));
                 let what = format!("{kernels:?} {} on {n}×{d}→{o}", optimizer.name());
                 assert_close(&what, &params, &cpu_params, 1e-5, 1e-4);
                 results.push((params, state));

@@ -171,10 +171,8 @@ struct Chunk {
 /// What the planned batches need of one chunk: its index buffer, per-row results and the
 /// bind groups of its dispatches.
 struct ChunkWork {
-    /// Capacity of `index`, in rows.
-    index_rows: usize,
-    /// Capacity of `z`, `delta` and `loss`, in rows: the largest segment of a batch.
-    segment_rows: usize,
+    /// The rows `index` (index_rows) and `z`, `delta`, `loss` (segment_rows) have room for.
+    room: Need,
     index: wgpu::Buffer,
     z: wgpu::Buffer,
     delta: wgpu::Buffer,
@@ -209,6 +207,16 @@ struct Need {
     index_rows: usize,
     /// The largest segment of one batch.
     segment_rows: usize,
+}
+
+impl Need {
+    /// Room for both.
+    fn max(self, other: Need) -> Need {
+        Need {
+            index_rows: self.index_rows.max(other.index_rows),
+            segment_rows: self.segment_rows.max(other.segment_rows),
+        }
+    }
 }
 
 /// Where one planned batch's rows sit in each chunk's index buffer.
@@ -264,9 +272,7 @@ struct Run {
     work: Option<Work>,
     plan: Vec<BatchPlan>,
     phase: Option<(Optimizer, Vec<bool>)>,
-    fused: bool,
-    /// The separate path runs the tiled forward and partial kernels.
-    tiled: bool,
+    path: StepPath,
     /// The GEMM probe over chunk 0 (created by its first use): its bind group and
     /// (output tiles, row tiles).
     gemm: Option<(wgpu::BindGroup, u32, u32)>,
@@ -299,6 +305,17 @@ pub enum StepKernels {
     /// in one binding, adapters with 17 storage bindings per stage). `Auto` picks it on CPU
     /// adapters for small batches.
     Persistent,
+}
+
+/// The kernels a run's steps compute the forward pass, the loss and the gradient partials with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StepPath {
+    /// `linear_step`.
+    Fused,
+    /// `linear_forward`, `bce`, `linear_backward.partial`.
+    Separate,
+    /// `linear_tiled.forward` (with the loss and δ) and `linear_tiled.partial`.
+    Tiled,
 }
 
 /// What a backend has created and read back so far: a training step must add nothing but
@@ -460,12 +477,7 @@ impl GpuBackend {
         let ctx = &self.context;
         let rows = self.gemm_probe_rows();
         let x_stride = run.d.next_multiple_of(4);
-        let dims = self.counted(wgpu::BufferDescriptor {
-            label: Some("gemm probe dims"),
-            size: 16,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let dims = self.uniform("gemm probe dims", 16);
         let words = [rows as u32, run.d as u32, run.o as u32, x_stride as u32];
         ctx.queue
             .write_buffer(&dims, 0, bytemuck::cast_slice(&words));
@@ -534,15 +546,10 @@ impl GpuBackend {
                 limit: self.max_binding,
             });
         }
-        // Whole vec4 words, so the probe can read X as vec4.
-        let size = bytes.max(16).next_multiple_of(16);
-        self.counters.buffers.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .buffer_bytes
-            .fetch_add(size, Ordering::Relaxed);
-        Ok(self.context.device.create_buffer(&wgpu::BufferDescriptor {
+        Ok(self.counted(wgpu::BufferDescriptor {
             label: Some(label),
-            size,
+            // Whole vec4 words, so the probe can read X as vec4.
+            size: bytes.max(16).next_multiple_of(16),
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
@@ -561,14 +568,20 @@ impl GpuBackend {
 
     /// A small read-only argument buffer (see `shaders/common.wgsl` on why not a uniform).
     fn args(&self, label: &str, bytes: u64) -> wgpu::Buffer {
-        self.counters.buffers.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .buffer_bytes
-            .fetch_add(bytes, Ordering::Relaxed);
-        self.context.device.create_buffer(&wgpu::BufferDescriptor {
+        self.counted(wgpu::BufferDescriptor {
             label: Some(label),
             size: bytes,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A uniform: only the probes take one (see `shaders/probe_read.wgsl`).
+    fn uniform(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.counted(wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
     }
@@ -632,30 +645,26 @@ impl GpuBackend {
     /// gradient blocks, replacing them with larger ones when not.
     fn ensure_work(&mut self, needs: &[Need], blocks: u64) -> Result<()> {
         let run = self.run_mut()?;
+        // What the buffers must hold: the plan's needs and what they held room for before.
+        let (needs, blocks): (Vec<Need>, u64) = match &run.work {
+            Some(w) => (
+                w.chunks
+                    .iter()
+                    .zip(needs)
+                    .map(|(c, &n)| c.room.max(n))
+                    .collect(),
+                w.blocks.max(blocks),
+            ),
+            None => (needs.to_vec(), blocks),
+        };
         let fits = run.work.as_ref().is_some_and(|w| {
-            w.blocks >= blocks
-                && w.chunks.iter().zip(needs).all(|(have, need)| {
-                    have.index_rows >= need.index_rows && have.segment_rows >= need.segment_rows
-                })
+            w.blocks == blocks && w.chunks.iter().zip(&needs).all(|(c, &n)| c.room == n)
         });
         if fits {
             return Ok(());
         }
-        // Drop the old buffers before creating the new ones; keep what they held room for.
-        let (needs, blocks): (Vec<Need>, u64) = match run.work.take() {
-            Some(old) => (
-                old.chunks
-                    .iter()
-                    .zip(needs)
-                    .map(|(have, need)| Need {
-                        index_rows: have.index_rows.max(need.index_rows),
-                        segment_rows: have.segment_rows.max(need.segment_rows),
-                    })
-                    .collect(),
-                old.blocks.max(blocks),
-            ),
-            None => (needs.to_vec(), blocks),
-        };
+        // Drop the old buffers before creating the new ones.
+        run.work = None;
         let work = self.create_work(&needs, blocks)?;
         self.run_mut()?.work = Some(work);
         Ok(())
@@ -770,8 +779,7 @@ impl GpuBackend {
                 ],
             );
             chunks.push(ChunkWork {
-                index_rows: need.index_rows,
-                segment_rows: need.segment_rows,
+                room: *need,
                 index,
                 z,
                 delta,
@@ -826,7 +834,7 @@ impl GpuBackend {
         let steps = match (&k.steps, chunks.as_slice()) {
             (Some(kernels), [only]) => Some(self.bind(
                 "train_steps",
-                &kernels.sgd,
+                &kernels.adam,
                 &[
                     (0, whole(&run.dims)),
                     (1, run.ring.binding()),
@@ -883,8 +891,8 @@ impl GpuBackend {
             )));
         };
         let pipeline = match optimizer {
-            Optimizer::Sgd(_) => &kernels.sgd.pipeline,
-            Optimizer::Adam(_) => &kernels.adam,
+            Optimizer::Sgd(_) => &kernels.sgd,
+            Optimizer::Adam(_) => &kernels.adam.pipeline,
         };
         if steps_per_dispatch == 0 {
             return Err(Error::Config(format!(
@@ -961,8 +969,8 @@ impl GpuBackend {
                 continue;
             }
             // The fused step reads consecutive rows directly; everything else goes by index.
-            let (row_offset, contiguous) = match (run.fused, segment.first_row) {
-                (true, Some(first)) => (first, true),
+            let (row_offset, contiguous) = match (run.path, segment.first_row) {
+                (StepPath::Fused, Some(first)) => (first, true),
                 _ => (segment.offset, false),
             };
             let offset = run.ring.push(&ChunkStep {
@@ -983,29 +991,22 @@ impl GpuBackend {
                     &[offset],
                     blocks,
                 );
-            } else if run.fused {
+            } else if run.path == StepPath::Fused {
                 dispatch(pass, ctx, &k.step, &chunk.step, &[offset], blocks);
-            } else if run.tiled {
-                // Tiles of 8 outputs, or of 4 for at most four.
-                let (wide, out_tiles) = (run.o > 4, (run.o as u32).div_ceil(4));
+            } else if run.path == StepPath::Tiled {
+                // Tiles of 8 outputs, or of 4 for at most four; the forward pass writes the
+                // loss and δ itself.
+                let (forward, partial, out_tiles) = if run.o > 4 {
+                    let tiles = (run.o as u32).div_ceil(8);
+                    (&k.tiled_forward.pipeline, &k.tiled_partial.pipeline, tiles)
+                } else {
+                    let tiles = (run.o as u32).div_ceil(4);
+                    (&k.tiled_forward4, &k.tiled_partial4, tiles)
+                };
                 let row_groups = count.div_ceil(4).div_ceil(WORKGROUP_SIZE);
-                let tf = &chunk.tiled_forward;
-                if wide {
-                    let groups = row_groups * (run.o as u32).div_ceil(8);
-                    dispatch(pass, ctx, &k.tiled_forward, tf, &[offset], groups);
-                } else {
-                    let groups = row_groups * out_tiles;
-                    dispatch_on(pass, ctx, &k.tiled_forward4, tf, &[offset], groups);
-                }
-                // The tiled forward pass writes the loss and δ itself.
-                let tp = &chunk.tiled_partial;
-                if wide {
-                    let groups = blocks * (run.o as u32).div_ceil(8);
-                    dispatch(pass, ctx, &k.tiled_partial, tp, &[offset], groups);
-                } else {
-                    let groups = blocks * out_tiles;
-                    dispatch_on(pass, ctx, &k.tiled_partial4, tp, &[offset], groups);
-                }
+                let (tf, tp) = (&chunk.tiled_forward, &chunk.tiled_partial);
+                dispatch_on(pass, ctx, forward, tf, &[offset], row_groups * out_tiles);
+                dispatch_on(pass, ctx, partial, tp, &[offset], blocks * out_tiles);
             } else {
                 let groups = elements.div_ceil(WORKGROUP_SIZE);
                 dispatch(pass, ctx, &k.forward, &chunk.forward, &[offset], groups);
@@ -1358,16 +1359,17 @@ impl Backend for GpuBackend {
             fused = false;
         }
         let tiled_fits = budget.is_none_or(|b| tiled_loop_iterations(d, rows_per_block) <= b);
-        let tiled = match self.kernels {
-            StepKernels::Tiled if !tiled_fits => {
-                return Err(Error::Config(format!(
-                    "the tiled kernels would run past {}'s loop limit at {d} features",
-                    ctx.adapter_name()
-                )));
-            }
-            StepKernels::Tiled => true,
-            StepKernels::Auto => !fused && tiled_fits,
-            _ => false,
+        if self.kernels == StepKernels::Tiled && !tiled_fits {
+            return Err(Error::Config(format!(
+                "the tiled kernels would run past {}'s loop limit at {d} features",
+                ctx.adapter_name()
+            )));
+        }
+        let path = match self.kernels {
+            _ if fused => StepPath::Fused,
+            StepKernels::Tiled => StepPath::Tiled,
+            StepKernels::Auto if tiled_fits => StepPath::Tiled,
+            _ => StepPath::Separate,
         };
         let p_bytes = n_params as u64 * 4;
 
@@ -1458,12 +1460,7 @@ impl Backend for GpuBackend {
                 ctx.wait("uploading the data")?;
             }
             let probe_len4 = (x.size() / 16) as u32;
-            let probe_job = self.counted(wgpu::BufferDescriptor {
-                label: Some("probe job"),
-                size: 16,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
+            let probe_job = self.uniform("probe job", 16);
             ctx.queue
                 .write_buffer(&probe_job, 0, bytemuck::cast_slice(&[probe_len4, 0, 0, 0]));
             let probe = self.bind(
@@ -1536,8 +1533,7 @@ impl Backend for GpuBackend {
             work: None,
             plan: Vec::new(),
             phase: None,
-            fused,
-            tiled,
+            path,
             gemm: None,
         });
         ctx.wait("uploading the data")
@@ -1853,9 +1849,13 @@ impl Backend for GpuBackend {
 
     fn logits(&mut self, batch: usize) -> Result<Vec<f32>> {
         // The fused step keeps no logits: run the separate kernels for this one.
-        let fused = std::mem::replace(&mut self.run_mut()?.fused, false);
+        let run = self.run_mut()?;
+        let path = run.path;
+        if path == StepPath::Fused {
+            run.path = StepPath::Separate;
+        }
         let computed = self.compute_gradient(batch);
-        self.run_mut()?.fused = fused;
+        self.run_mut()?.path = path;
         computed?;
         self.read_chunked(batch, |c| &c.z)
     }

@@ -93,10 +93,10 @@ pub(crate) struct Kernels {
     pub(crate) steps: Option<StepsKernels>,
 }
 
-/// `train_steps.wgsl`'s two entry points, sharing one bind group layout.
+/// `train_steps.wgsl` for each optimizer (its `ADAM` override), sharing one bind group layout.
 pub(crate) struct StepsKernels {
-    pub(crate) sgd: Kernel,
-    pub(crate) adam: wgpu::ComputePipeline,
+    pub(crate) adam: Kernel,
+    pub(crate) sgd: wgpu::ComputePipeline,
 }
 
 /// Storage buffers `train_steps.wgsl` binds (WebGPU's default limit is 8).
@@ -159,10 +159,10 @@ impl Kernels {
         );
         let steps =
             (limits.max_storage_buffers_per_shader_stage >= STEPS_STORAGE_BINDINGS).then(|| {
-                let sgd = build(
-                    "train_steps.sgd_steps",
+                let adam = build(
+                    "train_steps (adam)",
                     &train_steps,
-                    "sgd_steps",
+                    "main",
                     &[
                         Args(0),
                         Ring(1),
@@ -183,14 +183,14 @@ impl Kernels {
                         Write(16),
                     ],
                 );
-                let adam = sgd.variant(
+                let sgd = adam.variant(
                     device,
-                    "train_steps.adam_steps",
+                    "train_steps (sgd)",
                     &train_steps,
-                    "adam_steps",
-                    &wg,
+                    "main",
+                    &[("WG", WORKGROUP_SIZE as f64), ("ADAM", 0.0)],
                 );
-                StepsKernels { sgd, adam }
+                StepsKernels { adam, sgd }
             });
         let tiled_forward = build(
             "linear_tiled.forward",

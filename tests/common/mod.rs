@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use bilevel::gpu::GpuContext;
+use bilevel::gpu::{GpuBackend, GpuContext, StepKernels};
 use bilevel::{Dataset, Params};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -20,6 +20,20 @@ pub fn gpu() -> Arc<GpuContext> {
             ),
         })
         .clone()
+}
+
+/// The multi-dispatch step paths: the fused step, the separate and the tiled kernels.
+pub const STEP_PATHS: [StepKernels; 3] = [
+    StepKernels::Fused,
+    StepKernels::Separate,
+    StepKernels::Tiled,
+];
+
+/// A backend on the shared context whose steps run on `kernels`.
+pub fn gpu_backend(kernels: StepKernels) -> GpuBackend {
+    let mut backend = GpuBackend::new(gpu());
+    backend.set_step_kernels(kernels);
+    backend
 }
 
 /// A seeded random problem: x uniform in ±x_scale, targets a mix of hard and soft labels,
