@@ -146,6 +146,7 @@ fn path_name(path: StepKernels) -> &'static str {
     match path {
         StepKernels::Auto => "auto",
         StepKernels::Fused => "fused",
+        StepKernels::Rows => "rows",
         StepKernels::Separate => "separate",
         StepKernels::Tiled => "tiled",
         StepKernels::Persistent => "train_steps",
@@ -205,12 +206,17 @@ pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
         (257, 130, 3, None),
         (1000, 100, 10, None),
         (300, 50, 2, Some(7)),
+        (300, 1021, 1, Some(7)),
     ] {
-        for path in [
+        let mut paths = vec![
             StepKernels::Separate,
             StepKernels::Fused,
             StepKernels::Tiled,
-        ] {
+        ];
+        if o == 1 && context.has_rows_step() {
+            paths.push(StepKernels::Rows);
+        }
+        for path in paths {
             kernels(&context, n, d, o, chunks, path, &mut out)?;
         }
     }

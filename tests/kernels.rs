@@ -201,6 +201,42 @@ fn random_shapes_match_reference() {
     }
 }
 
+/// `linear_step_rows` (one output, each row in one subgroup's registers) on lengths that
+/// straddle its subgroups of vec4 and its register arrays, in one chunk and in many; where it
+/// cannot run, asking for it is a clear error rather than a silent fallback.
+#[test]
+fn rows_step_matches_reference_wherever_it_runs() {
+    let context = gpu();
+    if !context.has_rows_step() {
+        let (data, params) = problem(10, 8, 1, 1, 1.0);
+        let mut gpu = gpu_backend(StepKernels::Rows);
+        let err = gpu.load(&data, &params).unwrap_err().to_string();
+        assert!(err.contains("subgroups"), "{err}");
+        return;
+    }
+    let mut seed = 500;
+    for &d in &[1, 3, 4, 5, 31, 32, 33, 100, 383, 384, 385, 1000, 1021, 1024] {
+        for &n in &[1, 7, 255, 257] {
+            seed += 1;
+            let (data, params) = problem(n, d, 1, seed, 1.0);
+            compare_kernels(&mut gpu_backend(StepKernels::Rows), &data, &params, seed);
+        }
+    }
+    for (n, d, rows_per_chunk) in [(300, 1021, 7), (100, 512, 1)] {
+        let (data, params) = problem(n, d, 1, n as u64, 1.0);
+        let mut gpu = GpuBackend::with_chunk_rows(context.clone(), rows_per_chunk);
+        gpu.set_step_kernels(StepKernels::Rows);
+        compare_kernels(&mut gpu, &data, &params, 7);
+    }
+    // More outputs, or rows longer than its register arrays hold: refused by name.
+    for (d, o) in [(64, 2), (40_000, 1)] {
+        let (data, params) = problem(3, d, o, 9, 1.0);
+        let mut gpu = gpu_backend(StepKernels::Rows);
+        let err = gpu.load(&data, &params).unwrap_err().to_string();
+        assert!(err.contains("linear_step_rows"), "{err}");
+    }
+}
+
 #[test]
 fn many_chunks_match_reference() {
     let context = gpu();

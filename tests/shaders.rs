@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use bilevel::gpu::{PRELUDE, SHADERS};
+use bilevel::gpu::{PRELUDE, SHADERS, rows_step_source};
 
 /// Parses and validates `source`, naming `file` on failure.
 fn validate(file: &str, source: &str) {
@@ -67,4 +67,21 @@ fn every_shader_parses_and_validates() {
         files.len(),
         "gpu::SHADERS lists a file that is not in shaders/"
     );
+}
+
+/// `linear_step_rows` is compiled per register-array size: every size the host may ask for
+/// validates, and the size really changes (the declaration it replaces is in the file).
+#[test]
+fn rows_step_validates_at_every_size() {
+    for groups in 1..=32 {
+        let source = rows_step_source(groups);
+        assert!(
+            source.contains(&format!("const COLUMN_GROUPS: u32 = {groups}u;")),
+            "rows_step_source({groups}) did not set the array size"
+        );
+        validate(
+            &format!("linear_step_rows.wgsl ({groups} column groups)"),
+            &source,
+        );
+    }
 }

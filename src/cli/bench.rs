@@ -36,6 +36,8 @@ pub enum Kernels {
     Auto,
     /// The fused `linear_step`.
     Fused,
+    /// `linear_step_rows`: one output, each row in one subgroup's registers.
+    Rows,
     /// `linear_forward`, `bce`, `linear_backward`.
     Separate,
     /// The register-tiled forward and gradient kernels (`linear_tiled`).
@@ -49,6 +51,7 @@ impl From<Kernels> for StepKernels {
         match k {
             Kernels::Auto => StepKernels::Auto,
             Kernels::Fused => StepKernels::Fused,
+            Kernels::Rows => StepKernels::Rows,
             Kernels::Separate => StepKernels::Separate,
             Kernels::Tiled => StepKernels::Tiled,
             Kernels::Persistent => StepKernels::Persistent,

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
-use super::kernels::{Kernel, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE};
+use super::kernels::{Kernel, MAX_COLUMN_GROUPS, RowsStep, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE};
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
 use crate::cpu::{check_batches, check_params, check_state};
 use crate::{
@@ -41,6 +41,9 @@ const STEPS_MAX_WORK: usize = 1 << 16;
 const MIN_STEPS_PER_DISPATCH: usize = 8;
 /// Workgroups of the bandwidth probe: enough to keep every core and memory channel busy.
 const PROBE_GROUPS: u32 = 4096;
+/// vec4 words one probe invocation reads contiguously on CPU adapters (see
+/// `shaders/probe_read.wgsl`; GPUs read one word per invocation, coalesced).
+const PROBE_CPU_RUN: u32 = 1024;
 /// Workgroups in the first stage of a scalar reduction.
 const REDUCE_GROUPS: u32 = 256;
 /// Bytes of X one row block should span: small enough to stay in cache between the fused
@@ -49,6 +52,9 @@ const BLOCK_BYTES: u64 = 256 << 10;
 /// Bounds on the rows one gradient partial sums.
 const MIN_ROWS_PER_BLOCK: u32 = 8;
 const MAX_ROWS_PER_BLOCK: u32 = 256;
+/// Rows per `linear_step_rows` workgroup on GPUs: enough workgroups to fill the machine (on
+/// CPU adapters, where a workgroup is one thread's work, blocks are `MAX_ROWS_PER_BLOCK`).
+const ROWS_STEP_GPU_BLOCK: u32 = 32;
 
 /// The `Dims` arguments: fixed for a run.
 #[repr(C)]
@@ -243,6 +249,9 @@ struct Segment {
 /// The buffers of one loaded run.
 struct Run {
     d: usize,
+    /// Floats from one row of X to the next (d padded with zeros to whole vec4, or to whole
+    /// subgroups of vec4 for `linear_step_rows`).
+    x_stride: usize,
     o: usize,
     n: usize,
     n_params: usize,
@@ -273,6 +282,8 @@ struct Run {
     plan: Vec<BatchPlan>,
     phase: Option<(Optimizer, Vec<bool>)>,
     path: StepPath,
+    /// `linear_step_rows` at this run's column groups, for [`StepPath::Rows`].
+    rows_step: Option<Arc<RowsStep>>,
     /// The GEMM probe over chunk 0 (created by its first use): its bind group and
     /// (output tiles, row tiles).
     gemm: Option<(wgpu::BindGroup, u32, u32)>,
@@ -290,12 +301,17 @@ impl Run {
 /// Which kernels compute a step's forward pass, loss and gradient.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StepKernels {
-    /// `linear_step` for one output over rows of at least 384 features, the tiled kernels
-    /// elsewhere; on CPU adapters `train_steps` for small batches.
+    /// For one output over rows of at least 384 features `linear_step_rows` where it fits
+    /// (else `linear_step`), the tiled kernels elsewhere; on CPU adapters `train_steps` for
+    /// small batches.
     #[default]
     Auto,
     /// Always the fused `linear_step`: one pass over each block of X.
     Fused,
+    /// `linear_step_rows`: one output, each row held in the registers of one subgroup, so X
+    /// is read once per step (adapters with subgroups of one fixed size, rows of at most
+    /// 128 × that size features). `Auto` picks it where it fits, for rows of ≥ 384 features.
+    Rows,
     /// Always `linear_forward`, `bce` and `linear_backward.partial` in sequence.
     Separate,
     /// `linear_tiled.forward`, `bce` and `linear_tiled.partial`: the separate kernels with
@@ -312,6 +328,8 @@ pub enum StepKernels {
 enum StepPath {
     /// `linear_step`.
     Fused,
+    /// `linear_step_rows` (the run's `rows_step`).
+    Rows,
     /// `linear_forward`, `bce`, `linear_backward.partial`.
     Separate,
     /// `linear_tiled.forward` (with the loss and δ) and `linear_tiled.partial`.
@@ -427,7 +445,7 @@ impl GpuBackend {
             for chunk in &run.chunks {
                 let groups = chunk
                     .probe_len4
-                    .div_ceil(WORKGROUP_SIZE)
+                    .div_ceil(WORKGROUP_SIZE * self.probe_run())
                     .clamp(1, PROBE_GROUPS);
                 dispatch(
                     &mut pass,
@@ -441,6 +459,15 @@ impl GpuBackend {
         }
         submit(ctx, &self.counters, encoder);
         Ok(())
+    }
+
+    /// vec4 words one bandwidth-probe invocation reads contiguously on this adapter.
+    fn probe_run(&self) -> u32 {
+        if self.context.is_cpu() {
+            PROBE_CPU_RUN
+        } else {
+            1
+        }
     }
 
     /// GEMM probe: submits Z = X·Wᵀ over the first chunk's rows with a tiled kernel (the
@@ -476,7 +503,7 @@ impl GpuBackend {
         let run = self.run()?;
         let ctx = &self.context;
         let rows = self.gemm_probe_rows();
-        let x_stride = run.d.next_multiple_of(4);
+        let x_stride = run.x_stride;
         let dims = self.uniform("gemm probe dims", 16);
         let words = [rows as u32, run.d as u32, run.o as u32, x_stride as u32];
         ctx.queue
@@ -968,9 +995,9 @@ impl GpuBackend {
             if count == 0 {
                 continue;
             }
-            // The fused step reads consecutive rows directly; everything else goes by index.
+            // The fused steps read consecutive rows directly; everything else goes by index.
             let (row_offset, contiguous) = match (run.path, segment.first_row) {
-                (StepPath::Fused, Some(first)) => (first, true),
+                (StepPath::Fused | StepPath::Rows, Some(first)) => (first, true),
                 _ => (segment.offset, false),
             };
             let offset = run.ring.push(&ChunkStep {
@@ -982,7 +1009,14 @@ impl GpuBackend {
             let elements = count * run.o as u32;
             let blocks = count.div_ceil(run.rows_per_block);
             let k = &ctx.kernels;
-            if contiguous {
+            if let (StepPath::Rows, Some(rows_step)) = (run.path, &run.rows_step) {
+                let pipeline = if contiguous {
+                    &rows_step.contiguous
+                } else {
+                    &rows_step.indexed
+                };
+                dispatch_on(pass, ctx, pipeline, &chunk.step, &[offset], blocks);
+            } else if contiguous {
                 dispatch_on(
                     pass,
                     ctx,
@@ -1179,6 +1213,12 @@ fn blocks_loop_iterations(blocks: u64) -> u64 {
     32 + 2 * blocks
 }
 
+/// `linear_step_rows` with `groups` column groups per invocation over a block of `r` rows.
+fn rows_step_loop_iterations(groups: u32, r: u32) -> u64 {
+    let (groups, r) = (u64::from(groups), u64::from(r));
+    32 + 2 * (groups * 5 + r * (2 * groups + 1) + groups * 5)
+}
+
 /// `linear_step` over a block of `r` rows.
 fn step_loop_iterations(d: usize, o: usize, r: u32) -> u64 {
     let (o, r, wg) = (o as u64, u64::from(r), u64::from(WORKGROUP_SIZE));
@@ -1267,7 +1307,32 @@ impl Backend for GpuBackend {
         let ctx = Arc::clone(&self.context);
         let (n, d, o) = (data.n, data.d, data.o);
         let n_params = o * d + o;
-        let x_stride = d.next_multiple_of(4);
+        // One output over rows that fit a subgroup's registers: `linear_step_rows` reads X once
+        // (S2 on lavapipe: 1,024 features, ~2× the bandwidth probe against ~4× for
+        // `linear_step`; 512 features, 1.4×). Its rows are padded to whole subgroups of vec4,
+        // so no invocation reads past its row.
+        let vec4_stride = d.next_multiple_of(4);
+        let rows_groups = ctx
+            .kernels
+            .subgroup_size
+            .map(|size| (vec4_stride as u32 / 4).div_ceil(size))
+            .filter(|&groups| o == 1 && groups <= MAX_COLUMN_GROUPS);
+        let rows_wanted = match (self.kernels, rows_groups) {
+            (StepKernels::Rows, None) => {
+                return Err(Error::Config(format!(
+                    "linear_step_rows needs one output, subgroups of one fixed size and rows of at most {} vec4 per invocation; {} with {d} features and {o} outputs has not",
+                    MAX_COLUMN_GROUPS,
+                    ctx.adapter_name()
+                )));
+            }
+            (StepKernels::Rows, Some(_)) => true,
+            (StepKernels::Auto, Some(_)) => vec4_stride >= FUSED_MIN_WIDTH,
+            _ => false,
+        };
+        let x_stride = match (rows_wanted, rows_groups, ctx.kernels.subgroup_size) {
+            (true, Some(groups), Some(size)) => (groups * size * 4) as usize,
+            _ => vec4_stride,
+        };
         let widest = x_stride.max(o).max(2) as u64 * 4;
         if widest > self.max_binding {
             return Err(Error::TooLarge {
@@ -1314,12 +1379,28 @@ impl Backend for GpuBackend {
         // load (measured on lavapipe: 2 outputs × 512 features, tiled 37 ms, fused 50 ms;
         // 1 × 128, tiled 8 ms, separate 15 ms, fused 21 ms; 1 × 1,024, fused 104 ms,
         // tiled 245 ms).
-        let mut fused = match self.kernels {
-            StepKernels::Fused => true,
-            StepKernels::Auto => o == 1 && x_stride >= FUSED_MIN_WIDTH && fused_fits(fused_rows),
-            _ => false,
+        let rows_block = if ctx.is_cpu() {
+            MAX_ROWS_PER_BLOCK
+        } else {
+            ROWS_STEP_GPU_BLOCK
         };
-        let mut rows_per_block = if fused {
+        let rows_fits =
+            |groups: u32, r: u32| budget.is_none_or(|b| rows_step_loop_iterations(groups, r) <= b);
+        let mut rows = match (self.kernels, rows_groups) {
+            (StepKernels::Auto, Some(groups)) => rows_wanted && rows_fits(groups, rows_block),
+            _ => rows_wanted,
+        };
+        let mut fused = !rows
+            && match self.kernels {
+                StepKernels::Fused => true,
+                StepKernels::Auto => {
+                    o == 1 && x_stride >= FUSED_MIN_WIDTH && fused_fits(fused_rows)
+                }
+                _ => false,
+            };
+        let mut rows_per_block = if rows {
+            rows_block
+        } else if fused {
             fused_rows
         } else {
             MAX_ROWS_PER_BLOCK
@@ -1349,6 +1430,17 @@ impl Backend for GpuBackend {
             }
             rows_per_block *= 2;
         }
+        if let (true, Some(groups)) = (rows, rows_groups)
+            && !rows_fits(groups, rows_per_block)
+        {
+            if self.kernels == StepKernels::Rows {
+                return Err(Error::Config(format!(
+                    "linear_step_rows would run past {}'s loop limit at {d} features",
+                    ctx.adapter_name()
+                )));
+            }
+            rows = false;
+        }
         if fused && !fused_fits(rows_per_block) {
             if self.kernels == StepKernels::Fused {
                 return Err(Error::Config(format!(
@@ -1365,7 +1457,12 @@ impl Backend for GpuBackend {
                 ctx.adapter_name()
             )));
         }
+        let rows_step = match rows_groups {
+            Some(groups) if rows => ctx.kernels.rows_step(&ctx.device, groups),
+            _ => None,
+        };
         let path = match self.kernels {
+            _ if rows_step.is_some() => StepPath::Rows,
             _ if fused => StepPath::Fused,
             StepKernels::Tiled => StepPath::Tiled,
             StepKernels::Auto if tiled_fits => StepPath::Tiled,
@@ -1461,8 +1558,11 @@ impl Backend for GpuBackend {
             }
             let probe_len4 = (x.size() / 16) as u32;
             let probe_job = self.uniform("probe job", 16);
-            ctx.queue
-                .write_buffer(&probe_job, 0, bytemuck::cast_slice(&[probe_len4, 0, 0, 0]));
+            ctx.queue.write_buffer(
+                &probe_job,
+                0,
+                bytemuck::cast_slice(&[probe_len4, self.probe_run(), 0, 0]),
+            );
             let probe = self.bind(
                 "probe_read",
                 &k.probe,
@@ -1506,6 +1606,7 @@ impl Backend for GpuBackend {
         );
         self.run = Some(Run {
             d,
+            x_stride,
             o,
             n,
             n_params,
@@ -1534,6 +1635,7 @@ impl Backend for GpuBackend {
             plan: Vec::new(),
             phase: None,
             path,
+            rows_step,
             gemm: None,
         });
         ctx.wait("uploading the data")
@@ -1684,7 +1786,7 @@ impl Backend for GpuBackend {
             None => return Err(Error::Config("no phase started".into())),
         };
         let optimizer = &optimizer;
-        let x_stride = run.d.next_multiple_of(4);
+        let x_stride = run.x_stride;
         let widest = batches.iter().map(|&b| run.plan[b].rows).max().unwrap_or(0);
         let steps_per_dispatch = budget.map_or(STEP_LIST, |b| {
             let per_step = train_steps_loop_iterations(widest, run.d, run.o, run.rows_per_block);
@@ -1698,7 +1800,9 @@ impl Backend for GpuBackend {
                     && steps_per_dispatch >= MIN_STEPS_PER_DISPATCH
                     && run.work.as_ref().is_some_and(|w| w.steps.is_some())
             }
-            StepKernels::Fused | StepKernels::Separate | StepKernels::Tiled => false,
+            StepKernels::Fused | StepKernels::Rows | StepKernels::Separate | StepKernels::Tiled => {
+                false
+            }
         };
         if persistent {
             return Self::run_persistent(
@@ -1848,10 +1952,10 @@ impl Backend for GpuBackend {
     }
 
     fn logits(&mut self, batch: usize) -> Result<Vec<f32>> {
-        // The fused step keeps no logits: run the separate kernels for this one.
+        // The fused steps keep no logits: run the separate kernels for this one.
         let run = self.run_mut()?;
         let path = run.path;
-        if path == StepPath::Fused {
+        if matches!(path, StepPath::Fused | StepPath::Rows) {
             run.path = StepPath::Separate;
         }
         let computed = self.compute_gradient(batch);

@@ -67,10 +67,20 @@ impl GpuContext {
             info.driver_info,
             limits.max_storage_buffer_binding_size >> 20
         );
+        // `linear_step_rows` sums a row's dot product across one subgroup: it needs subgroups
+        // whose size the workgroup can match exactly.
+        let subgroup_size = (adapter.features().contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == info.subgroup_max_size)
+            .then_some(info.subgroup_max_size);
+        let required_features = if subgroup_size.is_some() {
+            wgpu::Features::SUBGROUP
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("bilevel"),
-                required_features: wgpu::Features::empty(),
+                required_features,
                 required_limits: limits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,
@@ -96,7 +106,7 @@ impl GpuContext {
                 Some(format!("{reason:?}: {message}"));
         });
 
-        let kernels = Kernels::new(&device, &limits);
+        let kernels = Kernels::new(&device, &limits, subgroup_size);
         let context = Self {
             device,
             queue,
@@ -129,6 +139,11 @@ impl GpuContext {
     /// storage buffers per shader stage.
     pub fn has_train_steps(&self) -> bool {
         self.kernels.steps.is_some()
+    }
+
+    /// Whether `linear_step_rows` can run here: subgroups of one fixed size.
+    pub fn has_rows_step(&self) -> bool {
+        self.kernels.subgroup_size.is_some()
     }
 
     /// The adapter's name.

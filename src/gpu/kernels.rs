@@ -1,6 +1,8 @@
 //! The compute pipelines, one field per kernel, built once per device.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Invocations per workgroup in every kernel, set as the WGSL `override WG` (a power of two).
 pub const WORKGROUP_SIZE: u32 = 64;
@@ -29,6 +31,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         with_prelude!("linear_backward.wgsl"),
     ),
     ("linear_step.wgsl", with_prelude!("linear_step.wgsl")),
+    (
+        "linear_step_rows.wgsl",
+        with_prelude!("linear_step_rows.wgsl"),
+    ),
     ("linear_tiled.wgsl", with_prelude!("linear_tiled.wgsl")),
     ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
     ("sgd.wgsl", with_prelude!("sgd.wgsl")),
@@ -43,6 +49,26 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../shaders/probe_gemm.wgsl"),
     ),
 ];
+
+/// The declaration `linear_step_rows.wgsl` sizes its register arrays with, as on disk.
+const COLUMN_GROUPS_DECLARATION: &str = "const COLUMN_GROUPS: u32 = 32u;";
+/// The most vec4 column groups one invocation of `linear_step_rows` holds (the value on disk):
+/// past it the arrays spill (measured on lavapipe: 64 groups, 4.1× the probe for 2,048
+/// features, against 2× for 32 groups at 1,024).
+pub(crate) const MAX_COLUMN_GROUPS: u32 = 32;
+
+/// `linear_step_rows.wgsl` (after the prelude) with register arrays of `groups` vec4.
+pub fn rows_step_source(groups: u32) -> String {
+    let (_, source) = SHADERS
+        .iter()
+        .find(|(name, _)| *name == "linear_step_rows.wgsl")
+        .copied()
+        .unwrap_or_default();
+    source.replace(
+        COLUMN_GROUPS_DECLARATION,
+        &format!("const COLUMN_GROUPS: u32 = {groups}u;"),
+    )
+}
 
 /// How one binding of a kernel is bound.
 #[derive(Clone, Copy)]
@@ -91,6 +117,19 @@ pub(crate) struct Kernels {
     pub(crate) adam: Kernel,
     /// Many steps per dispatch in one workgroup, where the adapter allows its bindings.
     pub(crate) steps: Option<StepsKernels>,
+    /// `linear_step_rows` by column groups per invocation, compiled when a run first needs
+    /// one (a large one takes ~0.1 s on lavapipe, too long for every start-up), where the
+    /// adapter has subgroups of one fixed size.
+    rows_steps: Mutex<HashMap<u32, Arc<RowsStep>>>,
+    /// The fixed subgroup size `linear_step_rows` runs its workgroups at, if any.
+    pub(crate) subgroup_size: Option<u32>,
+}
+
+/// `linear_step_rows.wgsl` at one number of column groups: by row index and for contiguous
+/// rows. Both use `linear_step`'s bind group layout.
+pub(crate) struct RowsStep {
+    pub(crate) indexed: wgpu::ComputePipeline,
+    pub(crate) contiguous: wgpu::ComputePipeline,
 }
 
 /// `train_steps.wgsl` for each optimizer (its `ADAM` override), sharing one bind group layout.
@@ -105,7 +144,40 @@ pub(crate) const STEPS_STORAGE_BINDINGS: u32 = 17;
 pub(crate) const STORAGE_BINDINGS: u32 = 10;
 
 impl Kernels {
-    pub(crate) fn new(device: &wgpu::Device, limits: &wgpu::Limits) -> Self {
+    /// `linear_step_rows` with `groups` column groups per invocation (at most
+    /// [`MAX_COLUMN_GROUPS`]), compiled on first use; `None` without fixed-size subgroups.
+    pub(crate) fn rows_step(&self, device: &wgpu::Device, groups: u32) -> Option<Arc<RowsStep>> {
+        let size = self.subgroup_size?;
+        let mut built = self
+            .rows_steps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let step = built.entry(groups).or_insert_with(|| {
+            let label = format!("linear_step_rows ({groups} column groups)");
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&label),
+                source: wgpu::ShaderSource::Wgsl(Cow::Owned(rows_step_source(groups))),
+            });
+            let wg = ("WG", f64::from(size));
+            Arc::new(RowsStep {
+                indexed: self.step.variant(device, &label, &module, "main", &[wg]),
+                contiguous: self.step.variant(
+                    device,
+                    &label,
+                    &module,
+                    "main",
+                    &[wg, ("CONTIGUOUS", 1.0)],
+                ),
+            })
+        });
+        Some(Arc::clone(step))
+    }
+
+    pub(crate) fn new(
+        device: &wgpu::Device,
+        limits: &wgpu::Limits,
+        subgroup_size: Option<u32>,
+    ) -> Self {
         use Slot::*;
         let module = |file: &str| {
             let (_, source) = SHADERS
@@ -231,6 +303,8 @@ impl Kernels {
         );
         Self {
             steps,
+            rows_steps: Mutex::new(HashMap::new()),
+            subgroup_size,
             forward: build(
                 "linear_forward",
                 &forward,

@@ -7,4 +7,4 @@ mod kernels;
 
 pub use backend::{Counters, GpuBackend, StepKernels};
 pub use context::{AdapterReport, GpuContext, adapters};
-pub use kernels::{PRELUDE, SHADERS, WORKGROUP_SIZE};
+pub use kernels::{PRELUDE, SHADERS, WORKGROUP_SIZE, rows_step_source};

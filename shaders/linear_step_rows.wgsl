@@ -1,0 +1,135 @@
+// Fused training step for one output, holding each row in registers: forward, BCE and the
+// block's gradient partial with one read of X.
+//
+// The workgroup is exactly one subgroup (WG = the adapter's subgroup size, which the host
+// requires to be fixed). Invocation t owns the vec4 column groups c = m·WG + t,
+// m < COLUMN_GROUPS, of every row; workgroup b owns rows first = b·R .. last = min(first + R,
+// count) of this chunk's batch segment (R = rows_per_block). For each row p in order:
+//   A. invocation t loads its column groups of x[row(p)] into registers and sums their dot
+//      product with its weights (also in registers); subgroupAdd gives the row's logit;
+//   B. every invocation computes the loss and δ (exactly as bce.wgsl); the first writes them;
+//   C. invocation t adds δ·x to its gradient accumulators, still from registers.
+// Then partials[(block_base + b)·P + j] = Σ_{p in block} δ[p]·x[row(p), j] (p ascending) and
+// the bias partial Σ δ[p]. Every sum runs in a fixed order, so a step is reproducible; the
+// lane order of subgroupAdd is the adapter's, so logits may differ from linear_step's in the
+// last bits.
+//
+// Bindings (group 0), the same as linear_step.wgsl:
+//   0 dims        storage, read    Dims: d, o = 1, rows_per_block R, n_params P, x_stride
+//   1 chunk       storage, dynamic ChunkStep: count, row_offset (into rows, or with
+//                                  CONTIGUOUS the segment's first row), block_base, inv_count
+//   2 x           storage, read    vec4<f32>[chunk_rows * x_stride / 4], rows zero-padded
+//   3 rows        storage, read    u32[] chunk-local row indices
+//   4 params      storage, read    f32[P]: W (d), then b
+//   5 y           storage, read    f32[chunk_rows]
+//   6 pos_weight  storage, read    f32[1]
+//   7 delta       storage, rw      f32[count]
+//   8 loss        storage, rw      f32[count]
+//   9 partials    storage, rw      f32[blocks * P]
+//
+// Invariants: o = 1; x_stride / 4 = COLUMN_GROUPS·WG (the host pads rows with zeros to whole
+// subgroups of vec4, so no invocation reads past its row: a clamp or select on the index
+// costs 1.9× here, measured on lavapipe); WG equals the subgroup size; one workgroup per row block, the
+// grid folded into two dimensions past 65,535. COLUMN_GROUPS sizes the register arrays, which
+// WGSL only allows with a constant: the host compiles this file once per size it needs,
+// replacing the declaration's value (the arrays are indexed only by unrolled constant loops,
+// so the compiler keeps them in registers instead of memory).
+
+// Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, which the host
+// (gpu::SHADERS) puts before this file.
+
+const COLUMN_GROUPS: u32 = 32u;
+
+override WG: u32 = 8u;
+// The batch segment is the chunk's rows row_offset, row_offset + 1, …: no index reads.
+override CONTIGUOUS: bool = false;
+
+@group(0) @binding(0) var<storage, read> dims: Dims;
+@group(0) @binding(1) var<storage, read> chunk: ChunkStep;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> rows: array<u32>;
+@group(0) @binding(4) var<storage, read> params: array<f32>;
+@group(0) @binding(5) var<storage, read> y: array<f32>;
+@group(0) @binding(6) var<storage, read> pos_weight: array<f32>;
+@group(0) @binding(7) var<storage, read_write> delta: array<f32>;
+@group(0) @binding(8) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(9) var<storage, read_write> partials: array<f32>;
+
+/// W[4c .. 4c + 4], zero past column d (those X columns are zero padding).
+fn weights4(c: u32) -> vec4<f32> {
+    let j = 4u * c;
+    if j + 4u <= dims.d {
+        return vec4(params[j], params[j + 1u], params[j + 2u], params[j + 3u]);
+    }
+    var w = vec4(0.0);
+    for (var i = 0u; j + i < dims.d; i++) {
+        w[i] = params[j + i];
+    }
+    return w;
+}
+
+/// The chunk-local row of batch position p.
+fn row_of(p: u32) -> u32 {
+    if CONTIGUOUS {
+        return chunk.row_offset + p;
+    }
+    return rows[chunk.row_offset + p];
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let s4 = dims.x_stride / 4u;
+    let block = wg.x + wg.y * groups.x;
+    let first = block * dims.rows_per_block;
+    // Uniform across the subgroup: every invocation returns or none does.
+    if first >= chunk.count {
+        return;
+    }
+    let last = min(first + dims.rows_per_block, chunk.count);
+
+    var w: array<vec4<f32>, COLUMN_GROUPS>;
+    var acc: array<vec4<f32>, COLUMN_GROUPS>;
+    for (var m = 0u; m < COLUMN_GROUPS; m++) {
+        w[m] = weights4(m * WG + lid);
+        acc[m] = vec4(0.0);
+    }
+    let bias = params[dims.d];
+    let pw = pos_weight[0];
+    var bias_acc = 0.0;
+    for (var p = first; p < last; p++) {
+        let x0 = row_of(p) * s4;
+        var xr: array<vec4<f32>, COLUMN_GROUPS>;
+        var dot4 = vec4(0.0);
+        for (var m = 0u; m < COLUMN_GROUPS; m++) {
+            xr[m] = x[x0 + m * WG + lid];
+            dot4 += xr[m] * w[m];
+        }
+        let logit = subgroupAdd(dot4.x + dot4.y + dot4.z + dot4.w) + bias;
+        let target_ = y[row_of(p)];
+        let l = 1.0 + (pw - 1.0) * target_;
+        let g = (l * sigmoid(logit) - pw * target_) * chunk.inv_count;
+        if lid == 0u {
+            loss[p] = (1.0 - target_) * logit + l * (softplus_neg_abs(logit) + max(-logit, 0.0));
+            delta[p] = g;
+        }
+        for (var m = 0u; m < COLUMN_GROUPS; m++) {
+            acc[m] += g * xr[m];
+        }
+        bias_acc += g;
+    }
+
+    let out = (chunk.block_base + block) * dims.n_params;
+    for (var m = 0u; m < COLUMN_GROUPS; m++) {
+        let c = m * WG + lid;
+        for (var i = 0u; i < 4u && 4u * c + i < dims.d; i++) {
+            partials[out + 4u * c + i] = acc[m][i];
+        }
+    }
+    if lid == 0u {
+        partials[out + dims.d] = bias_acc;
+    }
+}
