@@ -301,8 +301,8 @@ impl Run {
 /// Which kernels compute a step's forward pass, loss and gradient.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StepKernels {
-    /// For one output over rows of at least 384 features `linear_step_rows` where it fits
-    /// (else `linear_step`), the tiled kernels elsewhere; on CPU adapters `train_steps` for
+    /// For one output `linear_step_rows` where it fits (else `linear_step` over rows of at
+    /// least 384 features), the tiled kernels elsewhere; on CPU adapters `train_steps` for
     /// small batches.
     #[default]
     Auto,
@@ -310,7 +310,7 @@ pub enum StepKernels {
     Fused,
     /// `linear_step_rows`: one output, each row held in the registers of one subgroup, so X
     /// is read once per step (adapters with subgroups of one fixed size, rows of at most
-    /// 128 × that size features). `Auto` picks it where it fits, for rows of ≥ 384 features.
+    /// 128 × that size features). `Auto` picks it wherever it fits.
     Rows,
     /// Always `linear_forward`, `bce` and `linear_backward.partial` in sequence.
     Separate,
@@ -1308,9 +1308,11 @@ impl Backend for GpuBackend {
         let (n, d, o) = (data.n, data.d, data.o);
         let n_params = o * d + o;
         // One output over rows that fit a subgroup's registers: `linear_step_rows` reads X once
-        // (S2 on lavapipe: 1,024 features, ~2× the bandwidth probe against ~4× for
-        // `linear_step`; 512 features, 1.4×). Its rows are padded to whole subgroups of vec4,
-        // so no invocation reads past its row.
+        // and is the fastest step measured for one output at every width (lavapipe, ms per
+        // step, rows vs tiled: S2's 65,536 × 1,024, 67 vs `linear_step`'s 98; 131,072 × 128,
+        // 18.9 vs 52.8; S4's shuffled batches of 1,024 × 128, 0.44 vs 0.74; 1,024 × 8, 0.39
+        // vs 0.41). Its rows are padded to whole subgroups of vec4, so no invocation reads
+        // past its row; `Auto` takes it where that adds at most a quarter to X.
         let vec4_stride = d.next_multiple_of(4);
         let rows_groups = ctx
             .kernels
@@ -1326,7 +1328,10 @@ impl Backend for GpuBackend {
                 )));
             }
             (StepKernels::Rows, Some(_)) => true,
-            (StepKernels::Auto, Some(_)) => vec4_stride >= FUSED_MIN_WIDTH,
+            (StepKernels::Auto, Some(groups)) => {
+                let padded = groups * ctx.kernels.subgroup_size.unwrap_or(1) * 4;
+                4 * padded as usize <= 5 * vec4_stride
+            }
             _ => false,
         };
         let x_stride = match (rows_wanted, rows_groups, ctx.kernels.subgroup_size) {
