@@ -365,11 +365,23 @@ fn bad_phases_are_refused() {
 fn steps_allocate_nothing_and_read_nothing_back() {
     let (data, init) = problem(500, 40, 2, 91, 1.0);
     let mask = ParamSubset::All.mask(40, 2).unwrap();
-    for kernels in [
+    // linear_step_rows takes one output (where the adapter has fixed-size subgroups).
+    let (one_output, one_init) = problem(500, 40, 1, 92, 1.0);
+    let one_mask = ParamSubset::All.mask(40, 1).unwrap();
+    let mut paths = vec![
         StepKernels::Fused,
         StepKernels::Separate,
+        StepKernels::Tiled,
         StepKernels::Persistent,
-    ] {
+    ];
+    if gpu().has_rows_step() {
+        paths.push(StepKernels::Rows);
+    }
+    for kernels in paths {
+        let (data, init, mask) = match kernels {
+            StepKernels::Rows => (&one_output, &one_init, &one_mask),
+            _ => (&data, &init, &mask),
+        };
         // Chunked X for the multi-dispatch kernels; train_steps needs X in one binding.
         let chunk_rows = match kernels {
             StepKernels::Persistent => 500,
@@ -377,10 +389,10 @@ fn steps_allocate_nothing_and_read_nothing_back() {
         };
         let mut gpu = GpuBackend::with_chunk_rows(gpu(), chunk_rows);
         gpu.set_step_kernels(kernels);
-        gpu.load(&data, &init).unwrap();
+        gpu.load(data, init).unwrap();
         let batches: Vec<Vec<u32>> = (0..5).map(|b| (b * 100..b * 100 + 100).collect()).collect();
         gpu.set_batches(&batches).unwrap();
-        gpu.begin_phase(&Optimizer::Adam(AdamConfig::new(0.01)), &mask)
+        gpu.begin_phase(&Optimizer::Adam(AdamConfig::new(0.01)), mask)
             .unwrap();
         let before = gpu.counters();
         let steps: Vec<usize> = (0..1000).map(|i| i % 5).collect();
