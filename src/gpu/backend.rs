@@ -55,6 +55,8 @@ const MAX_ROWS_PER_BLOCK: u32 = 256;
 /// Rows per `linear_step_rows` workgroup on GPUs: enough workgroups to fill the machine (on
 /// CPU adapters, where a workgroup is one thread's work, blocks are `MAX_ROWS_PER_BLOCK`).
 const ROWS_STEP_GPU_BLOCK: u32 = 32;
+/// See [`max_column_groups`].
+const GPU_MAX_COLUMN_GROUPS: u32 = 8;
 
 /// The `Dims` arguments: fixed for a run.
 #[repr(C)]
@@ -309,8 +311,9 @@ pub enum StepKernels {
     /// Always the fused `linear_step`: one pass over each block of X.
     Fused,
     /// `linear_step_rows`: one output, each row held in the registers of one subgroup, so X
-    /// is read once per step (adapters with subgroups of one fixed size, rows of at most
-    /// 128 × that size features). `Auto` picks it wherever it fits.
+    /// is read once per step (adapters with subgroups of one fixed size; rows of at most
+    /// 128 × that size features on CPU adapters, 32 × on GPUs). `Auto` picks it wherever it
+    /// fits.
     Rows,
     /// Always `linear_forward`, `bce` and `linear_backward.partial` in sequence.
     Separate,
@@ -1213,6 +1216,18 @@ fn blocks_loop_iterations(blocks: u64) -> u64 {
     32 + 2 * blocks
 }
 
+/// vec4 column groups one invocation of `linear_step_rows` may hold on this adapter: on a
+/// GPU its three arrays live in the register file (8 groups: 96 registers of 255 on NVIDIA),
+/// on a CPU adapter they spill to the stack, which costs little up to 32 (see
+/// `MAX_COLUMN_GROUPS`).
+fn max_column_groups(ctx: &GpuContext) -> u32 {
+    if ctx.is_cpu() {
+        MAX_COLUMN_GROUPS
+    } else {
+        GPU_MAX_COLUMN_GROUPS
+    }
+}
+
 /// `linear_step_rows` with `groups` column groups per invocation over a block of `r` rows.
 fn rows_step_loop_iterations(groups: u32, r: u32) -> u64 {
     let (groups, r) = (u64::from(groups), u64::from(r));
@@ -1318,12 +1333,12 @@ impl Backend for GpuBackend {
             .kernels
             .subgroup_size
             .map(|size| (vec4_stride as u32 / 4).div_ceil(size))
-            .filter(|&groups| o == 1 && groups <= MAX_COLUMN_GROUPS);
+            .filter(|&groups| o == 1 && groups <= max_column_groups(&ctx));
         let rows_wanted = match (self.kernels, rows_groups) {
             (StepKernels::Rows, None) => {
                 return Err(Error::Config(format!(
                     "linear_step_rows needs one output, subgroups of one fixed size and rows of at most {} vec4 per invocation; {} with {d} features and {o} outputs has not",
-                    MAX_COLUMN_GROUPS,
+                    max_column_groups(&ctx),
                     ctx.adapter_name()
                 )));
             }
