@@ -1,5 +1,7 @@
 // GEMM probe: Z = X·Wᵀ (n×o from X n×d and W o×d) with 16×16 tiles staged in workgroup
-// memory — the reference rate for the many-outputs step (S3), not part of training.
+// memory, the textbook GPU kernel. `bilevel bench` measures the many-outputs step (S3)
+// against the faster of this and linear_tiled.forward's register tiles (on lavapipe those
+// are ~8× faster than this); not part of training.
 //
 // Bindings (group 0):
 //   0 dims    uniform          GemmDims: n, d, o, x_stride (a uniform, as in probe_read.wgsl)

@@ -828,6 +828,36 @@ fn bench_reports_every_figure_for_each_kernel_choice() {
 }
 
 #[test]
+fn bench_measures_many_outputs_against_both_gemm_probes() {
+    let dir = scratch("bench-gemm");
+    let json = dir.join("s3.json");
+    let out = bilevel(&[
+        "bench",
+        "--shapes",
+        "S3",
+        "--shrink",
+        "256",
+        "--repeats",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let s3 = &report["shapes"][0];
+    let probes = s3["gemm_probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 2, "{s3}");
+    let rates: Vec<f64> = probes.iter().map(|p| p[1].as_f64().unwrap()).collect();
+    assert!(rates.iter().all(|r| *r > 0.0 && r.is_finite()), "{s3}");
+    let best = rates.iter().copied().fold(0.0, f64::max);
+    assert_eq!(s3["gemm_gflop_per_s"].as_f64().unwrap(), best, "{s3}");
+    let ratio = s3["step_over_gemm"].as_f64().unwrap();
+    let step = s3["gflop_per_s"].as_f64().unwrap();
+    assert!((ratio - step / best).abs() <= 1e-9 * ratio, "{s3}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn check_passes_every_step_path_on_this_adapter() {
     let out = bilevel(&["check"]);
     let text = stdout(&out);

@@ -123,9 +123,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             println!("    S1 whole default seed run (1,000 steps) with device start-up: {s:.3} s");
         }
         if let Some(g) = r.step_over_gemm {
+            let probes: Vec<String> = r
+                .gemm_probes
+                .iter()
+                .map(|(kernel, rate)| format!("{kernel} {rate:.2}"))
+                .collect();
             println!(
-                "    {name}: step at {:.0}% of the GEMM probe's GFLOP/s",
-                g * 100.0
+                "    {name}: step at {:.0}% of the faster GEMM probe's GFLOP/s ({})",
+                g * 100.0,
+                probes.join(", ")
             );
         }
     }

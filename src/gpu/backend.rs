@@ -165,6 +165,25 @@ impl ArgRing {
     }
 }
 
+/// Which GEMM [`GpuBackend::probe_gemm`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmProbe {
+    /// `probe_gemm.wgsl`: the textbook kernel, 16×16 tiles of X and W in workgroup memory.
+    SharedTiles,
+    /// `linear_tiled.forward`: register tiles of 4 rows × 8 outputs with the weights loaded
+    /// once per workgroup (its BCE epilogue adds a few operations per output).
+    RegisterTiles,
+}
+
+/// The GEMM probes' bind groups and grids over the first chunk's rows.
+struct GemmProbes {
+    shared: wgpu::BindGroup,
+    /// (output tiles, row tiles) of 16.
+    shared_grid: (u32, u32),
+    tiled: wgpu::BindGroup,
+    tiled_groups: u32,
+}
+
 /// One row chunk of the data: its X and Y, and the bandwidth probe over its X.
 struct Chunk {
     first_row: usize,
@@ -286,9 +305,8 @@ struct Run {
     path: StepPath,
     /// `linear_step_rows` at this run's column groups, for [`StepPath::Rows`].
     rows_step: Option<Arc<RowsStep>>,
-    /// The GEMM probe over chunk 0 (created by its first use): its bind group and
-    /// (output tiles, row tiles).
-    gemm: Option<(wgpu::BindGroup, u32, u32)>,
+    /// The GEMM probes over chunk 0 (created by their first use).
+    gemm: Option<GemmProbes>,
 }
 
 impl Run {
@@ -473,12 +491,12 @@ impl GpuBackend {
         }
     }
 
-    /// GEMM probe: submits Z = X·Wᵀ over the first chunk's rows with a tiled kernel (the
-    /// reference rate for many outputs) and returns without waiting. Its buffers are
-    /// created by the first call.
-    pub fn probe_gemm(&mut self) -> Result<()> {
+    /// GEMM probe: submits Z = X·Wᵀ over the first chunk's rows with `kernel` (the reference
+    /// rate for many outputs) and returns without waiting. Its buffers are created by the
+    /// first call.
+    pub fn probe_gemm(&mut self, kernel: GemmProbe) -> Result<()> {
         if self.run()?.gemm.is_none() {
-            let gemm = self.create_gemm_probe()?;
+            let gemm = self.create_gemm_probes()?;
             self.run_mut()?.gemm = Some(gemm);
         }
         let run = self.run()?;
@@ -488,45 +506,100 @@ impl GpuBackend {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("gemm probe"),
             });
-        if let Some((group, x, y)) = &run.gemm {
+        if let Some(gemm) = &run.gemm {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("gemm probe"),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(&ctx.kernels.gemm.pipeline);
-            pass.set_bind_group(0, group, &[]);
-            pass.dispatch_workgroups(*x, *y, 1);
+            match kernel {
+                GemmProbe::SharedTiles => {
+                    let (x, y) = gemm.shared_grid;
+                    pass.set_pipeline(&ctx.kernels.gemm.pipeline);
+                    pass.set_bind_group(0, &gemm.shared, &[]);
+                    pass.dispatch_workgroups(x, y, 1);
+                }
+                GemmProbe::RegisterTiles => {
+                    let pipeline = if run.o > 4 {
+                        &ctx.kernels.tiled_forward.pipeline
+                    } else {
+                        &ctx.kernels.tiled_forward4
+                    };
+                    dispatch_on(
+                        &mut pass,
+                        ctx,
+                        pipeline,
+                        &gemm.tiled,
+                        &[0],
+                        gemm.tiled_groups,
+                    );
+                }
+            }
         }
         submit(ctx, &self.counters, encoder);
         Ok(())
     }
 
-    /// The GEMM probe's output and bind group, and its grid.
-    fn create_gemm_probe(&self) -> Result<(wgpu::BindGroup, u32, u32)> {
+    /// The GEMM probes' buffers and bind groups.
+    fn create_gemm_probes(&self) -> Result<GemmProbes> {
         let run = self.run()?;
         let ctx = &self.context;
         let rows = self.gemm_probe_rows();
-        let x_stride = run.x_stride;
         let dims = self.uniform("gemm probe dims", 16);
-        let words = [rows as u32, run.d as u32, run.o as u32, x_stride as u32];
+        let words = [rows as u32, run.d as u32, run.o as u32, run.x_stride as u32];
         ctx.queue
             .write_buffer(&dims, 0, bytemuck::cast_slice(&words));
-        let out = self.storage("gemm probe output", (rows * run.o) as u64 * 4)?;
-        let group = self.bind(
+        let outputs = (rows * run.o) as u64 * 4;
+        let z = self.storage("gemm probe output", outputs)?;
+        let shared = self.bind(
             "probe_gemm",
             &ctx.kernels.gemm,
             &[
                 (0, whole(&dims)),
                 (1, whole(&run.chunks[0].x)),
                 (2, whole(&run.params)),
-                (3, whole(&out)),
+                (3, whole(&z)),
             ],
         );
-        Ok((
-            group,
-            (run.o as u32).div_ceil(16),
-            (rows as u32).div_ceil(16),
-        ))
+        // linear_tiled.forward over the chunk's rows in order, as one batch.
+        let chunk_step = self.args("gemm probe rows", std::mem::size_of::<ChunkStep>() as u64);
+        let step = ChunkStep {
+            count: rows as u32,
+            row_offset: 0,
+            block_base: 0,
+            inv_count: 1.0 / rows as f32,
+        };
+        ctx.queue
+            .write_buffer(&chunk_step, 0, bytemuck::bytes_of(&step));
+        let index = self.storage("gemm probe row indices", rows as u64 * 4)?;
+        let identity: Vec<u32> = (0..rows as u32).collect();
+        ctx.queue
+            .write_buffer(&index, 0, bytemuck::cast_slice(&identity));
+        let delta = self.storage("gemm probe delta", outputs)?;
+        let loss = self.storage("gemm probe loss", outputs)?;
+        let tiled = self.bind(
+            "linear_tiled.forward (gemm probe)",
+            &ctx.kernels.tiled_forward,
+            &[
+                (0, whole(&run.dims)),
+                (1, whole(&chunk_step)),
+                (2, whole(&run.chunks[0].x)),
+                (3, whole(&index)),
+                (4, whole(&run.params)),
+                (5, whole(&z)),
+                (8, whole(&run.chunks[0].y)),
+                (9, whole(&run.pos_weight)),
+                (10, whole(&delta)),
+                (11, whole(&loss)),
+            ],
+        );
+        let tile_outputs = if run.o > 4 { 8 } else { 4 };
+        let out_tiles = (run.o as u32).div_ceil(tile_outputs);
+        Ok(GemmProbes {
+            shared,
+            shared_grid: ((run.o as u32).div_ceil(16), (rows as u32).div_ceil(16)),
+            tiled,
+            tiled_groups: (rows as u32).div_ceil(4).div_ceil(WORKGROUP_SIZE) * out_tiles,
+        })
     }
 
     /// Rows the GEMM probe covers (the first chunk's, at most 16 × the grid limit).

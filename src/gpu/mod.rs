@@ -5,6 +5,6 @@ mod backend;
 mod context;
 mod kernels;
 
-pub use backend::{Counters, GpuBackend, StepKernels};
+pub use backend::{Counters, GemmProbe, GpuBackend, StepKernels};
 pub use context::{AdapterReport, GpuContext, adapters};
 pub use kernels::{PRELUDE, SHADERS, WORKGROUP_SIZE, rows_step_source};
