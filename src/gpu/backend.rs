@@ -495,6 +495,18 @@ impl GpuBackend {
     /// rate for many outputs) and returns without waiting. Its buffers are created by the
     /// first call.
     pub fn probe_gemm(&mut self, kernel: GemmProbe) -> Result<()> {
+        let run = self.run()?;
+        if kernel == GemmProbe::RegisterTiles
+            && self
+                .loop_budget()
+                .is_some_and(|b| tiled_loop_iterations(run.d, run.rows_per_block) > b)
+        {
+            return Err(Error::Config(format!(
+                "linear_tiled.forward would run past {}'s loop limit at {} features",
+                self.context.adapter_name(),
+                run.d
+            )));
+        }
         if self.run()?.gemm.is_none() {
             let gemm = self.create_gemm_probes()?;
             self.run_mut()?.gemm = Some(gemm);
