@@ -1,9 +1,9 @@
 // Forward pass and gradient partials as small register-tiled GEMMs: each invocation owns 4
-// rows × T outputs (forward) or 4 columns × T outputs (partial), T = TILE_OUTPUTS, so one
-// vec4 load of X feeds T outputs and one weight vector four rows. Same inputs, outputs and
-// partials layout as linear_forward and linear_backward.partial (bce and the optimizers'
-// block sums are shared); only the order of the additions inside a dot product differs
-// (vec4 by vec4).
+// rows × T outputs (forward, T = 4 or 8) or 4 columns × T outputs (partial, T = 4, 8 or 16),
+// T = TILE_OUTPUTS, so one vec4 load of X feeds T outputs and one weight vector four rows.
+// Same inputs, outputs and partials layout as linear_forward and linear_backward.partial
+// (bce and the optimizers' block sums are shared); only the order of the additions inside a
+// dot product differs (vec4 by vec4).
 //
 //   forward: workgroup (row tiles, output tile u), invocation t of its row tiles computes, for
 //            p = 4t .. 4t + 3 < count and k = T·u .. T·u + T − 1 < o,
@@ -41,8 +41,9 @@
 // (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
-// Outputs per workgroup: 8 (each gathered word of X feeds eight accumulators) or 4 (for at
-// most four outputs, where the other four would only repeat the last).
+// Outputs per workgroup: 8 (each gathered word of X feeds eight accumulators), 4 (for at
+// most four outputs, where the other four would only repeat the last) or, in the partial
+// only, 16 (for more than eight outputs; the forward pass measured no faster with 16).
 override TILE_OUTPUTS: u32 = 8u;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
@@ -221,7 +222,7 @@ fn partial(
     let o = dims.o;
     let d = dims.d;
     let s4 = dims.x_stride / 4u;
-    let wide = TILE_OUTPUTS == 8u;
+    let wide = TILE_OUTPUTS >= 8u;
     let out_tiles = (o + TILE_OUTPUTS - 1u) / TILE_OUTPUTS;
     let wid = wg.x + wg.y * groups.x;
     // The block and the output tile come from the workgroup alone, so the row indices and
@@ -238,6 +239,9 @@ fn partial(
     // Outputs past the last repeat it; their sums are not stored.
     let lo = min(vec4(k) + vec4(0u, 1u, 2u, 3u), vec4(o - 1u));
     let hi = min(vec4(k) + vec4(4u, 5u, 6u, 7u), vec4(o - 1u));
+    let lo2 = min(vec4(k) + vec4(8u, 9u, 10u, 11u), vec4(o - 1u));
+    let hi2 = min(vec4(k) + vec4(12u, 13u, 14u, 15u), vec4(o - 1u));
+    let widest = TILE_OUTPUTS == 16u;
     let n = min(TILE_OUTPUTS, o - k);
     let out = (chunk.block_base + block) * dims.n_params;
     for (var c = lid; c <= s4; c += WG) {
@@ -250,6 +254,14 @@ fn partial(
             var a5 = vec4(0.0);
             var a6 = vec4(0.0);
             var a7 = vec4(0.0);
+            var a8 = vec4(0.0);
+            var a9 = vec4(0.0);
+            var a10 = vec4(0.0);
+            var a11 = vec4(0.0);
+            var a12 = vec4(0.0);
+            var a13 = vec4(0.0);
+            var a14 = vec4(0.0);
+            var a15 = vec4(0.0);
             for (var p = first; p < last; p++) {
                 let xv = x[rows[chunk.row_offset + p] * s4 + c];
                 let e = p * o;
@@ -262,6 +274,16 @@ fn partial(
                     a5 += delta[e + hi.y] * xv;
                     a6 += delta[e + hi.z] * xv;
                     a7 += delta[e + hi.w] * xv;
+                }
+                if widest {
+                    a8 += delta[e + lo2.x] * xv;
+                    a9 += delta[e + lo2.y] * xv;
+                    a10 += delta[e + lo2.z] * xv;
+                    a11 += delta[e + lo2.w] * xv;
+                    a12 += delta[e + hi2.x] * xv;
+                    a13 += delta[e + hi2.y] * xv;
+                    a14 += delta[e + hi2.z] * xv;
+                    a15 += delta[e + hi2.w] * xv;
                 }
             }
             let cols = min(4u, d - 4u * c);
@@ -288,19 +310,55 @@ fn partial(
             if n > 7u {
                 store_partials(q + 7u * d, a7, cols);
             }
+            if n > 8u {
+                store_partials(q + 8u * d, a8, cols);
+            }
+            if n > 9u {
+                store_partials(q + 9u * d, a9, cols);
+            }
+            if n > 10u {
+                store_partials(q + 10u * d, a10, cols);
+            }
+            if n > 11u {
+                store_partials(q + 11u * d, a11, cols);
+            }
+            if n > 12u {
+                store_partials(q + 12u * d, a12, cols);
+            }
+            if n > 13u {
+                store_partials(q + 13u * d, a13, cols);
+            }
+            if n > 14u {
+                store_partials(q + 14u * d, a14, cols);
+            }
+            if n > 15u {
+                store_partials(q + 15u * d, a15, cols);
+            }
         } else {
             var b0 = vec4(0.0);
             var b1 = vec4(0.0);
+            var b2 = vec4(0.0);
+            var b3 = vec4(0.0);
             for (var p = first; p < last; p++) {
                 let e = p * o;
                 b0 += vec4(delta[e + lo.x], delta[e + lo.y], delta[e + lo.z], delta[e + lo.w]);
                 if wide {
                     b1 += vec4(delta[e + hi.x], delta[e + hi.y], delta[e + hi.z], delta[e + hi.w]);
                 }
+                if widest {
+                    b2 += vec4(delta[e + lo2.x], delta[e + lo2.y], delta[e + lo2.z], delta[e + lo2.w]);
+                    b3 += vec4(delta[e + hi2.x], delta[e + hi2.y], delta[e + hi2.z], delta[e + hi2.w]);
+                }
             }
             store_partials(out + o * d + k, b0, min(n, 4u));
             if n > 4u {
-                store_partials(out + o * d + k + 4u, b1, n - 4u);
+                store_partials(out + o * d + k + 4u, b1, min(n - 4u, 4u));
+            }
+            if n > 8u {
+                store_partials(out + o * d + k + 8u, b2, min(n - 8u, 4u));
+            }
+            if n > 12u {
+                store_partials(out + o * d + k + 12u, b3, n - 12u);
             }
         }
     }

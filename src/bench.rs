@@ -289,7 +289,7 @@ pub fn run(
             let flop = 2.0 * (gpu.gemm_probe_rows() * shape.d * shape.o) as f64;
             for (name, kernel) in [
                 ("shared tiles 16×16", GemmProbe::SharedTiles),
-                ("register tiles 4×8", GemmProbe::RegisterTiles),
+                ("register tiles", GemmProbe::RegisterTiles),
             ] {
                 let gemm = time(repeats, || {
                     gpu.probe_gemm(kernel)?;

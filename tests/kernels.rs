@@ -156,7 +156,7 @@ fn edge_shapes_match_reference() {
         let mut gpu = gpu_backend(kernels);
         for &n in &edge_sizes() {
             for &d in &edge_sizes() {
-                for o in [1, 2, 7] {
+                for o in [1, 2, 7, 17] {
                     seed += 1;
                     let (data, params) = problem(n, d, o, seed, 1.0);
                     compare_kernels(&mut gpu, &data, &params, seed);

@@ -531,11 +531,7 @@ impl GpuBackend {
                     pass.dispatch_workgroups(x, y, 1);
                 }
                 GemmProbe::RegisterTiles => {
-                    let pipeline = if run.o > 4 {
-                        &ctx.kernels.tiled_forward.pipeline
-                    } else {
-                        &ctx.kernels.tiled_forward4
-                    };
+                    let (pipeline, _) = ctx.kernels.tiled_forward_for(run.o as u32);
                     dispatch_on(
                         &mut pass,
                         ctx,
@@ -604,8 +600,7 @@ impl GpuBackend {
                 (11, whole(&loss)),
             ],
         );
-        let tile_outputs = if run.o > 4 { 8 } else { 4 };
-        let out_tiles = (run.o as u32).div_ceil(tile_outputs);
+        let (_, out_tiles) = ctx.kernels.tiled_forward_for(run.o as u32);
         Ok(GemmProbes {
             shared,
             shared_grid: ((run.o as u32).div_ceil(16), (rows as u32).div_ceil(16)),
@@ -1118,17 +1113,19 @@ impl GpuBackend {
             } else if run.path == StepPath::Tiled {
                 // Tiles of 8 outputs, or of 4 for at most four; the forward pass writes the
                 // loss and δ itself.
-                let (forward, partial, out_tiles) = if run.o > 4 {
-                    let tiles = (run.o as u32).div_ceil(8);
-                    (&k.tiled_forward.pipeline, &k.tiled_partial.pipeline, tiles)
-                } else {
-                    let tiles = (run.o as u32).div_ceil(4);
-                    (&k.tiled_forward4, &k.tiled_partial4, tiles)
-                };
+                let (forward, forward_tiles) = k.tiled_forward_for(run.o as u32);
+                let (partial, partial_tiles) = k.tiled_partial_for(run.o as u32);
                 let row_groups = count.div_ceil(4).div_ceil(WORKGROUP_SIZE);
                 let (tf, tp) = (&chunk.tiled_forward, &chunk.tiled_partial);
-                dispatch_on(pass, ctx, forward, tf, &[offset], row_groups * out_tiles);
-                dispatch_on(pass, ctx, partial, tp, &[offset], blocks * out_tiles);
+                dispatch_on(
+                    pass,
+                    ctx,
+                    forward,
+                    tf,
+                    &[offset],
+                    row_groups * forward_tiles,
+                );
+                dispatch_on(pass, ctx, partial, tp, &[offset], blocks * partial_tiles);
             } else {
                 let groups = elements.div_ceil(WORKGROUP_SIZE);
                 dispatch(pass, ctx, &k.forward, &chunk.forward, &[offset], groups);

@@ -107,6 +107,8 @@ pub(crate) struct Kernels {
     pub(crate) tiled_partial: Kernel,
     /// `tiled_partial` with 4 outputs per invocation, for at most four outputs.
     pub(crate) tiled_partial4: wgpu::ComputePipeline,
+    /// `tiled_partial` with 16 outputs per invocation, for more than eight outputs.
+    pub(crate) tiled_partial16: wgpu::ComputePipeline,
     pub(crate) step: Kernel,
     /// `step` for a batch segment of consecutive rows: no row index reads.
     pub(crate) step_contiguous: wgpu::ComputePipeline,
@@ -144,6 +146,27 @@ pub(crate) const STEPS_STORAGE_BINDINGS: u32 = 17;
 pub(crate) const STORAGE_BINDINGS: u32 = 10;
 
 impl Kernels {
+    /// `linear_tiled.forward` for `o` outputs and its output tiles per row tile: 4 outputs per
+    /// invocation for at most four, else 8 (16 measured no faster here: S3 488 vs 494 ms).
+    pub(crate) fn tiled_forward_for(&self, o: u32) -> (&wgpu::ComputePipeline, u32) {
+        if o <= 4 {
+            (&self.tiled_forward4, o.div_ceil(4))
+        } else {
+            (&self.tiled_forward.pipeline, o.div_ceil(8))
+        }
+    }
+
+    /// `linear_tiled.partial` for `o` outputs and its output tiles per block: 4, 8 or 16
+    /// outputs per invocation, the fewest that cover `o` up to 16 (each load of X feeds them
+    /// all; S3's 64 outputs on lavapipe: 16 per invocation took the step from 547 to 494 ms).
+    pub(crate) fn tiled_partial_for(&self, o: u32) -> (&wgpu::ComputePipeline, u32) {
+        match o {
+            0..=4 => (&self.tiled_partial4, o.div_ceil(4)),
+            5..=8 => (&self.tiled_partial.pipeline, o.div_ceil(8)),
+            _ => (&self.tiled_partial16, o.div_ceil(16)),
+        }
+    }
+
     /// `linear_step_rows` with `groups` column groups per invocation (at most
     /// [`MAX_COLUMN_GROUPS`]), compiled on first use; `None` without fixed-size subgroups.
     pub(crate) fn rows_step(&self, device: &wgpu::Device, groups: u32) -> Option<Arc<RowsStep>> {
@@ -301,6 +324,13 @@ impl Kernels {
             "partial",
             &[("WG", WORKGROUP_SIZE as f64), ("TILE_OUTPUTS", 4.0)],
         );
+        let tiled_partial16 = tiled_partial.variant(
+            device,
+            "linear_tiled.partial (16 outputs)",
+            &tiled,
+            "partial",
+            &[("WG", WORKGROUP_SIZE as f64), ("TILE_OUTPUTS", 16.0)],
+        );
         Self {
             steps,
             rows_steps: Mutex::new(HashMap::new()),
@@ -342,6 +372,7 @@ impl Kernels {
             tiled_forward4,
             tiled_partial,
             tiled_partial4,
+            tiled_partial16,
             step: step_kernel,
             step_contiguous,
             probe: build(
