@@ -1563,6 +1563,9 @@ impl Backend for GpuBackend {
             Some(groups) if rows => ctx.kernels.rows_step(&ctx.device, groups),
             _ => None,
         };
+        if rows_step.is_some() {
+            ctx.check("building linear_step_rows")?;
+        }
         let path = match self.kernels {
             _ if rows_step.is_some() => StepPath::Rows,
             _ if fused => StepPath::Fused,
