@@ -33,8 +33,8 @@
 // barriers is uniform across the workgroup (it depends only on the workgroup id and
 // read-only arguments); ten storage bindings.
 
-// Dims, ChunkStep, StepInfo, sigmoid and softplus_neg_abs come from common.wgsl, which the
-// host (gpu::SHADERS) puts before this file.
+// Dims, ChunkStep, StepInfo, sigmoid and softplus_neg_abs come from common.wgsl, weights4
+// from weights.wgsl, which the host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
 // The batch segment is the chunk's rows row_offset, row_offset + 1, …: no index reads.
@@ -57,20 +57,6 @@ const M: u32 = 4u;
 /// Lane sums of the few-outputs path: (row, output, lane), o·R·WG ≤ DOTS.
 const DOTS: u32 = 4096u;
 var<workgroup> dots: array<f32, DOTS>;
-
-/// W[k, 4c .. 4c + 4], zero past column d (those X columns are zero padding).
-fn weights4(k: u32, c: u32) -> vec4<f32> {
-    let j = 4u * c;
-    let base = k * dims.d + j;
-    if j + 4u <= dims.d {
-        return vec4(params[base], params[base + 1u], params[base + 2u], params[base + 3u]);
-    }
-    var w = vec4(0.0);
-    for (var i = 0u; j + i < dims.d; i++) {
-        w[i] = params[base + i];
-    }
-    return w;
-}
 
 /// The chunk-local row of batch position p.
 fn row_of(p: u32) -> u32 {

@@ -35,8 +35,8 @@
 // replacing the declaration's value (the arrays are indexed only by unrolled constant loops,
 // so the compiler keeps them in registers instead of memory).
 
-// Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, which the host
-// (gpu::SHADERS) puts before this file.
+// Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, weights4 from
+// weights.wgsl, which the host (gpu::SHADERS) puts before this file.
 
 const COLUMN_GROUPS: u32 = 32u;
 
@@ -54,19 +54,6 @@ override CONTIGUOUS: bool = false;
 @group(0) @binding(7) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(8) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(9) var<storage, read_write> partials: array<f32>;
-
-/// W[4c .. 4c + 4], zero past column d (those X columns are zero padding).
-fn weights4(c: u32) -> vec4<f32> {
-    let j = 4u * c;
-    if j + 4u <= dims.d {
-        return vec4(params[j], params[j + 1u], params[j + 2u], params[j + 3u]);
-    }
-    var w = vec4(0.0);
-    for (var i = 0u; j + i < dims.d; i++) {
-        w[i] = params[j + i];
-    }
-    return w;
-}
 
 /// The chunk-local row of batch position p.
 fn row_of(p: u32) -> u32 {
@@ -94,7 +81,7 @@ fn main(
     var w: array<vec4<f32>, COLUMN_GROUPS>;
     var acc: array<vec4<f32>, COLUMN_GROUPS>;
     for (var m = 0u; m < COLUMN_GROUPS; m++) {
-        w[m] = weights4(m * WG + lid);
+        w[m] = weights4(0u, m * WG + lid);
         acc[m] = vec4(0.0);
     }
     let bias = params[dims.d];

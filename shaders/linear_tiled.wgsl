@@ -37,8 +37,8 @@
 // workgroup shares comes from its workgroup id, so loads of it are uniform across the
 // invocations — the one kind of load a CPU implementation (llvmpipe) makes without a gather.
 
-// Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, which the host
-// (gpu::SHADERS) puts before this file.
+// Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, weights4 from
+// weights.wgsl, which the host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
 // Outputs per workgroup: 8 (each gathered word of X feeds eight accumulators), 4 (for at
@@ -58,20 +58,6 @@ override TILE_OUTPUTS: u32 = 8u;
 @group(0) @binding(9) var<storage, read> pos_weight: array<f32>;
 @group(0) @binding(10) var<storage, read_write> delta_out: array<f32>;
 @group(0) @binding(11) var<storage, read_write> loss: array<f32>;
-
-/// W[k, 4c .. 4c + 4], zero past column d.
-fn weights4(k: u32, c: u32) -> vec4<f32> {
-    let j = 4u * c;
-    let base = k * dims.d + j;
-    if j + 4u <= dims.d {
-        return vec4(params[base], params[base + 1u], params[base + 2u], params[base + 3u]);
-    }
-    var w = vec4(0.0);
-    for (var i = 0u; j + i < dims.d; i++) {
-        w[i] = params[base + i];
-    }
-    return w;
-}
 
 /// Stores the first `n` (≤ 4) components of `v` at partials[base ..].
 fn store_partials(base: u32, v: vec4<f32>, n: u32) {

@@ -18,11 +18,28 @@ macro_rules! with_prelude {
     };
 }
 
+/// `shaders/common.wgsl`, `shaders/weights.wgsl`, then `shaders/<file>`: for the kernels that
+/// read the weights four columns at a time.
+macro_rules! with_weights {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../shaders/common.wgsl"),
+            include_str!("../../shaders/weights.wgsl"),
+            include_str!(concat!("../../shaders/", $file))
+        )
+    };
+}
+
 /// The shared prelude, `shaders/common.wgsl`.
 pub const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
 
+/// `shaders/weights.wgsl`, after [`PRELUDE`] in front of the kernels that read the weights four
+/// columns at a time.
+pub const WEIGHTS: &str = include_str!("../../shaders/weights.wgsl");
+
 /// Every kernel as `(file name, source as compiled)`, in the order of the trainer's step;
-/// the kernels that use shared structs and helpers have [`PRELUDE`] in front.
+/// the kernels that use shared structs and helpers have [`PRELUDE`] in front, and those that
+/// read the weights four columns at a time [`WEIGHTS`] after it.
 pub const SHADERS: &[(&str, &str)] = &[
     ("linear_forward.wgsl", with_prelude!("linear_forward.wgsl")),
     ("bce.wgsl", with_prelude!("bce.wgsl")),
@@ -30,12 +47,12 @@ pub const SHADERS: &[(&str, &str)] = &[
         "linear_backward.wgsl",
         with_prelude!("linear_backward.wgsl"),
     ),
-    ("linear_step.wgsl", with_prelude!("linear_step.wgsl")),
+    ("linear_step.wgsl", with_weights!("linear_step.wgsl")),
     (
         "linear_step_rows.wgsl",
-        with_prelude!("linear_step_rows.wgsl"),
+        with_weights!("linear_step_rows.wgsl"),
     ),
-    ("linear_tiled.wgsl", with_prelude!("linear_tiled.wgsl")),
+    ("linear_tiled.wgsl", with_weights!("linear_tiled.wgsl")),
     ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
     ("sgd.wgsl", with_prelude!("sgd.wgsl")),
     ("adam.wgsl", with_prelude!("adam.wgsl")),
