@@ -15,8 +15,8 @@ use serde::Serialize;
 use crate::cpu::CpuBackend;
 use crate::gpu::{GemmProbe, GpuBackend, GpuContext, StepKernels};
 use crate::{
-    AdamConfig, Backend, Dataset, Optimizer, ParamSubset, Params, Phase, Result, SgdConfig, data,
-    train,
+    AdamConfig, Backend, Dataset, Error, Optimizer, ParamSubset, Params, Phase, Result, SgdConfig,
+    data, train,
 };
 
 /// One benchmark shape.
@@ -154,7 +154,38 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Times `f` `repeats` times after one warm-up call; median seconds.
+/// How `bilevel bench` times the GPU's work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Timing {
+    /// Timestamps on GPUs that offer them, the wall clock elsewhere (on CPU adapters the
+    /// submission itself is part of the work).
+    #[default]
+    Auto,
+    /// The wall clock around a device wait.
+    Wall,
+    /// The GPU's timestamps: from the beginning of the first compute pass to the end of the
+    /// last.
+    Timestamps,
+}
+
+impl Timing {
+    /// Whether `gpu` is timed by its timestamps; an error if they were asked for and it has
+    /// none.
+    fn timestamps(self, gpu: &GpuBackend) -> Result<bool> {
+        match self {
+            Timing::Wall => Ok(false),
+            Timing::Auto => Ok(gpu.has_timestamps() && !gpu.context().is_cpu()),
+            Timing::Timestamps if gpu.has_timestamps() => Ok(true),
+            Timing::Timestamps => Err(Error::Config(format!(
+                "{} offers no timestamp queries",
+                gpu.context().adapter_name()
+            ))),
+        }
+    }
+}
+
+/// Times `f` `repeats` times after one warm-up call (`f` ends with a device wait); median
+/// seconds, by the wall clock.
 fn time(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
     let mut samples = Vec::with_capacity(repeats);
@@ -162,6 +193,26 @@ fn time(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
         let start = Instant::now();
         f()?;
         samples.push(start.elapsed().as_secs_f64());
+    }
+    Ok(median(samples))
+}
+
+/// As [`time`], `f` working on `gpu`: by its timestamps when `timestamps`.
+fn time_gpu(
+    gpu: &mut GpuBackend,
+    timestamps: bool,
+    repeats: usize,
+    mut f: impl FnMut(&mut GpuBackend) -> Result<()>,
+) -> Result<f64> {
+    if !timestamps {
+        return time(repeats, || f(gpu));
+    }
+    f(gpu)?;
+    let mut samples = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        gpu.start_timer()?;
+        f(gpu)?;
+        samples.push(gpu.stop_timer()?);
     }
     Ok(median(samples))
 }
@@ -188,8 +239,10 @@ pub fn run(
     shapes: &[Shape],
     repeats: usize,
     kernels: StepKernels,
+    timing: Timing,
 ) -> Result<BenchReport> {
     let mut results = Vec::new();
+    let mut timed_by_timestamps = false;
     for shape in shapes {
         log::info!(
             "bench {}: n={} d={} o={}",
@@ -244,7 +297,9 @@ pub fn run(
             chunks: gpu.chunk_count(),
             ..ShapeResult::default()
         };
-        let probe = time(repeats, || {
+        let timestamps = timing.timestamps(&gpu)?;
+        timed_by_timestamps = timestamps;
+        let probe = time_gpu(&mut gpu, timestamps, repeats, |gpu| {
             gpu.probe_read()?;
             gpu.finish()
         })?;
@@ -255,7 +310,7 @@ pub fn run(
             None => {
                 // Steps per submission as a run between checks would encode them.
                 let per = 10usize;
-                let step = time(repeats, || {
+                let step = time_gpu(&mut gpu, timestamps, repeats, |gpu| {
                     gpu.run_steps(&vec![0; per], t)?;
                     t += per as u64;
                     gpu.finish()
@@ -266,7 +321,7 @@ pub fn run(
             Some(_) => {
                 let steps = batches.len();
                 let ids: Vec<usize> = (0..steps).collect();
-                let epoch = time(repeats, || {
+                let epoch = time_gpu(&mut gpu, timestamps, repeats, |gpu| {
                     gpu.set_batches(&batches)?;
                     gpu.run_steps(&ids, t)?;
                     t += steps as u64;
@@ -291,7 +346,7 @@ pub fn run(
                 ("shared tiles 16×16", GemmProbe::SharedTiles),
                 ("register tiles", GemmProbe::RegisterTiles),
             ] {
-                let gemm = time(repeats, || {
+                let gemm = time_gpu(&mut gpu, timestamps, repeats, |gpu| {
                     gpu.probe_gemm(kernel)?;
                     gpu.finish()
                 })?;
@@ -330,7 +385,12 @@ pub fn run(
     }
     Ok(BenchReport {
         adapter: context.describe(),
-        timing: "wall clock around a device wait, median of repeats after a warm-up".into(),
+        timing: if timed_by_timestamps {
+            "GPU timestamps from the first compute pass's beginning to the last one's end, median of repeats after a warm-up"
+        } else {
+            "wall clock around a device wait, median of repeats after a warm-up"
+        }
+        .into(),
         shapes: results,
     })
 }

@@ -828,6 +828,38 @@ fn bench_reports_every_figure_for_each_kernel_choice() {
 }
 
 #[test]
+fn bench_times_by_gpu_timestamps_when_asked() {
+    let dir = scratch("bench-timestamps");
+    let json = dir.join("timestamps.json");
+    let out = bilevel(&[
+        "bench",
+        "--shapes",
+        "S1,S4",
+        "--shrink",
+        "256",
+        "--repeats",
+        "2",
+        "--timing",
+        "timestamps",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(
+        report["timing"].as_str().unwrap().contains("timestamps"),
+        "{report}"
+    );
+    for shape in report["shapes"].as_array().unwrap() {
+        for figure in ["step_ms", "probe_ms"] {
+            let v = shape[figure].as_f64().unwrap_or(f64::NAN);
+            assert!(v > 0.0 && v.is_finite(), "{figure} = {v}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bench_measures_many_outputs_against_both_gemm_probes() {
     let dir = scratch("bench-gemm");
     let json = dir.join("s3.json");

@@ -576,3 +576,31 @@ fn every_step_kernel_matches_the_reference() {
         }
     }
 }
+
+/// The GPU timer spans the timed passes: positive, and no longer than the wall clock around
+/// the same work; it refuses to report a stretch with no pass in it.
+#[test]
+fn gpu_timer_measures_within_the_wall_clock() {
+    let mut gpu = GpuBackend::new(gpu());
+    assert!(
+        gpu.has_timestamps(),
+        "this adapter offers no timestamp queries (lavapipe does)"
+    );
+    let (data, init) = problem(2000, 64, 1, 93, 1.0);
+    gpu.load(&data, &init).unwrap();
+    gpu.set_batches(&[(0..2000).collect()]).unwrap();
+    let mask = ParamSubset::All.mask(64, 1).unwrap();
+    gpu.begin_phase(&Optimizer::Adam(AdamConfig::new(0.01)), &mask)
+        .unwrap();
+    gpu.start_timer().unwrap();
+    let wall = std::time::Instant::now();
+    gpu.run_steps(&[0; 20], 1).unwrap();
+    let timed = gpu.stop_timer().unwrap();
+    let wall = wall.elapsed().as_secs_f64();
+    assert!(
+        timed > 0.0 && timed <= wall,
+        "timed {timed} s, wall {wall} s"
+    );
+    gpu.start_timer().unwrap();
+    assert!(gpu.stop_timer().is_err());
+}

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bilevel::bench::{self, ShapeResult};
+use bilevel::bench::{self, ShapeResult, Timing};
 use bilevel::gpu::{GpuContext, StepKernels};
 use clap::{Args, ValueEnum};
 
@@ -27,6 +27,30 @@ pub struct BenchArgs {
     /// Which kernels compute the step.
     #[arg(long, value_enum, default_value_t = Kernels::Auto)]
     pub kernels: Kernels,
+    /// How the GPU's work is timed.
+    #[arg(long, value_enum, default_value_t = TimingArg::Auto)]
+    pub timing: TimingArg,
+}
+
+/// `--timing`: the choices of [`Timing`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TimingArg {
+    /// GPU timestamps on GPUs that have them, the wall clock on CPU adapters and elsewhere.
+    Auto,
+    /// The wall clock around a device wait.
+    Wall,
+    /// GPU timestamps (an error where the adapter has none).
+    Timestamps,
+}
+
+impl From<TimingArg> for Timing {
+    fn from(t: TimingArg) -> Self {
+        match t {
+            TimingArg::Auto => Timing::Auto,
+            TimingArg::Wall => Timing::Wall,
+            TimingArg::Timestamps => Timing::Timestamps,
+        }
+    }
 }
 
 /// `--kernels`: the choices of [`StepKernels`].
@@ -75,7 +99,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     let context = Arc::new(GpuContext::new()?);
-    let report = bench::run(context, &shapes, args.repeats, args.kernels.into())?;
+    let report = bench::run(
+        context,
+        &shapes,
+        args.repeats,
+        args.kernels.into(),
+        args.timing.into(),
+    )?;
     println!("{} — {}", report.adapter, report.timing);
     println!(
         "{:<3} {:>7} {:>5} {:>3} {:>3} {:>10} {:>9} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9}",

@@ -7,6 +7,7 @@
 //! once per submission. Steps between two checks are encoded into one command buffer with no
 //! read-back; the gradient is reduced in a fixed order, so runs are bitwise reproducible.
 
+use std::cell::Cell;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,6 +166,37 @@ impl ArgRing {
     }
 }
 
+/// GPU timestamps around a stretch of work: the beginning of its first compute pass and the
+/// end of its last (each timed pass overwrites the end).
+struct PassTimer {
+    queries: wgpu::QuerySet,
+    /// The two timestamps, resolved (QUERY_RESOLVE | COPY_SRC).
+    resolved: wgpu::Buffer,
+    /// … and mapped for reading.
+    readback: wgpu::Buffer,
+    running: Cell<bool>,
+    /// Whether the next timed pass is the stretch's first.
+    first: Cell<bool>,
+}
+
+/// Begins a compute pass on `encoder`; while `timer` runs, the pass records its end (and, if
+/// it is the first, its beginning).
+fn compute_pass<'e>(
+    encoder: &'e mut wgpu::CommandEncoder,
+    label: &str,
+    timer: Option<&PassTimer>,
+) -> wgpu::ComputePass<'e> {
+    let timestamp_writes = timer.map(|t| wgpu::ComputePassTimestampWrites {
+        query_set: &t.queries,
+        beginning_of_pass_write_index: t.first.replace(false).then_some(0),
+        end_of_pass_write_index: Some(1),
+    });
+    encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some(label),
+        timestamp_writes,
+    })
+}
+
 /// Which GEMM [`GpuBackend::probe_gemm`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmProbe {
@@ -307,9 +339,16 @@ struct Run {
     rows_step: Option<Arc<RowsStep>>,
     /// The GEMM probes over chunk 0 (created by their first use).
     gemm: Option<GemmProbes>,
+    /// GPU timestamps for `bilevel bench` (created by the first [`GpuBackend::start_timer`]).
+    timer: Option<PassTimer>,
 }
 
 impl Run {
+    /// The timer, while one runs.
+    fn timer(&self) -> Option<&PassTimer> {
+        self.timer.as_ref().filter(|t| t.running.get())
+    }
+
     /// The plan-sized buffers, once batches are planned.
     fn work(&self) -> Result<&Work> {
         self.work
@@ -459,10 +498,7 @@ impl GpuBackend {
                 label: Some("probe"),
             });
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("probe"),
-                timestamp_writes: None,
-            });
+            let mut pass = compute_pass(&mut encoder, "probe", run.timer());
             for chunk in &run.chunks {
                 let groups = chunk
                     .probe_len4
@@ -480,6 +516,99 @@ impl GpuBackend {
         }
         submit(ctx, &self.counters, encoder);
         Ok(())
+    }
+
+    /// Whether this device records GPU timestamps ([`GpuBackend::start_timer`]).
+    pub fn has_timestamps(&self) -> bool {
+        self.context
+            .device
+            .features()
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Starts timing on the GPU: the compute passes submitted until
+    /// [`GpuBackend::stop_timer`] record when the first began and the last ended. Needs a
+    /// loaded run and [`GpuBackend::has_timestamps`].
+    pub fn start_timer(&mut self) -> Result<()> {
+        if !self.has_timestamps() {
+            return Err(Error::Config(format!(
+                "{} offers no timestamp queries",
+                self.context.adapter_name()
+            )));
+        }
+        if self.run()?.timer.is_none() {
+            let ctx = &self.context;
+            let queries = ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("pass timer"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let resolved = self.counted(wgpu::BufferDescriptor {
+                label: Some("pass timer (resolved)"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let readback = self.counted(wgpu::BufferDescriptor {
+                label: Some("pass timer (read back)"),
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            self.run_mut()?.timer = Some(PassTimer {
+                queries,
+                resolved,
+                readback,
+                running: Cell::new(false),
+                first: Cell::new(true),
+            });
+        }
+        if let Some(timer) = &self.run()?.timer {
+            timer.running.set(true);
+            timer.first.set(true);
+        }
+        Ok(())
+    }
+
+    /// Waits for the device, stops the timer and returns the seconds from the beginning of
+    /// the first timed pass to the end of the last.
+    pub fn stop_timer(&mut self) -> Result<f64> {
+        self.finish()?;
+        let run = self.run()?;
+        let ctx = &self.context;
+        let Some(timer) = &run.timer else {
+            return Err(Error::Config("no timer was started".into()));
+        };
+        timer.running.set(false);
+        if timer.first.get() {
+            return Err(Error::Config(
+                "no compute pass ran while the timer ran".into(),
+            ));
+        }
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("pass timer"),
+            });
+        encoder.resolve_query_set(&timer.queries, 0..2, &timer.resolved, 0);
+        encoder.copy_buffer_to_buffer(&timer.resolved, 0, &timer.readback, 0, 16);
+        submit(ctx, &self.counters, encoder);
+        let slice = timer.readback.slice(..);
+        slice.map_async(wgpu::MapMode::Read, |_| {});
+        ctx.wait("reading the pass timer")?;
+        let ticks: [u64; 2] = {
+            let view = slice.get_mapped_range().map_err(|e| Error::Gpu {
+                adapter: ctx.adapter_name().into(),
+                context: "reading the pass timer".into(),
+                message: e.to_string(),
+            })?;
+            let words: &[u64] = bytemuck::cast_slice(&view);
+            [words[0], words[1]]
+        };
+        timer.readback.unmap();
+        self.counters.read_backs.fetch_add(1, Ordering::Relaxed);
+        let period_ns = f64::from(ctx.queue.get_timestamp_period());
+        Ok(ticks[1].saturating_sub(ticks[0]) as f64 * period_ns * 1e-9)
     }
 
     /// vec4 words one bandwidth-probe invocation reads contiguously on this adapter.
@@ -519,10 +648,7 @@ impl GpuBackend {
                 label: Some("gemm probe"),
             });
         if let Some(gemm) = &run.gemm {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("gemm probe"),
-                timestamp_writes: None,
-            });
+            let mut pass = compute_pass(&mut encoder, "gemm probe", run.timer());
             match kernel {
                 GemmProbe::SharedTiles => {
                     let (x, y) = gemm.shared_grid;
@@ -1044,10 +1170,7 @@ impl GpuBackend {
                     label: Some("train_steps"),
                 });
             {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("train_steps"),
-                    timestamp_writes: None,
-                });
+                let mut pass = compute_pass(&mut encoder, "train_steps", run.timer());
                 pass.set_pipeline(pipeline);
                 pass.set_bind_group(0, group, &[job]);
                 pass.dispatch_workgroups(1, 1, 1);
@@ -1242,10 +1365,7 @@ impl GpuBackend {
                 label: Some("gradient"),
             });
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("gradient"),
-                timestamp_writes: None,
-            });
+            let mut pass = compute_pass(&mut encoder, "gradient", None);
             Self::encode_full_gradient(run, &ctx, &mut pass, batch, 1);
         }
         run.ring.flush(&ctx.queue);
@@ -1742,6 +1862,7 @@ impl Backend for GpuBackend {
             path,
             rows_step,
             gemm: None,
+            timer: None,
         });
         ctx.wait("uploading the data")
     }
@@ -1929,10 +2050,7 @@ impl Backend for GpuBackend {
                     label: Some("steps"),
                 });
             {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("steps"),
-                    timestamp_writes: None,
-                });
+                let mut pass = compute_pass(&mut encoder, "steps", run.timer());
                 while done < count && run.ring.free_slots() >= slots_per_step {
                     // The optimizer kernel sums the step's gradient partials itself.
                     let blocks = Self::encode_gradient(run, &ctx, &mut pass, batches[done]);
@@ -1963,10 +2081,7 @@ impl Backend for GpuBackend {
                 label: Some("evaluate"),
             });
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("evaluate"),
-                timestamp_writes: None,
-            });
+            let mut pass = compute_pass(&mut encoder, "evaluate", None);
             Self::encode_full_gradient(run, &ctx, &mut pass, batch, 1);
             let reduce = &ctx.kernels.reduce;
             let groups_for = |len: u32| len.div_ceil(WORKGROUP_SIZE).clamp(1, REDUCE_GROUPS);
@@ -2134,10 +2249,7 @@ impl Backend for GpuBackend {
                 label: Some("update"),
             });
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("update"),
-                timestamp_writes: None,
-            });
+            let mut pass = compute_pass(&mut encoder, "update", None);
             Self::encode_update(run, &ctx, &mut pass, info)?;
         }
         run.ring.flush(&ctx.queue);

@@ -72,11 +72,12 @@ impl GpuContext {
         let subgroup_size = (adapter.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size == info.subgroup_max_size)
             .then_some(info.subgroup_max_size);
-        let required_features = if subgroup_size.is_some() {
-            wgpu::Features::SUBGROUP
-        } else {
-            wgpu::Features::empty()
-        };
+        let mut required_features = wgpu::Features::empty();
+        if subgroup_size.is_some() {
+            required_features |= wgpu::Features::SUBGROUP;
+        }
+        // `bilevel bench` times GPUs by their own clocks where they have them.
+        required_features |= adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("bilevel"),
