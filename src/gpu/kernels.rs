@@ -74,6 +74,10 @@ const COLUMN_GROUPS_DECLARATION: &str = "const COLUMN_GROUPS: u32 = 32u;";
 /// features, against 2× for 32 groups at 1,024).
 pub(crate) const MAX_COLUMN_GROUPS: u32 = 32;
 
+/// `linear_step_rows` takes two rows per iteration (`main_paired`) up to this many column
+/// groups: beyond, the second row's registers spill (see the shader).
+const MAX_PAIRED_COLUMN_GROUPS: u32 = 16;
+
 /// `linear_step_rows.wgsl` (after the prelude) with register arrays of `groups` vec4.
 pub fn rows_step_source(groups: u32) -> String {
     let (_, source) = SHADERS
@@ -199,13 +203,18 @@ impl Kernels {
                 source: wgpu::ShaderSource::Wgsl(Cow::Owned(rows_step_source(groups))),
             });
             let wg = ("WG", f64::from(size));
+            let entry = if groups <= MAX_PAIRED_COLUMN_GROUPS {
+                "main_paired"
+            } else {
+                "main"
+            };
             Arc::new(RowsStep {
-                indexed: self.step.variant(device, &label, &module, "main", &[wg]),
+                indexed: self.step.variant(device, &label, &module, entry, &[wg]),
                 contiguous: self.step.variant(
                     device,
                     &label,
                     &module,
-                    "main",
+                    entry,
                     &[wg, ("CONTIGUOUS", 1.0)],
                 ),
             })
