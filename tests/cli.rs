@@ -828,6 +828,21 @@ fn bench_reports_every_figure_for_each_kernel_choice() {
 }
 
 #[test]
+fn devices_reports_the_chosen_adapter_and_its_subgroups() {
+    let out = bilevel(&["devices", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let adapters = report.as_array().unwrap();
+    let chosen: Vec<_> = adapters.iter().filter(|a| a["chosen"] == true).collect();
+    assert_eq!(chosen.len(), 1, "{report}");
+    let sizes = chosen[0]["subgroup_sizes"].as_array().unwrap();
+    let (min, max) = (sizes[0].as_u64().unwrap(), sizes[1].as_u64().unwrap());
+    assert!(min >= 1 && min <= max, "{report}");
+    let text = stdout(&bilevel(&["devices"]));
+    assert!(text.contains("subgroups "), "{text}");
+}
+
+#[test]
 fn bench_times_by_gpu_timestamps_when_asked() {
     let dir = scratch("bench-timestamps");
     let json = dir.join("timestamps.json");

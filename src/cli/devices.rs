@@ -38,11 +38,17 @@ pub fn devices(args: &DevicesArgs) -> anyhow::Result<()> {
             a.max_invocations_per_workgroup,
             a.max_workgroups_per_dimension
         );
+        let subgroups = match (a.subgroups, a.subgroup_sizes) {
+            (false, _) => "no".to_string(),
+            (true, (min, max)) if min == max => {
+                format!("yes ({min} lanes: the one-output step holds rows in registers)")
+            }
+            (true, (min, max)) => format!("yes ({min}–{max} lanes, not fixed)"),
+        };
         println!(
-            "    timestamps {}, shader f16 {}, subgroups {}",
+            "    timestamps {}, shader f16 {}, subgroups {subgroups}",
             yes(a.timestamps),
             yes(a.shader_f16),
-            yes(a.subgroups)
         );
     }
     println!(

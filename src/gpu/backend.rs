@@ -1827,7 +1827,7 @@ impl Backend for GpuBackend {
             ],
         );
         log::debug!(
-            "loaded {n}×{d}→{o}: {chunk_count} chunk(s) of ≤ {rows_per_chunk} rows, {rows_per_block} rows per gradient block"
+            "loaded {n}×{d}→{o}: {chunk_count} chunk(s) of ≤ {rows_per_chunk} rows, {rows_per_block} rows per gradient block, step path {path:?}, row stride {x_stride}"
         );
         self.run = Some(Run {
             d,

@@ -313,6 +313,9 @@ pub struct AdapterReport {
     pub shader_f16: bool,
     /// Subgroup operations.
     pub subgroups: bool,
+    /// Subgroup sizes the adapter may use, (smallest, largest): one fixed size lets
+    /// `linear_step_rows` run.
+    pub subgroup_sizes: (u32, u32),
     /// Whether bilevel would choose it.
     pub chosen: bool,
 }
@@ -346,6 +349,7 @@ pub fn adapters() -> Vec<AdapterReport> {
                     timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
                     shader_f16: features.contains(wgpu::Features::SHADER_F16),
                     subgroups: features.contains(wgpu::Features::SUBGROUP),
+                    subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
                 }
             })
             .collect()
