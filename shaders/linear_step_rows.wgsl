@@ -184,6 +184,8 @@ fn main_paired(
     for (; p + 1u < rows.y; p += 2u) {
         let row_a = row_of(p);
         let row_b = row_of(p + 1u);
+        // Both rows' loads in one loop, interleaved: loading one row after the other (as
+        // add_row does) measured 0.39–0.45 against 0.33 ms per S4 step.
         var xa: array<vec4<f32>, COLUMN_GROUPS>;
         var xb: array<vec4<f32>, COLUMN_GROUPS>;
         var dot_a = vec4(0.0);

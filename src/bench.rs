@@ -184,17 +184,23 @@ impl Timing {
     }
 }
 
+/// The median of `repeats` samples (at least one) of `sample`, in seconds.
+fn median_of(repeats: usize, mut sample: impl FnMut() -> Result<f64>) -> Result<f64> {
+    let samples = (0..repeats.max(1))
+        .map(|_| sample())
+        .collect::<Result<Vec<f64>>>()?;
+    Ok(median(samples))
+}
+
 /// Times `f` `repeats` times after one warm-up call (`f` ends with a device wait); median
 /// seconds, by the wall clock.
 fn time(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
-    let mut samples = Vec::with_capacity(repeats);
-    for _ in 0..repeats.max(1) {
+    median_of(repeats, || {
         let start = Instant::now();
         f()?;
-        samples.push(start.elapsed().as_secs_f64());
-    }
-    Ok(median(samples))
+        Ok(start.elapsed().as_secs_f64())
+    })
 }
 
 /// As [`time`], `f` working on `gpu`: by its timestamps when `timestamps`.
@@ -208,13 +214,11 @@ fn time_gpu(
         return time(repeats, || f(gpu));
     }
     f(gpu)?;
-    let mut samples = Vec::with_capacity(repeats);
-    for _ in 0..repeats.max(1) {
+    median_of(repeats, || {
         gpu.start_timer()?;
         f(gpu)?;
-        samples.push(gpu.stop_timer()?);
-    }
-    Ok(median(samples))
+        gpu.stop_timer()
+    })
 }
 
 /// Random data of a shape (values in ±1, balanced 0/1 targets), seeded.

@@ -793,27 +793,28 @@ fn a_closed_pipe_ends_predict_quietly() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Runs `bilevel bench` quickly (1/256 of the rows) with `args`, asserts it succeeded and
+/// returns its `--json` report.
+fn bench_report(name: &str, args: &[&str]) -> serde_json::Value {
+    let dir = scratch(name);
+    let json = dir.join("bench.json");
+    let mut all = vec!["bench", "--shrink", "256"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--json", json.to_str().unwrap()]);
+    let out = bilevel(&all);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    let report = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    report
+}
+
 #[test]
 fn bench_reports_every_figure_for_each_kernel_choice() {
-    let dir = scratch("bench");
     for kernels in ["auto", "tiled", "fused", "separate", "persistent"] {
-        let json = dir.join(format!("{kernels}.json"));
-        let out = bilevel(&[
-            "bench",
-            "--shapes",
-            "S1,S4",
-            "--shrink",
-            "256",
-            "--repeats",
-            "1",
-            "--kernels",
-            kernels,
-            "--json",
-            json.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{kernels}: {}", stderr(&out));
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let report = bench_report(
+            &format!("bench-{kernels}"),
+            &["--shapes", "S1,S4", "--repeats", "1", "--kernels", kernels],
+        );
         let shapes = report["shapes"].as_array().unwrap();
         assert_eq!(shapes.len(), 2, "{kernels}: {report}");
         for shape in shapes {
@@ -844,23 +845,17 @@ fn devices_reports_the_chosen_adapter_and_its_subgroups() {
 
 #[test]
 fn bench_times_by_gpu_timestamps_when_asked() {
-    let dir = scratch("bench-timestamps");
-    let json = dir.join("timestamps.json");
-    let out = bilevel(&[
-        "bench",
-        "--shapes",
-        "S1,S4",
-        "--shrink",
-        "256",
-        "--repeats",
-        "2",
-        "--timing",
-        "timestamps",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = bench_report(
+        "bench-timestamps",
+        &[
+            "--shapes",
+            "S1,S4",
+            "--repeats",
+            "2",
+            "--timing",
+            "timestamps",
+        ],
+    );
     assert!(
         report["timing"].as_str().unwrap().contains("timestamps"),
         "{report}"
@@ -871,26 +866,11 @@ fn bench_times_by_gpu_timestamps_when_asked() {
             assert!(v > 0.0 && v.is_finite(), "{figure} = {v}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn bench_measures_many_outputs_against_both_gemm_probes() {
-    let dir = scratch("bench-gemm");
-    let json = dir.join("s3.json");
-    let out = bilevel(&[
-        "bench",
-        "--shapes",
-        "S3",
-        "--shrink",
-        "256",
-        "--repeats",
-        "1",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let report = bench_report("bench-gemm", &["--shapes", "S3", "--repeats", "1"]);
     let s3 = &report["shapes"][0];
     let probes = s3["gemm_probes"].as_array().unwrap();
     assert_eq!(probes.len(), 2, "{s3}");
@@ -901,7 +881,6 @@ fn bench_measures_many_outputs_against_both_gemm_probes() {
     let ratio = s3["step_over_gemm"].as_f64().unwrap();
     let step = s3["gflop_per_s"].as_f64().unwrap();
     assert!((ratio - step / best).abs() <= 1e-9 * ratio, "{s3}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

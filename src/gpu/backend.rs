@@ -636,7 +636,7 @@ impl GpuBackend {
                 run.d
             )));
         }
-        if self.run()?.gemm.is_none() {
+        if run.gemm.is_none() {
             let gemm = self.create_gemm_probes()?;
             self.run_mut()?.gemm = Some(gemm);
         }
@@ -710,21 +710,13 @@ impl GpuBackend {
             .write_buffer(&index, 0, bytemuck::cast_slice(&identity));
         let delta = self.storage("gemm probe delta", outputs)?;
         let loss = self.storage("gemm probe loss", outputs)?;
-        let tiled = self.bind(
+        let tiled = self.bind_tiled_forward(
             "linear_tiled.forward (gemm probe)",
-            &ctx.kernels.tiled_forward,
-            &[
-                (0, whole(&run.dims)),
-                (1, whole(&chunk_step)),
-                (2, whole(&run.chunks[0].x)),
-                (3, whole(&index)),
-                (4, whole(&run.params)),
-                (5, whole(&z)),
-                (8, whole(&run.chunks[0].y)),
-                (9, whole(&run.pos_weight)),
-                (10, whole(&delta)),
-                (11, whole(&loss)),
-            ],
+            run,
+            whole(&chunk_step),
+            &run.chunks[0],
+            &index,
+            [&z, &delta, &loss],
         );
         let (_, out_tiles) = ctx.kernels.tiled_forward_for(run.o as u32);
         Ok(GemmProbes {
@@ -844,6 +836,35 @@ impl GpuBackend {
             })
     }
 
+    /// `linear_tiled.forward`'s bind group over `chunk`: the batch's `ChunkStep` at
+    /// `chunk_step`, its row indices in `index`, and where the logits, δ and loss go.
+    fn bind_tiled_forward(
+        &self,
+        label: &str,
+        run: &Run,
+        chunk_step: wgpu::BindingResource<'_>,
+        chunk: &Chunk,
+        index: &wgpu::Buffer,
+        [z, delta, loss]: [&wgpu::Buffer; 3],
+    ) -> wgpu::BindGroup {
+        self.bind(
+            label,
+            &self.context.kernels.tiled_forward,
+            &[
+                (0, whole(&run.dims)),
+                (1, chunk_step),
+                (2, whole(&chunk.x)),
+                (3, whole(index)),
+                (4, whole(&run.params)),
+                (5, whole(z)),
+                (8, whole(&chunk.y)),
+                (9, whole(&run.pos_weight)),
+                (10, whole(delta)),
+                (11, whole(loss)),
+            ],
+        )
+    }
+
     /// Reads `len` f32 from the start of `src` through the reusable staging buffer.
     fn read_f32(&self, src: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
         let run = self.run()?;
@@ -960,21 +981,13 @@ impl GpuBackend {
                     (5, whole(&partials)),
                 ],
             );
-            let tiled_forward = self.bind(
+            let tiled_forward = self.bind_tiled_forward(
                 "linear_tiled.forward",
-                &k.tiled_forward,
-                &[
-                    (0, whole(&run.dims)),
-                    (1, run.ring.binding()),
-                    (2, whole(&chunk.x)),
-                    (3, whole(&index)),
-                    (4, whole(&run.params)),
-                    (5, whole(&z)),
-                    (8, whole(&chunk.y)),
-                    (9, whole(&run.pos_weight)),
-                    (10, whole(&delta)),
-                    (11, whole(&loss)),
-                ],
+                run,
+                run.ring.binding(),
+                chunk,
+                &index,
+                [&z, &delta, &loss],
             );
             let tiled_partial = self.bind(
                 "linear_tiled.partial",

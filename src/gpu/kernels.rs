@@ -330,33 +330,28 @@ impl Kernels {
                 Write(11),
             ],
         );
-        let tiled_forward4 = tiled_forward.variant(
-            device,
-            "linear_tiled.forward (4 outputs)",
-            &tiled,
-            "forward",
-            &[("WG", WORKGROUP_SIZE as f64), ("TILE_OUTPUTS", 4.0)],
-        );
+        // linear_tiled's kernels with another number of outputs per invocation.
+        let tile_variant = |kernel: &Kernel, entry: &str, outputs: u32| {
+            kernel.variant(
+                device,
+                &format!("linear_tiled.{entry} ({outputs} outputs)"),
+                &tiled,
+                entry,
+                &[
+                    ("WG", WORKGROUP_SIZE as f64),
+                    ("TILE_OUTPUTS", f64::from(outputs)),
+                ],
+            )
+        };
+        let tiled_forward4 = tile_variant(&tiled_forward, "forward", 4);
         let tiled_partial = build(
             "linear_tiled.partial",
             &tiled,
             "partial",
             &[Args(0), Ring(1), Read(2), Read(3), Read(6), Write(7)],
         );
-        let tiled_partial4 = tiled_partial.variant(
-            device,
-            "linear_tiled.partial (4 outputs)",
-            &tiled,
-            "partial",
-            &[("WG", WORKGROUP_SIZE as f64), ("TILE_OUTPUTS", 4.0)],
-        );
-        let tiled_partial16 = tiled_partial.variant(
-            device,
-            "linear_tiled.partial (16 outputs)",
-            &tiled,
-            "partial",
-            &[("WG", WORKGROUP_SIZE as f64), ("TILE_OUTPUTS", 16.0)],
-        );
+        let tiled_partial4 = tile_variant(&tiled_partial, "partial", 4);
+        let tiled_partial16 = tile_variant(&tiled_partial, "partial", 16);
         Self {
             steps,
             rows_steps: Mutex::new(HashMap::new()),
