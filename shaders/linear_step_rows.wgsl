@@ -13,7 +13,7 @@
 // Then partials[(block_base + b)·P + j] = Σ_{p in block} δ[p]·x[row(p), j] (p ascending) and
 // the bias partial Σ δ[p]. Every sum runs in a fixed order, so a step is reproducible; the
 // lane order of subgroupAdd is the adapter's, so logits may differ from linear_step's in the
-// last bits.
+// last bits. `probe` (for `bilevel bench`, at the end) reads the same rows and only sums them.
 //
 // Bindings (group 0), the same as linear_step.wgsl:
 //   0 dims        storage, read    Dims: d, o = 1, rows_per_block R, n_params P, x_stride
@@ -207,4 +207,35 @@ fn main_paired(
         add_row(p, lid, &w, &acc, &bias_acc);
     }
     store(block, lid, &acc, bias_acc);
+}
+
+// Bandwidth probe for one batch (not part of training): reads the block's rows exactly as the
+// step does (same rows, order, lanes and unrolled column loop) and sums them, nothing else.
+// `bilevel bench` times an epoch of it, one dispatch per batch like the steps, so that the
+// step's cost over it is what the step adds to reading its rows. The column loop must stay a
+// constant one: with its count from a storage buffer it costs 3× on lavapipe.
+@compute @workgroup_size(WG)
+fn probe(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let block = wg.x + wg.y * groups.x;
+    let rows = block_rows(block);
+    if rows.x >= chunk.count {
+        return;
+    }
+    let s4 = dims.x_stride / 4u;
+    var acc = vec4(0.0);
+    for (var p = rows.x; p < rows.y; p++) {
+        let x0 = row_of(p) * s4;
+        for (var m = 0u; m < COLUMN_GROUPS; m++) {
+            acc += x[x0 + m * WG + lid];
+        }
+    }
+    let s = acc.x + acc.y + acc.z + acc.w;
+    if s == 1.0e38 {
+        // Never true for real data; a conditional store keeps the loads without a write per lane.
+        partials[block] = s;
+    }
 }

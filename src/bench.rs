@@ -132,8 +132,16 @@ pub struct ShapeResult {
     pub step_over_gemm: Option<f64>,
     /// S4: one epoch, ms.
     pub epoch_ms: Option<f64>,
-    /// S4: (epoch − steps × probe share) / steps, µs.
+    /// S4: an epoch of the batch probe (each batch's rows read once, summed, one dispatch per
+    /// batch as the steps are encoded), ms; where the step path has one (`linear_step_rows`).
+    pub batch_probe_epoch_ms: Option<f64>,
+    /// S4: the per-step overhead, (epoch − steps × the probe's time for one batch) /
+    /// steps, µs: against the batch probe where there is one, else as
+    /// `overhead_vs_x_probe_us_per_step`.
     pub overhead_us_per_step: Option<f64>,
+    /// S4: (epoch − the probe reading all of X once) / steps, µs: the stricter figure, which
+    /// also counts one dispatch per batch and the batches' scattered rows as overhead.
+    pub overhead_vs_x_probe_us_per_step: Option<f64>,
     /// S1: a whole default seed run (local + global) including device start-up, s.
     pub seed_run_s: Option<f64>,
 }
@@ -203,22 +211,57 @@ fn time(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     })
 }
 
+/// One measured job: submits its work to `gpu` and waits for the device.
+type Job<'a> = Box<dyn FnMut(&mut GpuBackend) -> Result<()> + 'a>;
+
+/// One timed call of `job`, in seconds: by `gpu`'s timestamps when `timestamps`, else the
+/// wall clock.
+fn sample_gpu(gpu: &mut GpuBackend, timestamps: bool, job: &mut Job<'_>) -> Result<f64> {
+    if timestamps {
+        gpu.start_timer()?;
+        job(gpu)?;
+        return gpu.stop_timer();
+    }
+    let start = Instant::now();
+    job(gpu)?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Times each of `jobs` `repeats` times after one warm-up call of each, in rounds of one
+/// sample of each, so that a shared machine's drift (10–40 % within minutes here) hits them
+/// alike; per job, its samples in seconds.
+fn time_rounds(
+    gpu: &mut GpuBackend,
+    timestamps: bool,
+    repeats: usize,
+    jobs: &mut [Job<'_>],
+) -> Result<Vec<Vec<f64>>> {
+    for job in jobs.iter_mut() {
+        job(gpu)?;
+    }
+    let mut samples = vec![Vec::with_capacity(repeats.max(1)); jobs.len()];
+    for _ in 0..repeats.max(1) {
+        for (job, samples) in jobs.iter_mut().zip(&mut samples) {
+            samples.push(sample_gpu(gpu, timestamps, job)?);
+        }
+    }
+    Ok(samples)
+}
+
 /// As [`time`], `f` working on `gpu`: by its timestamps when `timestamps`.
 fn time_gpu(
     gpu: &mut GpuBackend,
     timestamps: bool,
     repeats: usize,
-    mut f: impl FnMut(&mut GpuBackend) -> Result<()>,
+    f: impl FnMut(&mut GpuBackend) -> Result<()>,
 ) -> Result<f64> {
-    if !timestamps {
-        return time(repeats, || f(gpu));
-    }
-    f(gpu)?;
-    median_of(repeats, || {
-        gpu.start_timer()?;
-        f(gpu)?;
-        gpu.stop_timer()
-    })
+    let samples = time_rounds(gpu, timestamps, repeats, &mut [Box::new(f)])?;
+    Ok(median(samples.concat()))
+}
+
+/// The median over rounds of `f(a_i, b_i)`.
+fn paired(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> f64 {
+    median(a.iter().zip(b).map(|(&a, &b)| f(a, b)).collect())
 }
 
 /// Random data of a shape (values in ±1, balanced 0/1 targets), seeded.
@@ -303,39 +346,61 @@ pub fn run(
         };
         let timestamps = timing.timestamps(&gpu)?;
         timed_by_timestamps = timestamps;
-        let probe = time_gpu(&mut gpu, timestamps, repeats, |gpu| {
-            gpu.probe_read()?;
-            gpu.finish()
-        })?;
-        r.probe_ms = probe * 1e3;
-        r.probe_gb_per_s = x_bytes / probe / 1e9;
         let mut t = 1u64;
-        match shape.batch {
-            None => {
-                // Steps per submission as a run between checks would encode them.
-                let per = 10usize;
-                let step = time_gpu(&mut gpu, timestamps, repeats, |gpu| {
-                    gpu.run_steps(&vec![0; per], t)?;
-                    t += per as u64;
-                    gpu.finish()
-                })? / per as f64;
-                r.step_ms = step * 1e3;
-                r.step_over_probe = step / probe;
-            }
-            Some(_) => {
-                let steps = batches.len();
-                let ids: Vec<usize> = (0..steps).collect();
-                let epoch = time_gpu(&mut gpu, timestamps, repeats, |gpu| {
+        let steps = batches.len();
+        let ids: Vec<usize> = (0..steps).collect();
+        // Full batches: steps per submission as a run between checks would encode them;
+        // minibatches: one epoch, reshuffled.
+        let per = if shape.batch.is_some() { steps } else { 10 };
+        let batch_probe = shape.batch.is_some() && gpu.has_batch_probe();
+        let mut jobs: Vec<Job<'_>> = vec![
+            Box::new(|gpu: &mut GpuBackend| {
+                gpu.probe_read()?;
+                gpu.finish()
+            }),
+            Box::new(|gpu: &mut GpuBackend| {
+                if shape.batch.is_some() {
                     gpu.set_batches(&batches)?;
                     gpu.run_steps(&ids, t)?;
-                    t += steps as u64;
-                    gpu.finish()
-                })?;
-                let step = epoch / steps as f64;
-                r.step_ms = step * 1e3;
-                r.epoch_ms = Some(epoch * 1e3);
-                r.step_over_probe = step / (probe / steps as f64);
-                r.overhead_us_per_step = Some((epoch - probe) / steps as f64 * 1e6);
+                } else {
+                    gpu.run_steps(&vec![0; per], t)?;
+                }
+                t += per as u64;
+                gpu.finish()
+            }),
+        ];
+        if batch_probe {
+            jobs.push(Box::new(|gpu: &mut GpuBackend| {
+                gpu.probe_batches(&ids)?;
+                gpu.finish()
+            }));
+        }
+        let samples = time_rounds(&mut gpu, timestamps, repeats, &mut jobs)?;
+        drop(jobs);
+        let (probes, runs) = (&samples[0], &samples[1]);
+        let probe = median(probes.clone());
+        r.probe_ms = probe * 1e3;
+        r.probe_gb_per_s = x_bytes / probe / 1e9;
+        let step = median(runs.clone()) / per as f64;
+        r.step_ms = step * 1e3;
+        // For an epoch, its steps against the same number of 1/steps shares of the probe.
+        r.step_over_probe = paired(runs, probes, |run, probe| run / per as f64 / probe)
+            * if shape.batch.is_some() {
+                steps as f64
+            } else {
+                1.0
+            };
+        if shape.batch.is_some() {
+            r.epoch_ms = Some(step * steps as f64 * 1e3);
+            let over_x = paired(runs, probes, |e, p| (e - p) / steps as f64 * 1e6);
+            r.overhead_vs_x_probe_us_per_step = Some(over_x);
+            r.overhead_us_per_step = Some(over_x);
+            if batch_probe {
+                let batch_probes = &samples[2];
+                r.batch_probe_epoch_ms = Some(median(batch_probes.clone()) * 1e3);
+                r.overhead_us_per_step = Some(paired(runs, batch_probes, |e, b| {
+                    (e - b) / steps as f64 * 1e6
+                }));
             }
         }
         let step = r.step_ms / 1e3;

@@ -829,6 +829,52 @@ fn bench_reports_every_figure_for_each_kernel_choice() {
 }
 
 #[test]
+fn bench_measures_an_epoch_against_the_batch_probe() {
+    let report = bench_report(
+        "bench-batch-probe",
+        &["--shapes", "S4", "--repeats", "3", "--kernels", "tiled"],
+    );
+    let s4 = &report["shapes"][0];
+    // Without linear_step_rows there is no batch probe: the overhead is over the X probe.
+    assert!(s4["batch_probe_epoch_ms"].is_null(), "{s4}");
+    assert_eq!(
+        s4["overhead_us_per_step"], s4["overhead_vs_x_probe_us_per_step"],
+        "{s4}"
+    );
+    let devices: serde_json::Value =
+        serde_json::from_slice(&bilevel(&["devices", "--json"]).stdout).unwrap();
+    let chosen = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["chosen"] == true)
+        .unwrap();
+    let sizes = &chosen["subgroup_sizes"];
+    if chosen["subgroups"] != true || sizes[0] != sizes[1] {
+        return; // no linear_step_rows on this adapter (the tiled case above still ran)
+    }
+    let report = bench_report(
+        "bench-batch-probe-rows",
+        &["--shapes", "S4", "--repeats", "3", "--kernels", "rows"],
+    );
+    let s4 = &report["shapes"][0];
+    let batch_probe = s4["batch_probe_epoch_ms"].as_f64().unwrap();
+    let epoch = s4["epoch_ms"].as_f64().unwrap();
+    assert!(batch_probe > 0.0 && batch_probe.is_finite(), "{s4}");
+    for figure in ["overhead_us_per_step", "overhead_vs_x_probe_us_per_step"] {
+        assert!(s4[figure].as_f64().unwrap().is_finite(), "{figure}: {s4}");
+    }
+    // 256 steps of 4 rows at --shrink 256; the overhead is per step, in µs, so within the
+    // epoch's and the probe's time per step.
+    let steps = s4["n"].as_f64().unwrap() / 4.0;
+    let spread = (epoch + batch_probe) * 1e3 / steps;
+    assert!(
+        s4["overhead_us_per_step"].as_f64().unwrap().abs() <= spread,
+        "{s4}"
+    );
+}
+
+#[test]
 fn devices_reports_the_chosen_adapter_and_its_subgroups() {
     let out = bilevel(&["devices", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -362,6 +362,63 @@ fn bad_phases_are_refused() {
 }
 
 #[test]
+fn batch_probe_reads_the_batches_and_changes_nothing() {
+    let (data, init) = problem(500, 40, 1, 93, 1.0);
+    let mask = ParamSubset::All.mask(40, 1).unwrap();
+    // Batches across both 128-row chunks: consecutive rows and scattered ones.
+    let batches: Vec<Vec<u32>> = vec![
+        (0..100).collect(),
+        (100..300).step_by(2).collect(),
+        (0..500).step_by(7).collect(),
+        vec![499],
+    ];
+    for kernels in [StepKernels::Rows, StepKernels::Tiled] {
+        if kernels == StepKernels::Rows && !gpu().has_rows_step() {
+            continue;
+        }
+        let mut gpu = GpuBackend::with_chunk_rows(gpu(), 128);
+        gpu.set_step_kernels(kernels);
+        gpu.load(&data, &init).unwrap();
+        gpu.set_batches(&batches).unwrap();
+        gpu.begin_phase(&Optimizer::Adam(AdamConfig::new(0.01)), &mask)
+            .unwrap();
+        if kernels == StepKernels::Tiled {
+            assert!(!gpu.has_batch_probe());
+            let err = gpu.probe_batches(&[0]).unwrap_err();
+            assert!(err.to_string().contains("linear_step_rows"), "{err}");
+            continue;
+        }
+        assert!(gpu.has_batch_probe());
+        let before = gpu.params().unwrap();
+        let counters = gpu.counters();
+        gpu.probe_batches(&[0, 1, 2, 3, 2, 1]).unwrap();
+        gpu.finish().unwrap();
+        let after = gpu.counters();
+        assert_eq!(after.buffers, counters.buffers, "the probe created buffers");
+        assert_eq!(after.bind_groups, counters.bind_groups);
+        assert_eq!(after.read_backs, counters.read_backs);
+        assert_eq!(after.submits - counters.submits, 1);
+        assert_eq!(
+            gpu.params().unwrap(),
+            before,
+            "the probe changed the parameters"
+        );
+        // A step after the probe is the step without it.
+        gpu.run_steps(&[2], 1).unwrap();
+        let mut fresh = GpuBackend::with_chunk_rows(common::gpu(), 128);
+        fresh.set_step_kernels(kernels);
+        fresh.load(&data, &init).unwrap();
+        fresh.set_batches(&batches).unwrap();
+        fresh
+            .begin_phase(&Optimizer::Adam(AdamConfig::new(0.01)), &mask)
+            .unwrap();
+        fresh.run_steps(&[2], 1).unwrap();
+        assert_eq!(gpu.params().unwrap(), fresh.params().unwrap());
+        assert!(gpu.probe_batches(&[4]).is_err(), "batch 4 is not planned");
+    }
+}
+
+#[test]
 fn steps_allocate_nothing_and_read_nothing_back() {
     let (data, init) = problem(500, 40, 2, 91, 1.0);
     let mask = ParamSubset::All.mask(40, 2).unwrap();

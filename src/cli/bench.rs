@@ -152,6 +152,20 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         if let Some(s) = r.seed_run_s {
             println!("    S1 whole default seed run (1,000 steps) with device start-up: {s:.3} s");
         }
+        if let (Some(epoch), Some(over_x)) = (r.epoch_ms, r.overhead_vs_x_probe_us_per_step) {
+            let batch_probe = r.batch_probe_epoch_ms.map_or(
+                "no batch probe on this step path".into(),
+                |b| {
+                    format!(
+                        "batch probe epoch {b:.1} ms (one read of each batch's rows, a dispatch per batch): {:.1} µs per step over it",
+                        r.overhead_us_per_step.unwrap_or(over_x)
+                    )
+                },
+            );
+            println!(
+                "    {name}: epoch {epoch:.1} ms; {batch_probe}; over the probe's one read of all of X: {over_x:.1} µs per step"
+            );
+        }
         if let Some(g) = r.step_over_gemm {
             let probes: Vec<String> = r
                 .gemm_probes

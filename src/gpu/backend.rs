@@ -299,6 +299,20 @@ struct Segment {
     first_row: Option<u32>,
 }
 
+/// One chunk's share of a batch as its kernels are dispatched.
+struct SegmentDispatch {
+    /// The chunk.
+    chunk: usize,
+    /// The segment's `ChunkStep` in the ring.
+    offset: u32,
+    /// Whether its rows are consecutive and read without the index.
+    contiguous: bool,
+    /// Rows.
+    count: u32,
+    /// Row blocks (gradient partials).
+    blocks: u32,
+}
+
 /// The buffers of one loaded run.
 struct Run {
     d: usize,
@@ -516,6 +530,72 @@ impl GpuBackend {
         }
         submit(ctx, &self.counters, encoder);
         Ok(())
+    }
+
+    /// Whether [`GpuBackend::probe_batches`] can run: the run's steps are `linear_step_rows`,
+    /// whose module holds the batch probe.
+    pub fn has_batch_probe(&self) -> bool {
+        self.run()
+            .is_ok_and(|run| run.path == StepPath::Rows && run.rows_step.is_some())
+    }
+
+    /// Batch probe: submits one read of the rows of each of `batches` (planned by
+    /// `set_batches`), one dispatch per batch and chunk as the steps are encoded, summing
+    /// them and nothing else, and returns without waiting. An epoch of it is the floor for an
+    /// epoch of steps: `bilevel bench` reports the steps' time over it as their overhead.
+    pub fn probe_batches(&mut self, batches: &[usize]) -> Result<()> {
+        if let Some(&batch) = batches.iter().max() {
+            self.check_batch(batch)?;
+        }
+        let ctx = Arc::clone(&self.context);
+        let counters = Arc::clone(&self.counters);
+        let run = self.run_mut()?;
+        let rows_step = match (&run.rows_step, run.path) {
+            (Some(step), StepPath::Rows) => Arc::clone(step),
+            _ => {
+                return Err(Error::Config(
+                    "the batch probe needs the linear_step_rows path".into(),
+                ));
+            }
+        };
+        let probe = ctx.kernels.rows_probe(&ctx.device, &rows_step);
+        let slots_per_batch = run.chunks.len() as u64;
+        let mut done = 0;
+        while done < batches.len() {
+            let mut encoder = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("batch probe"),
+                });
+            {
+                let mut pass = compute_pass(&mut encoder, "batch probe", run.timer());
+                while done < batches.len() && run.ring.free_slots() >= slots_per_batch {
+                    let segments = Self::push_segments(run, batches[done]);
+                    let work = run.work()?;
+                    for segment in segments {
+                        let pipeline = if segment.contiguous {
+                            &probe.contiguous
+                        } else {
+                            &probe.indexed
+                        };
+                        let bind_group = &work.chunks[segment.chunk].step;
+                        let offsets = [segment.offset];
+                        dispatch_on(
+                            &mut pass,
+                            &ctx,
+                            pipeline,
+                            bind_group,
+                            &offsets,
+                            segment.blocks,
+                        );
+                    }
+                    done += 1;
+                }
+            }
+            run.ring.flush(&ctx.queue);
+            submit(&ctx, &counters, encoder);
+        }
+        ctx.check("encoding the batch probe")
     }
 
     /// Whether this device records GPU timestamps ([`GpuBackend::start_timer`]).
@@ -1196,20 +1276,14 @@ impl GpuBackend {
 
     /// Encodes forward, BCE and the gradient of batch `batch` into `pass`; returns the
     /// number of gradient blocks written.
-    fn encode_gradient(
-        run: &mut Run,
-        ctx: &GpuContext,
-        pass: &mut wgpu::ComputePass<'_>,
-        batch: usize,
-    ) -> u32 {
-        let Some(work) = &run.work else {
-            return 0;
-        };
+    /// Pushes the arguments of each non-empty chunk segment of `batch` to the ring, in chunk
+    /// order, for the kernels that compute its gradient partials (or probe its rows).
+    fn push_segments(run: &mut Run, batch: usize) -> Vec<SegmentDispatch> {
         let plan = &run.plan[batch];
         let inv_count = (1.0 / (plan.rows as f64 * run.o as f64)) as f32;
-        let param_groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
         let mut block_base = 0u32;
-        for (chunk, segment) in work.chunks.iter().zip(&plan.segments) {
+        let mut segments = Vec::with_capacity(plan.segments.len());
+        for (chunk, segment) in plan.segments.iter().enumerate() {
             let count = segment.count;
             if count == 0 {
                 continue;
@@ -1225,8 +1299,44 @@ impl GpuBackend {
                 block_base,
                 inv_count,
             });
-            let elements = count * run.o as u32;
             let blocks = count.div_ceil(run.rows_per_block);
+            segments.push(SegmentDispatch {
+                chunk,
+                offset,
+                contiguous,
+                count,
+                blocks,
+            });
+            block_base += blocks;
+        }
+        segments
+    }
+
+    fn encode_gradient(
+        run: &mut Run,
+        ctx: &GpuContext,
+        pass: &mut wgpu::ComputePass<'_>,
+        batch: usize,
+    ) -> u32 {
+        if run.work.is_none() {
+            return 0;
+        }
+        let segments = Self::push_segments(run, batch);
+        let Some(work) = &run.work else {
+            return 0;
+        };
+        let param_groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
+        let mut block_base = 0u32;
+        for SegmentDispatch {
+            chunk,
+            offset,
+            contiguous,
+            count,
+            blocks,
+        } in segments
+        {
+            let chunk = &work.chunks[chunk];
+            let elements = count * run.o as u32;
             let k = &ctx.kernels;
             if let (StepPath::Rows, Some(rows_step)) = (run.path, &run.rows_step) {
                 let pipeline = if contiguous {

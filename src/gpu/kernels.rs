@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// Invocations per workgroup in every kernel, set as the WGSL `override WG` (a power of two).
 pub const WORKGROUP_SIZE: u32 = 64;
@@ -153,6 +153,18 @@ pub(crate) struct Kernels {
 pub(crate) struct RowsStep {
     pub(crate) indexed: wgpu::ComputePipeline,
     pub(crate) contiguous: wgpu::ComputePipeline,
+    /// The module and its `WG`, for the batch probe.
+    module: wgpu::ShaderModule,
+    label: String,
+    wg: f64,
+    /// Its `probe` entry point (`bilevel bench` only), compiled on first use.
+    probe: OnceLock<RowsPair>,
+}
+
+/// One entry point of `linear_step_rows.wgsl`, by row index and for contiguous rows.
+pub(crate) struct RowsPair {
+    pub(crate) indexed: wgpu::ComputePipeline,
+    pub(crate) contiguous: wgpu::ComputePipeline,
 }
 
 /// `train_steps.wgsl` for each optimizer (its `ADAM` override), sharing one bind group layout.
@@ -202,24 +214,56 @@ impl Kernels {
                 label: Some(&label),
                 source: wgpu::ShaderSource::Wgsl(Cow::Owned(rows_step_source(groups))),
             });
-            let wg = ("WG", f64::from(size));
+            let wg = f64::from(size);
             let entry = if groups <= MAX_PAIRED_COLUMN_GROUPS {
                 "main_paired"
             } else {
                 "main"
             };
+            let pair = self.rows_pair(device, &label, &module, entry, wg);
             Arc::new(RowsStep {
-                indexed: self.step.variant(device, &label, &module, entry, &[wg]),
-                contiguous: self.step.variant(
-                    device,
-                    &label,
-                    &module,
-                    entry,
-                    &[wg, ("CONTIGUOUS", 1.0)],
-                ),
+                indexed: pair.indexed,
+                contiguous: pair.contiguous,
+                module,
+                label,
+                wg,
+                probe: OnceLock::new(),
             })
         });
         Some(Arc::clone(step))
+    }
+
+    /// The batch probe of `step`'s module (`linear_step_rows.wgsl`'s `probe`), compiled on
+    /// first use.
+    pub(crate) fn rows_probe<'s>(&self, device: &wgpu::Device, step: &'s RowsStep) -> &'s RowsPair {
+        step.probe.get_or_init(|| {
+            let label = format!("{} probe", step.label);
+            self.rows_pair(device, &label, &step.module, "probe", step.wg)
+        })
+    }
+
+    /// `entry` of a `linear_step_rows` module at workgroup size `wg`, by row index and for
+    /// contiguous rows, on `linear_step`'s layout.
+    fn rows_pair(
+        &self,
+        device: &wgpu::Device,
+        label: &str,
+        module: &wgpu::ShaderModule,
+        entry: &str,
+        wg: f64,
+    ) -> RowsPair {
+        RowsPair {
+            indexed: self
+                .step
+                .variant(device, label, module, entry, &[("WG", wg)]),
+            contiguous: self.step.variant(
+                device,
+                label,
+                module,
+                entry,
+                &[("WG", wg), ("CONTIGUOUS", 1.0)],
+            ),
+        }
     }
 
     pub(crate) fn new(
