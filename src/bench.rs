@@ -1,9 +1,10 @@
 //! `bilevel bench`: the training step's speed on the shapes S1–S5, against a bandwidth probe
 //! (one read of X), a tiled-GEMM probe and the CPU reference, measured in one run.
 //!
-//! Times are wall clock around a device wait (`GpuBackend::finish`), medians over repeats after
-//! a warm-up; the step is forward, BCE, backward and the optimizer update, with the data
-//! already on the device.
+//! Times are wall clock around a device wait (`GpuBackend::finish`) or the GPU's timestamps,
+//! medians over repeats after a warm-up; a shape's step and its probes are sampled in turns
+//! (one sample of each per round), so that drift on a shared machine hits them alike. The step
+//! is forward, BCE, backward and the optimizer update, with the data already on the device.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -211,6 +212,12 @@ fn time(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     })
 }
 
+/// The GEMM probes a many-output shape's step is measured against (the faster counts).
+const GEMM_PROBES: &[(&str, GemmProbe)] = &[
+    ("shared tiles 16×16", GemmProbe::SharedTiles),
+    ("register tiles", GemmProbe::RegisterTiles),
+];
+
 /// One measured job: submits its work to `gpu` and waits for the device.
 type Job<'a> = Box<dyn FnMut(&mut GpuBackend) -> Result<()> + 'a>;
 
@@ -246,17 +253,6 @@ fn time_rounds(
         }
     }
     Ok(samples)
-}
-
-/// As [`time`], `f` working on `gpu`: by its timestamps when `timestamps`.
-fn time_gpu(
-    gpu: &mut GpuBackend,
-    timestamps: bool,
-    repeats: usize,
-    f: impl FnMut(&mut GpuBackend) -> Result<()>,
-) -> Result<f64> {
-    let samples = time_rounds(gpu, timestamps, repeats, &mut [Box::new(f)])?;
-    Ok(median(samples.concat()))
 }
 
 /// The median over rounds of `f(a_i, b_i)`.
@@ -375,6 +371,15 @@ pub fn run(
                 gpu.finish()
             }));
         }
+        let gemm_jobs = jobs.len();
+        if shape.o > 1 {
+            for &(_, kernel) in GEMM_PROBES {
+                jobs.push(Box::new(move |gpu: &mut GpuBackend| {
+                    gpu.probe_gemm(kernel)?;
+                    gpu.finish()
+                }));
+            }
+        }
         let samples = time_rounds(&mut gpu, timestamps, repeats, &mut jobs)?;
         drop(jobs);
         let (probes, runs) = (&samples[0], &samples[1]);
@@ -411,15 +416,9 @@ pub fn run(
         if shape.o > 1 {
             // The best GEMM this adapter has among the two: the step is measured against it.
             let flop = 2.0 * (gpu.gemm_probe_rows() * shape.d * shape.o) as f64;
-            for (name, kernel) in [
-                ("shared tiles 16×16", GemmProbe::SharedTiles),
-                ("register tiles", GemmProbe::RegisterTiles),
-            ] {
-                let gemm = time_gpu(&mut gpu, timestamps, repeats, |gpu| {
-                    gpu.probe_gemm(kernel)?;
-                    gpu.finish()
-                })?;
-                r.gemm_probes.push((name.into(), flop / gemm / 1e9));
+            for ((name, _), samples) in GEMM_PROBES.iter().zip(&samples[gemm_jobs..]) {
+                r.gemm_probes
+                    .push(((*name).into(), flop / median(samples.clone()) / 1e9));
             }
             let best = r
                 .gemm_probes

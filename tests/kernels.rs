@@ -141,6 +141,26 @@ fn compare_kernels(gpu: &mut GpuBackend, data: &Dataset, params: &Params, seed: 
             1e-7,
             1e-4,
         );
+        // One training step (through the kernels that leave out the rows' loss and δ, where
+        // a path has them): plain SGD, so the parameters move by lr × the gradient.
+        let lr = 0.5;
+        for b in [&mut *gpu as &mut dyn Backend, &mut cpu] {
+            b.set_params(params).unwrap();
+            b.begin_phase(&Optimizer::Sgd(SgdConfig::new(lr)), &mask)
+                .unwrap();
+            b.run_steps(&[i], 1).unwrap();
+        }
+        let step_atol: Vec<f64> = g_atol.iter().map(|a| lr * a).collect();
+        assert_close_each(
+            &format!("SGD step, {shape}, batch {i}"),
+            &gpu.params().unwrap().values,
+            &cpu.params().unwrap().values,
+            &step_atol,
+            RTOL,
+        );
+        for b in [&mut *gpu as &mut dyn Backend, &mut cpu] {
+            b.set_params(params).unwrap();
+        }
     }
 }
 

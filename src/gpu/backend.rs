@@ -1312,11 +1312,14 @@ impl GpuBackend {
         segments
     }
 
+    /// Encodes the gradient partials of `batch` (and its rows' loss and δ when
+    /// `row_outputs`; only `linear_step_rows` can leave them out); returns the row blocks.
     fn encode_gradient(
         run: &mut Run,
         ctx: &GpuContext,
         pass: &mut wgpu::ComputePass<'_>,
         batch: usize,
+        row_outputs: bool,
     ) -> u32 {
         if run.work.is_none() {
             return 0;
@@ -1339,10 +1342,15 @@ impl GpuBackend {
             let elements = count * run.o as u32;
             let k = &ctx.kernels;
             if let (StepPath::Rows, Some(rows_step)) = (run.path, &run.rows_step) {
-                let pipeline = if contiguous {
-                    &rows_step.contiguous
+                let pair = if row_outputs {
+                    &rows_step.outputs
                 } else {
-                    &rows_step.indexed
+                    &rows_step.train
+                };
+                let pipeline = if contiguous {
+                    &pair.contiguous
+                } else {
+                    &pair.indexed
                 };
                 dispatch_on(pass, ctx, pipeline, &chunk.step, &[offset], blocks);
             } else if contiguous {
@@ -1399,7 +1407,7 @@ impl GpuBackend {
         batch: usize,
         t: u64,
     ) -> u32 {
-        let blocks = Self::encode_gradient(run, ctx, pass, batch);
+        let blocks = Self::encode_gradient(run, ctx, pass, batch, true);
         let optimizer = run.phase.as_ref().map(|p| &p.0);
         let mut info = optimizer.map_or(StepArgs::default(), |o| StepArgs::new(o, t));
         info.blocks = blocks;
@@ -2175,8 +2183,9 @@ impl Backend for GpuBackend {
             {
                 let mut pass = compute_pass(&mut encoder, "steps", run.timer());
                 while done < count && run.ring.free_slots() >= slots_per_step {
-                    // The optimizer kernel sums the step's gradient partials itself.
-                    let blocks = Self::encode_gradient(run, &ctx, &mut pass, batches[done]);
+                    // The optimizer kernel sums the step's gradient partials itself; nothing
+                    // reads the rows' loss and δ before a check computes them again.
+                    let blocks = Self::encode_gradient(run, &ctx, &mut pass, batches[done], false);
                     let t = first_t + done as u64;
                     let info = run.ring.push(&StepArgs {
                         blocks,

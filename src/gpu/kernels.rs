@@ -148,11 +148,13 @@ pub(crate) struct Kernels {
     pub(crate) subgroup_size: Option<u32>,
 }
 
-/// `linear_step_rows.wgsl` at one number of column groups: by row index and for contiguous
-/// rows. Both use `linear_step`'s bind group layout.
+/// `linear_step_rows.wgsl` at one number of column groups, on `linear_step`'s bind group
+/// layout.
 pub(crate) struct RowsStep {
-    pub(crate) indexed: wgpu::ComputePipeline,
-    pub(crate) contiguous: wgpu::ComputePipeline,
+    /// The step writing each row's loss and δ (for checks and diagnostics).
+    pub(crate) outputs: RowsPair,
+    /// The step for training between checks: the gradient partials only (`ROW_OUTPUTS` off).
+    pub(crate) train: RowsPair,
     /// The module and its `WG`, for the batch probe.
     module: wgpu::ShaderModule,
     label: String,
@@ -161,7 +163,8 @@ pub(crate) struct RowsStep {
     probe: OnceLock<RowsPair>,
 }
 
-/// One entry point of `linear_step_rows.wgsl`, by row index and for contiguous rows.
+/// One entry point of `linear_step_rows.wgsl` with one set of overrides, by row index and
+/// for contiguous rows.
 pub(crate) struct RowsPair {
     pub(crate) indexed: wgpu::ComputePipeline,
     pub(crate) contiguous: wgpu::ComputePipeline,
@@ -220,10 +223,15 @@ impl Kernels {
             } else {
                 "main"
             };
-            let pair = self.rows_pair(device, &label, &module, entry, wg);
             Arc::new(RowsStep {
-                indexed: pair.indexed,
-                contiguous: pair.contiguous,
+                outputs: self.rows_pair(device, &label, &module, entry, &[("WG", wg)]),
+                train: self.rows_pair(
+                    device,
+                    &label,
+                    &module,
+                    entry,
+                    &[("WG", wg), ("ROW_OUTPUTS", 0.0)],
+                ),
                 module,
                 label,
                 wg,
@@ -238,31 +246,24 @@ impl Kernels {
     pub(crate) fn rows_probe<'s>(&self, device: &wgpu::Device, step: &'s RowsStep) -> &'s RowsPair {
         step.probe.get_or_init(|| {
             let label = format!("{} probe", step.label);
-            self.rows_pair(device, &label, &step.module, "probe", step.wg)
+            self.rows_pair(device, &label, &step.module, "probe", &[("WG", step.wg)])
         })
     }
 
-    /// `entry` of a `linear_step_rows` module at workgroup size `wg`, by row index and for
-    /// contiguous rows, on `linear_step`'s layout.
+    /// `entry` of a `linear_step_rows` module with the overrides `constants`, by row index
+    /// and for contiguous rows, on `linear_step`'s layout.
     fn rows_pair(
         &self,
         device: &wgpu::Device,
         label: &str,
         module: &wgpu::ShaderModule,
         entry: &str,
-        wg: f64,
+        constants: &[(&str, f64)],
     ) -> RowsPair {
+        let contiguous = [constants, &[("CONTIGUOUS", 1.0)]].concat();
         RowsPair {
-            indexed: self
-                .step
-                .variant(device, label, module, entry, &[("WG", wg)]),
-            contiguous: self.step.variant(
-                device,
-                label,
-                module,
-                entry,
-                &[("WG", wg), ("CONTIGUOUS", 1.0)],
-            ),
+            indexed: self.step.variant(device, label, module, entry, constants),
+            contiguous: self.step.variant(device, label, module, entry, &contiguous),
         }
     }
 
