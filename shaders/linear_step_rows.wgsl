@@ -214,11 +214,14 @@ fn main_paired(
     store(block, lid, &acc, bias_acc);
 }
 
-// Bandwidth probe for one batch (not part of training): reads the block's rows exactly as the
-// step does (same rows, order, lanes and unrolled column loop) and sums them, nothing else.
-// `bilevel bench` times an epoch of it, one dispatch per batch like the steps, so that the
-// step's cost over it is what the step adds to reading its rows. The column loop must stay a
-// constant one: with its count from a storage buffer it costs 3× on lavapipe.
+// Bandwidth probe for one batch (not part of training): reads the block's rows as the step
+// does (same rows, lanes and unrolled column loop) and sums them, nothing else. `bilevel
+// bench` times an epoch of it, one dispatch per batch like the steps, so that the step's cost
+// over it is what the step adds to reading its rows. Two rows per iteration, whatever the
+// column groups: on lavapipe that reads S4's batches faster than one row at a time (an
+// epoch of steps took 1.5–1.75× this probe's epoch against 1.3× the one-row probe's), and
+// the probe should be the fastest read we know. The column loop must stay a constant one:
+// with its count from a storage buffer it costs 3× on lavapipe.
 @compute @workgroup_size(WG)
 fn probe(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -232,7 +235,15 @@ fn probe(
     }
     let s4 = dims.x_stride / 4u;
     var acc = vec4(0.0);
-    for (var p = rows.x; p < rows.y; p++) {
+    var p = rows.x;
+    for (; p + 1u < rows.y; p += 2u) {
+        let xa = row_of(p) * s4;
+        let xb = row_of(p + 1u) * s4;
+        for (var m = 0u; m < COLUMN_GROUPS; m++) {
+            acc += x[xa + m * WG + lid] + x[xb + m * WG + lid];
+        }
+    }
+    if p < rows.y {
         let x0 = row_of(p) * s4;
         for (var m = 0u; m < COLUMN_GROUPS; m++) {
             acc += x[x0 + m * WG + lid];

@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
-use super::kernels::{Kernel, MAX_COLUMN_GROUPS, RowsStep, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE};
+use super::kernels::{
+    Kernel, LazyPipeline, MAX_COLUMN_GROUPS, RowsStep, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE,
+};
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
 use crate::cpu::{check_batches, check_params, check_state};
 use crate::{
@@ -732,7 +734,7 @@ impl GpuBackend {
             match kernel {
                 GemmProbe::SharedTiles => {
                     let (x, y) = gemm.shared_grid;
-                    pass.set_pipeline(&ctx.kernels.gemm.pipeline);
+                    pass.set_pipeline(ctx.kernels.gemm.pipeline.get());
                     pass.set_bind_group(0, &gemm.shared, &[]);
                     pass.dispatch_workgroups(x, y, 1);
                 }
@@ -1264,7 +1266,7 @@ impl GpuBackend {
                 });
             {
                 let mut pass = compute_pass(&mut encoder, "train_steps", run.timer());
-                pass.set_pipeline(pipeline);
+                pass.set_pipeline(pipeline.get());
                 pass.set_bind_group(0, group, &[job]);
                 pass.dispatch_workgroups(1, 1, 1);
             }
@@ -1615,7 +1617,7 @@ fn dispatch(
 fn dispatch_on(
     pass: &mut wgpu::ComputePass<'_>,
     ctx: &GpuContext,
-    pipeline: &wgpu::ComputePipeline,
+    pipeline: &LazyPipeline,
     bind_group: &wgpu::BindGroup,
     offsets: &[u32],
     groups: u32,
@@ -1629,7 +1631,7 @@ fn dispatch_on(
     } else {
         (max, groups.div_ceil(max))
     };
-    pass.set_pipeline(pipeline);
+    pass.set_pipeline(pipeline.get());
     pass.set_bind_group(0, bind_group, offsets);
     pass.dispatch_workgroups(x, y, 1);
 }

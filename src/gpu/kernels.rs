@@ -109,7 +109,7 @@ enum Slot {
 
 /// A pipeline and the layout of its one bind group.
 pub(crate) struct Kernel {
-    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) pipeline: LazyPipeline,
     pub(crate) layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
 }
@@ -123,16 +123,16 @@ pub(crate) struct Kernels {
     /// `linear_forward` in tiles: 4 rows × 8 outputs per invocation.
     pub(crate) tiled_forward: Kernel,
     /// `tiled_forward` with 4 outputs per invocation, for at most four outputs.
-    pub(crate) tiled_forward4: wgpu::ComputePipeline,
+    pub(crate) tiled_forward4: LazyPipeline,
     /// `linear_backward.partial` in tiles: 8 outputs × 4 columns per invocation.
     pub(crate) tiled_partial: Kernel,
     /// `tiled_partial` with 4 outputs per invocation, for at most four outputs.
-    pub(crate) tiled_partial4: wgpu::ComputePipeline,
+    pub(crate) tiled_partial4: LazyPipeline,
     /// `tiled_partial` with 16 outputs per invocation, for more than eight outputs.
-    pub(crate) tiled_partial16: wgpu::ComputePipeline,
+    pub(crate) tiled_partial16: LazyPipeline,
     pub(crate) step: Kernel,
     /// `step` for a batch segment of consecutive rows: no row index reads.
-    pub(crate) step_contiguous: wgpu::ComputePipeline,
+    pub(crate) step_contiguous: LazyPipeline,
     pub(crate) probe: Kernel,
     pub(crate) gemm: Kernel,
     pub(crate) reduce: Kernel,
@@ -166,14 +166,14 @@ pub(crate) struct RowsStep {
 /// One entry point of `linear_step_rows.wgsl` with one set of overrides, by row index and
 /// for contiguous rows.
 pub(crate) struct RowsPair {
-    pub(crate) indexed: wgpu::ComputePipeline,
-    pub(crate) contiguous: wgpu::ComputePipeline,
+    pub(crate) indexed: LazyPipeline,
+    pub(crate) contiguous: LazyPipeline,
 }
 
 /// `train_steps.wgsl` for each optimizer (its `ADAM` override), sharing one bind group layout.
 pub(crate) struct StepsKernels {
     pub(crate) adam: Kernel,
-    pub(crate) sgd: wgpu::ComputePipeline,
+    pub(crate) sgd: LazyPipeline,
 }
 
 /// Storage buffers `train_steps.wgsl` binds (WebGPU's default limit is 8).
@@ -184,7 +184,7 @@ pub(crate) const STORAGE_BINDINGS: u32 = 10;
 impl Kernels {
     /// `linear_tiled.forward` for `o` outputs and its output tiles per row tile: 4 outputs per
     /// invocation for at most four, else 8 (16 measured no faster here: S3 488 vs 494 ms).
-    pub(crate) fn tiled_forward_for(&self, o: u32) -> (&wgpu::ComputePipeline, u32) {
+    pub(crate) fn tiled_forward_for(&self, o: u32) -> (&LazyPipeline, u32) {
         if o <= 4 {
             (&self.tiled_forward4, o.div_ceil(4))
         } else {
@@ -195,7 +195,7 @@ impl Kernels {
     /// `linear_tiled.partial` for `o` outputs and its output tiles per block: 4, 8 or 16
     /// outputs per invocation, the fewest that cover `o` up to 16 (each load of X feeds them
     /// all; S3's 64 outputs on lavapipe: 16 per invocation took the step from 547 to 494 ms).
-    pub(crate) fn tiled_partial_for(&self, o: u32) -> (&wgpu::ComputePipeline, u32) {
+    pub(crate) fn tiled_partial_for(&self, o: u32) -> (&LazyPipeline, u32) {
         match o {
             0..=4 => (&self.tiled_partial4, o.div_ceil(4)),
             5..=8 => (&self.tiled_partial.pipeline, o.div_ceil(8)),
@@ -552,7 +552,7 @@ impl Kernel {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipeline = pipeline(device, label, &pipeline_layout, module, entry, constants);
+        let pipeline = LazyPipeline::new(device, label, &pipeline_layout, module, entry, constants);
         Self {
             pipeline,
             layout,
@@ -568,8 +568,8 @@ impl Kernel {
         module: &wgpu::ShaderModule,
         entry: &str,
         constants: &[(&str, f64)],
-    ) -> wgpu::ComputePipeline {
-        pipeline(
+    ) -> LazyPipeline {
+        LazyPipeline::new(
             device,
             label,
             &self.pipeline_layout,
@@ -577,6 +577,59 @@ impl Kernel {
             entry,
             constants,
         )
+    }
+}
+
+/// A compute pipeline compiled at its first dispatch: compiling every kernel's up front took
+/// ~200 ms of a start-up on lavapipe (more than half of a whole seed run), and a run
+/// dispatches only a few of them.
+pub(crate) struct LazyPipeline {
+    compiled: OnceLock<wgpu::ComputePipeline>,
+    device: wgpu::Device,
+    layout: wgpu::PipelineLayout,
+    module: wgpu::ShaderModule,
+    label: String,
+    entry: String,
+    constants: Vec<(String, f64)>,
+}
+
+impl LazyPipeline {
+    fn new(
+        device: &wgpu::Device,
+        label: &str,
+        layout: &wgpu::PipelineLayout,
+        module: &wgpu::ShaderModule,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> Self {
+        Self {
+            compiled: OnceLock::new(),
+            device: device.clone(),
+            layout: layout.clone(),
+            module: module.clone(),
+            label: label.into(),
+            entry: entry.into(),
+            constants: constants.iter().map(|&(k, v)| (k.into(), v)).collect(),
+        }
+    }
+
+    /// The pipeline, compiled by the first call.
+    pub(crate) fn get(&self) -> &wgpu::ComputePipeline {
+        self.compiled.get_or_init(|| {
+            let constants: Vec<(&str, f64)> = self
+                .constants
+                .iter()
+                .map(|(k, v)| (k.as_str(), *v))
+                .collect();
+            pipeline(
+                &self.device,
+                &self.label,
+                &self.layout,
+                &self.module,
+                &self.entry,
+                &constants,
+            )
+        })
     }
 }
 
