@@ -346,7 +346,7 @@ pub fn run(
         let steps = batches.len();
         let ids: Vec<usize> = (0..steps).collect();
         // Full batches: steps per submission as a run between checks would encode them;
-        // minibatches: one epoch, reshuffled.
+        // minibatches: one epoch, its batches planned and uploaded again as a reshuffle's.
         let per = if shape.batch.is_some() { steps } else { 10 };
         let batch_probe = shape.batch.is_some() && gpu.has_batch_probe();
         let mut jobs: Vec<Job<'_>> = vec![
@@ -454,9 +454,9 @@ pub fn run(
     Ok(BenchReport {
         adapter: context.describe(),
         timing: if timed_by_timestamps {
-            "GPU timestamps from the first compute pass's beginning to the last one's end, median of repeats after a warm-up"
+            "GPU timestamps from the first compute pass's beginning to the last one's end, median of repeats after a warm-up, sampled in rounds with the probes"
         } else {
-            "wall clock around a device wait, median of repeats after a warm-up"
+            "wall clock around a device wait, median of repeats after a warm-up, sampled in rounds with the probes"
         }
         .into(),
         shapes: results,

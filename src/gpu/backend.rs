@@ -560,7 +560,7 @@ impl GpuBackend {
                 ));
             }
         };
-        let probe = ctx.kernels.rows_probe(&ctx.device, &rows_step);
+        let probe = &rows_step.probe;
         let slots_per_batch = run.chunks.len() as u64;
         let mut done = 0;
         while done < batches.len() {
@@ -1276,8 +1276,6 @@ impl GpuBackend {
         ctx.check("encoding training steps")
     }
 
-    /// Encodes forward, BCE and the gradient of batch `batch` into `pass`; returns the
-    /// number of gradient blocks written.
     /// Pushes the arguments of each non-empty chunk segment of `batch` to the ring, in chunk
     /// order, for the kernels that compute its gradient partials (or probe its rows).
     fn push_segments(run: &mut Run, batch: usize) -> Vec<SegmentDispatch> {
@@ -1314,8 +1312,9 @@ impl GpuBackend {
         segments
     }
 
-    /// Encodes the gradient partials of `batch` (and its rows' loss and δ when
-    /// `row_outputs`; only `linear_step_rows` can leave them out); returns the row blocks.
+    /// Encodes forward, BCE and the gradient partials of `batch` into `pass` (the rows' loss
+    /// and δ too when `row_outputs`; only `linear_step_rows` can leave them out); returns the
+    /// number of gradient blocks written.
     fn encode_gradient(
         run: &mut Run,
         ctx: &GpuContext,

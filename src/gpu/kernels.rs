@@ -155,12 +155,8 @@ pub(crate) struct RowsStep {
     pub(crate) outputs: RowsPair,
     /// The step for training between checks: the gradient partials only (`ROW_OUTPUTS` off).
     pub(crate) train: RowsPair,
-    /// The module and its `WG`, for the batch probe.
-    module: wgpu::ShaderModule,
-    label: String,
-    wg: f64,
-    /// Its `probe` entry point (`bilevel bench` only), compiled on first use.
-    probe: OnceLock<RowsPair>,
+    /// Its `probe` entry point, the batch probe (`bilevel bench` only).
+    pub(crate) probe: RowsPair,
 }
 
 /// One entry point of `linear_step_rows.wgsl` with one set of overrides, by row index and
@@ -232,22 +228,16 @@ impl Kernels {
                     entry,
                     &[("WG", wg), ("ROW_OUTPUTS", 0.0)],
                 ),
-                module,
-                label,
-                wg,
-                probe: OnceLock::new(),
+                probe: self.rows_pair(
+                    device,
+                    &format!("{label} probe"),
+                    &module,
+                    "probe",
+                    &[("WG", wg)],
+                ),
             })
         });
         Some(Arc::clone(step))
-    }
-
-    /// The batch probe of `step`'s module (`linear_step_rows.wgsl`'s `probe`), compiled on
-    /// first use.
-    pub(crate) fn rows_probe<'s>(&self, device: &wgpu::Device, step: &'s RowsStep) -> &'s RowsPair {
-        step.probe.get_or_init(|| {
-            let label = format!("{} probe", step.label);
-            self.rows_pair(device, &label, &step.module, "probe", &[("WG", step.wg)])
-        })
     }
 
     /// `entry` of a `linear_step_rows` module with the overrides `constants`, by row index
