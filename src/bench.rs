@@ -381,7 +381,6 @@ pub fn run(
             }
         }
         let samples = time_rounds(&mut gpu, timestamps, repeats, &mut jobs)?;
-        drop(jobs);
         let (probes, runs) = (&samples[0], &samples[1]);
         let probe = median(probes.clone());
         r.probe_ms = probe * 1e3;

@@ -360,6 +360,56 @@ struct Run {
 }
 
 impl Run {
+    /// Pushes the arguments of each non-empty chunk segment of `batch` to the ring, in chunk
+    /// order, and hands each to `visit` to dispatch its kernels (the gradient partials', or
+    /// the batch probe's); returns the row blocks (gradient partials) of the batch, 0 before
+    /// batches are planned.
+    fn push_segments(
+        &mut self,
+        batch: usize,
+        mut visit: impl FnMut(&Run, &Work, SegmentDispatch),
+    ) -> u32 {
+        if self.work.is_none() {
+            return 0;
+        }
+        let plan = &self.plan[batch];
+        let inv_count = (1.0 / (plan.rows as f64 * self.o as f64)) as f32;
+        let mut block_base = 0u32;
+        for (chunk, segment) in plan.segments.iter().enumerate() {
+            let count = segment.count;
+            if count == 0 {
+                continue;
+            }
+            // The fused steps read consecutive rows directly; everything else goes by index.
+            let (row_offset, contiguous) = match (self.path, segment.first_row) {
+                (StepPath::Fused | StepPath::Rows, Some(first)) => (first, true),
+                _ => (segment.offset, false),
+            };
+            let offset = self.ring.push(&ChunkStep {
+                count,
+                row_offset,
+                block_base,
+                inv_count,
+            });
+            let blocks = count.div_ceil(self.rows_per_block);
+            if let Some(work) = &self.work {
+                visit(
+                    self,
+                    work,
+                    SegmentDispatch {
+                        chunk,
+                        offset,
+                        contiguous,
+                        count,
+                        blocks,
+                    },
+                );
+            }
+            block_base += blocks;
+        }
+        block_base
+    }
+
     /// The timer, while one runs.
     fn timer(&self) -> Option<&PassTimer> {
         self.timer.as_ref().filter(|t| t.running.get())
@@ -572,25 +622,21 @@ impl GpuBackend {
             {
                 let mut pass = compute_pass(&mut encoder, "batch probe", run.timer());
                 while done < batches.len() && run.ring.free_slots() >= slots_per_batch {
-                    let segments = Self::push_segments(run, batches[done]);
-                    let work = run.work()?;
-                    for segment in segments {
+                    run.push_segments(batches[done], |_, work, segment| {
                         let pipeline = if segment.contiguous {
                             &probe.contiguous
                         } else {
                             &probe.indexed
                         };
-                        let bind_group = &work.chunks[segment.chunk].step;
-                        let offsets = [segment.offset];
                         dispatch_on(
                             &mut pass,
                             &ctx,
                             pipeline,
-                            bind_group,
-                            &offsets,
+                            &work.chunks[segment.chunk].step,
+                            &[segment.offset],
                             segment.blocks,
                         );
-                    }
+                    });
                     done += 1;
                 }
             }
@@ -1276,42 +1322,6 @@ impl GpuBackend {
         ctx.check("encoding training steps")
     }
 
-    /// Pushes the arguments of each non-empty chunk segment of `batch` to the ring, in chunk
-    /// order, for the kernels that compute its gradient partials (or probe its rows).
-    fn push_segments(run: &mut Run, batch: usize) -> Vec<SegmentDispatch> {
-        let plan = &run.plan[batch];
-        let inv_count = (1.0 / (plan.rows as f64 * run.o as f64)) as f32;
-        let mut block_base = 0u32;
-        let mut segments = Vec::with_capacity(plan.segments.len());
-        for (chunk, segment) in plan.segments.iter().enumerate() {
-            let count = segment.count;
-            if count == 0 {
-                continue;
-            }
-            // The fused steps read consecutive rows directly; everything else goes by index.
-            let (row_offset, contiguous) = match (run.path, segment.first_row) {
-                (StepPath::Fused | StepPath::Rows, Some(first)) => (first, true),
-                _ => (segment.offset, false),
-            };
-            let offset = run.ring.push(&ChunkStep {
-                count,
-                row_offset,
-                block_base,
-                inv_count,
-            });
-            let blocks = count.div_ceil(run.rows_per_block);
-            segments.push(SegmentDispatch {
-                chunk,
-                offset,
-                contiguous,
-                count,
-                blocks,
-            });
-            block_base += blocks;
-        }
-        segments
-    }
-
     /// Encodes forward, BCE and the gradient partials of `batch` into `pass` (the rows' loss
     /// and δ too when `row_outputs`; only `linear_step_rows` can leave them out); returns the
     /// number of gradient blocks written.
@@ -1322,23 +1332,15 @@ impl GpuBackend {
         batch: usize,
         row_outputs: bool,
     ) -> u32 {
-        if run.work.is_none() {
-            return 0;
-        }
-        let segments = Self::push_segments(run, batch);
-        let Some(work) = &run.work else {
-            return 0;
-        };
         let param_groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
-        let mut block_base = 0u32;
-        for SegmentDispatch {
-            chunk,
-            offset,
-            contiguous,
-            count,
-            blocks,
-        } in segments
-        {
+        run.push_segments(batch, |run, work, segment| {
+            let SegmentDispatch {
+                chunk,
+                offset,
+                contiguous,
+                count,
+                blocks,
+            } = segment;
             let chunk = &work.chunks[chunk];
             let elements = count * run.o as u32;
             let k = &ctx.kernels;
@@ -1395,9 +1397,7 @@ impl GpuBackend {
                     groups,
                 );
             }
-            block_base += blocks;
-        }
-        block_base
+        })
     }
 
     /// Encodes the full gradient of `batch` into `run.grad` (no optimizer step).

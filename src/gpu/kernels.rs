@@ -140,8 +140,8 @@ pub(crate) struct Kernels {
     pub(crate) adam: Kernel,
     /// Many steps per dispatch in one workgroup, where the adapter allows its bindings.
     pub(crate) steps: Option<StepsKernels>,
-    /// `linear_step_rows` by column groups per invocation, compiled when a run first needs
-    /// one (a large one takes ~0.1 s on lavapipe, too long for every start-up), where the
+    /// `linear_step_rows` by column groups per invocation, its module built when a run first
+    /// needs that size (its pipelines, like every other, at their first dispatch), where the
     /// adapter has subgroups of one fixed size.
     rows_steps: Mutex<HashMap<u32, Arc<RowsStep>>>,
     /// The fixed subgroup size `linear_step_rows` runs its workgroups at, if any.
@@ -200,7 +200,7 @@ impl Kernels {
     }
 
     /// `linear_step_rows` with `groups` column groups per invocation (at most
-    /// [`MAX_COLUMN_GROUPS`]), compiled on first use; `None` without fixed-size subgroups.
+    /// [`MAX_COLUMN_GROUPS`]), built on first use; `None` without fixed-size subgroups.
     pub(crate) fn rows_step(&self, device: &wgpu::Device, groups: u32) -> Option<Arc<RowsStep>> {
         let size = self.subgroup_size?;
         let mut built = self
