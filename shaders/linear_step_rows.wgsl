@@ -72,13 +72,13 @@ fn row_of(p: u32) -> u32 {
     return rows[chunk.row_offset + p];
 }
 
-/// Loss and δ of batch position p (chunk row `row`) from its logit, as bce.wgsl; the first
-/// invocation stores them (with ROW_OUTPUTS). Returns δ.
-fn bce(p: u32, row: u32, logit: f32, lid: u32) -> f32 {
-    let pw = pos_weight[0];
+/// Loss and δ of batch position p (chunk row `row`) from its logit, as bce.wgsl, with the
+/// positive weight `pw` and 1 / count `inv`; the first invocation stores them (with
+/// ROW_OUTPUTS). Returns δ.
+fn bce(p: u32, row: u32, logit: f32, lid: u32, pw: f32, inv: f32) -> f32 {
     let target_ = y[row];
     let l = 1.0 + (pw - 1.0) * target_;
-    let g = (l * sigmoid(logit) - pw * target_) * chunk.inv_count;
+    let g = (l * sigmoid(logit) - pw * target_) * inv;
     if ROW_OUTPUTS && lid == 0u {
         loss[p] = (1.0 - target_) * logit + l * (softplus_neg_abs(logit) + max(-logit, 0.0));
         delta[p] = g;
@@ -115,7 +115,7 @@ fn add_row(
         dot4 += xr[m] * (*w)[m];
     }
     let logit = subgroupAdd(dot4.x + dot4.y + dot4.z + dot4.w) + params[dims.d];
-    let g = bce(p, row, logit, lid);
+    let g = bce(p, row, logit, lid, pos_weight[0], chunk.inv_count);
     for (var m = 0u; m < COLUMN_GROUPS; m++) {
         (*acc)[m] += g * xr[m];
     }
@@ -179,8 +179,13 @@ fn main_paired(
     if rows.x >= chunk.count {
         return;
     }
+    // Read once per block, not per row: on lavapipe a storage load costs about 60
+    // instructions even at an address uniform across the subgroup (S4: 1.22 → 1.09 million
+    // instructions per step over the batch probe's, counted by scripts/instructions.sh).
     let s4 = dims.x_stride / 4u;
     let bias = params[dims.d];
+    let pw = pos_weight[0];
+    let inv = chunk.inv_count;
     var w: array<vec4<f32>, COLUMN_GROUPS>;
     var acc: array<vec4<f32>, COLUMN_GROUPS>;
     var bias_acc = 0.0;
@@ -201,8 +206,10 @@ fn main_paired(
             dot_a += xa[m] * w[m];
             dot_b += xb[m] * w[m];
         }
-        let g_a = bce(p, row_a, subgroupAdd(dot_a.x + dot_a.y + dot_a.z + dot_a.w) + bias, lid);
-        let g_b = bce(p + 1u, row_b, subgroupAdd(dot_b.x + dot_b.y + dot_b.z + dot_b.w) + bias, lid);
+        let logit_a = subgroupAdd(dot_a.x + dot_a.y + dot_a.z + dot_a.w) + bias;
+        let logit_b = subgroupAdd(dot_b.x + dot_b.y + dot_b.z + dot_b.w) + bias;
+        let g_a = bce(p, row_a, logit_a, lid, pw, inv);
+        let g_b = bce(p + 1u, row_b, logit_b, lid, pw, inv);
         for (var m = 0u; m < COLUMN_GROUPS; m++) {
             acc[m] = (acc[m] + g_a * xa[m]) + g_b * xb[m];
         }

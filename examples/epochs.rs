@@ -1,0 +1,102 @@
+//! A fixed GPU workload for counting instructions: epochs of shuffled minibatch Adam steps
+//! with one output (S4's shape by default, fewer rows), or the same epochs of the batch probe
+//! that reads each batch's rows and nothing else.
+//!
+//! `scripts/instructions.sh` runs it under valgrind: on a CPU adapter such as lavapipe the
+//! instructions an epoch executes are repeatable to a few thousandths, where its time on a
+//! shared machine swings 2×, so a kernel change can be judged by the instructions it saves.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bilevel::backend::Backend;
+use bilevel::gpu::{GpuBackend, GpuContext};
+use bilevel::phase::{AdamConfig, Optimizer, ParamSubset};
+use bilevel::{Dataset, data};
+use clap::{Parser, ValueEnum};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// What each epoch runs.
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum Work {
+    /// One training step per batch (`run_steps`).
+    Steps,
+    /// One read of each batch's rows (`probe_batches`).
+    Probe,
+}
+
+/// Epochs of steps or of the batch probe on generated data.
+#[derive(Parser, Debug)]
+struct Args {
+    /// What each epoch runs.
+    work: Work,
+    /// Epochs after the warm-up (one step and one probe of the first batch).
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    /// Rows.
+    #[arg(long, default_value_t = 32_768)]
+    n: usize,
+    /// Features.
+    #[arg(long, default_value_t = 128)]
+    d: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 1_024)]
+    batch: usize,
+}
+
+fn main() -> ExitCode {
+    match run(&Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("epochs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let (n, d) = (args.n, args.d);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let x = (0..n * d)
+        .map(|_| rng.random_range(-1.0f32..=1.0))
+        .collect();
+    let y = (0..n)
+        .map(|_| f32::from(u8::from(rng.random_bool(0.5))))
+        .collect();
+    let data = Dataset::new(n, d, 1, x, y)?;
+    let context = Arc::new(GpuContext::new().context("no GPU adapter")?);
+    let mut gpu = GpuBackend::new(context);
+    gpu.load(&data, &data::linear_init(d, 1, 1))?;
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    rand::seq::SliceRandom::shuffle(&mut order[..], &mut rng);
+    let batches: Vec<Vec<u32>> = order
+        .chunks(args.batch)
+        .map(|rows| {
+            let mut batch = rows.to_vec();
+            batch.sort_unstable();
+            batch
+        })
+        .collect();
+    gpu.set_batches(&batches)?;
+    let mask = ParamSubset::All.mask(d, 1)?;
+    gpu.begin_phase(&Optimizer::Adam(AdamConfig::new(0.001)), &mask)?;
+    anyhow::ensure!(
+        gpu.has_batch_probe(),
+        "this adapter and shape do not take the linear_step_rows path, which has the probe"
+    );
+    // Both pipelines compiled whatever the work, so that only the epochs differ.
+    gpu.run_steps(&[0], 1)?;
+    gpu.probe_batches(&[0])?;
+    gpu.finish()?;
+    let ids: Vec<usize> = (0..batches.len()).collect();
+    for epoch in 0..args.epochs {
+        match args.work {
+            Work::Steps => gpu.run_steps(&ids, 2 + (epoch * ids.len()) as u64)?,
+            Work::Probe => gpu.probe_batches(&ids)?,
+        }
+        gpu.finish()?;
+    }
+    Ok(())
+}

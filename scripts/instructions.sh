@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Instructions per epoch of minibatch training steps against the batch probe's, counted by
+# valgrind on a CPU adapter (lavapipe), where counts repeat to a few thousandths and times on
+# this shared machine do not. Each count is the difference between three epochs and one, so
+# start-up, data generation and shader compilation cancel out.
+#
+#   bash scripts/instructions.sh [epochs' options: --n N --d D --batch B]
+#
+# Prints both counts per epoch, their ratio and the steps' extra instructions per step.
+# A first run under valgrind per build compiles the shaders again (Mesa keys its shader
+# cache on the CPU it sees, which valgrind changes): the warm-up runs take that out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "valgrind not found: apt-get install valgrind" >&2; exit 1; }
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+cargo build --release --quiet --example epochs
+bin=target/release/examples/epochs
+n=32768 batch=1024
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    case "${args[i]}" in
+        --n) n="${args[i + 1]}" ;;
+        --batch) batch="${args[i + 1]}" ;;
+    esac
+done
+
+count() {
+    valgrind --tool=cachegrind --cache-sim=no --smc-check=all-non-file \
+        --cachegrind-out-file=/dev/null "$bin" "$@" "${args[@]}" 2>&1 |
+        awk '/I *refs:/ { gsub(",", "", $4); print $4 }'
+}
+
+count steps >/dev/null
+count probe >/dev/null
+s1=$(count steps --epochs 1)
+s3=$(count steps --epochs 3)
+p1=$(count probe --epochs 1)
+p3=$(count probe --epochs 3)
+awk -v s1="$s1" -v s3="$s3" -v p1="$p1" -v p3="$p3" -v steps=$(((n + batch - 1) / batch)) 'BEGIN {
+    s = (s3 - s1) / 2; p = (p3 - p1) / 2
+    printf "per epoch of %d steps: steps %.1f M instructions, batch probe %.1f M, ratio %.3f; ", steps, s / 1e6, p / 1e6, s / p
+    printf "the steps'"'"' extra: %.0f k instructions per step\n", (s - p) / steps / 1e3
+}'
