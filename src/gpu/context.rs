@@ -68,9 +68,11 @@ impl GpuContext {
             limits.max_storage_buffer_binding_size >> 20
         );
         // `linear_step_rows` sums a row's dot product across one subgroup: it needs subgroups
-        // whose size the workgroup can match exactly.
+        // whose size the workgroup can match exactly, and of at least two invocations (a pair
+        // of rows takes its row indices from two lanes).
         let subgroup_size = (adapter.features().contains(wgpu::Features::SUBGROUP)
-            && info.subgroup_min_size == info.subgroup_max_size)
+            && info.subgroup_min_size == info.subgroup_max_size
+            && info.subgroup_max_size >= 2)
             .then_some(info.subgroup_max_size);
         let mut required_features = wgpu::Features::empty();
         if subgroup_size.is_some() {
