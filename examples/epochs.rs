@@ -3,8 +3,8 @@
 //! that reads each batch's rows and nothing else.
 //!
 //! `scripts/instructions.sh` runs it under valgrind: on a CPU adapter such as lavapipe the
-//! instructions an epoch executes are repeatable to a few thousandths, where its time on a
-//! shared machine swings 2×, so a kernel change can be judged by the instructions it saves.
+//! instructions an epoch executes repeat to 0.005 %, where its time on a shared machine swings
+//! 2×, so a kernel change can be judged by the instructions it saves.
 
 use std::process::ExitCode;
 use std::sync::Arc;

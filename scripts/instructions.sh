@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Instructions per epoch of minibatch training steps against the batch probe's, counted by
-# valgrind on a CPU adapter (lavapipe), where counts repeat to a few thousandths and times on
-# this shared machine do not. Each count is the difference between three epochs and one, so
+# valgrind on a CPU adapter (lavapipe), where a count repeats to 0.005 % and a time on this
+# shared machine does not. Each count is the difference between three epochs and one, so
 # start-up, data generation and shader compilation cancel out.
 #
 #   bash scripts/instructions.sh [epochs' options: --n N --d D --batch B]
 #
 # Prints both counts per epoch, their ratio and the steps' extra instructions per step.
-# A first run under valgrind per build compiles the shaders again (Mesa keys its shader
-# cache on the CPU it sees, which valgrind changes): the warm-up runs take that out.
+# The first run of a build under valgrind compiles the shaders again (some 4 G instructions;
+# Mesa's shader cache from a run without valgrind does not serve it): warm-up runs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind not found: apt-get install valgrind" >&2; exit 1; }
