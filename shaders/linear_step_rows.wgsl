@@ -33,14 +33,14 @@
 // Invariants: o = 1; x_stride / 4 = COLUMN_GROUPS·WG (the host pads rows with zeros to whole
 // subgroups of vec4, so no invocation reads past its row: a clamp or select on the index
 // costs 1.9× here, measured on lavapipe); WG equals the subgroup size, a power of two of at
-// least 2 (the host's condition for this path); one workgroup per
-// row block, the grid folded into two dimensions past 65,535. COLUMN_GROUPS sizes the
-// register arrays, which WGSL only allows with a constant: the host compiles this file once
-// per size it needs, replacing the declaration's value (the arrays are indexed only by
-// unrolled constant loops, so the compiler keeps them in registers instead of memory). At 32
-// groups every value held across the row loop costs (on lavapipe, holding the bias in a
-// register instead of re-reading it per row: S2 57 → 63 ms), hence the helpers below that
-// re-read what they need.
+// least 2 (the host's condition for this path); one workgroup per row block, the grid
+// folded into two dimensions past 65,535. COLUMN_GROUPS sizes the register arrays, which
+// WGSL only allows with a constant: the host compiles this file once per size it needs,
+// replacing the declaration's value (the arrays are indexed only by unrolled constant loops,
+// so the compiler keeps them in registers instead of memory). At 32 groups every value held
+// across the row loop costs (on lavapipe, holding the bias in a register instead of
+// re-reading it per row: S2 57 → 63 ms), hence the helpers below that re-read what they
+// need.
 
 // Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, weights4 from
 // weights.wgsl, which the host (gpu::SHADERS) puts before this file.
