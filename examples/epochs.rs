@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bilevel::backend::Backend;
+use bilevel::data;
 use bilevel::gpu::{GpuBackend, GpuContext};
 use bilevel::phase::{AdamConfig, Optimizer, ParamSubset};
-use bilevel::{Dataset, data};
+use bilevel::trainer::shuffled_batches;
 use clap::{Parser, ValueEnum};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// What each epoch runs.
@@ -58,27 +59,12 @@ fn main() -> ExitCode {
 
 fn run(args: &Args) -> anyhow::Result<()> {
     let (n, d) = (args.n, args.d);
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let x = (0..n * d)
-        .map(|_| rng.random_range(-1.0f32..=1.0))
-        .collect();
-    let y = (0..n)
-        .map(|_| f32::from(u8::from(rng.random_bool(0.5))))
-        .collect();
-    let data = Dataset::new(n, d, 1, x, y)?;
+    let (data, _) = data::synthetic(n, d, 1, 1)?;
     let context = Arc::new(GpuContext::new().context("no GPU adapter")?);
     let mut gpu = GpuBackend::new(context);
     gpu.load(&data, &data::linear_init(d, 1, 1))?;
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    rand::seq::SliceRandom::shuffle(&mut order[..], &mut rng);
-    let batches: Vec<Vec<u32>> = order
-        .chunks(args.batch)
-        .map(|rows| {
-            let mut batch = rows.to_vec();
-            batch.sort_unstable();
-            batch
-        })
-        .collect();
+    let rows: Vec<u32> = (0..n as u32).collect();
+    let batches = shuffled_batches(&rows, args.batch, &mut ChaCha8Rng::seed_from_u64(1));
     gpu.set_batches(&batches)?;
     let mask = ParamSubset::All.mask(d, 1)?;
     gpu.begin_phase(&Optimizer::Adam(AdamConfig::new(0.001)), &mask)?;

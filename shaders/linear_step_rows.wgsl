@@ -74,6 +74,12 @@ fn row_of(p: u32) -> u32 {
     return rows[chunk.row_offset + p];
 }
 
+/// The row of batch position p + lid, or of the block's last position past it: lane lid's
+/// share of the next WG positions, which `main_paired` and `probe` shuffle out pair by pair.
+fn row_for_lane(p: u32, rows: vec2<u32>, lid: u32) -> u32 {
+    return row_of(min(p + lid, rows.y - 1u));
+}
+
 /// Loss and δ of batch position p from its logit and target, as bce.wgsl, with the
 /// positive weight `pw` and 1 / count `inv`; the first invocation stores them (with
 /// ROW_OUTPUTS). Returns δ.
@@ -202,7 +208,7 @@ fn main_paired(
         // shuffle costs next to nothing there.
         let j = (p - rows.x) % WG;
         if j == 0u {
-            lane_row = row_of(min(p + lid, rows.y - 1u));
+            lane_row = row_for_lane(p, rows, lid);
             lane_target = y[lane_row];
         }
         let row_a = subgroupShuffle(lane_row, j);
@@ -260,7 +266,7 @@ fn probe(
     for (; p + 1u < rows.y; p += 2u) {
         let j = (p - rows.x) % WG;
         if j == 0u {
-            lane_row = row_of(min(p + lid, rows.y - 1u));
+            lane_row = row_for_lane(p, rows, lid);
         }
         let xa = subgroupShuffle(lane_row, j) * s4;
         let xb = subgroupShuffle(lane_row, j + 1u) * s4;

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::cpu::CpuBackend;
 use crate::gpu::{GemmProbe, GpuBackend, GpuContext, StepKernels};
+use crate::trainer::shuffled_batches;
 use crate::{
     AdamConfig, Backend, Dataset, Error, Optimizer, ParamSubset, Params, Phase, Result, SgdConfig,
     data, train,
@@ -314,19 +315,7 @@ pub fn run(
         let all: Vec<u32> = (0..shape.n as u32).collect();
         let batches: Vec<Vec<u32>> = match shape.batch {
             None => vec![all.clone()],
-            Some(size) => {
-                let mut order = all.clone();
-                let mut rng = ChaCha8Rng::seed_from_u64(7);
-                rand::seq::SliceRandom::shuffle(&mut order[..], &mut rng);
-                order
-                    .chunks(size)
-                    .map(|c| {
-                        let mut b = c.to_vec();
-                        b.sort_unstable();
-                        b
-                    })
-                    .collect()
-            }
+            Some(size) => shuffled_batches(&all, size, &mut ChaCha8Rng::seed_from_u64(7)),
         };
         gpu.set_batches(&batches)?;
         gpu.begin_phase(&optimizer, &mask)?;

@@ -5,8 +5,8 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -332,6 +332,21 @@ fn phase_rows(
     Ok((range.start as u32..range.end as u32).collect())
 }
 
+/// `rows` shuffled by `rng` and cut into batches of `size` (the last may be shorter), each
+/// sorted ascending, as `Backend::set_batches` takes them.
+pub fn shuffled_batches<R: Rng + ?Sized>(rows: &[u32], size: usize, rng: &mut R) -> Vec<Vec<u32>> {
+    let mut order = rows.to_vec();
+    order.shuffle(rng);
+    order
+        .chunks(size.max(1))
+        .map(|c| {
+            let mut b = c.to_vec();
+            b.sort_unstable();
+            b
+        })
+        .collect()
+}
+
 /// Batches for epoch `epoch`, then the evaluation batch (all the phase's rows; for full batch
 /// it is the one training batch), then the validation batch if any.
 ///
@@ -349,16 +364,7 @@ fn plan_epoch(
         Batching::MiniBatch { size, seed } => {
             let mut rng = ChaCha8Rng::seed_from_u64(*seed);
             rng.set_stream(epoch);
-            let mut order = rows.to_vec();
-            order.shuffle(&mut rng);
-            let mut batches: Vec<Vec<u32>> = order
-                .chunks((*size).max(1))
-                .map(|c| {
-                    let mut b = c.to_vec();
-                    b.sort_unstable();
-                    b
-                })
-                .collect();
+            let mut batches = shuffled_batches(rows, *size, &mut rng);
             batches.push(rows.to_vec());
             batches
         }

@@ -290,7 +290,7 @@ struct BatchPlan {
 }
 
 /// One batch's rows in one chunk.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct Segment {
     /// Rows.
     count: u32,
