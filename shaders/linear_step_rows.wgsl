@@ -3,10 +3,10 @@
 //
 // The workgroup is exactly one subgroup (WG = the adapter's subgroup size, which the host
 // requires to be fixed). Invocation t owns the vec4 column groups c = m·WG + t,
-// m < COLUMN_GROUPS, of every row; workgroup b owns rows first = b·R .. last = min(first + R,
-// count) of this chunk's batch segment (R = rows_per_block). For each row p in order (in
-// `main_paired`, two rows at a time, whose loads and reductions then overlap, with the rows'
-// indices and targets loaded once per WG rows, one per lane, and shuffled out):
+// m < COLUMN_GROUPS (the count the host unrolls, below), of every row; workgroup b owns rows first = b·R .. last = min(first + R,
+// count) of this chunk's batch segment (R = rows_per_block). For each row p in order (with
+// PAIRED, two rows at a time, whose loads and reductions then overlap, with the rows' indices
+// and targets loaded once per WG rows, one per lane, and shuffled out):
 //   A. invocation t loads its column groups of x[row(p)] into registers and sums their dot
 //      product with its weights (also in registers); subgroupAdd gives the row's logit;
 //   B. every invocation computes δ and the loss (exactly as bce.wgsl); the first writes them
@@ -16,6 +16,15 @@
 // the bias partial Σ δ[p]. Every sum runs in a fixed order, so a step is reproducible; the
 // lane order of subgroupAdd is the adapter's, so logits may differ from linear_step's in the
 // last bits. `probe` (for `bilevel bench`, at the end) reads the same rows and only sums them.
+//
+// The column groups are unrolled by the host (gpu::rows_step_source): the lines between
+// `// #unroll m` and `// #end` are repeated for m = 0, 1, …, COLUMN_GROUPS − 1, with the name
+// `m` replaced by the group's number and names ending in `_m` by names ending in it (`x_m` →
+// `x_0`, `x_1`, …), so this file is WGSL only after that. WGSL has no unrolled loops, and
+// arrays cost: on lavapipe, the same kernel holding its weights, accumulators and rows in
+// function-scope arrays (indexed by constant-count loops) executed 951 k instructions per
+// S4 step over the batch probe against 550 k with named values, and S2 took 1.9–2.07× its
+// bandwidth probe against 1.41–1.59× (scripts/instructions.sh; three alternating runs).
 //
 // Bindings (group 0), the same as linear_step.wgsl:
 //   0 dims        storage, read    Dims: d, o = 1, rows_per_block R, n_params P, x_stride
@@ -34,18 +43,10 @@
 // subgroups of vec4, so no invocation reads past its row: a clamp or select on the index
 // costs 1.9× here, measured on lavapipe); WG equals the subgroup size, a power of two of at
 // least 2 (the host's condition for this path); one workgroup per row block, the grid
-// folded into two dimensions past 65,535. COLUMN_GROUPS sizes the register arrays, which
-// WGSL only allows with a constant: the host compiles this file once per size it needs,
-// replacing the declaration's value (the arrays are indexed only by unrolled constant loops,
-// so the compiler keeps them in registers instead of memory). At 32 groups every value held
-// across the row loop costs (on lavapipe, holding the bias in a register instead of
-// re-reading it per row: S2 57 → 63 ms), hence the helpers below that re-read what they
-// need.
+// folded into two dimensions past 65,535.
 
 // Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, weights4 from
 // weights.wgsl, which the host (gpu::SHADERS) puts before this file.
-
-const COLUMN_GROUPS: u32 = 32u;
 
 override WG: u32 = 8u;
 // The batch segment is the chunk's rows row_offset, row_offset + 1, …: no index reads.
@@ -54,6 +55,10 @@ override CONTIGUOUS: bool = false;
 // the training steps between checks do not (and skipping the loss's exp and log and the two
 // stores per row took S4's overhead per step from about 200 to 150 µs on lavapipe).
 override ROW_OUTPUTS: bool = true;
+// Two rows per iteration, whose loads and reductions overlap: the host sets it where the
+// second row's registers pay (lavapipe, ms per step: 1,024-row batches × 128 features 0.32
+// vs 0.40; 65,536 × 512, 28.2 vs 34.9).
+override PAIRED: bool = true;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
 @group(0) @binding(1) var<storage, read> chunk: ChunkStep;
@@ -75,7 +80,8 @@ fn row_of(p: u32) -> u32 {
 }
 
 /// The row of batch position p + lid, or of the block's last position past it: lane lid's
-/// share of the next WG positions, which `main_paired` and `probe` shuffle out pair by pair.
+/// share of the next WG positions, which `main` (with PAIRED) and `probe` shuffle
+/// out pair by pair.
 fn row_for_lane(p: u32, rows: vec2<u32>, lid: u32) -> u32 {
     return row_of(min(p + lid, rows.y - 1u));
 }
@@ -93,54 +99,11 @@ fn bce(p: u32, target_: f32, logit: f32, lid: u32, pw: f32, inv: f32) -> f32 {
     return g;
 }
 
-/// This invocation's weights (zero past column d) and zeroed gradient accumulators.
-fn start(
-    lid: u32,
-    w: ptr<function, array<vec4<f32>, COLUMN_GROUPS>>,
-    acc: ptr<function, array<vec4<f32>, COLUMN_GROUPS>>,
-) {
-    for (var m = 0u; m < COLUMN_GROUPS; m++) {
-        (*w)[m] = weights4(0u, m * WG + lid);
-        (*acc)[m] = vec4(0.0);
-    }
-}
-
-/// Row p of the batch: its logit, loss and δ, and δ·x added to the accumulators.
-fn add_row(
-    p: u32,
-    lid: u32,
-    w: ptr<function, array<vec4<f32>, COLUMN_GROUPS>>,
-    acc: ptr<function, array<vec4<f32>, COLUMN_GROUPS>>,
-    bias_acc: ptr<function, f32>,
-) {
-    let row = row_of(p);
-    let x0 = row * (dims.x_stride / 4u);
-    var xr: array<vec4<f32>, COLUMN_GROUPS>;
-    var dot4 = vec4(0.0);
-    for (var m = 0u; m < COLUMN_GROUPS; m++) {
-        xr[m] = x[x0 + m * WG + lid];
-        dot4 += xr[m] * (*w)[m];
-    }
-    let logit = subgroupAdd(dot4.x + dot4.y + dot4.z + dot4.w) + params[dims.d];
-    let g = bce(p, y[row], logit, lid, pos_weight[0], chunk.inv_count);
-    for (var m = 0u; m < COLUMN_GROUPS; m++) {
-        (*acc)[m] += g * xr[m];
-    }
-    *bias_acc += g;
-}
-
-/// The block's partials: partials[(block_base + block)·P + j] for this invocation's columns,
-/// and (the first invocation) the bias's.
-fn store(block: u32, lid: u32, acc: ptr<function, array<vec4<f32>, COLUMN_GROUPS>>, bias_acc: f32) {
-    let out = (chunk.block_base + block) * dims.n_params;
-    for (var m = 0u; m < COLUMN_GROUPS; m++) {
-        let c = m * WG + lid;
-        for (var i = 0u; i < 4u && 4u * c + i < dims.d; i++) {
-            partials[out + 4u * c + i] = (*acc)[m][i];
-        }
-    }
-    if lid == 0u {
-        partials[out + dims.d] = bias_acc;
+/// This invocation's gradient partial for column group c, `v`, stored from `out` on (the
+/// columns below d).
+fn store4(out: u32, c: u32, v: vec4<f32>) {
+    for (var i = 0u; i < 4u && 4u * c + i < dims.d; i++) {
+        partials[out + 4u * c + i] = v[i];
     }
 }
 
@@ -162,30 +125,6 @@ fn main(
     if rows.x >= chunk.count {
         return;
     }
-    var w: array<vec4<f32>, COLUMN_GROUPS>;
-    var acc: array<vec4<f32>, COLUMN_GROUPS>;
-    var bias_acc = 0.0;
-    start(lid, &w, &acc);
-    for (var p = rows.x; p < rows.y; p++) {
-        add_row(p, lid, &w, &acc, &bias_acc);
-    }
-    store(block, lid, &acc, bias_acc);
-}
-
-// `main` two rows at a time, for at most 16 column groups, where the second row's registers
-// still fit (lavapipe, ms per step: 1,024-row batches × 128 features 0.32 vs 0.40; 65,536 ×
-// 512, 28.2 vs 34.9; at 32 groups, S2, 110 vs 66).
-@compute @workgroup_size(WG)
-fn main_paired(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let block = wg.x + wg.y * groups.x;
-    let rows = block_rows(block);
-    if rows.x >= chunk.count {
-        return;
-    }
     // Read once per block, not per row: on lavapipe a storage load costs about 60
     // instructions even at an address uniform across the subgroup (S4: 1.22 → 1.09 million
     // instructions per step over the batch probe's, counted by scripts/instructions.sh).
@@ -193,61 +132,80 @@ fn main_paired(
     let bias = params[dims.d];
     let pw = pos_weight[0];
     let inv = chunk.inv_count;
-    var w: array<vec4<f32>, COLUMN_GROUPS>;
-    var acc: array<vec4<f32>, COLUMN_GROUPS>;
+    // #unroll m
+    let w_m = weights4(0u, m * WG + lid);
+    var acc_m = vec4(0.0);
+    // #end
     var bias_acc = 0.0;
-    start(lid, &w, &acc);
     var p = rows.x;
-    var lane_row = 0u;
-    var lane_target = 0.0;
-    for (; p + 1u < rows.y; p += 2u) {
-        // Every WG positions, lane t loads the row and target of the t-th; each pair takes
-        // its two from lanes j and j + 1 (j even: WG is a power of two, at least 2). Loaded
-        // per row they were a third of what the step executed over the batch probe on
-        // lavapipe (S4: 1.10 → 0.77 M instructions per step over the probe as it was); a
-        // shuffle costs next to nothing there.
-        let j = (p - rows.x) % WG;
-        if j == 0u {
-            lane_row = row_for_lane(p, rows, lid);
-            lane_target = y[lane_row];
+    if PAIRED {
+        var lane_row = 0u;
+        var lane_target = 0.0;
+        for (; p + 1u < rows.y; p += 2u) {
+            // Every WG positions, lane t loads the row and target of the t-th; each pair
+            // takes its two from lanes j and j + 1 (j even: WG is a power of two, at least
+            // 2). Loaded per row they were a third of what the step executed over the batch
+            // probe on lavapipe (S4: 1.10 → 0.77 M instructions per step over the probe as
+            // it was); a shuffle costs next to nothing there.
+            let j = (p - rows.x) % WG;
+            if j == 0u {
+                lane_row = row_for_lane(p, rows, lid);
+                lane_target = y[lane_row];
+            }
+            let base_a = subgroupShuffle(lane_row, j) * s4;
+            let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
+            // Both rows' loads interleaved: one row after the other measured 0.39–0.45
+            // against 0.33 ms per S4 step.
+            var dot_a = vec4(0.0);
+            var dot_b = vec4(0.0);
+            // #unroll m
+            let xa_m = x[base_a + m * WG + lid];
+            let xb_m = x[base_b + m * WG + lid];
+            dot_a += xa_m * w_m;
+            dot_b += xb_m * w_m;
+            // #end
+            let logit_a = subgroupAdd(dot_a.x + dot_a.y + dot_a.z + dot_a.w) + bias;
+            let logit_b = subgroupAdd(dot_b.x + dot_b.y + dot_b.z + dot_b.w) + bias;
+            let g_a = bce(p, subgroupShuffle(lane_target, j), logit_a, lid, pw, inv);
+            let g_b = bce(p + 1u, subgroupShuffle(lane_target, j + 1u), logit_b, lid, pw, inv);
+            // #unroll m
+            acc_m = (acc_m + g_a * xa_m) + g_b * xb_m;
+            // #end
+            bias_acc = (bias_acc + g_a) + g_b;
         }
-        let row_a = subgroupShuffle(lane_row, j);
-        let row_b = subgroupShuffle(lane_row, j + 1u);
-        // Both rows' loads in one loop, interleaved: loading one row after the other (as
-        // add_row does) measured 0.39–0.45 against 0.33 ms per S4 step.
-        var xa: array<vec4<f32>, COLUMN_GROUPS>;
-        var xb: array<vec4<f32>, COLUMN_GROUPS>;
-        var dot_a = vec4(0.0);
-        var dot_b = vec4(0.0);
-        for (var m = 0u; m < COLUMN_GROUPS; m++) {
-            xa[m] = x[row_a * s4 + m * WG + lid];
-            xb[m] = x[row_b * s4 + m * WG + lid];
-            dot_a += xa[m] * w[m];
-            dot_b += xb[m] * w[m];
-        }
-        let logit_a = subgroupAdd(dot_a.x + dot_a.y + dot_a.z + dot_a.w) + bias;
-        let logit_b = subgroupAdd(dot_b.x + dot_b.y + dot_b.z + dot_b.w) + bias;
-        let g_a = bce(p, subgroupShuffle(lane_target, j), logit_a, lid, pw, inv);
-        let g_b = bce(p + 1u, subgroupShuffle(lane_target, j + 1u), logit_b, lid, pw, inv);
-        for (var m = 0u; m < COLUMN_GROUPS; m++) {
-            acc[m] = (acc[m] + g_a * xa[m]) + g_b * xb[m];
-        }
-        bias_acc = (bias_acc + g_a) + g_b;
     }
-    if p < rows.y {
-        add_row(p, lid, &w, &acc, &bias_acc);
+    // Every row, or with PAIRED the block's last of an odd count.
+    for (; p < rows.y; p++) {
+        let row = row_of(p);
+        let base = row * s4;
+        var dot4 = vec4(0.0);
+        // #unroll m
+        let x_m = x[base + m * WG + lid];
+        dot4 += x_m * w_m;
+        // #end
+        let logit = subgroupAdd(dot4.x + dot4.y + dot4.z + dot4.w) + bias;
+        let g = bce(p, y[row], logit, lid, pw, inv);
+        // #unroll m
+        acc_m += g * x_m;
+        // #end
+        bias_acc += g;
     }
-    store(block, lid, &acc, bias_acc);
+    let out = (chunk.block_base + block) * dims.n_params;
+    // #unroll m
+    store4(out, m * WG + lid, acc_m);
+    // #end
+    if lid == 0u {
+        partials[out + dims.d] = bias_acc;
+    }
 }
 
 // Bandwidth probe for one batch (not part of training): reads the block's rows as the step
-// does (same rows, lanes and unrolled column loop) and sums them, nothing else. `bilevel
+// does (same rows, lanes and unrolled column groups) and sums them, nothing else. `bilevel
 // bench` times an epoch of it, one dispatch per batch like the steps, so that the step's cost
-// over it is what the step adds to reading its rows. Two rows per iteration, whatever the
-// column groups: on lavapipe that reads S4's batches faster than one row at a time (an
-// epoch of steps took 1.5–1.75× this probe's epoch against 1.3× the one-row probe's), and
-// the probe should be the fastest read we know. The column loop must stay a constant one:
-// with its count from a storage buffer it costs 3× on lavapipe.
+// over it is what the step adds to reading its rows. Two rows per iteration, whatever PAIRED:
+// on lavapipe that reads S4's batches faster than one row at a time (an epoch of steps took
+// 1.5–1.75× this probe's epoch against 1.3× the one-row probe's), and the probe should be
+// the fastest read we know.
 @compute @workgroup_size(WG)
 fn probe(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -268,17 +226,17 @@ fn probe(
         if j == 0u {
             lane_row = row_for_lane(p, rows, lid);
         }
-        let xa = subgroupShuffle(lane_row, j) * s4;
-        let xb = subgroupShuffle(lane_row, j + 1u) * s4;
-        for (var m = 0u; m < COLUMN_GROUPS; m++) {
-            acc += x[xa + m * WG + lid] + x[xb + m * WG + lid];
-        }
+        let base_a = subgroupShuffle(lane_row, j) * s4;
+        let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
+        // #unroll m
+        acc += x[base_a + m * WG + lid] + x[base_b + m * WG + lid];
+        // #end
     }
     if p < rows.y {
-        let x0 = row_of(p) * s4;
-        for (var m = 0u; m < COLUMN_GROUPS; m++) {
-            acc += x[x0 + m * WG + lid];
-        }
+        let base = row_of(p) * s4;
+        // #unroll m
+        acc += x[base + m * WG + lid];
+        // #end
     }
     let s = acc.x + acc.y + acc.z + acc.w;
     if s == 1.0e38 {

@@ -1562,10 +1562,12 @@ fn max_column_groups(ctx: &GpuContext) -> u32 {
     }
 }
 
-/// `linear_step_rows` with `groups` column groups per invocation over a block of `r` rows.
+/// `linear_step_rows` with `groups` column groups per invocation over a block of `r` rows:
+/// the column groups are unrolled in the source, so the loops are the rows', the last
+/// group's weights (at most 3) and each group's stores of its partials (4).
 fn rows_step_loop_iterations(groups: u32, r: u32) -> u64 {
     let (groups, r) = (u64::from(groups), u64::from(r));
-    32 + 2 * (groups * 5 + r * (2 * groups + 1) + groups * 5)
+    32 + 2 * (r + 3 + groups * 4)
 }
 
 /// `linear_step` over a block of `r` rows.

@@ -67,28 +67,80 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The declaration `linear_step_rows.wgsl` sizes its register arrays with, as on disk.
-const COLUMN_GROUPS_DECLARATION: &str = "const COLUMN_GROUPS: u32 = 32u;";
-/// The most vec4 column groups one invocation of `linear_step_rows` holds (the value on disk):
-/// past it the arrays spill (measured on lavapipe: 64 groups, 4.1× the probe for 2,048
-/// features, against 2× for 32 groups at 1,024).
+/// The most vec4 column groups one invocation of `linear_step_rows` holds: past it the
+/// registers spill (measured on lavapipe: 64 groups, 4.1× the probe for 2,048 features,
+/// against 2× for 32 groups at 1,024, both when the rows were held in arrays).
 pub(crate) const MAX_COLUMN_GROUPS: u32 = 32;
 
-/// `linear_step_rows` takes two rows per iteration (`main_paired`) up to this many column
-/// groups: beyond, the second row's registers spill (see the shader).
+/// `linear_step_rows` takes two rows per iteration (`PAIRED`) up to this many column groups:
+/// beyond, the second row's registers spill (see the shader).
 const MAX_PAIRED_COLUMN_GROUPS: u32 = 16;
 
-/// `linear_step_rows.wgsl` (after the prelude) with register arrays of `groups` vec4.
+/// `linear_step_rows.wgsl` (after the prelude) with its column groups unrolled `groups` times
+/// (the file's `// #unroll m` blocks).
 pub fn rows_step_source(groups: u32) -> String {
     let (_, source) = SHADERS
         .iter()
         .find(|(name, _)| *name == "linear_step_rows.wgsl")
         .copied()
         .unwrap_or_default();
-    source.replace(
-        COLUMN_GROUPS_DECLARATION,
-        &format!("const COLUMN_GROUPS: u32 = {groups}u;"),
-    )
+    unroll(source, groups)
+}
+
+/// Repeats each block of lines between `// #unroll m` and `// #end` for m = 0 .. count − 1,
+/// with the name `m` replaced by `{m}u` and names ending in `_m` by names ending in `_{m}`:
+/// WGSL has no unrolled loops, and lavapipe keeps function-scope arrays in memory (see
+/// `linear_step_rows.wgsl`). A block left open keeps its lines as written, so the WGSL fails to
+/// validate.
+fn unroll(source: &str, count: u32) -> String {
+    let mut out = String::with_capacity(source.len() * 2);
+    let mut block: Option<Vec<&str>> = None;
+    for line in source.lines() {
+        match (line.trim(), block.as_mut()) {
+            ("// #unroll m", None) => block = Some(Vec::new()),
+            ("// #end", Some(lines)) => {
+                for m in 0..count {
+                    for line in lines.iter() {
+                        out.push_str(&unroll_line(line, m));
+                        out.push('\n');
+                    }
+                }
+                block = None;
+            }
+            (_, Some(lines)) => lines.push(line),
+            (_, None) => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    for line in block.into_iter().flatten() {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `line` of an unrolled block for column group `m`.
+fn unroll_line(line: &str, m: u32) -> String {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(line.len() + 8);
+    let mut rest = line;
+    while let Some(start) = rest.find(is_name) {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find(|c| !is_name(c))
+            .map_or(rest.len(), |e| start + e);
+        let name = &rest[start..end];
+        match name.strip_suffix("_m") {
+            _ if name == "m" => out.push_str(&format!("{m}u")),
+            Some(stem) if !stem.is_empty() => out.push_str(&format!("{stem}_{m}")),
+            _ => out.push_str(name),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// How one binding of a kernel is bound.
@@ -214,19 +266,21 @@ impl Kernels {
                 source: wgpu::ShaderSource::Wgsl(Cow::Owned(rows_step_source(groups))),
             });
             let wg = f64::from(size);
-            let entry = if groups <= MAX_PAIRED_COLUMN_GROUPS {
-                "main_paired"
-            } else {
-                "main"
-            };
+            let paired = f64::from(u8::from(groups <= MAX_PAIRED_COLUMN_GROUPS));
             Arc::new(RowsStep {
-                outputs: self.rows_pair(device, &label, &module, entry, &[("WG", wg)]),
+                outputs: self.rows_pair(
+                    device,
+                    &label,
+                    &module,
+                    "main",
+                    &[("WG", wg), ("PAIRED", paired)],
+                ),
                 train: self.rows_pair(
                     device,
                     &label,
                     &module,
-                    entry,
-                    &[("WG", wg), ("ROW_OUTPUTS", 0.0)],
+                    "main",
+                    &[("WG", wg), ("PAIRED", paired), ("ROW_OUTPUTS", 0.0)],
                 ),
                 probe: self.rows_pair(
                     device,
@@ -642,4 +696,22 @@ fn pipeline(
         },
         cache: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unroll;
+
+    #[test]
+    fn unroll_repeats_blocks_and_renames_only_whole_names() {
+        let source =
+            "a\n    // #unroll m\n    let x_m = w[m] + m2 + sum_m_ + _m;\n    // #end\nb\n";
+        assert_eq!(
+            unroll(source, 2),
+            "a\n    let x_0 = w[0u] + m2 + sum_m_ + _m;\n    let x_1 = w[1u] + m2 + sum_m_ + _m;\nb\n"
+        );
+        assert_eq!(unroll(source, 0), "a\nb\n");
+        // An open block stays as written, so the WGSL fails to validate.
+        assert_eq!(unroll("// #unroll m\nx_m\n", 3), "x_m\n");
+    }
 }
