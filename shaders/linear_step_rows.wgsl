@@ -4,9 +4,11 @@
 // The workgroup is exactly one subgroup (WG = the adapter's subgroup size, which the host
 // requires to be fixed). Invocation t owns the vec4 column groups c = m·WG + t,
 // m < COLUMN_GROUPS (the count the host unrolls, below), of every row; workgroup b owns rows first = b·R .. last = min(first + R,
-// count) of this chunk's batch segment (R = rows_per_block). For each row p in order (with
-// PAIRED, two rows at a time, whose loads and reductions then overlap, with the rows' indices
-// and targets loaded once per WG rows, one per lane, and shuffled out):
+// count) of this chunk's batch segment (R = rows_per_block). For each row p in order (two
+// rows at a time, whose loads and reductions then overlap, with the rows' indices and targets
+// loaded once per WG rows, one per lane, and shuffled out; on lavapipe one row at a time
+// took 0.40 against 0.33 ms per S4 step, and at 1,024 features executed 2.72 against 2.18 M
+// instructions per 1,024-row step over the batch probe):
 //   A. invocation t loads its column groups of x[row(p)] into registers and sums their dot
 //      product with its weights (also in registers); subgroupAdd gives the row's logit;
 //   B. every invocation computes δ and the loss (exactly as bce.wgsl); the first writes them
@@ -55,10 +57,6 @@ override CONTIGUOUS: bool = false;
 // the training steps between checks do not (and skipping the loss's exp and log and the two
 // stores per row took S4's overhead per step from about 200 to 150 µs on lavapipe).
 override ROW_OUTPUTS: bool = true;
-// Two rows per iteration, whose loads and reductions overlap: the host sets it where the
-// second row's registers pay (lavapipe, ms per step: 1,024-row batches × 128 features 0.32
-// vs 0.40; 65,536 × 512, 28.2 vs 34.9).
-override PAIRED: bool = true;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
 @group(0) @binding(1) var<storage, read> chunk: ChunkStep;
@@ -80,8 +78,8 @@ fn row_of(p: u32) -> u32 {
 }
 
 /// The row of batch position p + lid, or of the block's last position past it: lane lid's
-/// share of the next WG positions, which `main` (with PAIRED) and `probe` shuffle
-/// out pair by pair.
+/// share of the next WG positions, which `main` and `probe` shuffle out pair by
+/// pair.
 fn row_for_lane(p: u32, rows: vec2<u32>, lid: u32) -> u32 {
     return row_of(min(p + lid, rows.y - 1u));
 }
@@ -138,44 +136,42 @@ fn main(
     // #end
     var bias_acc = 0.0;
     var p = rows.x;
-    if PAIRED {
-        var lane_row = 0u;
-        var lane_target = 0.0;
-        for (; p + 1u < rows.y; p += 2u) {
-            // Every WG positions, lane t loads the row and target of the t-th; each pair
-            // takes its two from lanes j and j + 1 (j even: WG is a power of two, at least
-            // 2). Loaded per row they were a third of what the step executed over the batch
-            // probe on lavapipe (S4: 1.10 → 0.77 M instructions per step over the probe as
-            // it was); a shuffle costs next to nothing there.
-            let j = (p - rows.x) % WG;
-            if j == 0u {
-                lane_row = row_for_lane(p, rows, lid);
-                lane_target = y[lane_row];
-            }
-            let base_a = subgroupShuffle(lane_row, j) * s4;
-            let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
-            // Both rows' loads interleaved: one row after the other measured 0.39–0.45
-            // against 0.33 ms per S4 step.
-            var dot_a = vec4(0.0);
-            var dot_b = vec4(0.0);
-            // #unroll m
-            let xa_m = x[base_a + m * WG + lid];
-            let xb_m = x[base_b + m * WG + lid];
-            dot_a += xa_m * w_m;
-            dot_b += xb_m * w_m;
-            // #end
-            let logit_a = subgroupAdd(dot_a.x + dot_a.y + dot_a.z + dot_a.w) + bias;
-            let logit_b = subgroupAdd(dot_b.x + dot_b.y + dot_b.z + dot_b.w) + bias;
-            let g_a = bce(p, subgroupShuffle(lane_target, j), logit_a, lid, pw, inv);
-            let g_b = bce(p + 1u, subgroupShuffle(lane_target, j + 1u), logit_b, lid, pw, inv);
-            // #unroll m
-            acc_m = (acc_m + g_a * xa_m) + g_b * xb_m;
-            // #end
-            bias_acc = (bias_acc + g_a) + g_b;
+    var lane_row = 0u;
+    var lane_target = 0.0;
+    for (; p + 1u < rows.y; p += 2u) {
+        // Every WG positions, lane t loads the row and target of the t-th; each pair
+        // takes its two from lanes j and j + 1 (j even: WG is a power of two, at least
+        // 2). Loaded per row they were a third of what the step executed over the batch
+        // probe on lavapipe (S4: 1.10 → 0.77 M instructions per step over the probe as
+        // it was); a shuffle costs next to nothing there.
+        let j = (p - rows.x) % WG;
+        if j == 0u {
+            lane_row = row_for_lane(p, rows, lid);
+            lane_target = y[lane_row];
         }
+        let base_a = subgroupShuffle(lane_row, j) * s4;
+        let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
+        // Both rows' loads interleaved: one row after the other measured 0.39–0.45
+        // against 0.33 ms per S4 step.
+        var dot_a = vec4(0.0);
+        var dot_b = vec4(0.0);
+        // #unroll m
+        let xa_m = x[base_a + m * WG + lid];
+        let xb_m = x[base_b + m * WG + lid];
+        dot_a += xa_m * w_m;
+        dot_b += xb_m * w_m;
+        // #end
+        let logit_a = subgroupAdd(dot_a.x + dot_a.y + dot_a.z + dot_a.w) + bias;
+        let logit_b = subgroupAdd(dot_b.x + dot_b.y + dot_b.z + dot_b.w) + bias;
+        let g_a = bce(p, subgroupShuffle(lane_target, j), logit_a, lid, pw, inv);
+        let g_b = bce(p + 1u, subgroupShuffle(lane_target, j + 1u), logit_b, lid, pw, inv);
+        // #unroll m
+        acc_m = (acc_m + g_a * xa_m) + g_b * xb_m;
+        // #end
+        bias_acc = (bias_acc + g_a) + g_b;
     }
-    // Every row, or with PAIRED the block's last of an odd count.
-    for (; p < rows.y; p++) {
+    // The block's last row of an odd count.
+    if p < rows.y {
         let row = row_of(p);
         let base = row * s4;
         var dot4 = vec4(0.0);
@@ -202,7 +198,7 @@ fn main(
 // Bandwidth probe for one batch (not part of training): reads the block's rows as the step
 // does (same rows, lanes and unrolled column groups) and sums them, nothing else. `bilevel
 // bench` times an epoch of it, one dispatch per batch like the steps, so that the step's cost
-// over it is what the step adds to reading its rows. Two rows per iteration, whatever PAIRED:
+// over it is what the step adds to reading its rows. Two rows per iteration, as the step:
 // on lavapipe that reads S4's batches faster than one row at a time (an epoch of steps took
 // 1.5–1.75× this probe's epoch against 1.3× the one-row probe's), and the probe should be
 // the fastest read we know.

@@ -72,10 +72,6 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// against 2× for 32 groups at 1,024, both when the rows were held in arrays).
 pub(crate) const MAX_COLUMN_GROUPS: u32 = 32;
 
-/// `linear_step_rows` takes two rows per iteration (`PAIRED`) up to this many column groups:
-/// beyond, the second row's registers spill (see the shader).
-const MAX_PAIRED_COLUMN_GROUPS: u32 = 16;
-
 /// `linear_step_rows.wgsl` (after the prelude) with its column groups unrolled `groups` times
 /// (the file's `// #unroll m` blocks).
 pub fn rows_step_source(groups: u32) -> String {
@@ -266,21 +262,14 @@ impl Kernels {
                 source: wgpu::ShaderSource::Wgsl(Cow::Owned(rows_step_source(groups))),
             });
             let wg = f64::from(size);
-            let paired = f64::from(u8::from(groups <= MAX_PAIRED_COLUMN_GROUPS));
             Arc::new(RowsStep {
-                outputs: self.rows_pair(
-                    device,
-                    &label,
-                    &module,
-                    "main",
-                    &[("WG", wg), ("PAIRED", paired)],
-                ),
+                outputs: self.rows_pair(device, &label, &module, "main", &[("WG", wg)]),
                 train: self.rows_pair(
                     device,
                     &label,
                     &module,
                     "main",
-                    &[("WG", wg), ("PAIRED", paired), ("ROW_OUTPUTS", 0.0)],
+                    &[("WG", wg), ("ROW_OUTPUTS", 0.0)],
                 ),
                 probe: self.rows_pair(
                     device,
