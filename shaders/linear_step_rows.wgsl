@@ -3,8 +3,9 @@
 //
 // The workgroup is exactly one subgroup (WG = the adapter's subgroup size, which the host
 // requires to be fixed). Invocation t owns the vec4 column groups c = m·WG + t,
-// m < COLUMN_GROUPS (the count the host unrolls, below), of every row; workgroup b owns rows first = b·R .. last = min(first + R,
-// count) of this chunk's batch segment (R = rows_per_block). For each row p in order (two
+// m < COLUMN_GROUPS (the count the host unrolls, below), of every row; workgroup b owns rows
+// first = b·R .. last = min(first + R, count) of this chunk's batch segment (R =
+// rows_per_block). For each row p in order (two
 // rows at a time, whose loads and reductions then overlap, with the rows' indices and targets
 // loaded once per WG rows, one per lane, and shuffled out; on lavapipe one row at a time
 // took 0.40 against 0.33 ms per S4 step, and at 1,024 features executed 2.72 against 2.18 M
@@ -16,8 +17,9 @@
 //   C. invocation t adds δ·x to its gradient accumulators, still from registers, row by row.
 // Then partials[(block_base + b)·P + j] = Σ_{p in block} δ[p]·x[row(p), j] (p ascending) and
 // the bias partial Σ δ[p]. Every sum runs in a fixed order, so a step is reproducible; the
-// lane order of subgroupAdd is the adapter's, so logits may differ from linear_step's in the
-// last bits. `probe` (for `bilevel bench`, at the end) reads the same rows and only sums them.
+// logits' lane order (a butterfly, or subgroupAdd's, the adapter's, for a block's odd last
+// row) differs from linear_step's, so logits may differ from it in the last bits. `probe`
+// (for `bilevel bench`, at the end) reads the same rows and only sums them.
 //
 // The column groups are unrolled by the host (gpu::rows_step_source): the lines between
 // `// #unroll m` and `// #end` are repeated for m = 0, 1, …, COLUMN_GROUPS − 1, with the name
@@ -87,10 +89,10 @@ fn row_for_lane(p: u32, rows: vec2<u32>, lid: u32) -> u32 {
 /// Loss and δ of batch position p from its logit and target, as bce.wgsl, with the
 /// positive weight `pw` and 1 / count `inv`; the first invocation stores them (with
 /// ROW_OUTPUTS). Returns δ.
-fn bce(p: u32, target_: f32, logit: f32, lid: u32, pw: f32, inv: f32) -> f32 {
+fn bce(p: u32, target_: f32, logit: f32, store: bool, pw: f32, inv: f32) -> f32 {
     let l = 1.0 + (pw - 1.0) * target_;
     let g = (l * sigmoid(logit) - pw * target_) * inv;
-    if ROW_OUTPUTS && lid == 0u {
+    if ROW_OUTPUTS && store {
         loss[p] = (1.0 - target_) * logit + l * (softplus_neg_abs(logit) + max(-logit, 0.0));
         delta[p] = g;
     }
@@ -161,10 +163,24 @@ fn main(
         dot_a += xa_m * w_m;
         dot_b += xb_m * w_m;
         // #end
-        let logit_a = subgroupAdd(dot_a.x + dot_a.y + dot_a.z + dot_a.w) + bias;
-        let logit_b = subgroupAdd(dot_b.x + dot_b.y + dot_b.z + dot_b.w) + bias;
-        let g_a = bce(p, subgroupShuffle(lane_target, j), logit_a, lid, pw, inv);
-        let g_b = bce(p + 1u, subgroupShuffle(lane_target, j + 1u), logit_b, lid, pw, inv);
+        // Both rows' logits in one butterfly of shuffles: even lanes sum row a's lane sums,
+        // odd lanes row b's, then every lane computes its row's δ (one sigmoid for two rows)
+        // and lanes 0 and 1 hand theirs out. Two subgroupAdds and two σ per pair executed 76 k
+        // more instructions per S4 step on lavapipe (506 k vs 430 k over the batch probe).
+        // A lane and its partner add the same two values in swapped order, so every lane of
+        // a row ends with the same sum, in an order fixed by WG alone.
+        let odd = lid & 1u;
+        let sum_a = dot_a.x + dot_a.y + dot_a.z + dot_a.w;
+        let sum_b = dot_b.x + dot_b.y + dot_b.z + dot_b.w;
+        let mine = select(sum_a, sum_b, odd == 1u);
+        var sum = mine + subgroupShuffleXor(select(sum_b, sum_a, odd == 1u), 1u);
+        for (var k = 2u; k < WG; k *= 2u) {
+            sum += subgroupShuffleXor(sum, k);
+        }
+        let target_ = subgroupShuffle(lane_target, j + odd);
+        let g = bce(p + odd, target_, sum + bias, lid < 2u, pw, inv);
+        let g_a = subgroupBroadcast(g, 0u);
+        let g_b = subgroupBroadcast(g, 1u);
         // #unroll m
         acc_m = (acc_m + g_a * xa_m) + g_b * xb_m;
         // #end
@@ -180,7 +196,7 @@ fn main(
         dot4 += x_m * w_m;
         // #end
         let logit = subgroupAdd(dot4.x + dot4.y + dot4.z + dot4.w) + bias;
-        let g = bce(p, y[row], logit, lid, pw, inv);
+        let g = bce(p, y[row], logit, lid == 0u, pw, inv);
         // #unroll m
         acc_m += g * x_m;
         // #end

@@ -94,6 +94,9 @@ fn compare_kernels(gpu: &mut GpuBackend, data: &Dataset, params: &Params, seed: 
     for (i, rows) in batches.iter().enumerate() {
         let (want_loss, want_delta) = cpu.loss_and_delta(i).unwrap();
         let (z_atol, g_atol) = condition_tolerance(data, params, rows, &want_delta);
+        // Before the logits: those run the separate kernels, which write the loss and δ too,
+        // and a step path that left a row's unwritten would go unseen after them.
+        let (loss, delta) = gpu.loss_and_delta(i).unwrap();
         assert_close_each(
             &format!("logits, {shape}, batch {i}"),
             &gpu.logits(i).unwrap(),
@@ -101,7 +104,6 @@ fn compare_kernels(gpu: &mut GpuBackend, data: &Dataset, params: &Params, seed: 
             &z_atol,
             RTOL,
         );
-        let (loss, delta) = gpu.loss_and_delta(i).unwrap();
         // Vulkan's log() is only absolutely accurate (2^-21) on [0.5, 2], where log1p's
         // argument lies: per-element losses near 0 get that much absolute slack.
         assert_close(
