@@ -26,6 +26,9 @@ enum Work {
     Steps,
     /// One read of each batch's rows (`probe_batches`).
     Probe,
+    /// One read of all of X by the bandwidth probe (`probe_read`), the roofline of a
+    /// full-batch step (`--batch` equal to `--n`).
+    Read,
 }
 
 /// Epochs of steps or of the batch probe on generated data.
@@ -75,12 +78,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // Both pipelines compiled whatever the work, so that only the epochs differ.
     gpu.run_steps(&[0], 1)?;
     gpu.probe_batches(&[0])?;
+    gpu.probe_read()?;
     gpu.finish()?;
     let ids: Vec<usize> = (0..batches.len()).collect();
     for epoch in 0..args.epochs {
         match args.work {
             Work::Steps => gpu.run_steps(&ids, 2 + (epoch * ids.len()) as u64)?,
             Work::Probe => gpu.probe_batches(&ids)?,
+            Work::Read => gpu.probe_read()?,
         }
         gpu.finish()?;
     }

@@ -4,9 +4,11 @@
 # shared machine does not. Each count is the difference between three epochs and one, so
 # start-up, data generation and shader compilation cancel out.
 #
-#   bash scripts/instructions.sh [epochs' options: --n N --d D --batch B]
+#   bash scripts/instructions.sh [--probe read] [epochs' options: --n N --d D --batch B]
 #
 # Prints both counts per epoch, their ratio and the steps' extra instructions per step.
+# `--probe read` counts against one read of all of X by the bandwidth probe instead of the
+# batch probe: S2's roofline, for full batches (`--batch` equal to `--n`).
 # The first run of a build under valgrind compiles the shaders again (some 4 G instructions;
 # Mesa's shader cache from a run without valgrind does not serve it): warm-up runs first.
 set -euo pipefail
@@ -15,13 +17,16 @@ command -v valgrind >/dev/null || { echo "valgrind not found: apt-get install va
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 cargo build --release --quiet --example epochs
 bin=target/release/examples/epochs
-n=32768 batch=1024
-args=("$@")
-for ((i = 0; i < ${#args[@]}; i++)); do
-    case "${args[i]}" in
-        --n) n="${args[i + 1]}" ;;
-        --batch) batch="${args[i + 1]}" ;;
+n=32768 batch=1024 probe=probe
+args=()
+while (($#)); do
+    case "$1" in
+        --probe) probe="$2"; shift 2; continue ;;
+        --n) n="$2" ;;
+        --batch) batch="$2" ;;
     esac
+    args+=("$1")
+    shift
 done
 
 count() {
@@ -31,13 +36,15 @@ count() {
 }
 
 count steps >/dev/null
-count probe >/dev/null
+count "$probe" >/dev/null
 s1=$(count steps --epochs 1)
 s3=$(count steps --epochs 3)
-p1=$(count probe --epochs 1)
-p3=$(count probe --epochs 3)
-awk -v s1="$s1" -v s3="$s3" -v p1="$p1" -v p3="$p3" -v steps=$(((n + batch - 1) / batch)) 'BEGIN {
+p1=$(count "$probe" --epochs 1)
+p3=$(count "$probe" --epochs 3)
+name=$([[ $probe == read ]] && echo "read of X" || echo "batch probe")
+awk -v s1="$s1" -v s3="$s3" -v p1="$p1" -v p3="$p3" -v steps=$(((n + batch - 1) / batch)) \
+    -v name="$name" 'BEGIN {
     s = (s3 - s1) / 2; p = (p3 - p1) / 2
-    printf "per epoch of %d steps: steps %.1f M instructions, batch probe %.1f M, ratio %.3f; ", steps, s / 1e6, p / 1e6, s / p
+    printf "per epoch of %d steps: steps %.1f M instructions, %s %.1f M, ratio %.3f; ", steps, s / 1e6, name, p / 1e6, s / p
     printf "the steps'"'"' extra: %.0f k instructions per step\n", (s - p) / steps / 1e3
 }'

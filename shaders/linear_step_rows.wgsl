@@ -102,8 +102,16 @@ fn bce(p: u32, target_: f32, logit: f32, store: bool, pw: f32, inv: f32) -> f32 
 /// This invocation's gradient partial for column group c, `v`, stored from `out` on (the
 /// columns below d).
 fn store4(out: u32, c: u32, v: vec4<f32>) {
+    let j = out + 4u * c;
+    if 4u * c + 4u <= dims.d {
+        partials[j] = v.x;
+        partials[j + 1u] = v.y;
+        partials[j + 2u] = v.z;
+        partials[j + 3u] = v.w;
+        return;
+    }
     for (var i = 0u; i < 4u && 4u * c + i < dims.d; i++) {
-        partials[out + 4u * c + i] = v[i];
+        partials[j + i] = v[i];
     }
 }
 
