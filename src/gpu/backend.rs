@@ -1551,9 +1551,9 @@ fn blocks_loop_iterations(blocks: u64) -> u64 {
 }
 
 /// vec4 column groups one invocation of `linear_step_rows` may hold on this adapter: on a
-/// GPU its three arrays live in the register file (8 groups: 96 registers of 255 on NVIDIA),
-/// on a CPU adapter they spill to the stack, which costs little up to 32 (see
-/// `MAX_COLUMN_GROUPS`).
+/// GPU its weights, accumulators and a pair's rows live in the register file (8 groups: 128
+/// registers of 255 on NVIDIA), on a CPU adapter they spill to the stack, which costs little
+/// up to 32 (see `MAX_COLUMN_GROUPS`).
 fn max_column_groups(ctx: &GpuContext) -> u32 {
     if ctx.is_cpu() {
         MAX_COLUMN_GROUPS

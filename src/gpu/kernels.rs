@@ -67,9 +67,9 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The most vec4 column groups one invocation of `linear_step_rows` holds: past it the
-/// registers spill (measured on lavapipe: 64 groups, 4.1× the probe for 2,048 features,
-/// against 2× for 32 groups at 1,024, both when the rows were held in arrays).
+/// The most vec4 column groups one invocation of `linear_step_rows` holds on a CPU adapter:
+/// past it lavapipe's compile time runs away (64 groups, for 2,048 features: ~25 s, against
+/// ~6 s for 32, though its steps then executed only 1.01× the instructions of one read of X).
 pub(crate) const MAX_COLUMN_GROUPS: u32 = 32;
 
 /// `linear_step_rows.wgsl` (after the prelude) with its column groups unrolled `groups` times
