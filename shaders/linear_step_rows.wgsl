@@ -59,6 +59,11 @@ override CONTIGUOUS: bool = false;
 // the training steps between checks do not (and skipping the loss's exp and log and the two
 // stores per row took S4's overhead per step from about 200 to 150 µs on lavapipe).
 override ROW_OUTPUTS: bool = true;
+// Four rows per iteration, their four logits in one butterfly, where rows are short (the host
+// sets it up to 4 column groups, for subgroups of at least 4): on lavapipe, at 4 groups (S4)
+// the steps executed 416 k → 368 k instructions per step over the batch probe (itself reading
+// four rows per iteration then, 2 % faster); at 8 groups 1 % fewer, at 32 groups 7 % more.
+override QUAD: bool = false;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
 @group(0) @binding(1) var<storage, read> chunk: ChunkStep;
@@ -148,6 +153,59 @@ fn main(
     var p = rows.x;
     var lane_row = 0u;
     var lane_target = 0.0;
+    if QUAD {
+        for (; p + 3u < rows.y; p += 4u) {
+            // As the pairs below, four rows at a time: lanes 4i + q end with row q's sum.
+            let j = (p - rows.x) % WG;
+            if j == 0u {
+                lane_row = row_for_lane(p, rows, lid);
+                lane_target = y[lane_row];
+            }
+            let base_a = subgroupShuffle(lane_row, j) * s4;
+            let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
+            let base_c = subgroupShuffle(lane_row, j + 2u) * s4;
+            let base_d = subgroupShuffle(lane_row, j + 3u) * s4;
+            var dot_a = vec4(0.0);
+            var dot_b = vec4(0.0);
+            var dot_c = vec4(0.0);
+            var dot_d = vec4(0.0);
+            // #unroll m
+            let xa_m = x[base_a + m * WG + lid];
+            let xb_m = x[base_b + m * WG + lid];
+            let xc_m = x[base_c + m * WG + lid];
+            let xd_m = x[base_d + m * WG + lid];
+            dot_a += xa_m * w_m;
+            dot_b += xb_m * w_m;
+            dot_c += xc_m * w_m;
+            dot_d += xd_m * w_m;
+            // #end
+            let sum_a = dot_a.x + dot_a.y + dot_a.z + dot_a.w;
+            let sum_b = dot_b.x + dot_b.y + dot_b.z + dot_b.w;
+            let sum_c = dot_c.x + dot_c.y + dot_c.z + dot_c.w;
+            let sum_d = dot_d.x + dot_d.y + dot_d.z + dot_d.w;
+            // Odd lanes keep rows b and d, even lanes a and c; then lanes with bit 1 set
+            // keep c or d, the others a or b.
+            let odd = (lid & 1u) == 1u;
+            let ab = select(sum_a, sum_b, odd) + subgroupShuffleXor(select(sum_b, sum_a, odd), 1u);
+            let cd = select(sum_c, sum_d, odd) + subgroupShuffleXor(select(sum_d, sum_c, odd), 1u);
+            let high = (lid & 2u) == 2u;
+            var sum = select(ab, cd, high) + subgroupShuffleXor(select(cd, ab, high), 2u);
+            for (var k = 4u; k < WG; k *= 2u) {
+                sum += subgroupShuffleXor(sum, k);
+            }
+            let q = lid & 3u;
+            let target_ = subgroupShuffle(lane_target, j + q);
+            let g = bce(p + q, target_, sum + bias, lid < 4u, pw, inv);
+            let g_a = subgroupBroadcast(g, 0u);
+            let g_b = subgroupBroadcast(g, 1u);
+            let g_c = subgroupBroadcast(g, 2u);
+            let g_d = subgroupBroadcast(g, 3u);
+            // #unroll m
+            acc_m = (((acc_m + g_a * xa_m) + g_b * xb_m) + g_c * xc_m) + g_d * xd_m;
+            // #end
+            bias_acc = (((bias_acc + g_a) + g_b) + g_c) + g_d;
+        }
+    }
     for (; p + 1u < rows.y; p += 2u) {
         // Every WG positions, lane t loads the row and target of the t-th; each pair
         // takes its two from lanes j and j + 1 (j even: WG is a power of two, at least
@@ -222,10 +280,10 @@ fn main(
 // Bandwidth probe for one batch (not part of training): reads the block's rows as the step
 // does (same rows, lanes and unrolled column groups) and sums them, nothing else. `bilevel
 // bench` times an epoch of it, one dispatch per batch like the steps, so that the step's cost
-// over it is what the step adds to reading its rows. Two rows per iteration, as the step:
-// on lavapipe that reads S4's batches faster than one row at a time (an epoch of steps took
-// 1.5–1.75× this probe's epoch against 1.3× the one-row probe's), and the probe should be
-// the fastest read we know.
+// over it is what the step adds to reading its rows. Two rows per iteration, or four with
+// QUAD, as the step: on lavapipe that reads S4's batches faster than one row at a time (an
+// epoch of steps took 1.5–1.75× this probe's epoch against 1.3× the one-row probe's; four
+// rows 2 % fewer instructions than two), and the probe should be the fastest read we know.
 @compute @workgroup_size(WG)
 fn probe(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -241,6 +299,22 @@ fn probe(
     var acc = vec4(0.0);
     var p = rows.x;
     var lane_row = 0u;
+    if QUAD {
+        for (; p + 3u < rows.y; p += 4u) {
+            let j = (p - rows.x) % WG;
+            if j == 0u {
+                lane_row = row_for_lane(p, rows, lid);
+            }
+            let base_a = subgroupShuffle(lane_row, j) * s4;
+            let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
+            let base_c = subgroupShuffle(lane_row, j + 2u) * s4;
+            let base_d = subgroupShuffle(lane_row, j + 3u) * s4;
+            // #unroll m
+            let ab_m = x[base_a + m * WG + lid] + x[base_b + m * WG + lid];
+            acc += ab_m + (x[base_c + m * WG + lid] + x[base_d + m * WG + lid]);
+            // #end
+        }
+    }
     for (; p + 1u < rows.y; p += 2u) {
         let j = (p - rows.x) % WG;
         if j == 0u {

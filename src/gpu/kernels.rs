@@ -72,6 +72,10 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// ~6 s for 32, though its steps then executed only 1.01× the instructions of one read of X).
 pub(crate) const MAX_COLUMN_GROUPS: u32 = 32;
 
+/// `linear_step_rows` takes four rows per iteration (`QUAD`) up to this many column groups,
+/// on subgroups of at least four lanes (see the shader).
+const MAX_QUAD_COLUMN_GROUPS: u32 = 4;
+
 /// `linear_step_rows.wgsl` (after the prelude) with its column groups unrolled `groups` times
 /// (the file's `// #unroll m` blocks).
 pub fn rows_step_source(groups: u32) -> String {
@@ -262,21 +266,23 @@ impl Kernels {
                 source: wgpu::ShaderSource::Wgsl(Cow::Owned(rows_step_source(groups))),
             });
             let wg = f64::from(size);
+            let quad = f64::from(u8::from(groups <= MAX_QUAD_COLUMN_GROUPS && size >= 4));
+            let constants = [("WG", wg), ("QUAD", quad)];
             Arc::new(RowsStep {
-                outputs: self.rows_pair(device, &label, &module, "main", &[("WG", wg)]),
+                outputs: self.rows_pair(device, &label, &module, "main", &constants),
                 train: self.rows_pair(
                     device,
                     &label,
                     &module,
                     "main",
-                    &[("WG", wg), ("ROW_OUTPUTS", 0.0)],
+                    &[("WG", wg), ("QUAD", quad), ("ROW_OUTPUTS", 0.0)],
                 ),
                 probe: self.rows_pair(
                     device,
                     &format!("{label} probe"),
                     &module,
                     "probe",
-                    &[("WG", wg)],
+                    &constants,
                 ),
             })
         });
