@@ -5,15 +5,17 @@
 // requires to be fixed). Invocation t owns the vec4 column groups c = m·WG + t,
 // m < COLUMN_GROUPS (the count the host unrolls, below), of every row; workgroup b owns rows
 // first = b·R .. last = min(first + R, count) of this chunk's batch segment (R =
-// rows_per_block). For each row p in order (two
-// rows at a time, whose loads and reductions then overlap, with the rows' indices and targets
-// loaded once per WG rows, one per lane, and shuffled out; on lavapipe one row at a time
-// took 0.40 against 0.33 ms per S4 step, and at 1,024 features executed 2.72 against 2.18 M
-// instructions per 1,024-row step over the batch probe):
+// rows_per_block). For each row p in order (two rows at a time, four with QUAD, whose loads
+// and reductions then overlap, with the rows' indices and targets loaded once per WG rows,
+// one per lane, and shuffled out; on lavapipe one row at a time took 0.40 against 0.33 ms per
+// S4 step, and at 1,024 features executed 2.72 against 2.18 M instructions per 1,024-row step
+// over the batch probe):
 //   A. invocation t loads its column groups of x[row(p)] into registers and sums their dot
-//      product with its weights (also in registers); subgroupAdd gives the row's logit;
-//   B. every invocation computes δ and the loss (exactly as bce.wgsl); the first writes them
-//      (only with ROW_OUTPUTS, which training steps turn off);
+//      product with its weights (also in registers); a butterfly of shuffles over the rows
+//      taken together (subgroupAdd for a block's odd last row) gives the row's logit;
+//   B. every invocation computes δ and the loss of the row its sum is (exactly as
+//      bce.wgsl); lane q writes those of the iteration's row q (only with ROW_OUTPUTS, which
+//      training steps turn off) and hands its δ out to every lane;
 //   C. invocation t adds δ·x to its gradient accumulators, still from registers, row by row.
 // Then partials[(block_base + b)·P + j] = Σ_{p in block} δ[p]·x[row(p), j] (p ascending) and
 // the bias partial Σ δ[p]. Every sum runs in a fixed order, so a step is reproducible; the
