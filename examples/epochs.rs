@@ -1,6 +1,6 @@
 //! A fixed GPU workload for counting instructions: epochs of shuffled minibatch Adam steps
-//! with one output (S4's shape by default, fewer rows), or the same epochs of the batch probe
-//! that reads each batch's rows and nothing else.
+//! with one output (S4's shape by default, fewer rows), the same epochs of the batch probe
+//! that reads each batch's rows and nothing else, or reads of all of X by the bandwidth probe.
 //!
 //! `scripts/instructions.sh` runs it under valgrind: on a CPU adapter such as lavapipe the
 //! instructions an epoch executes repeat to 0.005 %, where its time on a shared machine swings
@@ -31,12 +31,13 @@ enum Work {
     Read,
 }
 
-/// Epochs of steps or of the batch probe on generated data.
+/// Epochs of steps, of the batch probe or of the bandwidth probe on generated data.
 #[derive(Parser, Debug)]
 struct Args {
     /// What each epoch runs.
     work: Work,
-    /// Epochs after the warm-up (one step and one probe of the first batch).
+    /// Epochs after the warm-up (one step and one batch probe of the first batch, one read
+    /// of X).
     #[arg(long, default_value_t = 1)]
     epochs: usize,
     /// Rows.
