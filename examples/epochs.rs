@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use bilevel::backend::Backend;
 use bilevel::data;
-use bilevel::gpu::{GpuBackend, GpuContext};
+use bilevel::gpu::{GpuBackend, GpuContext, StepKernels};
 use bilevel::phase::{AdamConfig, Optimizer, ParamSubset};
 use bilevel::trainer::shuffled_batches;
 use clap::{Parser, ValueEnum};
@@ -49,6 +49,10 @@ struct Args {
     /// Rows per batch.
     #[arg(long, default_value_t = 1_024)]
     batch: usize,
+    /// Steps with Adam in a dispatch of its own after each (`StepKernels::Rows`), not folded
+    /// into the next step's dispatch where `Auto` folds it.
+    #[arg(long)]
+    unfolded: bool,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +70,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let (data, _) = data::synthetic(n, d, 1, 1)?;
     let context = Arc::new(GpuContext::new().context("no GPU adapter")?);
     let mut gpu = GpuBackend::new(context);
+    if args.unfolded {
+        gpu.set_step_kernels(StepKernels::Rows);
+    }
     gpu.load(&data, &data::linear_init(d, 1, 1))?;
     let rows: Vec<u32> = (0..n as u32).collect();
     let batches = shuffled_batches(&rows, args.batch, &mut ChaCha8Rng::seed_from_u64(1));
@@ -76,15 +83,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
         gpu.has_batch_probe(),
         "this adapter and shape do not take the linear_step_rows path, which has the probe"
     );
-    // Both pipelines compiled whatever the work, so that only the epochs differ.
-    gpu.run_steps(&[0], 1)?;
+    // Every pipeline compiled whatever the work (two steps: the second one folded where the
+    // steps fold), so that only the epochs differ.
+    gpu.run_steps(&[0, 0], 1)?;
     gpu.probe_batches(&[0])?;
     gpu.probe_read()?;
     gpu.finish()?;
     let ids: Vec<usize> = (0..batches.len()).collect();
     for epoch in 0..args.epochs {
         match args.work {
-            Work::Steps => gpu.run_steps(&ids, 2 + (epoch * ids.len()) as u64)?,
+            Work::Steps => gpu.run_steps(&ids, 3 + (epoch * ids.len()) as u64)?,
             Work::Probe => gpu.probe_batches(&ids)?,
             Work::Read => gpu.probe_read()?,
         }

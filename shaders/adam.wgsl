@@ -18,7 +18,7 @@
 //   5 m       storage, rw      f32[P]
 //   6 v       storage, rw      f32[P]
 //   7 v_max   storage, rw      f32[P] (touched only with amsgrad)
-//   8 partials storage, read   f32[blocks * P]: with info.blocks > 0 the gradient is first
+//   8 partials storage, read   f32[blocks * S]: with info.blocks > 0 the gradient is first
 //                                summed from linear_backward's partials (blocks ascending, as
 //                                its `total` does) and stored to grad
 //
@@ -44,9 +44,10 @@ fn gradient(i: u32) -> f32 {
     if info.blocks == 0u {
         return grad[i];
     }
+    let stride = partial_stride(cfg.n_params);
     var acc = 0.0;
     for (var b = 0u; b < info.blocks; b++) {
-        acc += partials[b * cfg.n_params + i];
+        acc += partials[b * stride + i];
     }
     grad[i] = acc;
     return acc;

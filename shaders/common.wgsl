@@ -41,6 +41,13 @@ struct StepInfo {
     bc2_sqrt: f32,
 }
 
+// Floats from one row block's gradient partials to the next: the parameters rounded up to
+// whole vec4, so a block's partials start on a vec4 (linear_step_rows' folded step reads them
+// as vec4). The host mirrors it (gpu/backend.rs `partial_stride`).
+fn partial_stride(n_params: u32) -> u32 {
+    return (n_params + 3u) & ~3u;
+}
+
 // σ(v) without overflow for any finite v.
 fn sigmoid(v: f32) -> f32 {
     if v >= 0.0 {

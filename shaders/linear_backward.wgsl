@@ -5,9 +5,10 @@
 //
 // Stage `partial` (one dispatch per chunk): invocation (q, block) sums rows
 // block·R .. min((block+1)·R, count) of the chunk in ascending order, for parameter q, and
-// writes partials[(block_base + block) · P + q]. q < o·d is W[k = q / d, j = q % d];
-// q ≥ o·d is b[q − o·d] (a column of ones).
-// Stage `total` (one dispatch per step): grad[q] = Σ_blocks partials[b · P + q], b ascending.
+// writes partials[(block_base + block) · S + q] (S = P rounded up to whole vec4, common.wgsl's
+// `partial_stride`). q < o·d is W[k = q / d, j = q % d]; q ≥ o·d is b[q − o·d] (a column of
+// ones).
+// Stage `total` (one dispatch per step): grad[q] = Σ_blocks partials[b · S + q], b ascending.
 //
 // Bindings (group 0):
 //   0 dims      storage, read    Dims: d, o, rows_per_block R, n_params P = o·d + o
@@ -15,7 +16,7 @@
 //   2 x         storage, read    f32[chunk_rows * x_stride]          (partial)
 //   3 rows      storage, read    u32[] chunk-local row indices       (partial)
 //   4 delta     storage, read    f32[count * o]                      (partial)
-//   5 partials  storage, rw      f32[blocks * P]
+//   5 partials  storage, rw      f32[blocks * S]
 //   6 grad      storage, rw      f32[P]                              (total)
 //   7 info      storage, dynamic StepInfo: blocks written this step   (total)
 //
@@ -65,7 +66,7 @@ fn partial(
             acc += delta[p * dims.o + k];
         }
     }
-    partials[(chunk.block_base + block) * dims.n_params + q] = acc;
+    partials[(chunk.block_base + block) * partial_stride(dims.n_params) + q] = acc;
 }
 
 @compute @workgroup_size(WG)
@@ -78,9 +79,10 @@ fn total(
     if q >= dims.n_params {
         return;
     }
+    let stride = partial_stride(dims.n_params);
     var acc = 0.0;
     for (var b = 0u; b < info.blocks; b++) {
-        acc += partials[b * dims.n_params + q];
+        acc += partials[b * stride + q];
     }
     grad[q] = acc;
 }

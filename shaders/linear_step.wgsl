@@ -11,8 +11,9 @@
 //      its WG lane sums in lane order; with many outputs each invocation computes whole dot
 //      products, vec4 by vec4;
 //   B. storage barrier: the block's δ is visible to the whole workgroup;
-//   C. invocation t again owns column groups c = (tile·M + m)·WG + t: partials[(block_base + b)·P + k·d + j] =
-//      Σ_{p in block} δ[p, k]·x[row(p), j] (p ascending), and Σ δ[p, k] for the biases.
+//   C. invocation t again owns column groups c = (tile·M + m)·WG + t:
+//      partials[(block_base + b)·S + k·d + j] = Σ_{p in block} δ[p, k]·x[row(p), j] (p
+//      ascending), and Σ δ[p, k] for the biases (S: P rounded up to whole vec4).
 // Every sum runs in a fixed order, so a step is bitwise reproducible.
 //
 // Bindings (group 0):
@@ -26,7 +27,7 @@
 //   6 pos_weight  storage, read    f32[o]
 //   7 delta       storage, rw      f32[count * o]
 //   8 loss        storage, rw      f32[count * o]
-//   9 partials    storage, rw      f32[blocks * P]
+//   9 partials    storage, rw      f32[blocks * S]
 //
 // Invariants: x_stride is a multiple of 4 and X's padding columns are zero; one workgroup per
 // row block, the grid folded into two dimensions past 65,535; control flow reaching the
@@ -154,7 +155,7 @@ fn main(
 
     // C. The block's gradient partial: M column groups per invocation at a time, so each
     // row's δ and offset are loaded once for M words of X.
-    let out = (chunk.block_base + block) * dims.n_params;
+    let out = (chunk.block_base + block) * partial_stride(dims.n_params);
     for (var tile = 0u; tile * M * WG < s4; tile++) {
         for (var k = 0u; k < o; k++) {
             var acc: array<vec4<f32>, M>;

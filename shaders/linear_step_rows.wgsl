@@ -17,11 +17,23 @@
 //      bce.wgsl); lane q writes those of the iteration's row q (only with ROW_OUTPUTS, which
 //      training steps turn off) and hands its δ out to every lane;
 //   C. invocation t adds δ·x to its gradient accumulators, still from registers, row by row.
-// Then partials[(block_base + b)·P + j] = Σ_{p in block} δ[p]·x[row(p), j] (p ascending) and
-// the bias partial Σ δ[p]. Every sum runs in a fixed order, so a step is reproducible; the
-// logits' lane order (a butterfly, or subgroupAdd's, the adapter's, for a block's odd last
-// row) differs from linear_step's, so logits may differ from it in the last bits. `probe`
-// (for `bilevel bench`, at the end) reads the same rows and only sums them.
+// Then partials[(block_base + b)·S + j] = Σ_{p in block} δ[p]·x[row(p), j] (p ascending; S =
+// P rounded up to whole vec4) and the bias partial Σ δ[p]. Every sum runs in a fixed order, so
+// a step is reproducible; the logits' lane order (a butterfly, or subgroupAdd's, the
+// adapter's, for a block's odd last row) differs from linear_step's, so logits may differ from
+// it in the last bits. `probe` (for `bilevel bench`, at the end) reads the same rows and only
+// sums them.
+//
+// `main_folded` is `main` with the previous step's Adam update in front, instead of adam.wgsl
+// in a dispatch of its own between the steps: every workgroup sums the previous step's
+// partials and updates every parameter it holds (exactly as adam.wgsl, in the same order, so
+// the results are the same), and steps with the new weights; workgroup 0 also stores them.
+// Since every workgroup reads the parameters and moments workgroup 0 writes, the host keeps
+// two sets of them and of the partials and binds them in turns: a step reads one set and
+// writes the other. A dispatch costs lavapipe ~20 µs and ~66 k instructions even when it does
+// little, about what the update every workgroup repeats costs for a few row blocks: S4's
+// epoch took 1.16–1.26× the batch probe's folded against 1.30–1.36× not (three alternating
+// runs each), at 365 against 368 k instructions per step over the batch probe.
 //
 // The column groups are unrolled by the host (gpu::rows_step_source): the lines between
 // `// #unroll m` and `// #end` are repeated for m = 0, 1, …, COLUMN_GROUPS − 1, with the name
@@ -43,13 +55,25 @@
 //   6 pos_weight  storage, read    f32[1]
 //   7 delta       storage, rw      f32[count]
 //   8 loss        storage, rw      f32[count]
-//   9 partials    storage, rw      f32[blocks * P]
+//   9 partials    storage, rw      f32[blocks * S]
+// and `main_folded`'s own (the previous step's update):
+//  10 adam_cfg    storage, read    AdamConfig (amsgrad off)
+//  11 info        storage, dynamic StepInfo of the previous step: t, blocks, step_size, bc2_sqrt
+//  12 partials_in storage, read    vec4<f32>[blocks * S / 4]: the previous step's partials
+//  13 m_in        storage, read    vec4<f32>[≥ x_stride / 4]: Adam's first moment, then padding
+//  14 v_in        storage, read    vec4<f32>[≥ x_stride / 4]: the second moment, then padding
+//  15 params_out  storage, rw      vec4<f32>[P / 4 rounded up]: the updated parameters
+//  16 m_out       storage, rw      like m_in
+//  17 v_out       storage, rw      like v_in
 //
 // Invariants: o = 1; x_stride / 4 = COLUMN_GROUPS·WG (the host pads rows with zeros to whole
 // subgroups of vec4, so no invocation reads past its row: a clamp or select on the index
 // costs 1.9× here, measured on lavapipe); WG equals the subgroup size, a power of two of at
 // least 2 (the host's condition for this path); one workgroup per row block, the grid
-// folded into two dimensions past 65,535.
+// folded into two dimensions past 65,535. `main_folded`: every parameter is updated (no mask),
+// the buffers bound at 4, 13 and 14 differ from those at 15–17, and 12 from 9; the partials
+// and moments read hold whole vec4 up to x_stride / 4 past a block's start (what padding
+// columns read there is dropped).
 
 // Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, weights4 from
 // weights.wgsl, which the host (gpu::SHADERS) puts before this file.
@@ -77,6 +101,15 @@ override QUAD: bool = false;
 @group(0) @binding(7) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(8) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(9) var<storage, read_write> partials: array<f32>;
+// Only `main_folded`'s:
+@group(0) @binding(10) var<storage, read> adam_cfg: AdamConfig;
+@group(0) @binding(11) var<storage, read> info: StepInfo;
+@group(0) @binding(12) var<storage, read> partials_in: array<vec4<f32>>;
+@group(0) @binding(13) var<storage, read> m_in: array<vec4<f32>>;
+@group(0) @binding(14) var<storage, read> v_in: array<vec4<f32>>;
+@group(0) @binding(15) var<storage, read_write> params_out: array<vec4<f32>>;
+@group(0) @binding(16) var<storage, read_write> m_out: array<vec4<f32>>;
+@group(0) @binding(17) var<storage, read_write> v_out: array<vec4<f32>>;
 
 /// The chunk-local row of batch position p.
 fn row_of(p: u32) -> u32 {
@@ -142,13 +175,140 @@ fn main(
     }
     // Read once per block, not per row: on lavapipe a storage load costs about 60
     // instructions even at an address uniform across the subgroup (S4: 1.22 → 1.09 million
-    // instructions per step over the batch probe's, counted by scripts/instructions.sh).
+    // instructions per step over the batch probe's, counted by scripts/instructions.sh), and
+    // before the weights: read after them, they cost 19 k more per S4 step.
     let s4 = dims.x_stride / 4u;
     let bias = params[dims.d];
     let pw = pos_weight[0];
     let inv = chunk.inv_count;
     // #unroll m
     let w_m = weights4(0u, m * WG + lid);
+    // #end
+    rows_block(
+        block,
+        rows,
+        lid,
+        s4,
+        pw,
+        inv,
+        bias,
+        // #unroll m
+        w_m,
+        // #end
+    );
+}
+
+// `main` with the previous step's Adam update folded in (see the header).
+@compute @workgroup_size(WG)
+fn main_folded(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let block = wg.x + wg.y * groups.x;
+    let rows = block_rows(block);
+    if rows.x >= chunk.count {
+        return;
+    }
+    let store = block == 0u;
+    let s4 = dims.x_stride / 4u;
+    let pw = pos_weight[0];
+    let inv = chunk.inv_count;
+    // Loaded once each, as in `main`: loaded per parameter, these cost 103 k instructions
+    // more per S4 step.
+    let cfg = adam_cfg;
+    let step = vec2(info.step_size, info.bc2_sqrt);
+    let d = dims.d;
+    let stride4 = partial_stride(dims.n_params) / 4u;
+    let blocks = info.blocks;
+    // The sums of the partials in adam.wgsl's order (blocks ascending), all in one loop and
+    // a vec4 at a time: four scalar loads, each behind a test for the row's end, cost 47 k
+    // instructions more per S4 step.
+    // #unroll m
+    var g_m = vec4(0.0);
+    // #end
+    var g_bias = 0.0;
+    for (var b = 0u; b < blocks; b++) {
+        let base = b * stride4;
+        // #unroll m
+        g_m += partials_in[base + m * WG + lid];
+        // #end
+        g_bias += partials_in[base + d / 4u][d % 4u];
+    }
+    rows_block(
+        block,
+        rows,
+        lid,
+        s4,
+        pw,
+        inv,
+        adam_bias(cfg, step, d, g_bias, store && lid == 0u),
+        // #unroll m
+        adam4(cfg, step, d, m * WG + lid, g_m, store),
+        // #end
+    );
+}
+
+/// The bias after Adam's step with gradient g (adam.wgsl's `main`), stored with `store`.
+fn adam_bias(cfg: AdamConfig, step: vec2<f32>, d: u32, g: f32, store: bool) -> f32 {
+    let c = d / 4u;
+    let i = d % 4u;
+    let u = adam_update(cfg, step.x, step.y, params[d], g, m_in[c][i], v_in[c][i], 0.0);
+    if store {
+        params_out[c][i] = u.p;
+        m_out[c][i] = u.m;
+        v_out[c][i] = u.v;
+    }
+    return u.p;
+}
+
+/// W[4c .. 4c + 4] after Adam's step with the gradients g (adam.wgsl's `main`), zero past
+/// column d, stored with `store`. Past d the moments read are another parameter's or
+/// padding, and their results are dropped.
+fn adam4(cfg: AdamConfig, step: vec2<f32>, d: u32, c: u32, g: vec4<f32>, store: bool) -> vec4<f32> {
+    let p = weights4(0u, c);
+    let m = m_in[c];
+    let v = v_in[c];
+    let x = adam_update(cfg, step.x, step.y, p.x, g.x, m.x, v.x, 0.0);
+    let y = adam_update(cfg, step.x, step.y, p.y, g.y, m.y, v.y, 0.0);
+    let z = adam_update(cfg, step.x, step.y, p.z, g.z, m.z, v.z, 0.0);
+    let w = adam_update(cfg, step.x, step.y, p.w, g.w, m.w, v.w, 0.0);
+    let j = 4u * c;
+    let inside = vec4(j, j + 1u, j + 2u, j + 3u) < vec4(d);
+    let p_new = select(vec4(0.0), vec4(x.p, y.p, z.p, w.p), inside);
+    if store {
+        let m_new = vec4(x.m, y.m, z.m, w.m);
+        let v_new = vec4(x.v, y.v, z.v, w.v);
+        if j + 4u <= d {
+            params_out[c] = p_new;
+            m_out[c] = m_new;
+            v_out[c] = v_new;
+        } else {
+            for (var i = 0u; j + i < d; i++) {
+                params_out[c][i] = p_new[i];
+                m_out[c][i] = m_new[i];
+                v_out[c][i] = v_new[i];
+            }
+        }
+    }
+    return p_new;
+}
+
+/// The step of `main` for the block's rows, with x_stride / 4 `s4`, pos_weight `pw`, 1 / count
+/// `inv`, the weights (one vec4 per column group) and the bias.
+fn rows_block(
+    block: u32,
+    rows: vec2<u32>,
+    lid: u32,
+    s4: u32,
+    pw: f32,
+    inv: f32,
+    bias: f32,
+    // #unroll m
+    w_m: vec4<f32>,
+    // #end
+) {
+    // #unroll m
     var acc_m = vec4(0.0);
     // #end
     var bias_acc = 0.0;
@@ -270,7 +430,7 @@ fn main(
         // #end
         bias_acc += g;
     }
-    let out = (chunk.block_base + block) * dims.n_params;
+    let out = (chunk.block_base + block) * partial_stride(dims.n_params);
     // #unroll m
     store4(out, m * WG + lid, acc_m);
     // #end

@@ -14,7 +14,7 @@
 //            p = block·R .. min(block·R + R, count) in ascending order,
 //            W[k, 4c .. 4c + 3]:  δ[p, k] · x[row(p), 4c .. 4c + 3]   (c < x_stride / 4)
 //            b[k]:                δ[p, k]                             (c = x_stride / 4)
-//            and writes them to partials[(block_base + block) · P + …] as linear_backward does.
+//            and writes them to partials[(block_base + block) · S + …] as linear_backward does.
 //
 // Bindings (group 0):
 //   0 dims      storage, read    Dims: d, o, rows_per_block R, n_params P, x_stride
@@ -24,7 +24,7 @@
 //   4 params    storage, read    f32[P]: W row-major, then b                      (forward)
 //   5 z         storage, rw      f32[count * o]                                   (forward)
 //   6 delta     storage, read    f32[count * o]                                   (partial)
-//   7 partials  storage, rw      f32[blocks * P]                                  (partial)
+//   7 partials  storage, rw      f32[blocks * S]                                  (partial)
 //   8 y         storage, read    f32[chunk_rows * o]                              (forward)
 //   9 pos_weight storage, read   f32[o]                                           (forward)
 //  10 delta_out storage, rw      f32[count * o], the δ buffer bound at 6          (forward)
@@ -229,7 +229,7 @@ fn partial(
     let hi2 = min(vec4(k) + vec4(12u, 13u, 14u, 15u), vec4(o - 1u));
     let widest = TILE_OUTPUTS == 16u;
     let n = min(TILE_OUTPUTS, o - k);
-    let out = (chunk.block_base + block) * dims.n_params;
+    let out = (chunk.block_base + block) * partial_stride(dims.n_params);
     for (var c = lid; c <= s4; c += WG) {
         if c < s4 {
             var a0 = vec4(0.0);

@@ -12,7 +12,7 @@
 //   3 mask      storage, read    u32[P]: 0 = frozen
 //   4 params    storage, rw      f32[P]
 //   5 momentum  storage, rw      f32[P]
-//   6 partials  storage, read    f32[blocks * P]: with info.blocks > 0 the gradient is first
+//   6 partials  storage, read    f32[blocks * S]: with info.blocks > 0 the gradient is first
 //                                  summed from linear_backward's partials (blocks ascending,
 //                                  as its `total` does) and stored to grad
 //
@@ -36,9 +36,10 @@ fn gradient(i: u32) -> f32 {
     if info.blocks == 0u {
         return grad[i];
     }
+    let stride = partial_stride(cfg.n_params);
     var acc = 0.0;
     for (var b = 0u; b < info.blocks; b++) {
-        acc += partials[b * cfg.n_params + i];
+        acc += partials[b * stride + i];
     }
     grad[i] = acc;
     return acc;

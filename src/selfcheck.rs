@@ -147,6 +147,7 @@ fn path_name(path: StepKernels) -> &'static str {
         StepKernels::Auto => "auto",
         StepKernels::Fused => "fused",
         StepKernels::Rows => "rows",
+        StepKernels::RowsFolded => "rows_folded",
         StepKernels::Separate => "separate",
         StepKernels::Tiled => "tiled",
         StepKernels::Persistent => "train_steps",

@@ -433,15 +433,17 @@ fn steps_allocate_nothing_and_read_nothing_back() {
     ];
     if gpu().has_rows_step() {
         paths.push(StepKernels::Rows);
+        paths.push(StepKernels::RowsFolded);
     }
     for kernels in paths {
         let (data, init, mask) = match kernels {
-            StepKernels::Rows => (&one_output, &one_init, &one_mask),
+            StepKernels::Rows | StepKernels::RowsFolded => (&one_output, &one_init, &one_mask),
             _ => (&data, &init, &mask),
         };
-        // Chunked X for the multi-dispatch kernels; train_steps needs X in one binding.
+        // Chunked X for the multi-dispatch kernels; train_steps and the folded steps need X
+        // in one binding.
         let chunk_rows = match kernels {
-            StepKernels::Persistent => 500,
+            StepKernels::Persistent | StepKernels::RowsFolded => 500,
             _ => 128,
         };
         let mut gpu = GpuBackend::with_chunk_rows(gpu(), chunk_rows);
@@ -452,7 +454,13 @@ fn steps_allocate_nothing_and_read_nothing_back() {
         gpu.begin_phase(&Optimizer::Adam(AdamConfig::new(0.01)), mask)
             .unwrap();
         let before = gpu.counters();
+        assert!(before.bind_groups > 0, "bind groups are counted");
         let steps: Vec<usize> = (0..1000).map(|i| i % 5).collect();
+        assert_eq!(
+            gpu.folds_updates(&steps),
+            kernels == StepKernels::RowsFolded,
+            "{kernels:?}: which steps fold"
+        );
         gpu.run_steps(&steps, 1).unwrap();
         gpu.finish().unwrap();
         let after = gpu.counters();
@@ -660,4 +668,94 @@ fn gpu_timer_measures_within_the_wall_clock() {
     );
     gpu.start_timer().unwrap();
     assert!(gpu.stop_timer().is_err());
+}
+
+/// Steps with each Adam update folded into the next step's dispatch (`linear_step_rows`'
+/// `main_folded`) end where the same steps with the update in a dispatch of its own do, for
+/// one step and for runs that end in either parameter set, over row blocks of one and many,
+/// short and whole batches, by index and contiguous; they fold only what they can.
+#[test]
+fn folded_updates_match_the_unfolded_steps() {
+    let context = gpu();
+    let optimizers = [
+        Optimizer::Adam(AdamConfig::new(0.05)),
+        Optimizer::Adam(AdamConfig {
+            weight_decay: 1e-2,
+            ..AdamConfig::new(0.05)
+        }),
+        Optimizer::Adam(AdamConfig {
+            weight_decay: 1e-2,
+            ..AdamConfig::adamw(0.05)
+        }),
+    ];
+    // Features straddle whole vec4 and whole subgroups of them (one column group is 4·WG
+    // features); rows straddle a gradient block (256 rows on CPU adapters, 32 on GPUs).
+    let shapes = [(1, 1), (40, 3), (300, 33), (600, 65), (520, 128)];
+    for (i, &(n, d)) in shapes.iter().enumerate() {
+        let (data, init) = problem(n, d, 1, 300 + i as u64, 1.0);
+        // Batches of 7 rows drawn across X (the last one short), one of n − 1 rows, then
+        // the whole batch (read without the index).
+        let order: Vec<u32> = (0..n).map(|i| (i * 37 % n) as u32).collect();
+        let sorted = |rows: &[u32]| {
+            let mut rows = rows.to_vec();
+            rows.sort_unstable();
+            rows
+        };
+        let mut batches: Vec<Vec<u32>> = order.chunks(7).map(sorted).collect();
+        batches.push(sorted(&order[..(n - 1).max(1)]));
+        batches.push((0..n as u32).collect());
+        let b = batches.len();
+        let runs: [Vec<usize>; 4] = [
+            vec![0],
+            vec![1, b - 2],
+            vec![b - 1, 0, b - 2],
+            (0..12).map(|s| (s * 5) % b).collect(),
+        ];
+        for optimizer in &optimizers {
+            let mask = ParamSubset::All.mask(d, 1).unwrap();
+            let run = |kernels: StepKernels| {
+                let mut gpu = GpuBackend::new(context.clone());
+                gpu.set_step_kernels(kernels);
+                gpu.load(&data, &init).unwrap();
+                gpu.set_batches(&batches).unwrap();
+                gpu.begin_phase(optimizer, &mask).unwrap();
+                let mut t = 1;
+                let mut folded = Vec::new();
+                for steps in &runs {
+                    folded.push(gpu.folds_updates(steps));
+                    gpu.run_steps(steps, t).unwrap();
+                    t += steps.len() as u64;
+                }
+                let state = gpu.optimizer_state().unwrap();
+                (gpu.params().unwrap().values, state, folded)
+            };
+            if !context.has_rows_step() {
+                assert_eq!(run(StepKernels::RowsFolded).2, [false; 4]);
+                continue;
+            }
+            let what = format!("{} on {n}×{d}", optimizer.name());
+            let (params, state, folded) = run(StepKernels::RowsFolded);
+            assert_eq!(folded, [false, true, true, true], "{what}: what folds");
+            let (want_params, want_state, unfolded) = run(StepKernels::Rows);
+            assert_eq!(unfolded, [false; 4], "{what}: Rows folds nothing");
+            // The same operations in the same order: bitwise on lavapipe; within rtol 1e-6
+            // is all a test may ask of any adapter.
+            assert_close(&what, &params, &want_params, 0.0, 1e-6);
+            assert_close(&what, &state.m, &want_state.m, 0.0, 1e-6);
+            assert_close(&what, &state.v, &want_state.v, 0.0, 1e-6);
+            if params != want_params || state.m != want_state.m || state.v != want_state.v {
+                eprintln!("{what}: folded and unfolded steps not bitwise equal");
+            }
+            let mut cpu = CpuBackend::new();
+            cpu.load(&data, &init).unwrap();
+            cpu.set_batches(&batches).unwrap();
+            cpu.begin_phase(optimizer, &mask).unwrap();
+            let mut t = 1;
+            for steps in &runs {
+                cpu.run_steps(steps, t).unwrap();
+                t += steps.len() as u64;
+            }
+            assert_close(&what, &params, &cpu.params().unwrap().values, 1e-5, 1e-4);
+        }
+    }
 }

@@ -60,8 +60,11 @@ pub enum Kernels {
     Auto,
     /// The fused `linear_step`.
     Fused,
-    /// `linear_step_rows`: one output, each row in one subgroup's registers.
+    /// `linear_step_rows`: one output, each row in one subgroup's registers, the optimizer
+    /// in a dispatch of its own.
     Rows,
+    /// `linear_step_rows` with each Adam update folded into the next step's dispatch.
+    RowsFolded,
     /// `linear_forward`, `bce`, `linear_backward`.
     Separate,
     /// The register-tiled forward and gradient kernels (`linear_tiled`).
@@ -76,6 +79,7 @@ impl From<Kernels> for StepKernels {
             Kernels::Auto => StepKernels::Auto,
             Kernels::Fused => StepKernels::Fused,
             Kernels::Rows => StepKernels::Rows,
+            Kernels::RowsFolded => StepKernels::RowsFolded,
             Kernels::Separate => StepKernels::Separate,
             Kernels::Tiled => StepKernels::Tiled,
             Kernels::Persistent => StepKernels::Persistent,

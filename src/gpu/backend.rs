@@ -60,6 +60,9 @@ const MAX_ROWS_PER_BLOCK: u32 = 256;
 const ROWS_STEP_GPU_BLOCK: u32 = 32;
 /// See [`max_column_groups`].
 const GPU_MAX_COLUMN_GROUPS: u32 = 8;
+/// `StepKernels::Auto` folds Adam into the next step where the update every block repeats
+/// reads at most 1/this of what the block's rows do (see `GpuBackend::folds`).
+const FOLD_READ_SHARE: u32 = 8;
 
 /// The `Dims` arguments: fixed for a run.
 #[repr(C)]
@@ -259,6 +262,21 @@ struct Work {
     adam: wgpu::BindGroup,
     /// `train_steps`, where the adapter has it and X is one chunk.
     steps: Option<wgpu::BindGroup>,
+    /// `linear_step_rows`' folded steps, where the adapter has them and X is one chunk.
+    folded: Option<Folded>,
+}
+
+/// The second set of parameters, Adam moments and gradient partials that the folded steps
+/// (`linear_step_rows`' `main_folded`) alternate with the run's own: each such step reads one
+/// set and writes the other, since all its workgroups read what its first one writes.
+struct Folded {
+    params: wgpu::Buffer,
+    m: wgpu::Buffer,
+    v: wgpu::Buffer,
+    /// `main_folded` from the run's own set to this one (`[0]`) and back (`[1]`).
+    steps: [wgpu::BindGroup; 2],
+    /// `adam` in place on this set, for a run of steps that ends in it.
+    adam: wgpu::BindGroup,
 }
 
 /// Rows one plan needs room for.
@@ -447,6 +465,11 @@ pub enum StepKernels {
     /// in one binding, adapters with 17 storage bindings per stage). `Auto` picks it on CPU
     /// adapters for small batches.
     Persistent,
+    /// `linear_step_rows` with each Adam update folded into the next step's dispatch, where
+    /// the run allows it (Adam without amsgrad on every parameter, X in one binding, adapters
+    /// with 18 storage bindings per stage), else as `Rows`. `Auto` folds where a step's few
+    /// row blocks make the update each block repeats cheap next to its rows.
+    RowsFolded,
 }
 
 /// The kernels a run's steps compute the forward pass, the loss and the gradient partials with.
@@ -589,6 +612,27 @@ impl GpuBackend {
     pub fn has_batch_probe(&self) -> bool {
         self.run()
             .is_ok_and(|run| run.path == StepPath::Rows && run.rows_step.is_some())
+    }
+
+    /// Whether [`Backend::run_steps`] over `batches` in the current phase folds each Adam
+    /// update into the next step's dispatch (see [`StepKernels::RowsFolded`]): one dispatch
+    /// per step and one more for the last update, instead of two per step.
+    pub fn folds_updates(&self, batches: &[usize]) -> bool {
+        let Ok(run) = self.run() else {
+            return false;
+        };
+        let Some((optimizer, _)) = &run.phase else {
+            return false;
+        };
+        batches.iter().all(|&b| b < run.plan.len())
+            && Self::folds(
+                run,
+                &self.context,
+                self.kernels,
+                optimizer,
+                batches,
+                self.loop_budget(),
+            )
     }
 
     /// Batch probe: submits one read of the rows of each of `batches` (planned by
@@ -948,6 +992,17 @@ impl GpuBackend {
         kernel: &Kernel,
         entries: &[(u32, wgpu::BindingResource<'_>)],
     ) -> wgpu::BindGroup {
+        self.bind_on(label, &kernel.layout, entries)
+    }
+
+    /// A bind group on `layout`, counted.
+    fn bind_on(
+        &self,
+        label: &str,
+        layout: &wgpu::BindGroupLayout,
+        entries: &[(u32, wgpu::BindingResource<'_>)],
+    ) -> wgpu::BindGroup {
+        self.counters.bind_groups.fetch_add(1, Ordering::Relaxed);
         let entries: Vec<wgpu::BindGroupEntry<'_>> = entries
             .iter()
             .map(|(binding, resource)| wgpu::BindGroupEntry {
@@ -959,7 +1014,7 @@ impl GpuBackend {
             .device
             .create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(label),
-                layout: &kernel.layout,
+                layout,
                 entries: &entries,
             })
     }
@@ -1061,8 +1116,8 @@ impl GpuBackend {
         let run = self.run()?;
         let k = &self.context.kernels;
         let o = run.o as u64;
-        let partials =
-            self.storage("gradient partials", blocks.max(1) * run.n_params as u64 * 4)?;
+        let partials_bytes = partials_bytes(blocks.max(1), run.n_params, run.x_stride);
+        let partials = self.storage("gradient partials", partials_bytes)?;
         let mut chunks = Vec::with_capacity(run.chunks.len());
         for (c, (chunk, need)) in run.chunks.iter().zip(needs).enumerate() {
             let index =
@@ -1234,6 +1289,72 @@ impl GpuBackend {
             )),
             _ => None,
         };
+        let folded = match (&k.rows_folded, chunks.as_slice(), &run.rows_step) {
+            (Some(layout), [only], Some(rows_step)) if rows_step.folded.is_some() => {
+                let p_bytes = run.n_params as u64 * 4;
+                let moment_bytes = p_bytes.max(run.x_stride as u64 * 4);
+                let params = self.storage("parameters (second set)", p_bytes)?;
+                let m = self.storage("adam m (second set)", moment_bytes)?;
+                let v = self.storage("adam v (second set)", moment_bytes)?;
+                let partials_b = self.storage("gradient partials (second set)", partials_bytes)?;
+                let sets = [
+                    (&run.params, &run.m, &run.v, &partials),
+                    (&params, &m, &v, &partials_b),
+                ];
+                let step = |from: usize| {
+                    let (p_in, m_in, v_in, g_in) = sets[from];
+                    let (p_out, m_out, v_out, g_out) = sets[1 - from];
+                    self.bind_on(
+                        &format!("linear_step_rows folded (set {from} to {})", 1 - from),
+                        &layout.bind_group,
+                        &[
+                            (0, whole(&run.dims)),
+                            (1, run.ring.binding()),
+                            (2, whole(&run.chunks[0].x)),
+                            (3, whole(&only.index)),
+                            (4, whole(p_in)),
+                            (5, whole(&run.chunks[0].y)),
+                            (6, whole(&run.pos_weight)),
+                            (7, whole(&only.delta)),
+                            (8, whole(&only.loss)),
+                            (9, whole(g_out)),
+                            (10, whole(&run.adam_args)),
+                            (11, run.ring.binding()),
+                            (12, whole(g_in)),
+                            (13, whole(m_in)),
+                            (14, whole(v_in)),
+                            (15, whole(p_out)),
+                            (16, whole(m_out)),
+                            (17, whole(v_out)),
+                        ],
+                    )
+                };
+                let steps = [step(0), step(1)];
+                let adam = self.bind(
+                    "adam (second set)",
+                    &k.adam,
+                    &[
+                        (0, whole(&run.adam_args)),
+                        (1, run.ring.binding()),
+                        (2, whole(&run.grad)),
+                        (3, whole(&run.mask)),
+                        (4, whole(&params)),
+                        (5, whole(&m)),
+                        (6, whole(&v)),
+                        (7, whole(&run.v_max)),
+                        (8, whole(&partials_b)),
+                    ],
+                );
+                Some(Folded {
+                    params,
+                    m,
+                    v,
+                    steps,
+                    adam,
+                })
+            }
+            _ => None,
+        };
         Ok(Work {
             chunks,
             blocks: blocks.max(1),
@@ -1241,6 +1362,7 @@ impl GpuBackend {
             total,
             sgd,
             adam,
+            folded,
         })
     }
 
@@ -1397,6 +1519,84 @@ impl GpuBackend {
                     groups,
                 );
             }
+        })
+    }
+
+    /// Whether `run_steps` folds each Adam update into the next step's dispatch for
+    /// `batches`: `linear_step_rows` has the folded entry on this adapter and X is one chunk
+    /// (the run's [`Folded`] exists), Adam without amsgrad updates every parameter, there are
+    /// two steps at least, and the loops stay within the budget; `Auto` also asks that the
+    /// update each block repeats (the previous step's partials and three values per
+    /// parameter) reads at most 1/[`FOLD_READ_SHARE`] of what its rows do.
+    fn folds(
+        run: &Run,
+        ctx: &GpuContext,
+        kernels: StepKernels,
+        optimizer: &Optimizer,
+        batches: &[usize],
+        budget: Option<u64>,
+    ) -> bool {
+        let Optimizer::Adam(adam) = optimizer else {
+            return false;
+        };
+        let every_parameter = run
+            .phase
+            .as_ref()
+            .is_some_and(|(_, mask)| mask.iter().all(|&m| m));
+        let has_folded = run.work.as_ref().is_some_and(|w| w.folded.is_some());
+        if !matches!(kernels, StepKernels::Auto | StepKernels::RowsFolded)
+            || run.path != StepPath::Rows
+            || !has_folded
+            || adam.amsgrad
+            || !every_parameter
+            || batches.len() < 2
+        {
+            return false;
+        }
+        let r = run.rows_per_block;
+        let blocks = batches
+            .iter()
+            .map(|&b| (run.plan[b].rows as u32).div_ceil(r))
+            .max()
+            .unwrap_or(0);
+        let groups = (run.x_stride as u32 / 4).div_ceil(ctx.kernels.subgroup_size.unwrap_or(1));
+        let loops = rows_step_loop_iterations(groups, r) + folded_loop_iterations(blocks);
+        budget.is_none_or(|b| loops <= b)
+            && (kernels == StepKernels::RowsFolded || (blocks + 3) * FOLD_READ_SHARE <= r)
+    }
+
+    /// Encodes `batch`'s step with the pending Adam update (its arguments at `info`) folded in:
+    /// `main_folded` reads parameter set `set` and writes the other; returns the row blocks.
+    fn encode_folded(
+        run: &mut Run,
+        ctx: &GpuContext,
+        pass: &mut wgpu::ComputePass<'_>,
+        batch: usize,
+        set: usize,
+        info: u32,
+    ) -> u32 {
+        let rows_step = run.rows_step.clone();
+        run.push_segments(batch, |_, work, segment| {
+            let (Some(second), Some(pair)) = (
+                &work.folded,
+                rows_step.as_ref().and_then(|r| r.folded.as_ref()),
+            ) else {
+                return;
+            };
+            let pipeline = if segment.contiguous {
+                &pair.contiguous
+            } else {
+                &pair.indexed
+            };
+            let offsets = [segment.offset, info];
+            dispatch_on(
+                pass,
+                ctx,
+                pipeline,
+                &second.steps[set],
+                &offsets,
+                segment.blocks,
+            );
         })
     }
 
@@ -1570,6 +1770,20 @@ fn rows_step_loop_iterations(groups: u32, r: u32) -> u64 {
     32 + 2 * (r + 3 + groups * 4)
 }
 
+/// Bytes of the gradient partials of `blocks` row blocks: each block's start on a vec4
+/// (`shaders/common.wgsl`'s `partial_stride`), and a padded row of X's width (`x_stride`) past
+/// the last one's, where the folded step's vec4 reads of padding columns end.
+fn partials_bytes(blocks: u64, n_params: usize, x_stride: usize) -> u64 {
+    (blocks * n_params.next_multiple_of(4) as u64 + x_stride as u64) * 4
+}
+
+/// What `main_folded` adds to `linear_step_rows`' loops with `blocks` partials to sum: two
+/// loops over them (the weights', the bias') and the last group's partials (at most 3 per
+/// block) and update (at most 3).
+fn folded_loop_iterations(blocks: u32) -> u64 {
+    2 * (5 * u64::from(blocks) + 3)
+}
+
 /// `linear_step` over a block of `r` rows.
 fn step_loop_iterations(d: usize, o: usize, r: u32) -> u64 {
     let (o, r, wg) = (o as u64, u64::from(r), u64::from(WORKGROUP_SIZE));
@@ -1671,14 +1885,14 @@ impl Backend for GpuBackend {
             .map(|size| (vec4_stride as u32 / 4).div_ceil(size))
             .filter(|&groups| o == 1 && groups <= max_column_groups(&ctx));
         let rows_wanted = match (self.kernels, rows_groups) {
-            (StepKernels::Rows, None) => {
+            (StepKernels::Rows | StepKernels::RowsFolded, None) => {
                 return Err(Error::Config(format!(
                     "linear_step_rows needs one output, subgroups of one fixed size and rows of at most {} vec4 per invocation; {} with {d} features and {o} outputs has not",
                     max_column_groups(&ctx),
                     ctx.adapter_name()
                 )));
             }
-            (StepKernels::Rows, Some(_)) => true,
+            (StepKernels::Rows | StepKernels::RowsFolded, Some(_)) => true,
             (StepKernels::Auto, Some(groups)) => {
                 let padded = groups * ctx.kernels.subgroup_size.unwrap_or(1) * 4;
                 4 * padded as usize <= 5 * vec4_stride
@@ -1769,7 +1983,7 @@ impl Backend for GpuBackend {
         // The partials of a full batch fit one binding, and summing them (one loop iteration
         // per block) stays within the loop budget.
         let too_many = |rb: u32| {
-            blocks_for(rb) * n_params as u64 * 4 > self.max_binding
+            partials_bytes(blocks_for(rb), n_params, x_stride) > self.max_binding
                 || budget.is_some_and(|b| blocks_loop_iterations(blocks_for(rb)) > b)
         };
         while too_many(rows_per_block) {
@@ -1779,7 +1993,7 @@ impl Backend for GpuBackend {
                         "gradient partials for {n_params} parameters over {} blocks of {rows_per_block} rows",
                         blocks_for(rows_per_block)
                     ),
-                    size: blocks_for(rows_per_block) * n_params as u64 * 4,
+                    size: partials_bytes(blocks_for(rows_per_block), n_params, x_stride),
                     limit_name: "max_storage_buffer_binding_size",
                     limit: self.max_binding,
                 });
@@ -1789,7 +2003,7 @@ impl Backend for GpuBackend {
         if let (true, Some(groups)) = (rows, rows_groups)
             && !rows_fits(groups, rows_per_block)
         {
-            if self.kernels == StepKernels::Rows {
+            if matches!(self.kernels, StepKernels::Rows | StepKernels::RowsFolded) {
                 return Err(Error::Config(format!(
                     "linear_step_rows would run past {}'s loop limit at {d} features",
                     ctx.adapter_name()
@@ -1848,8 +2062,10 @@ impl Backend for GpuBackend {
         let grad = self.storage("gradient", p_bytes)?;
         let mask = self.storage("parameter mask", p_bytes)?;
         let momentum = self.storage("sgd momentum", p_bytes)?;
-        let m = self.storage("adam m", p_bytes)?;
-        let v = self.storage("adam v", p_bytes)?;
+        // The folded step reads the moments as vec4 up to a padded row's width.
+        let moment_bytes = p_bytes.max(x_stride as u64 * 4);
+        let m = self.storage("adam m", moment_bytes)?;
+        let v = self.storage("adam v", moment_bytes)?;
         let v_max = self.storage("adam v_max", p_bytes)?;
         let pos_weight = self.storage("pos_weight", o as u64 * 4)?;
         let reduce_partials = self.storage(
@@ -2174,9 +2390,11 @@ impl Backend for GpuBackend {
                     && steps_per_dispatch >= MIN_STEPS_PER_DISPATCH
                     && run.work.as_ref().is_some_and(|w| w.steps.is_some())
             }
-            StepKernels::Fused | StepKernels::Rows | StepKernels::Separate | StepKernels::Tiled => {
-                false
-            }
+            StepKernels::Fused
+            | StepKernels::Rows
+            | StepKernels::RowsFolded
+            | StepKernels::Separate
+            | StepKernels::Tiled => false,
         };
         if persistent {
             return Self::run_persistent(
@@ -2189,8 +2407,12 @@ impl Backend for GpuBackend {
                 steps_per_dispatch,
             );
         }
+        let folded = Self::folds(run, &ctx, kernels, optimizer, batches, budget);
         let slots_per_step = run.chunks.len() as u64 + 1;
         let mut done = 0;
+        // With `folded`, once a step has run: the set its parameters and partials are in (0:
+        // the run's own, 1: the second) and its arguments, for the update still to apply.
+        let mut pending: Option<(usize, StepArgs)> = None;
         while done < count {
             let mut encoder = ctx
                 .device
@@ -2199,18 +2421,51 @@ impl Backend for GpuBackend {
                 });
             {
                 let mut pass = compute_pass(&mut encoder, "steps", run.timer());
-                while done < count && run.ring.free_slots() >= slots_per_step {
-                    // The optimizer kernel sums the step's gradient partials itself; nothing
-                    // reads the rows' loss and δ before a check computes them again.
-                    let blocks = Self::encode_gradient(run, &ctx, &mut pass, batches[done], false);
-                    let t = first_t + done as u64;
-                    let info = run.ring.push(&StepArgs {
-                        blocks,
-                        ..StepArgs::new(optimizer, t)
-                    });
-                    Self::encode_update(run, &ctx, &mut pass, info)?;
+                // One slot more than a step takes, for a folded run's last update.
+                while done < count && run.ring.free_slots() > slots_per_step {
+                    let step = StepArgs::new(optimizer, first_t + done as u64);
+                    let batch = batches[done];
+                    if folded {
+                        let (blocks, set) = match pending {
+                            None => (Self::encode_gradient(run, &ctx, &mut pass, batch, false), 0),
+                            Some((set, previous)) => {
+                                let info = run.ring.push(&previous);
+                                let blocks =
+                                    Self::encode_folded(run, &ctx, &mut pass, batch, set, info);
+                                (blocks, 1 - set)
+                            }
+                        };
+                        pending = Some((set, StepArgs { blocks, ..step }));
+                    } else {
+                        // The optimizer kernel sums the step's gradient partials itself;
+                        // nothing reads the rows' loss and δ before a check computes them
+                        // again.
+                        let blocks = Self::encode_gradient(run, &ctx, &mut pass, batch, false);
+                        let info = run.ring.push(&StepArgs { blocks, ..step });
+                        Self::encode_update(run, &ctx, &mut pass, info)?;
+                    }
                     done += 1;
                 }
+                if let (true, Some((set, last))) = (done == count, pending) {
+                    let info = run.ring.push(&last);
+                    let work = run.work()?;
+                    let adam = match (set, &work.folded) {
+                        (1, Some(second)) => &second.adam,
+                        _ => &work.adam,
+                    };
+                    let groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
+                    dispatch(&mut pass, &ctx, &ctx.kernels.adam, adam, &[info], groups);
+                }
+            }
+            if let (true, Some((1, _)), Some(second)) = (
+                done == count,
+                pending,
+                run.work.as_ref().and_then(|w| w.folded.as_ref()),
+            ) {
+                let bytes = run.n_params as u64 * 4;
+                encoder.copy_buffer_to_buffer(&second.params, 0, &run.params, 0, bytes);
+                encoder.copy_buffer_to_buffer(&second.m, 0, &run.m, 0, bytes);
+                encoder.copy_buffer_to_buffer(&second.v, 0, &run.v, 0, bytes);
             }
             run.ring.flush(&ctx.queue);
             submit(&ctx, &counters, encoder);

@@ -198,6 +198,15 @@ pub(crate) struct Kernels {
     rows_steps: Mutex<HashMap<u32, Arc<RowsStep>>>,
     /// The fixed subgroup size `linear_step_rows` runs its workgroups at, if any.
     pub(crate) subgroup_size: Option<u32>,
+    /// The bind group layout of `linear_step_rows`' `main_folded` (every column-group count),
+    /// where the adapter allows its bindings.
+    pub(crate) rows_folded: Option<Layout>,
+}
+
+/// A bind group layout and the pipeline layout of its one group.
+pub(crate) struct Layout {
+    pub(crate) bind_group: wgpu::BindGroupLayout,
+    pipeline: wgpu::PipelineLayout,
 }
 
 /// `linear_step_rows.wgsl` at one number of column groups, on `linear_step`'s bind group
@@ -209,6 +218,9 @@ pub(crate) struct RowsStep {
     pub(crate) train: RowsPair,
     /// Its `probe` entry point, the batch probe (`bilevel bench` only).
     pub(crate) probe: RowsPair,
+    /// `main_folded`: `train` with the previous step's Adam update folded in, on
+    /// [`Kernels::rows_folded`]'s layout, where the adapter allows its bindings.
+    pub(crate) folded: Option<RowsPair>,
 }
 
 /// One entry point of `linear_step_rows.wgsl` with one set of overrides, by row index and
@@ -226,6 +238,8 @@ pub(crate) struct StepsKernels {
 
 /// Storage buffers `train_steps.wgsl` binds (WebGPU's default limit is 8).
 pub(crate) const STEPS_STORAGE_BINDINGS: u32 = 17;
+/// Storage buffers `linear_step_rows.wgsl`'s `main_folded` binds.
+pub(crate) const FOLDED_STORAGE_BINDINGS: u32 = 18;
 /// Storage buffers the other kernels bind at most (`linear_step`).
 pub(crate) const STORAGE_BINDINGS: u32 = 10;
 
@@ -284,6 +298,24 @@ impl Kernels {
                     "probe",
                     &constants,
                 ),
+                folded: self.rows_folded.as_ref().map(|layout| {
+                    let label = format!("{label} folded");
+                    let constants = [("WG", wg), ("QUAD", quad), ("ROW_OUTPUTS", 0.0)];
+                    let contiguous = [&constants[..], &[("CONTIGUOUS", 1.0)]].concat();
+                    let entry = "main_folded";
+                    let on = &layout.pipeline;
+                    RowsPair {
+                        indexed: LazyPipeline::new(device, &label, on, &module, entry, &constants),
+                        contiguous: LazyPipeline::new(
+                            device,
+                            &label,
+                            on,
+                            &module,
+                            entry,
+                            &contiguous,
+                        ),
+                    }
+                }),
             })
         });
         Some(Arc::clone(step))
@@ -436,10 +468,38 @@ impl Kernels {
         );
         let tiled_partial4 = tile_variant(&tiled_partial, "partial", 4);
         let tiled_partial16 = tile_variant(&tiled_partial, "partial", 16);
+        let rows_folded = (limits.max_storage_buffers_per_shader_stage >= FOLDED_STORAGE_BINDINGS)
+            .then(|| {
+                Layout::new(
+                    device,
+                    "linear_step_rows folded",
+                    &[
+                        Args(0),
+                        Ring(1),
+                        Read(2),
+                        Read(3),
+                        Read(4),
+                        Read(5),
+                        Read(6),
+                        Write(7),
+                        Write(8),
+                        Write(9),
+                        Args(10),
+                        Ring(11),
+                        Read(12),
+                        Read(13),
+                        Read(14),
+                        Write(15),
+                        Write(16),
+                        Write(17),
+                    ],
+                )
+            });
         Self {
             steps,
             rows_steps: Mutex::new(HashMap::new()),
             subgroup_size,
+            rows_folded,
             forward: build(
                 "linear_forward",
                 &forward,
@@ -544,6 +604,41 @@ impl Kernel {
         slots: &[Slot],
         constants: &[(&str, f64)],
     ) -> Self {
+        let Layout {
+            bind_group: layout,
+            pipeline: pipeline_layout,
+        } = Layout::new(device, label, slots);
+        let pipeline = LazyPipeline::new(device, label, &pipeline_layout, module, entry, constants);
+        Self {
+            pipeline,
+            layout,
+            pipeline_layout,
+        }
+    }
+
+    /// The same kernel with other override values, sharing this one's bind group layout.
+    fn variant(
+        &self,
+        device: &wgpu::Device,
+        label: &str,
+        module: &wgpu::ShaderModule,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> LazyPipeline {
+        LazyPipeline::new(
+            device,
+            label,
+            &self.pipeline_layout,
+            module,
+            entry,
+            constants,
+        )
+    }
+}
+
+impl Layout {
+    /// The layout of `slots`, each visible to compute shaders.
+    fn new(device: &wgpu::Device, label: &str, slots: &[Slot]) -> Self {
         let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
             .iter()
             .map(|slot| {
@@ -582,40 +677,19 @@ impl Kernel {
                 }
             })
             .collect();
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        let bind_group = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some(label),
             entries: &entries,
         });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        let pipeline = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(label),
-            bind_group_layouts: &[Some(&layout)],
+            bind_group_layouts: &[Some(&bind_group)],
             immediate_size: 0,
         });
-        let pipeline = LazyPipeline::new(device, label, &pipeline_layout, module, entry, constants);
         Self {
+            bind_group,
             pipeline,
-            layout,
-            pipeline_layout,
         }
-    }
-
-    /// The same kernel with other override values, sharing this one's bind group layout.
-    fn variant(
-        &self,
-        device: &wgpu::Device,
-        label: &str,
-        module: &wgpu::ShaderModule,
-        entry: &str,
-        constants: &[(&str, f64)],
-    ) -> LazyPipeline {
-        LazyPipeline::new(
-            device,
-            label,
-            &self.pipeline_layout,
-            module,
-            entry,
-            constants,
-        )
     }
 }
 
