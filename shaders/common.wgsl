@@ -31,6 +31,11 @@ struct ChunkStep {
     row_offset: u32,
     block_base: u32,
     inv_count: f32,
+    // linear_step_rows' rows per block, chosen per batch (the other kernels take Dims').
+    rows_per_block: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // What changes from one optimizer step to the next (at a dynamic offset).

@@ -157,8 +157,8 @@ fn store4(out: u32, c: u32, v: vec4<f32>) {
 
 /// The block's first and last batch positions (first ≥ count: nothing to do).
 fn block_rows(block: u32) -> vec2<u32> {
-    let first = block * dims.rows_per_block;
-    return vec2(first, min(first + dims.rows_per_block, chunk.count));
+    let first = block * chunk.rows_per_block;
+    return vec2(first, min(first + chunk.rows_per_block, chunk.count));
 }
 
 @compute @workgroup_size(WG)

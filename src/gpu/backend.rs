@@ -26,6 +26,8 @@ use crate::{
 
 /// Slots in the per-submission argument ring.
 const RING_SLOTS: u64 = 4096;
+/// Bytes one ring slot binds: the largest argument struct (`ChunkStep`).
+const RING_SLOT_BYTES: u64 = 32;
 /// Largest piece of X written to the device at once (staging memory is this big).
 const UPLOAD_BYTES: u64 = 16 << 20;
 /// Loop iterations one invocation may run on a CPU adapter. llvmpipe (lavapipe) ends every
@@ -58,6 +60,9 @@ const MAX_ROWS_PER_BLOCK: u32 = 256;
 /// Rows per `linear_step_rows` workgroup on GPUs: enough workgroups to fill the machine (on
 /// CPU adapters, where a workgroup is one thread's work, blocks are `MAX_ROWS_PER_BLOCK`).
 const ROWS_STEP_GPU_BLOCK: u32 = 32;
+/// The most rows per `linear_step_rows` block on CPU adapters (see
+/// [`Run::rows_per_block_for`]).
+const ROWS_STEP_CPU_MAX_BLOCK: u32 = 1024;
 /// See [`max_column_groups`].
 const GPU_MAX_COLUMN_GROUPS: u32 = 8;
 /// `StepKernels::Auto` folds Adam into the next step where the update every block repeats
@@ -84,6 +89,8 @@ struct ChunkStep {
     row_offset: u32,
     block_base: u32,
     inv_count: f32,
+    rows_per_block: u32,
+    _pad: [u32; 3],
 }
 
 /// `train_steps.wgsl`'s `StepsJob`: which step list entries one dispatch runs.
@@ -128,7 +135,7 @@ struct ArgRing {
 
 impl ArgRing {
     fn new(device: &wgpu::Device, alignment: u32) -> Self {
-        let stride = u64::from(alignment).max(16);
+        let stride = u64::from(alignment).max(RING_SLOT_BYTES);
         let buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("argument ring"),
             size: stride * RING_SLOTS,
@@ -146,8 +153,9 @@ impl ArgRing {
         RING_SLOTS - self.staged.len() as u64 / self.stride
     }
 
-    /// Stages `value` and returns its dynamic offset.
+    /// Stages `value` (at most [`RING_SLOT_BYTES`]) and returns its dynamic offset.
     fn push<T: Pod>(&mut self, value: &T) -> u32 {
+        const { assert!(std::mem::size_of::<T>() as u64 <= RING_SLOT_BYTES) };
         let offset = self.staged.len();
         self.staged.extend_from_slice(bytemuck::bytes_of(value));
         self.staged.resize(offset + self.stride as usize, 0);
@@ -161,12 +169,12 @@ impl ArgRing {
         }
     }
 
-    /// A 16-byte binding at offset 0, moved by the dynamic offset.
+    /// A slot-sized binding at offset 0, moved by the dynamic offset.
     fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,
             offset: 0,
-            size: NonZeroU64::new(16),
+            size: NonZeroU64::new(RING_SLOT_BYTES),
         })
     }
 }
@@ -343,6 +351,9 @@ struct Run {
     n: usize,
     n_params: usize,
     rows_per_block: u32,
+    /// The host's threads, where `linear_step_rows` runs on a CPU adapter (see
+    /// [`Run::rows_per_block_for`]).
+    block_threads: Option<u32>,
     chunks: Vec<Chunk>,
     ring: ArgRing,
     dims: wgpu::Buffer,
@@ -378,6 +389,22 @@ struct Run {
 }
 
 impl Run {
+    /// Rows per gradient block of a batch segment of `count` rows. On a CPU adapter
+    /// `linear_step_rows` takes about one block per thread of the host, from
+    /// `rows_per_block` up to [`ROWS_STEP_CPU_MAX_BLOCK`] rows: every thread has a block, and
+    /// fewer blocks repeat less (each loads the weights, stores partials and, folded, repeats
+    /// the update; S4 on lavapipe's two threads, 512 rows against 256: 299 k against 365 k
+    /// instructions per step over the batch probe). Everything else takes `rows_per_block`.
+    fn rows_per_block_for(&self, count: u32) -> u32 {
+        match self.block_threads {
+            Some(threads) => count
+                .div_ceil(threads)
+                .min(ROWS_STEP_CPU_MAX_BLOCK)
+                .max(self.rows_per_block),
+            None => self.rows_per_block,
+        }
+    }
+
     /// Pushes the arguments of each non-empty chunk segment of `batch` to the ring, in chunk
     /// order, and hands each to `visit` to dispatch its kernels (the gradient partials', or
     /// the batch probe's); returns the row blocks (gradient partials) of the batch, 0 before
@@ -403,13 +430,16 @@ impl Run {
                 (StepPath::Fused | StepPath::Rows, Some(first)) => (first, true),
                 _ => (segment.offset, false),
             };
+            let rows_per_block = self.rows_per_block_for(count);
             let offset = self.ring.push(&ChunkStep {
                 count,
                 row_offset,
                 block_base,
                 inv_count,
+                rows_per_block,
+                _pad: [0; 3],
             });
-            let blocks = count.div_ceil(self.rows_per_block);
+            let blocks = count.div_ceil(rows_per_block);
             if let Some(work) = &self.work {
                 visit(
                     self,
@@ -873,6 +903,8 @@ impl GpuBackend {
             row_offset: 0,
             block_base: 0,
             inv_count: 1.0 / rows as f32,
+            rows_per_block: run.rows_per_block,
+            _pad: [0; 3],
         };
         ctx.queue
             .write_buffer(&chunk_step, 0, bytemuck::bytes_of(&step));
@@ -1553,16 +1585,15 @@ impl GpuBackend {
         {
             return false;
         }
-        let r = run.rows_per_block;
-        let blocks = batches
-            .iter()
-            .map(|&b| (run.plan[b].rows as u32).div_ceil(r))
-            .max()
-            .unwrap_or(0);
         let groups = (run.x_stride as u32 / 4).div_ceil(ctx.kernels.subgroup_size.unwrap_or(1));
-        let loops = rows_step_loop_iterations(groups, r) + folded_loop_iterations(blocks);
-        budget.is_none_or(|b| loops <= b)
-            && (kernels == StepKernels::RowsFolded || (blocks + 3) * FOLD_READ_SHARE <= r)
+        batches.iter().all(|&b| {
+            let rows = run.plan[b].rows as u32;
+            let r = run.rows_per_block_for(rows);
+            let blocks = rows.div_ceil(r);
+            let loops = rows_step_loop_iterations(groups, r) + folded_loop_iterations(blocks);
+            budget.is_none_or(|b| loops <= b)
+                && (kernels == StepKernels::RowsFolded || (blocks + 3) * FOLD_READ_SHARE <= r)
+        })
     }
 
     /// Encodes `batch`'s step with the pending Adam update (its arguments at `info`) folded in:
@@ -1954,8 +1985,15 @@ impl Backend for GpuBackend {
         } else {
             ROWS_STEP_GPU_BLOCK
         };
-        let rows_fits =
-            |groups: u32, r: u32| budget.is_none_or(|b| rows_step_loop_iterations(groups, r) <= b);
+        // On CPU adapters a batch's blocks may grow to ROWS_STEP_CPU_MAX_BLOCK rows.
+        let rows_fits = |groups: u32, r: u32| {
+            let r = if ctx.is_cpu() {
+                r.max(ROWS_STEP_CPU_MAX_BLOCK)
+            } else {
+                r
+            };
+            budget.is_none_or(|b| rows_step_loop_iterations(groups, r) <= b)
+        };
         let mut rows = match (self.kernels, rows_groups) {
             (StepKernels::Auto, Some(groups)) => rows_wanted && rows_fits(groups, rows_block),
             _ => rows_wanted,
@@ -2186,6 +2224,8 @@ impl Backend for GpuBackend {
             n,
             n_params,
             rows_per_block,
+            block_threads: (path == StepPath::Rows && ctx.is_cpu())
+                .then(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
             chunks,
             ring,
             dims,
@@ -2298,13 +2338,12 @@ impl Backend for GpuBackend {
                     .unwrap_or(0),
             })
             .collect();
-        let rows_per_block = run.rows_per_block;
         let blocks = plan
             .iter()
             .map(|b| {
                 b.segments
                     .iter()
-                    .map(|s| u64::from(s.count.div_ceil(rows_per_block)))
+                    .map(|s| u64::from(s.count.div_ceil(run.rows_per_block_for(s.count))))
                     .sum::<u64>()
             })
             .max()
