@@ -758,4 +758,19 @@ fn folded_updates_match_the_unfolded_steps() {
             assert_close(&what, &params, &cpu.params().unwrap().values, 1e-5, 1e-4);
         }
     }
+    // `Auto` folds steps of a few blocks, not those whose blocks would all sum many
+    // partials.
+    let (data, init) = problem(16_384, 128, 1, 399, 1.0);
+    let mut gpu = GpuBackend::new(context.clone());
+    gpu.load(&data, &init).unwrap();
+    let all: Vec<u32> = (0..16_384).collect();
+    gpu.set_batches(&[all[..1024].to_vec(), all[1024..2048].to_vec(), all])
+        .unwrap();
+    let mask = ParamSubset::All.mask(128, 1).unwrap();
+    gpu.begin_phase(&Optimizer::Adam(AdamConfig::new(0.01)), &mask)
+        .unwrap();
+    assert_eq!(
+        (gpu.folds_updates(&[0, 1]), gpu.folds_updates(&[0, 2])),
+        (context.has_rows_step(), false)
+    );
 }
