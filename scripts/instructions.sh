@@ -4,11 +4,12 @@
 # shared machine does not. Each count is the difference between three epochs and one, so
 # start-up, data generation and shader compilation cancel out.
 #
-#   bash scripts/instructions.sh [--probe read] [epochs' options: --n N --d D --batch B]
+#   bash scripts/instructions.sh [--probe read] [epochs' options: --n N --d D --batch B --unfolded]
 #
 # Prints both counts per epoch, their ratio and the steps' extra instructions per step.
 # `--probe read` counts against one read of all of X by the bandwidth probe instead of the
-# batch probe: S2's roofline, for full batches (`--batch` equal to `--n`).
+# batch probe: S2's roofline, for full batches (`--batch` equal to `--n`). `--unfolded` keeps
+# Adam in a dispatch of its own after each step where `Auto` would fold it into the next.
 # The first run of a build under valgrind compiles the shaders again (some 4 G instructions;
 # Mesa's shader cache from a run without valgrind does not serve it): warm-up runs first.
 set -euo pipefail

@@ -36,7 +36,7 @@ enum Command {
     /// The training step's speed on shapes S1–S5 against a bandwidth probe, a GEMM probe and
     /// the CPU reference.
     Bench(cli::bench::BenchArgs),
-    /// Run every kernel and a short two-phase run on the GPU and the CPU reference; exit
+    /// Run every kernel and short two-phase runs on the GPU and the CPU reference; exit
     /// non-zero if any result is outside the documented tolerances.
     Check,
 }

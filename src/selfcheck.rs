@@ -1,4 +1,4 @@
-//! `bilevel check`: every kernel and a short two-phase run on the GPU against the CPU
+//! `bilevel check`: every kernel and short two-phase runs on the GPU against the CPU
 //! reference, on the user's own adapter, with the tolerances the test suite uses.
 
 use std::sync::Arc;
@@ -9,8 +9,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::cpu::CpuBackend;
 use crate::gpu::{GpuBackend, GpuContext, StepKernels};
 use crate::{
-    AdamConfig, Backend, Dataset, Optimizer, OptimizerState, ParamMask, ParamSubset, Params, Phase,
-    Result, SgdConfig, StopRule, data, train,
+    AdamConfig, Backend, Batching, Dataset, Optimizer, OptimizerState, ParamMask, ParamSubset,
+    Params, Phase, Result, SgdConfig, StopRule, data, train,
 };
 
 /// One comparison: the largest differences and whether every element is within tolerance.
@@ -255,12 +255,6 @@ pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
         p.stop = StopRule::steps(p.stop.max_steps, 50);
     }
     let c = train(&mut CpuBackend::new(), &data, &init, &phases)?;
-    let losses = |r: &crate::RunReport| {
-        r.phases
-            .iter()
-            .flat_map(|p| p.checks.iter().map(|c| c.loss as f32))
-            .collect::<Vec<_>>()
-    };
     let mut paths = vec![StepKernels::Auto];
     if context.has_train_steps() {
         paths.push(StepKernels::Persistent);
@@ -285,5 +279,48 @@ pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
             1e-4,
         ));
     }
+    if context.has_rows_step() {
+        minibatch_run(&context, &mut out)?;
+    }
     Ok(out)
+}
+
+/// The loss at every check of a run, phase after phase.
+fn losses(run: &crate::RunReport) -> Vec<f32> {
+    run.phases
+        .iter()
+        .flat_map(|p| p.checks.iter().map(|c| c.loss as f32))
+        .collect()
+}
+
+/// A two-phase run of one output in shuffled minibatches through `linear_step_rows`, with
+/// Adam in a dispatch of its own and folded into the next step's dispatch.
+fn minibatch_run(context: &Arc<GpuContext>, out: &mut Vec<Comparison>) -> Result<()> {
+    let (data, _) = data::synthetic(2000, 40, 1, 7)?;
+    let init = data::linear_init(40, 1, 8);
+    let mut phases = Phase::default_run(40, 100, 300);
+    for p in &mut phases {
+        p.batching = Batching::MiniBatch { size: 500, seed: 9 };
+    }
+    let c = train(&mut CpuBackend::new(), &data, &init, &phases)?;
+    for path in [StepKernels::Rows, StepKernels::RowsFolded] {
+        let mut gpu = GpuBackend::new(context.clone());
+        gpu.set_step_kernels(path);
+        let g = train(&mut gpu, &data, &init, &phases)?;
+        out.push(compare(
+            format!("minibatch run   losses at every check, {}", path_name(path)),
+            &losses(&g),
+            &losses(&c),
+            0.0,
+            1e-5,
+        ));
+        out.push(compare(
+            format!("minibatch run   final parameters, {}", path_name(path)),
+            &g.params.values,
+            &c.params.values,
+            2e-6,
+            1e-4,
+        ));
+    }
+    Ok(())
 }
