@@ -1282,21 +1282,26 @@ impl GpuBackend {
                 (6, whole(&partials)),
             ],
         );
-        let adam = self.bind(
-            "adam",
-            &k.adam,
-            &[
-                (0, whole(&run.adam_args)),
-                (1, run.ring.binding()),
-                (2, whole(&run.grad)),
-                (3, whole(&run.mask)),
-                (4, whole(&run.params)),
-                (5, whole(&run.m)),
-                (6, whole(&run.v)),
-                (7, whole(&run.v_max)),
-                (8, whole(&partials)),
-            ],
-        );
+        // Adam over one set of parameters, moments and partials (the second set is the folded
+        // steps', below).
+        let bind_adam = |label: &str, [params, m, v, partials]: [&wgpu::Buffer; 4]| {
+            self.bind(
+                label,
+                &k.adam,
+                &[
+                    (0, whole(&run.adam_args)),
+                    (1, run.ring.binding()),
+                    (2, whole(&run.grad)),
+                    (3, whole(&run.mask)),
+                    (4, whole(params)),
+                    (5, whole(m)),
+                    (6, whole(v)),
+                    (7, whole(&run.v_max)),
+                    (8, whole(partials)),
+                ],
+            )
+        };
+        let adam = bind_adam("adam", [&run.params, &run.m, &run.v, &partials]);
         let steps = match (&k.steps, chunks.as_slice()) {
             (Some(kernels), [only]) => Some(self.bind(
                 "train_steps",
@@ -1364,21 +1369,7 @@ impl GpuBackend {
                     )
                 };
                 let steps = [step(0), step(1)];
-                let adam = self.bind(
-                    "adam (second set)",
-                    &k.adam,
-                    &[
-                        (0, whole(&run.adam_args)),
-                        (1, run.ring.binding()),
-                        (2, whole(&run.grad)),
-                        (3, whole(&run.mask)),
-                        (4, whole(&params)),
-                        (5, whole(&m)),
-                        (6, whole(&v)),
-                        (7, whole(&run.v_max)),
-                        (8, whole(&partials_b)),
-                    ],
-                );
+                let adam = bind_adam("adam (second set)", [&params, &m, &v, &partials_b]);
                 Some(Folded {
                     params,
                     m,

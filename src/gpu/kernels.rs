@@ -282,60 +282,22 @@ impl Kernels {
             let wg = f64::from(size);
             let quad = f64::from(u8::from(groups <= MAX_QUAD_COLUMN_GROUPS && size >= 4));
             let constants = [("WG", wg), ("QUAD", quad)];
+            let training = [("WG", wg), ("QUAD", quad), ("ROW_OUTPUTS", 0.0)];
+            let pair = |layout: &wgpu::PipelineLayout, label: &str, entry: &str, constants| {
+                rows_pair(device, layout, label, &module, entry, constants)
+            };
+            let on_step = &self.step.pipeline_layout;
             Arc::new(RowsStep {
-                outputs: self.rows_pair(device, &label, &module, "main", &constants),
-                train: self.rows_pair(
-                    device,
-                    &label,
-                    &module,
-                    "main",
-                    &[("WG", wg), ("QUAD", quad), ("ROW_OUTPUTS", 0.0)],
-                ),
-                probe: self.rows_pair(
-                    device,
-                    &format!("{label} probe"),
-                    &module,
-                    "probe",
-                    &constants,
-                ),
+                outputs: pair(on_step, &label, "main", &constants),
+                train: pair(on_step, &label, "main", &training),
+                probe: pair(on_step, &format!("{label} probe"), "probe", &constants),
                 folded: self.rows_folded.as_ref().map(|layout| {
                     let label = format!("{label} folded");
-                    let constants = [("WG", wg), ("QUAD", quad), ("ROW_OUTPUTS", 0.0)];
-                    let contiguous = [&constants[..], &[("CONTIGUOUS", 1.0)]].concat();
-                    let entry = "main_folded";
-                    let on = &layout.pipeline;
-                    RowsPair {
-                        indexed: LazyPipeline::new(device, &label, on, &module, entry, &constants),
-                        contiguous: LazyPipeline::new(
-                            device,
-                            &label,
-                            on,
-                            &module,
-                            entry,
-                            &contiguous,
-                        ),
-                    }
+                    pair(&layout.pipeline, &label, "main_folded", &training)
                 }),
             })
         });
         Some(Arc::clone(step))
-    }
-
-    /// `entry` of a `linear_step_rows` module with the overrides `constants`, by row index
-    /// and for contiguous rows, on `linear_step`'s layout.
-    fn rows_pair(
-        &self,
-        device: &wgpu::Device,
-        label: &str,
-        module: &wgpu::ShaderModule,
-        entry: &str,
-        constants: &[(&str, f64)],
-    ) -> RowsPair {
-        let contiguous = [constants, &[("CONTIGUOUS", 1.0)]].concat();
-        RowsPair {
-            indexed: self.step.variant(device, label, module, entry, constants),
-            contiguous: self.step.variant(device, label, module, entry, &contiguous),
-        }
     }
 
     pub(crate) fn new(
@@ -370,23 +332,19 @@ impl Kernels {
         let build = |label: &str, module: &wgpu::ShaderModule, entry: &str, slots: &[Slot]| {
             Kernel::new(device, label, module, entry, slots, &wg)
         };
-        let step_kernel = build(
-            "linear_step",
-            &step,
-            "main",
-            &[
-                Args(0),
-                Ring(1),
-                Read(2),
-                Read(3),
-                Read(4),
-                Read(5),
-                Read(6),
-                Write(7),
-                Write(8),
-                Write(9),
-            ],
-        );
+        let step_slots = [
+            Args(0),
+            Ring(1),
+            Read(2),
+            Read(3),
+            Read(4),
+            Read(5),
+            Read(6),
+            Write(7),
+            Write(8),
+            Write(9),
+        ];
+        let step_kernel = build("linear_step", &step, "main", &step_slots);
         let step_contiguous = step_kernel.variant(
             device,
             "linear_step (contiguous rows)",
@@ -470,29 +428,24 @@ impl Kernels {
         let tiled_partial16 = tile_variant(&tiled_partial, "partial", 16);
         let rows_folded = (limits.max_storage_buffers_per_shader_stage >= FOLDED_STORAGE_BINDINGS)
             .then(|| {
+                // linear_step's bindings, then the previous step's update's.
                 Layout::new(
                     device,
                     "linear_step_rows folded",
                     &[
-                        Args(0),
-                        Ring(1),
-                        Read(2),
-                        Read(3),
-                        Read(4),
-                        Read(5),
-                        Read(6),
-                        Write(7),
-                        Write(8),
-                        Write(9),
-                        Args(10),
-                        Ring(11),
-                        Read(12),
-                        Read(13),
-                        Read(14),
-                        Write(15),
-                        Write(16),
-                        Write(17),
-                    ],
+                        &step_slots[..],
+                        &[
+                            Args(10),
+                            Ring(11),
+                            Read(12),
+                            Read(13),
+                            Read(14),
+                            Write(15),
+                            Write(16),
+                            Write(17),
+                        ],
+                    ]
+                    .concat(),
                 )
             });
         Self {
@@ -690,6 +643,23 @@ impl Layout {
             bind_group,
             pipeline,
         }
+    }
+}
+
+/// `entry` of a `linear_step_rows` module with the overrides `constants`, by row index and
+/// for contiguous rows, on `layout`.
+fn rows_pair(
+    device: &wgpu::Device,
+    layout: &wgpu::PipelineLayout,
+    label: &str,
+    module: &wgpu::ShaderModule,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> RowsPair {
+    let contiguous = [constants, &[("CONTIGUOUS", 1.0)]].concat();
+    RowsPair {
+        indexed: LazyPipeline::new(device, label, layout, module, entry, constants),
+        contiguous: LazyPipeline::new(device, label, layout, module, entry, &contiguous),
     }
 }
 
