@@ -55,7 +55,7 @@
 //   6 pos_weight  storage, read    f32[1]
 //   7 delta       storage, rw      f32[count]
 //   8 loss        storage, rw      f32[count]
-//   9 partials    storage, rw      f32[blocks * S]
+//   9 partials    storage, rw      vec4<f32>[blocks * S / 4]
 // and `main_folded`'s own (the previous step's update):
 //  10 adam_cfg    storage, read    AdamConfig (amsgrad off)
 //  11 info        storage, dynamic StepInfo of the previous step: t, blocks, step_size, bc2_sqrt
@@ -100,7 +100,7 @@ override QUAD: bool = false;
 @group(0) @binding(6) var<storage, read> pos_weight: array<f32>;
 @group(0) @binding(7) var<storage, read_write> delta: array<f32>;
 @group(0) @binding(8) var<storage, read_write> loss: array<f32>;
-@group(0) @binding(9) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(9) var<storage, read_write> partials: array<vec4<f32>>;
 // Only `main_folded`'s:
 @group(0) @binding(10) var<storage, read> adam_cfg: AdamConfig;
 @group(0) @binding(11) var<storage, read> info: StepInfo;
@@ -139,19 +139,15 @@ fn bce(p: u32, target_: f32, logit: f32, store: bool, pw: f32, inv: f32) -> f32 
     return g;
 }
 
-/// This invocation's gradient partial for column group c, `v`, stored from `out` on (the
-/// columns below d).
-fn store4(out: u32, c: u32, v: vec4<f32>) {
-    let j = out + 4u * c;
+/// This invocation's gradient partial for column group c, `v`, stored from vec4 `out4` on
+/// (the columns below d).
+fn store4(out4: u32, c: u32, v: vec4<f32>) {
     if 4u * c + 4u <= dims.d {
-        partials[j] = v.x;
-        partials[j + 1u] = v.y;
-        partials[j + 2u] = v.z;
-        partials[j + 3u] = v.w;
+        partials[out4 + c] = v;
         return;
     }
     for (var i = 0u; i < 4u && 4u * c + i < dims.d; i++) {
-        partials[j + i] = v[i];
+        partials[out4 + c][i] = v[i];
     }
 }
 
@@ -430,12 +426,13 @@ fn rows_block(
         // #end
         bias_acc += g;
     }
-    let out = (chunk.block_base + block) * partial_stride(dims.n_params);
+    // A block's partials start on a vec4 (common.wgsl's partial_stride).
+    let out4 = (chunk.block_base + block) * partial_stride(dims.n_params) / 4u;
     // #unroll m
-    store4(out, m * WG + lid, acc_m);
+    store4(out4, m * WG + lid, acc_m);
     // #end
     if lid == 0u {
-        partials[out + dims.d] = bias_acc;
+        partials[out4 + dims.d / 4u][dims.d % 4u] = bias_acc;
     }
 }
 
@@ -497,6 +494,6 @@ fn probe(
     let s = acc.x + acc.y + acc.z + acc.w;
     if s == 1.0e38 {
         // Never true for real data; a conditional store keeps the loads without a write per lane.
-        partials[block] = s;
+        partials[block / 4u][block % 4u] = s;
     }
 }
