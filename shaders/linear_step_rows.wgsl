@@ -33,7 +33,8 @@
 // writes the other. A dispatch costs lavapipe ~20 µs and ~66 k instructions even when it does
 // little, about what the update every workgroup repeats costs for a few row blocks: S4's
 // epoch took 1.16–1.26× the batch probe's folded against 1.30–1.36× not (three alternating
-// runs each), at 365 against 368 k instructions per step over the batch probe.
+// runs each), at 365 against 368 k instructions per step over the batch probe (298 against
+// 345 k since S4's blocks hold 512 rows, BENCHMARKS.md).
 //
 // The column groups are unrolled by the host (gpu::rows_step_source): the lines between
 // `// #unroll m` and `// #end` are repeated for m = 0, 1, …, COLUMN_GROUPS − 1, with the name
