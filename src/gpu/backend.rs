@@ -1585,7 +1585,7 @@ impl GpuBackend {
             let loops = rows_step_loop_iterations(groups, r) + folded_loop_iterations(blocks);
             budget.is_none_or(|b| loops <= b)
                 && (kernels == StepKernels::RowsFolded
-                    || u64::from(blocks * (blocks + 3)) * run.n_params as u64
+                    || u64::from(blocks) * u64::from(blocks + 3) * run.n_params as u64
                         <= FOLD_MAX_REPEATED_READS)
         })
     }
