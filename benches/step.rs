@@ -65,7 +65,8 @@ fn step(c: &mut Criterion) {
         );
         group.bench_function(format!("{} probe", shape.name), |b| {
             b.iter(|| {
-                gpu.probe_read().expect("probe");
+                gpu.probe_read(gpu.x_source().expect("source"))
+                    .expect("probe");
                 gpu.finish().expect("wait");
             })
         });

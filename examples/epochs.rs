@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use bilevel::backend::Backend;
 use bilevel::data;
-use bilevel::gpu::{GpuBackend, GpuContext, StepKernels};
+use bilevel::gpu::{GpuBackend, GpuContext, StepKernels, XSource};
 use bilevel::phase::{AdamConfig, Optimizer, ParamSubset};
 use bilevel::trainer::shuffled_batches;
 use clap::{Parser, ValueEnum};
@@ -53,6 +53,10 @@ struct Args {
     /// into the next step's dispatch where `Auto` folds it.
     #[arg(long)]
     unfolded: bool,
+    /// Read X from its storage buffers where the steps would read it from textures (CPU
+    /// adapters).
+    #[arg(long)]
+    x_buffer: bool,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +77,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if args.unfolded {
         gpu.set_step_kernels(StepKernels::Rows);
     }
+    if args.x_buffer {
+        gpu.set_x_source(Some(XSource::Buffer));
+    }
     gpu.load(&data, &data::linear_init(d, 1, 1))?;
     let rows: Vec<u32> = (0..n as u32).collect();
     let batches = shuffled_batches(&rows, args.batch, &mut ChaCha8Rng::seed_from_u64(1));
@@ -87,14 +94,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // steps fold), so that only the epochs differ.
     gpu.run_steps(&[0, 0], 1)?;
     gpu.probe_batches(&[0])?;
-    gpu.probe_read()?;
+    gpu.probe_read(gpu.x_source()?)?;
     gpu.finish()?;
     let ids: Vec<usize> = (0..batches.len()).collect();
     for epoch in 0..args.epochs {
         match args.work {
             Work::Steps => gpu.run_steps(&ids, 3 + (epoch * ids.len()) as u64)?,
             Work::Probe => gpu.probe_batches(&ids)?,
-            Work::Read => gpu.probe_read()?,
+            Work::Read => gpu.probe_read(gpu.x_source()?)?,
         }
         gpu.finish()?;
     }

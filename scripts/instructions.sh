@@ -4,12 +4,14 @@
 # shared machine does not. Each count is the difference between three epochs and one, so
 # start-up, data generation and shader compilation cancel out.
 #
-#   bash scripts/instructions.sh [--probe read] [epochs' options: --n N --d D --batch B --unfolded]
+#   bash scripts/instructions.sh [--probe read] [epochs' options: --n N --d D --batch B --unfolded --x-buffer]
 #
 # Prints both counts per epoch, their ratio and the steps' extra instructions per step.
 # `--probe read` counts against one read of all of X by the bandwidth probe instead of the
 # batch probe: S2's roofline, for full batches (`--batch` equal to `--n`). `--unfolded` keeps
 # Adam in a dispatch of its own after each step where `Auto` would fold it into the next.
+# `--x-buffer` reads X from its storage buffers where the steps and probes would read it from
+# textures (on CPU adapters such as lavapipe).
 # The first run of a build under valgrind compiles the shaders again (some 4 G instructions;
 # Mesa's shader cache from a run without valgrind does not serve it): warm-up runs first.
 set -euo pipefail

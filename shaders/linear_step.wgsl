@@ -28,6 +28,8 @@
 //   7 delta       storage, rw      f32[count * o]
 //   8 loss        storage, rw      f32[count * o]
 //   9 partials    storage, rw      f32[blocks * S]
+// The layout also holds linear_step_rows.wgsl's X texture at 18, which shares it; not
+// declared here.
 //
 // Invariants: x_stride is a multiple of 4 and X's padding columns are zero; one workgroup per
 // row block, the grid folded into two dimensions past 65,535; control flow reaching the

@@ -57,6 +57,8 @@
 //   7 delta       storage, rw      f32[count]
 //   8 loss        storage, rw      f32[count]
 //   9 partials    storage, rw      vec4<f32>[blocks * S / 4]
+//  18 x_texture   texture_2d<f32>  with X_TEXTURE the words of 2 as rgba32float texels, 2^X_TEXTURE_SHIFT
+//                                  to a texel row; without it a 1×1 stand-in, never read
 // and `main_folded`'s own (the previous step's update):
 //  10 adam_cfg    storage, read    AdamConfig (amsgrad off)
 //  11 info        storage, dynamic StepInfo of the previous step: t, blocks, step_size, bc2_sqrt
@@ -91,6 +93,14 @@ override ROW_OUTPUTS: bool = true;
 // the steps executed 416 k → 368 k instructions per step over the batch probe (itself reading
 // four rows per iteration then, 2 % faster); at 8 groups 1 % fewer, at 32 groups 7 % more.
 override QUAD: bool = false;
+// Read X through the texture at binding 18, not the storage buffer at 2. The host sets it on
+// CPU adapters: lavapipe loads a storage buffer's vec4 lane by lane, each word behind its own
+// bounds test (~530 instructions per subgroup of 8 lanes), and fetches a texel with vector
+// code (about half the instructions): S2's step took 0.62–0.73× the time reading X from a
+// texture (BENCHMARKS.md).
+override X_TEXTURE: bool = false;
+// log2 of the texture's width in texels (the host's, from the adapter's limits).
+override X_TEXTURE_SHIFT: u32 = 14u;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
 @group(0) @binding(1) var<storage, read> chunk: ChunkStep;
@@ -111,6 +121,18 @@ override QUAD: bool = false;
 @group(0) @binding(15) var<storage, read_write> params_out: array<vec4<f32>>;
 @group(0) @binding(16) var<storage, read_write> m_out: array<vec4<f32>>;
 @group(0) @binding(17) var<storage, read_write> v_out: array<vec4<f32>>;
+// X's chunk again, as a texture (with X_TEXTURE; otherwise a 1×1 stand-in): see `load_x`.
+@group(0) @binding(18) var x_texture: texture_2d<f32>;
+
+/// Vector word i of X's chunk (the binding at 2 indexed by i): from the texture with
+/// X_TEXTURE, whose texel (i mod 2^X_TEXTURE_SHIFT, i >> X_TEXTURE_SHIFT) holds it.
+fn load_x(i: u32) -> vec4<f32> {
+    if X_TEXTURE {
+        let mask = (1u << X_TEXTURE_SHIFT) - 1u;
+        return textureLoad(x_texture, vec2(i & mask, i >> X_TEXTURE_SHIFT), 0);
+    }
+    return x[i];
+}
 
 /// The chunk-local row of batch position p.
 fn row_of(p: u32) -> u32 {
@@ -329,10 +351,10 @@ fn rows_block(
             var dot_c = vec4(0.0);
             var dot_d = vec4(0.0);
             // #unroll m
-            let xa_m = x[base_a + m * WG + lid];
-            let xb_m = x[base_b + m * WG + lid];
-            let xc_m = x[base_c + m * WG + lid];
-            let xd_m = x[base_d + m * WG + lid];
+            let xa_m = load_x(base_a + m * WG + lid);
+            let xb_m = load_x(base_b + m * WG + lid);
+            let xc_m = load_x(base_c + m * WG + lid);
+            let xd_m = load_x(base_d + m * WG + lid);
             dot_a += xa_m * w_m;
             dot_b += xb_m * w_m;
             dot_c += xc_m * w_m;
@@ -383,8 +405,8 @@ fn rows_block(
         var dot_a = vec4(0.0);
         var dot_b = vec4(0.0);
         // #unroll m
-        let xa_m = x[base_a + m * WG + lid];
-        let xb_m = x[base_b + m * WG + lid];
+        let xa_m = load_x(base_a + m * WG + lid);
+        let xb_m = load_x(base_b + m * WG + lid);
         dot_a += xa_m * w_m;
         dot_b += xb_m * w_m;
         // #end
@@ -417,7 +439,7 @@ fn rows_block(
         let base = row * s4;
         var dot4 = vec4(0.0);
         // #unroll m
-        let x_m = x[base + m * WG + lid];
+        let x_m = load_x(base + m * WG + lid);
         dot4 += x_m * w_m;
         // #end
         let logit = subgroupAdd(dot4.x + dot4.y + dot4.z + dot4.w) + bias;
@@ -470,8 +492,8 @@ fn probe(
             let base_c = subgroupShuffle(lane_row, j + 2u) * s4;
             let base_d = subgroupShuffle(lane_row, j + 3u) * s4;
             // #unroll m
-            let ab_m = x[base_a + m * WG + lid] + x[base_b + m * WG + lid];
-            acc += ab_m + (x[base_c + m * WG + lid] + x[base_d + m * WG + lid]);
+            let ab_m = load_x(base_a + m * WG + lid) + load_x(base_b + m * WG + lid);
+            acc += ab_m + (load_x(base_c + m * WG + lid) + load_x(base_d + m * WG + lid));
             // #end
         }
     }
@@ -483,13 +505,13 @@ fn probe(
         let base_a = subgroupShuffle(lane_row, j) * s4;
         let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
         // #unroll m
-        acc += x[base_a + m * WG + lid] + x[base_b + m * WG + lid];
+        acc += load_x(base_a + m * WG + lid) + load_x(base_b + m * WG + lid);
         // #end
     }
     if p < rows.y {
         let base = row_of(p) * s4;
         // #unroll m
-        acc += x[base + m * WG + lid];
+        acc += load_x(base + m * WG + lid);
         // #end
     }
     let s = acc.x + acc.y + acc.z + acc.w;

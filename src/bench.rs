@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::cpu::CpuBackend;
-use crate::gpu::{GemmProbe, GpuBackend, GpuContext, StepKernels};
+use crate::gpu::{GemmProbe, GpuBackend, GpuContext, StepKernels, XSource};
 use crate::trainer::shuffled_batches;
 use crate::{
     AdamConfig, Backend, Dataset, Error, Optimizer, ParamSubset, Params, Phase, Result, SgdConfig,
@@ -115,12 +115,19 @@ pub struct ShapeResult {
     pub x_gb_per_s: f64,
     /// 4·n·d·o / step time, GFLOP/s.
     pub gflop_per_s: f64,
-    /// Median time of the bandwidth probe reading X once, ms.
+    /// Where the step and the bandwidth probe read X from: "buffer" or "texture".
+    pub x_source: String,
+    /// Median time of the bandwidth probe reading X once, from where the step reads it, ms.
     pub probe_ms: f64,
     /// The probe's read rate, GB/s.
     pub probe_gb_per_s: f64,
     /// step time / probe time (for S4: per step, against a 1/steps share of the probe).
     pub step_over_probe: f64,
+    /// Where the step reads X from a texture: the bandwidth probe reading X's buffer
+    /// instead, ms.
+    pub buffer_probe_ms: Option<f64>,
+    /// step time / `buffer_probe_ms` (as `step_over_probe`).
+    pub step_over_buffer_probe: Option<f64>,
     /// Median time of one CPU-reference step, ms.
     pub cpu_step_ms: f64,
     /// CPU reference step time / GPU step time.
@@ -283,6 +290,7 @@ pub fn run(
     shapes: &[Shape],
     repeats: usize,
     kernels: StepKernels,
+    x_source: Option<XSource>,
     timing: Timing,
 ) -> Result<BenchReport> {
     let mut results = Vec::new();
@@ -311,7 +319,9 @@ pub fn run(
         let mask = subset.mask(shape.d, shape.o)?;
         let mut gpu = GpuBackend::new(context.clone());
         gpu.set_step_kernels(kernels);
+        gpu.set_x_source(x_source);
         gpu.load(&data, &init)?;
+        let source = gpu.x_source()?;
         let all: Vec<u32> = (0..shape.n as u32).collect();
         let batches: Vec<Vec<u32>> = match shape.batch {
             None => vec![all.clone()],
@@ -327,6 +337,10 @@ pub fn run(
             d: shape.d,
             o: shape.o,
             chunks: gpu.chunk_count(),
+            x_source: match source {
+                XSource::Buffer => "buffer".into(),
+                XSource::Texture => "texture".into(),
+            },
             ..ShapeResult::default()
         };
         let timestamps = timing.timestamps(&gpu)?;
@@ -340,7 +354,7 @@ pub fn run(
         let batch_probe = shape.batch.is_some() && gpu.has_batch_probe();
         let mut jobs: Vec<Job<'_>> = vec![
             Box::new(|gpu: &mut GpuBackend| {
-                gpu.probe_read()?;
+                gpu.probe_read(source)?;
                 gpu.finish()
             }),
             Box::new(|gpu: &mut GpuBackend| {
@@ -357,6 +371,14 @@ pub fn run(
         if batch_probe {
             jobs.push(Box::new(|gpu: &mut GpuBackend| {
                 gpu.probe_batches(&ids)?;
+                gpu.finish()
+            }));
+        }
+        // Reading X's buffer too, where the step reads a texture: how much the texture gains.
+        let buffer_probe = (source == XSource::Texture).then_some(jobs.len());
+        if buffer_probe.is_some() {
+            jobs.push(Box::new(|gpu: &mut GpuBackend| {
+                gpu.probe_read(XSource::Buffer)?;
                 gpu.finish()
             }));
         }
@@ -383,6 +405,18 @@ pub fn run(
             } else {
                 1.0
             };
+        if let Some(job) = buffer_probe {
+            let buffer_probes = &samples[job];
+            r.buffer_probe_ms = Some(median(buffer_probes.clone()) * 1e3);
+            r.step_over_buffer_probe = Some(
+                paired(runs, buffer_probes, |run, probe| run / per as f64 / probe)
+                    * if shape.batch.is_some() {
+                        steps as f64
+                    } else {
+                        1.0
+                    },
+            );
+        }
         if shape.batch.is_some() {
             r.epoch_ms = Some(step * steps as f64 * 1e3);
             let over_x = paired(runs, probes, |e, p| (e - p) / steps as f64 * 1e6);

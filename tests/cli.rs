@@ -864,6 +864,31 @@ fn bench_measures_an_epoch_against_the_batch_probe() {
     for figure in ["overhead_us_per_step", "overhead_vs_x_probe_us_per_step"] {
         assert!(s4[figure].as_f64().unwrap().is_finite(), "{figure}: {s4}");
     }
+    // On CPU adapters the step and its probes read X from a texture, and the bench times the
+    // probe reading X's buffer as well; `--x-source buffer` reads buffers only.
+    let texture = chosen["device_type"] == "Cpu";
+    assert_eq!(s4["x_source"], if texture { "texture" } else { "buffer" });
+    assert_eq!(
+        s4["buffer_probe_ms"].as_f64().is_some_and(|v| v > 0.0),
+        texture,
+        "{s4}"
+    );
+    let buffers = bench_report(
+        "bench-x-buffer",
+        &[
+            "--shapes",
+            "S4",
+            "--repeats",
+            "1",
+            "--kernels",
+            "rows",
+            "--x-source",
+            "buffer",
+        ],
+    );
+    let buffers = &buffers["shapes"][0];
+    assert_eq!(buffers["x_source"], "buffer", "{buffers}");
+    assert!(buffers["buffer_probe_ms"].is_null(), "{buffers}");
     // 256 steps of 4 rows at --shrink 256; the overhead is per step, in µs, so within the
     // epoch's and the probe's time per step.
     let steps = s4["n"].as_f64().unwrap() / 4.0;

@@ -4,7 +4,7 @@
 mod common;
 
 use bilevel::cpu::CpuBackend;
-use bilevel::gpu::{GpuBackend, StepKernels};
+use bilevel::gpu::{GpuBackend, StepKernels, XSource};
 use bilevel::{
     AdamConfig, Backend, Batching, Error, Optimizer, ParamSubset, Phase, RunReport, SgdConfig,
     StopReason, StopRule, data, train,
@@ -469,6 +469,10 @@ fn steps_allocate_nothing_and_read_nothing_back() {
             "{kernels:?}: steps created buffers"
         );
         assert_eq!(
+            after.textures, before.textures,
+            "{kernels:?}: steps created textures"
+        );
+        assert_eq!(
             after.bind_groups, before.bind_groups,
             "{kernels:?}: steps created bind groups"
         );
@@ -776,4 +780,105 @@ fn folded_updates_match_the_unfolded_steps() {
         (gpu.folds_updates(&[0, 1]), gpu.folds_updates(&[0, 2])),
         (context.has_rows_step(), false)
     );
+}
+
+/// Reading X from textures (the default of `linear_step_rows` on CPU adapters) gives the
+/// steps that reading it from buffers gives, bit for bit: on rows that straddle the textures'
+/// texel rows, in one chunk and in several, indexed and contiguous, folded and not; and the
+/// bandwidth probe reads from either.
+#[test]
+fn x_textures_give_the_steps_of_x_buffers() {
+    let context = gpu();
+    let mut kernels = vec![StepKernels::Auto];
+    if context.has_rows_step() {
+        kernels.extend([StepKernels::Rows, StepKernels::RowsFolded]);
+    }
+    // At 383 features a row is 96 or more vec4 words (padded to whole subgroups of them),
+    // which no power-of-two texel row holds a whole number of: rows straddle texel rows.
+    let shapes = [
+        (1, 1, None),
+        (1_000, 383, None),
+        (300, 1_021, Some(7)),
+        (700, 33, Some(256)),
+    ];
+    for (n, d, chunk_rows) in shapes {
+        let (data, init) = problem(n, d, 1, 900 + n as u64, 1.0);
+        let order: Vec<u32> = (0..n).map(|i| (i * 37 % n) as u32).collect();
+        let mut batches: Vec<Vec<u32>> = order
+            .chunks(64)
+            .map(|rows| {
+                let mut rows = rows.to_vec();
+                rows.sort_unstable();
+                rows
+            })
+            .collect();
+        batches.push((0..n as u32).collect());
+        let b = batches.len();
+        let steps: Vec<usize> = (0..9).map(|s| (s * 5) % b).collect();
+        let mask = ParamSubset::All.mask(d, 1).unwrap();
+        for &kernels in &kernels {
+            if kernels == StepKernels::RowsFolded && chunk_rows.is_some() {
+                continue; // the folded steps need X in one binding
+            }
+            let run = |source: XSource| {
+                let mut gpu = match chunk_rows {
+                    Some(rows) => GpuBackend::with_chunk_rows(context.clone(), rows),
+                    None => GpuBackend::new(context.clone()),
+                };
+                gpu.set_step_kernels(kernels);
+                gpu.set_x_source(Some(source));
+                gpu.load(&data, &init).unwrap();
+                assert_eq!(gpu.x_source().unwrap(), source);
+                let textures = match source {
+                    XSource::Buffer => 0,
+                    XSource::Texture => gpu.chunk_count() as u64,
+                };
+                assert_eq!(gpu.counters().textures, textures, "{source:?}: textures");
+                gpu.probe_read(source).unwrap();
+                gpu.set_batches(&batches).unwrap();
+                gpu.begin_phase(&Optimizer::Adam(AdamConfig::new(0.05)), &mask)
+                    .unwrap();
+                gpu.run_steps(&steps, 1).unwrap();
+                let state = gpu.optimizer_state().unwrap();
+                (gpu.params().unwrap().values, state.m, state.v)
+            };
+            let what = format!("{kernels:?} on {n}×{d}");
+            let (params, m, v) = run(XSource::Texture);
+            let (want_params, want_m, want_v) = run(XSource::Buffer);
+            // A texel holds the bits of the word it was copied from, and the steps do the
+            // same arithmetic on them.
+            assert_close(
+                &format!("{what}: parameters"),
+                &params,
+                &want_params,
+                0.0,
+                0.0,
+            );
+            assert_close(&format!("{what}: m"), &m, &want_m, 0.0, 0.0);
+            assert_close(&format!("{what}: v"), &v, &want_v, 0.0, 0.0);
+        }
+    }
+    // `None` reads textures on CPU adapters where linear_step_rows steps, buffers elsewhere.
+    for o in [1, 2] {
+        let (data, init) = problem(100, 128, o, 5, 1.0);
+        let mut gpu = GpuBackend::new(context.clone());
+        gpu.load(&data, &init).unwrap();
+        // has_batch_probe: the run steps by linear_step_rows.
+        let textures = context.is_cpu() && gpu.has_batch_probe();
+        assert_eq!(
+            textures,
+            context.is_cpu() && context.has_rows_step() && o == 1
+        );
+        let want = if textures {
+            XSource::Texture
+        } else {
+            XSource::Buffer
+        };
+        assert_eq!(gpu.x_source().unwrap(), want, "{o} outputs");
+        // A run that reads buffers has no textures to probe.
+        gpu.set_x_source(Some(XSource::Buffer));
+        gpu.load(&data, &init).unwrap();
+        let err = gpu.probe_read(XSource::Texture).unwrap_err().to_string();
+        assert!(err.contains("texture"), "{err}");
+    }
 }

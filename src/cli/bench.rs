@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bilevel::bench::{self, ShapeResult, Timing};
-use bilevel::gpu::{GpuContext, StepKernels};
+use bilevel::gpu::{GpuContext, StepKernels, XSource};
 use clap::{Args, ValueEnum};
 
 use super::train::write_json;
@@ -27,9 +27,33 @@ pub struct BenchArgs {
     /// Which kernels compute the step.
     #[arg(long, value_enum, default_value_t = Kernels::Auto)]
     pub kernels: Kernels,
+    /// Where the step and the bandwidth probe read X from.
+    #[arg(long, value_enum, default_value_t = XSourceArg::Auto)]
+    pub x_source: XSourceArg,
     /// How the GPU's work is timed.
     #[arg(long, value_enum, default_value_t = TimingArg::Auto)]
     pub timing: TimingArg,
+}
+
+/// `--x-source`: the choices of [`XSource`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum XSourceArg {
+    /// Textures on CPU adapters where `linear_step_rows` steps, buffers elsewhere.
+    Auto,
+    /// Storage buffers.
+    Buffer,
+    /// Textures (where they fit).
+    Texture,
+}
+
+impl From<XSourceArg> for Option<XSource> {
+    fn from(s: XSourceArg) -> Self {
+        match s {
+            XSourceArg::Auto => None,
+            XSourceArg::Buffer => Some(XSource::Buffer),
+            XSourceArg::Texture => Some(XSource::Texture),
+        }
+    }
 }
 
 /// `--timing`: the choices of [`Timing`].
@@ -108,6 +132,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         &shapes,
         args.repeats,
         args.kernels.into(),
+        args.x_source.into(),
         args.timing.into(),
     )?;
     println!("{} — {}", report.adapter, report.timing);
@@ -153,6 +178,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             opt(r.epoch_ms, 1),
             opt(r.overhead_us_per_step, 1),
         );
+        if let (Some(buffer), Some(ratio)) = (r.buffer_probe_ms, r.step_over_buffer_probe) {
+            println!(
+                "    {name}: X read from a texture; the probe reading its buffer instead: {buffer:.3} ms, the step {ratio:.2}× it"
+            );
+        }
         if let Some(s) = r.seed_run_s {
             println!("    S1 whole default seed run (1,000 steps) with device start-up: {s:.3} s");
         }

@@ -17,6 +17,7 @@ use bytemuck::{Pod, Zeroable};
 use super::context::GpuContext;
 use super::kernels::{
     Kernel, LazyPipeline, MAX_COLUMN_GROUPS, RowsStep, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE,
+    X_TEXTURE_FORMAT,
 };
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
 use crate::cpu::{check_batches, check_params, check_state};
@@ -240,6 +241,16 @@ struct Chunk {
     probe: wgpu::BindGroup,
     /// vec4 words of X in this chunk, for the bandwidth probe.
     probe_len4: u32,
+    /// X again as a texture, where the run reads X from textures ([`XSource::Texture`]).
+    x_texture: Option<wgpu::TextureView>,
+}
+
+impl Chunk {
+    /// The binding of X's texture: this chunk's, or the context's 1×1 stand-in where the run
+    /// reads X from buffers.
+    fn texture<'a>(&'a self, ctx: &'a GpuContext) -> wgpu::BindingResource<'a> {
+        wgpu::BindingResource::TextureView(self.x_texture.as_ref().unwrap_or(&ctx.x_stand_in))
+    }
 }
 
 /// What the planned batches need of one chunk: its index buffer, per-row results and the
@@ -525,6 +536,10 @@ pub struct Counters {
     pub buffers: u64,
     /// Bytes of the storage buffers created.
     pub buffer_bytes: u64,
+    /// Textures created (X's, where the run reads X from textures).
+    pub textures: u64,
+    /// Bytes of the textures created.
+    pub texture_bytes: u64,
     /// Bind groups created.
     pub bind_groups: u64,
     /// Read-backs to the host (buffer maps).
@@ -542,8 +557,22 @@ pub struct GpuBackend {
     chunk_rows: usize,
     /// Which kernels compute a step's gradient.
     kernels: StepKernels,
+    /// Where loads have the kernels read X from (`None`: chosen per run).
+    x_source: Option<XSource>,
     counters: Arc<CounterCells>,
     run: Option<Run>,
+}
+
+/// Where the kernels read X from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XSource {
+    /// Storage buffers: every kernel, on every adapter.
+    Buffer,
+    /// `linear_step_rows` and the bandwidth probe from textures of X's words as
+    /// `rgba32float` texels (the other kernels still from X's buffers, which stay): on
+    /// lavapipe a texel fetch costs about half the instructions of a storage load, and S2's
+    /// step took 0.62–0.73× the time (BENCHMARKS.md). Costs a second copy of X.
+    Texture,
 }
 
 /// The live counts behind [`Counters`].
@@ -551,6 +580,8 @@ pub struct GpuBackend {
 struct CounterCells {
     buffers: AtomicU64,
     buffer_bytes: AtomicU64,
+    textures: AtomicU64,
+    texture_bytes: AtomicU64,
     bind_groups: AtomicU64,
     read_backs: AtomicU64,
     submits: AtomicU64,
@@ -571,6 +602,7 @@ impl GpuBackend {
             max_binding,
             chunk_rows: usize::MAX,
             kernels: StepKernels::Auto,
+            x_source: None,
             counters: Arc::default(),
             run: None,
         }
@@ -591,12 +623,21 @@ impl GpuBackend {
         self.kernels = kernels;
     }
 
-    /// Buffers and bind groups created, read-backs and submissions so far.
+    /// Where later loads have the kernels read X from: `None` (the default) reads it from
+    /// textures on CPU adapters where `linear_step_rows` steps (see [`XSource`]) and from
+    /// buffers everywhere else.
+    pub fn set_x_source(&mut self, source: Option<XSource>) {
+        self.x_source = source;
+    }
+
+    /// Buffers, textures and bind groups created, read-backs and submissions so far.
     pub fn counters(&self) -> Counters {
         let c = &self.counters;
         Counters {
             buffers: c.buffers.load(Ordering::Relaxed),
             buffer_bytes: c.buffer_bytes.load(Ordering::Relaxed),
+            textures: c.textures.load(Ordering::Relaxed),
+            texture_bytes: c.texture_bytes.load(Ordering::Relaxed),
             bind_groups: c.bind_groups.load(Ordering::Relaxed),
             read_backs: c.read_backs.load(Ordering::Relaxed),
             submits: c.submits.load(Ordering::Relaxed),
@@ -608,11 +649,30 @@ impl GpuBackend {
         self.context.wait("waiting for the device")
     }
 
-    /// Bandwidth probe: submits one read of every chunk of X (summing it, nothing else) and
-    /// returns without waiting; time it around [`GpuBackend::finish`].
-    pub fn probe_read(&mut self) -> Result<()> {
+    /// Where the loaded run's steps read X from.
+    pub fn x_source(&self) -> Result<XSource> {
+        Ok(if self.run()?.chunks[0].x_texture.is_some() {
+            XSource::Texture
+        } else {
+            XSource::Buffer
+        })
+    }
+
+    /// Bandwidth probe: submits one read of every chunk of X from `source` (summing it,
+    /// nothing else) and returns without waiting; time it around [`GpuBackend::finish`].
+    /// [`XSource::Texture`] needs a run that reads X from textures.
+    pub fn probe_read(&mut self, source: XSource) -> Result<()> {
+        if source == XSource::Texture && self.x_source()? != XSource::Texture {
+            return Err(Error::Config(
+                "the run reads X from buffers: it has no textures to probe".into(),
+            ));
+        }
         let run = self.run()?;
         let ctx = &self.context;
+        let pipeline = match source {
+            XSource::Buffer => &ctx.kernels.probe.pipeline,
+            XSource::Texture => &ctx.kernels.probe_texture,
+        };
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -625,14 +685,7 @@ impl GpuBackend {
                     .probe_len4
                     .div_ceil(WORKGROUP_SIZE * self.probe_run())
                     .clamp(1, PROBE_GROUPS);
-                dispatch(
-                    &mut pass,
-                    ctx,
-                    &ctx.kernels.probe,
-                    &chunk.probe,
-                    &[],
-                    groups,
-                );
+                dispatch_on(&mut pass, ctx, pipeline, &chunk.probe, &[], groups);
             }
         }
         submit(ctx, &self.counters, encoder);
@@ -818,7 +871,8 @@ impl GpuBackend {
     /// vec4 words one bandwidth-probe invocation reads contiguously on this adapter.
     fn probe_run(&self) -> u32 {
         if self.context.is_cpu() {
-            PROBE_CPU_RUN
+            // Both powers of two: a run never crosses a texel row of X's texture.
+            PROBE_CPU_RUN.min(1 << self.context.kernels.x_texture_shift)
         } else {
             1
         }
@@ -988,6 +1042,74 @@ impl GpuBackend {
                 | wgpu::BufferUsages::COPY_DST
                 | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
+        }))
+    }
+
+    /// `x`'s words again as a texture of [`X_TEXTURE_FORMAT`] texels, 2^x_texture_shift to a
+    /// texel row (the last row part-filled), copied on the device; labelled `label`.
+    fn x_texture(&self, label: &str, x: &wgpu::Buffer) -> Result<wgpu::TextureView> {
+        let ctx = &self.context;
+        let width = 1u32 << ctx.kernels.x_texture_shift;
+        let texels = x.size() / 16;
+        let full_rows = (texels / u64::from(width)) as u32;
+        let rest = (texels % u64::from(width)) as u32;
+        let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size: wgpu::Extent3d {
+                width,
+                height: full_rows + u32::from(rest > 0),
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: X_TEXTURE_FORMAT,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        self.counters.textures.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .texture_bytes
+            .fetch_add(texels * 16, Ordering::Relaxed);
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        // The whole texel rows, then what is left in a part of one more.
+        for (first_row, rows, row_width) in [(0, full_rows, width), (full_rows, 1, rest)] {
+            if rows == 0 || row_width == 0 {
+                continue;
+            }
+            encoder.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: x,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: u64::from(first_row) * u64::from(width) * 16,
+                        bytes_per_row: Some(width * 16),
+                        rows_per_image: Some(rows),
+                    },
+                },
+                wgpu::TexelCopyTextureInfo {
+                    texture: &texture,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d {
+                        x: 0,
+                        y: first_row,
+                        z: 0,
+                    },
+                    aspect: wgpu::TextureAspect::All,
+                },
+                wgpu::Extent3d {
+                    width: row_width,
+                    height: rows,
+                    depth_or_array_layers: 1,
+                },
+            );
+        }
+        submit(ctx, &self.counters, encoder);
+        ctx.wait("copying X into a texture")?;
+        Ok(texture.create_view(&wgpu::TextureViewDescriptor {
+            label: Some(label),
+            ..Default::default()
         }))
     }
 
@@ -1232,6 +1354,7 @@ impl GpuBackend {
                     (7, whole(&delta)),
                     (8, whole(&loss)),
                     (9, whole(&partials)),
+                    (18, chunk.texture(&self.context)),
                 ],
             );
             let reduce_loss = self.bind(
@@ -1365,6 +1488,7 @@ impl GpuBackend {
                             (15, whole(p_out)),
                             (16, whole(m_out)),
                             (17, whole(v_out)),
+                            (18, run.chunks[0].texture(&self.context)),
                         ],
                     )
                 };
@@ -2059,8 +2183,25 @@ impl Backend for GpuBackend {
                 ctx.adapter_name()
             )));
         }
+        // X's words per chunk fit a texture's rows (the last row part-filled)?
+        let texture_width = 1u64 << ctx.kernels.x_texture_shift;
+        let chunk_words = (rows_per_chunk * x_stride).div_ceil(4) as u64;
+        let texture_fits =
+            chunk_words.div_ceil(texture_width) <= u64::from(ctx.limits.max_texture_dimension_2d);
+        let x_texture = match self.x_source {
+            None => ctx.is_cpu() && rows && texture_fits,
+            Some(XSource::Buffer) => false,
+            Some(XSource::Texture) if texture_fits => true,
+            Some(XSource::Texture) => {
+                return Err(Error::Config(format!(
+                    "X's chunks of {chunk_words} vec4 words do not fit {}'s textures of {texture_width} × {} texels",
+                    ctx.adapter_name(),
+                    ctx.limits.max_texture_dimension_2d
+                )));
+            }
+        };
         let rows_step = match rows_groups {
-            Some(groups) if rows => ctx.kernels.rows_step(&ctx.device, groups),
+            Some(groups) if rows => ctx.kernels.rows_step(&ctx.device, groups, x_texture),
             _ => None,
         };
         if rows_step.is_some() {
@@ -2164,11 +2305,14 @@ impl Backend for GpuBackend {
                 ctx.wait("uploading the data")?;
             }
             let probe_len4 = (x.size() / 16) as u32;
+            let x_texture = x_texture
+                .then(|| self.x_texture(&format!("x chunk {c} (texture)"), &x))
+                .transpose()?;
             let probe_job = self.uniform("probe job", 16);
             ctx.queue.write_buffer(
                 &probe_job,
                 0,
-                bytemuck::cast_slice(&[probe_len4, self.probe_run(), 0, 0]),
+                bytemuck::cast_slice(&[probe_len4, self.probe_run(), k.x_texture_shift, 0]),
             );
             let probe = self.bind(
                 "probe_read",
@@ -2177,6 +2321,12 @@ impl Backend for GpuBackend {
                     (0, whole(&probe_job)),
                     (1, whole(&x)),
                     (2, whole(&reduce_partials)),
+                    (
+                        3,
+                        wgpu::BindingResource::TextureView(
+                            x_texture.as_ref().unwrap_or(&ctx.x_stand_in),
+                        ),
+                    ),
                 ],
             );
             chunks.push(Chunk {
@@ -2186,6 +2336,7 @@ impl Backend for GpuBackend {
                 y,
                 probe,
                 probe_len4,
+                x_texture,
             });
         }
         let reduce_grad = self.bind(

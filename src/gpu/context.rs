@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::kernels::{Kernels, STORAGE_BINDINGS};
+use super::kernels::{Kernels, STORAGE_BINDINGS, X_TEXTURE_FORMAT};
 use crate::{Error, Result};
 
 /// One adapter, device and queue with every pipeline compiled: build once, share with `Arc`.
@@ -13,6 +13,9 @@ pub struct GpuContext {
     pub(crate) queue: wgpu::Queue,
     pub(crate) kernels: Kernels,
     pub(crate) limits: wgpu::Limits,
+    /// A 1×1 texture bound where X's texture would be when a run reads X from buffers (the
+    /// kernels that can read either bind both).
+    pub(crate) x_stand_in: wgpu::TextureView,
     info: wgpu::AdapterInfo,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -110,11 +113,31 @@ impl GpuContext {
         });
 
         let kernels = Kernels::new(&device, &limits, subgroup_size);
+        let x_stand_in = device
+            .create_texture(&wgpu::TextureDescriptor {
+                label: Some("x texture stand-in"),
+                size: wgpu::Extent3d {
+                    width: 1,
+                    height: 1,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: X_TEXTURE_FORMAT,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING,
+                view_formats: &[],
+            })
+            .create_view(&wgpu::TextureViewDescriptor {
+                label: Some("x texture stand-in"),
+                ..Default::default()
+            });
         let context = Self {
             device,
             queue,
             kernels,
             limits,
+            x_stand_in,
             info,
             errors,
             lost,

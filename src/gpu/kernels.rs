@@ -67,6 +67,9 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The format of X's textures: one vec4 word of X per texel, fetched without filtering.
+pub(crate) const X_TEXTURE_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
+
 /// The most vec4 column groups one invocation of `linear_step_rows` holds on a CPU adapter:
 /// past it lavapipe's compile time runs away (64 groups, for 2,048 features: ~25 s, against
 /// ~6 s for 32, though its steps then executed only 1.01× the instructions of one read of X).
@@ -157,6 +160,8 @@ enum Slot {
     Read(u32),
     /// A storage buffer the kernel writes.
     Write(u32),
+    /// An `rgba32float` texture the kernel loads texels of (X's, see [`X_TEXTURE_FORMAT`]).
+    Texture(u32),
 }
 
 /// A pipeline and the layout of its one bind group.
@@ -185,7 +190,10 @@ pub(crate) struct Kernels {
     pub(crate) step: Kernel,
     /// `step` for a batch segment of consecutive rows: no row index reads.
     pub(crate) step_contiguous: LazyPipeline,
+    /// The bandwidth probe reading X's buffer.
     pub(crate) probe: Kernel,
+    /// `probe` reading X's texture.
+    pub(crate) probe_texture: LazyPipeline,
     pub(crate) gemm: Kernel,
     pub(crate) reduce: Kernel,
     pub(crate) sgd: Kernel,
@@ -195,9 +203,12 @@ pub(crate) struct Kernels {
     /// `linear_step_rows` by column groups per invocation, its module built when a run first
     /// needs that size (its pipelines, like every other, at their first dispatch), where the
     /// adapter has subgroups of one fixed size.
-    rows_steps: Mutex<HashMap<u32, Arc<RowsStep>>>,
+    rows_steps: Mutex<HashMap<(u32, bool), Arc<RowsStep>>>,
     /// The fixed subgroup size `linear_step_rows` runs its workgroups at, if any.
     pub(crate) subgroup_size: Option<u32>,
+    /// log2 of the width in texels of X's textures: the widest power of two the adapter
+    /// allows.
+    pub(crate) x_texture_shift: u32,
     /// The bind group layout of `linear_step_rows`' `main_folded` (every column-group count),
     /// where the adapter allows its bindings.
     pub(crate) rows_folded: Option<Layout>,
@@ -266,23 +277,34 @@ impl Kernels {
     }
 
     /// `linear_step_rows` with `groups` column groups per invocation (at most
-    /// [`MAX_COLUMN_GROUPS`]), built on first use; `None` without fixed-size subgroups.
-    pub(crate) fn rows_step(&self, device: &wgpu::Device, groups: u32) -> Option<Arc<RowsStep>> {
+    /// [`MAX_COLUMN_GROUPS`]), reading X from its texture with `x_texture`, built on first use;
+    /// `None` without fixed-size subgroups.
+    pub(crate) fn rows_step(
+        &self,
+        device: &wgpu::Device,
+        groups: u32,
+        x_texture: bool,
+    ) -> Option<Arc<RowsStep>> {
         let size = self.subgroup_size?;
         let mut built = self
             .rows_steps
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let step = built.entry(groups).or_insert_with(|| {
-            let label = format!("linear_step_rows ({groups} column groups)");
+        let step = built.entry((groups, x_texture)).or_insert_with(|| {
+            let from = if x_texture { "texture" } else { "buffer" };
+            let label = format!("linear_step_rows ({groups} column groups, X from its {from})");
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&label),
                 source: wgpu::ShaderSource::Wgsl(Cow::Owned(rows_step_source(groups))),
             });
             let wg = f64::from(size);
             let quad = f64::from(u8::from(groups <= MAX_QUAD_COLUMN_GROUPS && size >= 4));
-            let constants = [("WG", wg), ("QUAD", quad)];
-            let training = [("WG", wg), ("QUAD", quad), ("ROW_OUTPUTS", 0.0)];
+            let texture = [
+                ("X_TEXTURE", f64::from(u8::from(x_texture))),
+                ("X_TEXTURE_SHIFT", f64::from(self.x_texture_shift)),
+            ];
+            let constants = [&[("WG", wg), ("QUAD", quad)][..], &texture].concat();
+            let training = [&constants[..], &[("ROW_OUTPUTS", 0.0)]].concat();
             let pair = |layout: &wgpu::PipelineLayout, label: &str, entry: &str, constants| {
                 rows_pair(device, layout, label, &module, entry, constants)
             };
@@ -343,6 +365,7 @@ impl Kernels {
             Write(7),
             Write(8),
             Write(9),
+            Texture(18),
         ];
         let step_kernel = build("linear_step", &step, "main", &step_slots);
         let step_contiguous = step_kernel.variant(
@@ -426,6 +449,12 @@ impl Kernels {
         );
         let tiled_partial4 = tile_variant(&tiled_partial, "partial", 4);
         let tiled_partial16 = tile_variant(&tiled_partial, "partial", 16);
+        let probe_kernel = build(
+            "probe_read",
+            &probe,
+            "main",
+            &[Uniform(0), Read(1), Write(2), Texture(3)],
+        );
         let rows_folded = (limits.max_storage_buffers_per_shader_stage >= FOLDED_STORAGE_BINDINGS)
             .then(|| {
                 // linear_step's bindings, then the previous step's update's.
@@ -452,6 +481,7 @@ impl Kernels {
             steps,
             rows_steps: Mutex::new(HashMap::new()),
             subgroup_size,
+            x_texture_shift: limits.max_texture_dimension_2d.max(1).ilog2(),
             rows_folded,
             forward: build(
                 "linear_forward",
@@ -493,12 +523,14 @@ impl Kernels {
             tiled_partial16,
             step: step_kernel,
             step_contiguous,
-            probe: build(
-                "probe_read",
+            probe_texture: probe_kernel.variant(
+                device,
+                "probe_read (texture)",
                 &probe,
-                "main",
-                &[Uniform(0), Read(1), Write(2)],
+                "main_texture",
+                &wg,
             ),
+            probe: probe_kernel,
             // A fixed 16×16 tile: no override to set.
             gemm: Kernel::new(
                 device,
@@ -617,6 +649,18 @@ impl Layout {
                         wgpu::BufferBindingType::Storage { read_only: false },
                         false,
                     ),
+                    Slot::Texture(b) => {
+                        return wgpu::BindGroupLayoutEntry {
+                            binding: b,
+                            visibility: wgpu::ShaderStages::COMPUTE,
+                            ty: wgpu::BindingType::Texture {
+                                sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                                view_dimension: wgpu::TextureViewDimension::D2,
+                                multisampled: false,
+                            },
+                            count: None,
+                        };
+                    }
                 };
                 wgpu::BindGroupLayoutEntry {
                     binding,

@@ -5,6 +5,6 @@ mod backend;
 mod context;
 mod kernels;
 
-pub use backend::{Counters, GemmProbe, GpuBackend, StepKernels};
+pub use backend::{Counters, GemmProbe, GpuBackend, StepKernels, XSource};
 pub use context::{AdapterReport, GpuContext, adapters};
 pub use kernels::{PRELUDE, SHADERS, WEIGHTS, WORKGROUP_SIZE, rows_step_source};
