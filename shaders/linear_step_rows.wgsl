@@ -96,8 +96,8 @@ override QUAD: bool = false;
 // Read X through the texture at binding 18, not the storage buffer at 2. The host sets it on
 // CPU adapters: lavapipe loads a storage buffer's vec4 lane by lane, each word behind its own
 // bounds test (~530 instructions per subgroup of 8 lanes), and fetches a texel with vector
-// code (about half the instructions): S2's step took 0.62–0.73× the time reading X from a
-// texture (BENCHMARKS.md).
+// code (about half the instructions): reading the texture, S2's step took 0.78–0.96× the
+// time of one read of X's buffer, against 1.35–1.47× reading the buffer (BENCHMARKS.md).
 override X_TEXTURE: bool = false;
 // log2 of the texture's width in texels (the host's, from the adapter's limits).
 override X_TEXTURE_SHIFT: u32 = 14u;

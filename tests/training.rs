@@ -789,20 +789,18 @@ fn folded_updates_match_the_unfolded_steps() {
 #[test]
 fn x_textures_give_the_steps_of_x_buffers() {
     let context = gpu();
-    let mut kernels = vec![StepKernels::Auto];
-    if context.has_rows_step() {
-        kernels.extend([StepKernels::Rows, StepKernels::RowsFolded]);
-    }
-    // At 383 features a row is 96 or more vec4 words (padded to whole subgroups of them),
-    // which no power-of-two texel row holds a whole number of: rows straddle texel rows.
+    // At 383 features a row is 96 or more vec4 words, which no power-of-two texel row holds a
+    // whole number of: rows straddle texel rows. Where the steps are not linear_step_rows
+    // (Auto on small batches, and two outputs), the textures are there unread.
     let shapes = [
-        (1, 1, None),
-        (1_000, 383, None),
-        (300, 1_021, Some(7)),
-        (700, 33, Some(256)),
+        (1, 1, 1, None),
+        (1_000, 383, 1, None),
+        (300, 1_021, 1, Some(7)),
+        (700, 33, 1, Some(256)),
+        (500, 383, 2, None),
     ];
-    for (n, d, chunk_rows) in shapes {
-        let (data, init) = problem(n, d, 1, 900 + n as u64, 1.0);
+    for (n, d, o, chunk_rows) in shapes {
+        let (data, init) = problem(n, d, o, 900 + n as u64, 1.0);
         let order: Vec<u32> = (0..n).map(|i| (i * 37 % n) as u32).collect();
         let mut batches: Vec<Vec<u32>> = order
             .chunks(64)
@@ -815,11 +813,15 @@ fn x_textures_give_the_steps_of_x_buffers() {
         batches.push((0..n as u32).collect());
         let b = batches.len();
         let steps: Vec<usize> = (0..9).map(|s| (s * 5) % b).collect();
-        let mask = ParamSubset::All.mask(d, 1).unwrap();
-        for &kernels in &kernels {
-            if kernels == StepKernels::RowsFolded && chunk_rows.is_some() {
-                continue; // the folded steps need X in one binding
+        let mask = ParamSubset::All.mask(d, o).unwrap();
+        let mut kernels = vec![StepKernels::Auto];
+        if o == 1 && context.has_rows_step() {
+            kernels.push(StepKernels::Rows);
+            if chunk_rows.is_none() {
+                kernels.push(StepKernels::RowsFolded); // X in one binding
             }
+        }
+        for &kernels in &kernels {
             let run = |source: XSource| {
                 let mut gpu = match chunk_rows {
                     Some(rows) => GpuBackend::with_chunk_rows(context.clone(), rows),
@@ -842,7 +844,7 @@ fn x_textures_give_the_steps_of_x_buffers() {
                 let state = gpu.optimizer_state().unwrap();
                 (gpu.params().unwrap().values, state.m, state.v)
             };
-            let what = format!("{kernels:?} on {n}×{d}");
+            let what = format!("{kernels:?} on {n}×{d}→{o}");
             let (params, m, v) = run(XSource::Texture);
             let (want_params, want_m, want_v) = run(XSource::Buffer);
             // A texel holds the bits of the word it was copied from, and the steps do the
@@ -858,23 +860,28 @@ fn x_textures_give_the_steps_of_x_buffers() {
             assert_close(&format!("{what}: v"), &v, &want_v, 0.0, 0.0);
         }
     }
-    // `None` reads textures on CPU adapters where linear_step_rows steps, buffers elsewhere.
-    for o in [1, 2] {
+    // `None` reads textures on CPU adapters where linear_step_rows steps (one output here),
+    // buffers elsewhere.
+    for (o, kernels) in [
+        (1, StepKernels::Auto),
+        (1, StepKernels::Tiled),
+        (3, StepKernels::Auto),
+    ] {
         let (data, init) = problem(100, 128, o, 5, 1.0);
         let mut gpu = GpuBackend::new(context.clone());
+        gpu.set_step_kernels(kernels);
         gpu.load(&data, &init).unwrap();
-        // has_batch_probe: the run steps by linear_step_rows.
-        let textures = context.is_cpu() && gpu.has_batch_probe();
+        // has_batch_probe: the steps are linear_step_rows.
         assert_eq!(
-            textures,
-            context.is_cpu() && context.has_rows_step() && o == 1
+            gpu.has_batch_probe(),
+            context.has_rows_step() && kernels == StepKernels::Auto && o == 1
         );
-        let want = if textures {
+        let want = if context.is_cpu() && gpu.has_batch_probe() {
             XSource::Texture
         } else {
             XSource::Buffer
         };
-        assert_eq!(gpu.x_source().unwrap(), want, "{o} outputs");
+        assert_eq!(gpu.x_source().unwrap(), want, "{kernels:?}, {o} outputs");
         // A run that reads buffers has no textures to probe.
         gpu.set_x_source(Some(XSource::Buffer));
         gpu.load(&data, &init).unwrap();

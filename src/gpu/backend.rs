@@ -402,6 +402,12 @@ struct Run {
 }
 
 impl Run {
+    /// Whether X's chunks have textures (every chunk has one or none), which
+    /// `linear_step_rows` and the bandwidth probe read.
+    fn reads_textures(&self) -> bool {
+        self.chunks[0].x_texture.is_some()
+    }
+
     /// Rows per gradient block of a batch segment of `count` rows. On a CPU adapter
     /// `linear_step_rows` takes about one block per thread of the host, from
     /// `rows_per_block` up to [`ROWS_STEP_CPU_MAX_BLOCK`] rows: every thread has a block, and
@@ -571,7 +577,9 @@ pub enum XSource {
     /// `linear_step_rows` and the bandwidth probe from textures of X's words as
     /// `rgba32float` texels (the other kernels still from X's buffers, which stay): on
     /// lavapipe a texel fetch costs about half the instructions of a storage load, and S2's
-    /// step took 0.62–0.73× the time (BENCHMARKS.md). Costs a second copy of X.
+    /// step took 0.77–0.96× the time of a read of X's buffer (BENCHMARKS.md). Costs a second
+    /// copy of X. (The tiled kernels gained too little to pay for it: S3 executed 0.90× the
+    /// instructions.)
     Texture,
 }
 
@@ -651,7 +659,7 @@ impl GpuBackend {
 
     /// Where the loaded run's steps read X from.
     pub fn x_source(&self) -> Result<XSource> {
-        Ok(if self.run()?.chunks[0].x_texture.is_some() {
+        Ok(if self.run()?.reads_textures() {
             XSource::Texture
         } else {
             XSource::Buffer
