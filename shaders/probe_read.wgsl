@@ -53,11 +53,7 @@ fn main(
             acc += x[i];
         }
     }
-    let s = acc.x + acc.y + acc.z + acc.w;
-    if s == 1.0e38 {
-        // Never true for real data; a conditional store keeps the loads without a write per lane.
-        out[wg.x] = s;
-    }
+    keep(acc, wg.x);
 }
 
 // `main` over the texture: the same words, runs and sums.
@@ -84,8 +80,14 @@ fn main_texture(
             acc += textureLoad(x_texture, vec2(i, y), 0);
         }
     }
+    keep(acc, wg.x);
+}
+
+/// Keeps the sums, and so the loads, live: stores workgroup w's sum only where it is 1e38,
+/// never true for real data, so no lane writes.
+fn keep(acc: vec4<f32>, w: u32) {
     let s = acc.x + acc.y + acc.z + acc.w;
     if s == 1.0e38 {
-        out[wg.x] = s;
+        out[w] = s;
     }
 }

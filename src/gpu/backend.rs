@@ -2370,6 +2370,13 @@ impl Backend for GpuBackend {
         log::debug!(
             "loaded {n}×{d}→{o}: {chunk_count} chunk(s) of ≤ {rows_per_chunk} rows, {rows_per_block} rows per gradient block, step path {path:?}, row stride {x_stride}"
         );
+        if x_texture {
+            // A second copy of X: worth saying where memory may be short.
+            log::info!(
+                "X copied into {chunk_count} texture(s) for the steps to read ({} MiB)",
+                chunks.iter().map(|c| c.x.size()).sum::<u64>() >> 20
+            );
+        }
         self.run = Some(Run {
             d,
             x_stride,
