@@ -399,23 +399,15 @@ pub fn run(
         let step = median(runs.clone()) / per as f64;
         r.step_ms = step * 1e3;
         // For an epoch, its steps against the same number of 1/steps shares of the probe.
-        r.step_over_probe = paired(runs, probes, |run, probe| run / per as f64 / probe)
-            * if shape.batch.is_some() {
-                steps as f64
-            } else {
-                1.0
-            };
+        let epoch_steps = if shape.batch.is_some() { steps } else { 1 };
+        let step_over = |probes: &[f64]| {
+            paired(runs, probes, |run, probe| run / per as f64 / probe) * epoch_steps as f64
+        };
+        r.step_over_probe = step_over(probes);
         if let Some(job) = buffer_probe {
             let buffer_probes = &samples[job];
             r.buffer_probe_ms = Some(median(buffer_probes.clone()) * 1e3);
-            r.step_over_buffer_probe = Some(
-                paired(runs, buffer_probes, |run, probe| run / per as f64 / probe)
-                    * if shape.batch.is_some() {
-                        steps as f64
-                    } else {
-                        1.0
-                    },
-            );
+            r.step_over_buffer_probe = Some(step_over(buffer_probes));
         }
         if shape.batch.is_some() {
             r.epoch_ms = Some(step * steps as f64 * 1e3);

@@ -246,11 +246,19 @@ struct Chunk {
 }
 
 impl Chunk {
-    /// The binding of X's texture: this chunk's, or the context's 1×1 stand-in where the run
-    /// reads X from buffers.
+    /// The binding of this chunk's X texture (see [`x_texture_binding`]).
     fn texture<'a>(&'a self, ctx: &'a GpuContext) -> wgpu::BindingResource<'a> {
-        wgpu::BindingResource::TextureView(self.x_texture.as_ref().unwrap_or(&ctx.x_stand_in))
+        x_texture_binding(ctx, self.x_texture.as_ref())
     }
+}
+
+/// The binding of X's texture `view`, or of the context's 1×1 stand-in where the run reads X
+/// from buffers.
+fn x_texture_binding<'a>(
+    ctx: &'a GpuContext,
+    view: Option<&'a wgpu::TextureView>,
+) -> wgpu::BindingResource<'a> {
+    wgpu::BindingResource::TextureView(view.unwrap_or(&ctx.x_stand_in))
 }
 
 /// What the planned batches need of one chunk: its index buffer, per-row results and the
@@ -2329,12 +2337,7 @@ impl Backend for GpuBackend {
                     (0, whole(&probe_job)),
                     (1, whole(&x)),
                     (2, whole(&reduce_partials)),
-                    (
-                        3,
-                        wgpu::BindingResource::TextureView(
-                            x_texture.as_ref().unwrap_or(&ctx.x_stand_in),
-                        ),
-                    ),
+                    (3, x_texture_binding(&ctx, x_texture.as_ref())),
                 ],
             );
             chunks.push(Chunk {
