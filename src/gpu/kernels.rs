@@ -200,9 +200,10 @@ pub(crate) struct Kernels {
     pub(crate) adam: Kernel,
     /// Many steps per dispatch in one workgroup, where the adapter allows its bindings.
     pub(crate) steps: Option<StepsKernels>,
-    /// `linear_step_rows` by column groups per invocation, its module built when a run first
-    /// needs that size (its pipelines, like every other, at their first dispatch), where the
-    /// adapter has subgroups of one fixed size.
+    /// `linear_step_rows` by column groups per invocation and by whether it reads X from its
+    /// texture, its module built when a run first needs that variant (its pipelines, like
+    /// every other, at their first dispatch), where the adapter has subgroups of one fixed
+    /// size.
     rows_steps: Mutex<HashMap<(u32, bool), Arc<RowsStep>>>,
     /// The fixed subgroup size `linear_step_rows` runs its workgroups at, if any.
     pub(crate) subgroup_size: Option<u32>,
