@@ -37,7 +37,7 @@
 // read-only arguments); ten storage bindings.
 
 // Dims, ChunkStep, StepInfo, sigmoid and softplus_neg_abs come from common.wgsl, weights4
-// from weights.wgsl, which the host (gpu::SHADERS) puts before this file.
+// from loads.wgsl, which the host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
 // The batch segment is the chunk's rows row_offset, row_offset + 1, …: no index reads.

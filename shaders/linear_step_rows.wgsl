@@ -57,8 +57,8 @@
 //   7 delta       storage, rw      f32[count]
 //   8 loss        storage, rw      f32[count]
 //   9 partials    storage, rw      vec4<f32>[blocks * S / 4]
-//  18 x_texture   texture_2d<f32>  with X_TEXTURE the words of 2 as rgba32float texels, 2^X_TEXTURE_SHIFT
-//                                  to a texel row; without it a 1×1 stand-in, never read
+//  18 x_texture   texture_2d<f32>  X's words again (loads.wgsl, which declares it and the
+//                                  X_TEXTURE overrides)
 // and `main_folded`'s own (the previous step's update):
 //  10 adam_cfg    storage, read    AdamConfig (amsgrad off)
 //  11 info        storage, dynamic StepInfo of the previous step: t, blocks, step_size, bc2_sqrt
@@ -78,8 +78,8 @@
 // and moments read hold whole vec4 up to x_stride / 4 past a block's start (what padding
 // columns read there is dropped).
 
-// Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, weights4 from
-// weights.wgsl, which the host (gpu::SHADERS) puts before this file.
+// Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, load_x and weights4
+// from loads.wgsl, which the host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 8u;
 // The batch segment is the chunk's rows row_offset, row_offset + 1, …: no index reads.
@@ -93,14 +93,6 @@ override ROW_OUTPUTS: bool = true;
 // the steps executed 416 k → 368 k instructions per step over the batch probe (itself reading
 // four rows per iteration then, 2 % faster); at 8 groups 1 % fewer, at 32 groups 7 % more.
 override QUAD: bool = false;
-// Read X through the texture at binding 18, not the storage buffer at 2. The host sets it on
-// CPU adapters: lavapipe loads a storage buffer's vec4 lane by lane, each word behind its own
-// bounds test (~530 instructions per subgroup of 8 lanes), and fetches a texel with vector
-// code (about half the instructions): reading the texture, S2's step took 0.78–0.96× the
-// time of one read of X's buffer, against 1.35–1.47× reading the buffer (BENCHMARKS.md).
-override X_TEXTURE: bool = false;
-// log2 of the texture's width in texels (the host's, from the adapter's limits).
-override X_TEXTURE_SHIFT: u32 = 14u;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
 @group(0) @binding(1) var<storage, read> chunk: ChunkStep;
@@ -121,19 +113,6 @@ override X_TEXTURE_SHIFT: u32 = 14u;
 @group(0) @binding(15) var<storage, read_write> params_out: array<vec4<f32>>;
 @group(0) @binding(16) var<storage, read_write> m_out: array<vec4<f32>>;
 @group(0) @binding(17) var<storage, read_write> v_out: array<vec4<f32>>;
-// X's chunk again, as a texture (with X_TEXTURE; otherwise a 1×1 stand-in): see `load_x`.
-@group(0) @binding(18) var x_texture: texture_2d<f32>;
-
-/// Vector word i of X's chunk (the binding at 2 indexed by i): from the texture with
-/// X_TEXTURE, whose texel (i mod 2^X_TEXTURE_SHIFT, i >> X_TEXTURE_SHIFT) holds it.
-fn load_x(i: u32) -> vec4<f32> {
-    if X_TEXTURE {
-        let mask = (1u << X_TEXTURE_SHIFT) - 1u;
-        return textureLoad(x_texture, vec2(i & mask, i >> X_TEXTURE_SHIFT), 0);
-    }
-    return x[i];
-}
-
 /// The chunk-local row of batch position p.
 fn row_of(p: u32) -> u32 {
     if CONTIGUOUS {

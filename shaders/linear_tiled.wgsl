@@ -10,11 +10,18 @@
 //            z[p·o + k] = Σ_c dot(x[row(p), 4c .. 4c + 3], W[k, 4c ..]) + b[k], and from it the
 //            loss and δ exactly as bce.wgsl (so the step needs no bce dispatch)
 //   partial: workgroup (block, output tile u), invocation lid for column groups
-//            c = lid, lid + WG, … ≤ x_stride / 4, sums over the block's rows
+//            c = lid, lid + WG, … < x_stride / 4, sums over the block's rows
 //            p = block·R .. min(block·R + R, count) in ascending order,
-//            W[k, 4c .. 4c + 3]:  δ[p, k] · x[row(p), 4c .. 4c + 3]   (c < x_stride / 4)
-//            b[k]:                δ[p, k]                             (c = x_stride / 4)
+//            W[k, 4c .. 4c + 3]:  δ[p, k] · x[row(p), 4c .. 4c + 3]
+//            b[k]:                δ[p, k]              (in the first column groups' pass)
 //            and writes them to partials[(block_base + block) · S + …] as linear_backward does.
+//
+// What a workgroup shares (its output tile's weights in the forward pass, its rows' δ in the
+// partial) is loaded once per subgroup: lane j loads output k + j's and subgroupBroadcast
+// hands it to every lane. On lavapipe a load at an address uniform across the subgroup still
+// costs ~60 instructions and one gathered across its 8 lanes ~16 per lane, where a broadcast
+// from a fixed lane is a couple: S3's step (2,048 × 1,024 → 64) executed 1.00 G instructions
+// against 2.60 G with uniform loads, and 0.74 G with X from its texture too (BENCHMARKS.md).
 //
 // Bindings (group 0):
 //   0 dims      storage, read    Dims: d, o, rows_per_block R, n_params P, x_stride
@@ -29,16 +36,20 @@
 //   9 pos_weight storage, read   f32[o]                                           (forward)
 //  10 delta_out storage, rw      f32[count * o], the δ buffer bound at 6          (forward)
 //  11 loss      storage, rw      f32[count * o]                                   (forward)
+//  18 x_texture texture_2d<f32>  X's words again, read with X_TEXTURE (loads.wgsl)
 //
-// Invariants: x_stride is a multiple of 4 and X's padding columns are zero; an invocation
-// loops x_stride / 4 times (forward) or ⌈(x_stride / 4 + 1) / WG⌉ · R times (partial), within
-// llvmpipe's loop limit for the shapes the host sends here; the grid is 2-D only to pass
-// 65,535 workgroups per dimension, so the workgroup index is linearised and guarded. What a
-// workgroup shares comes from its workgroup id, so loads of it are uniform across the
-// invocations — the one kind of load a CPU implementation (llvmpipe) makes without a gather.
+// Invariants: subgroups have at least 8 invocations (TILE_OUTPUTS or 8 lanes hand out the
+// shared values; the host builds these kernels only where the adapter's smallest subgroup is
+// that large), and every invocation reaches every subgroupBroadcast: no invocation leaves
+// before its last one (invocations past the last row repeat it and store nothing). x_stride is
+// a multiple of 4 and X's padding columns are zero; an invocation loops x_stride / 4 times
+// (forward) or ⌈x_stride / 4 / WG⌉ · R times (partial), within llvmpipe's loop limit for the
+// shapes the host sends here; the grid is 2-D only to pass 65,535 workgroups per dimension, so
+// the workgroup index is linearised and guarded. The output tile and (partial) the block come
+// from the workgroup id alone, so the loops are uniform across every subgroup.
 
-// Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, weights4 from
-// weights.wgsl, which the host (gpu::SHADERS) puts before this file.
+// Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, load_x and weights4
+// from loads.wgsl, which the host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
 // Outputs per workgroup: 8 (each gathered word of X feeds eight accumulators), 4 (for at
@@ -109,22 +120,19 @@ fn forward(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let o = dims.o;
     let wide = TILE_OUTPUTS == 8u;
     let out_tiles = (o + TILE_OUTPUTS - 1u) / TILE_OUTPUTS;
     let wid = wg.x + wg.y * groups.x;
-    // The output tile comes from the workgroup alone, so every invocation reads the same
-    // weights: a CPU implementation loads them once for all lanes instead of gathering.
+    // The output tile comes from the workgroup alone: every invocation needs the same weights.
     let u = wid % out_tiles;
     let t = (wid / out_tiles) * WG + lid;
     let count = chunk.count;
-    if 4u * t >= count {
-        return;
-    }
     let s4 = dims.x_stride / 4u;
     // Rows past the end repeat the last one; their sums are not stored.
-    let p0 = 4u * t;
+    let p0 = min(4u * t, count - 1u);
     let p1 = min(p0 + 1u, count - 1u);
     let p2 = min(p0 + 2u, count - 1u);
     let p3 = min(p0 + 3u, count - 1u);
@@ -137,9 +145,9 @@ fn forward(
     let r2 = row2 * s4;
     let r3 = row3 * s4;
     let k = TILE_OUTPUTS * u;
-    // Outputs past the last repeat it; their sums are not stored.
-    let lo = min(vec4(k) + vec4(0u, 1u, 2u, 3u), vec4(o - 1u));
-    let hi = min(vec4(k) + vec4(4u, 5u, 6u, 7u), vec4(o - 1u));
+    // This lane's output in the tile, which it hands to the others (lane j: output k + j);
+    // outputs past the last repeat it, and their sums are not stored.
+    let mine = min(k + lane % TILE_OUTPUTS, o - 1u);
     // a: outputs k .. k + 3 of rows 4t .. 4t + 3; b: outputs k + 4 .. k + 7 (wide tiles).
     var a0 = vec4(0.0);
     var a1 = vec4(0.0);
@@ -150,28 +158,32 @@ fn forward(
     var b2 = vec4(0.0);
     var b3 = vec4(0.0);
     for (var c = 0u; c < s4; c++) {
-        let x0 = x[r0 + c];
-        let x1 = x[r1 + c];
-        let x2 = x[r2 + c];
-        let x3 = x[r3 + c];
-        let w0 = weights4(lo.x, c);
-        let w1 = weights4(lo.y, c);
-        let w2 = weights4(lo.z, c);
-        let w3 = weights4(lo.w, c);
+        let x0 = load_x(r0 + c);
+        let x1 = load_x(r1 + c);
+        let x2 = load_x(r2 + c);
+        let x3 = load_x(r3 + c);
+        let wl = weights4(mine, c);
+        let w0 = subgroupBroadcast(wl, 0u);
+        let w1 = subgroupBroadcast(wl, 1u);
+        let w2 = subgroupBroadcast(wl, 2u);
+        let w3 = subgroupBroadcast(wl, 3u);
         a0 += vec4(dot(x0, w0), dot(x0, w1), dot(x0, w2), dot(x0, w3));
         a1 += vec4(dot(x1, w0), dot(x1, w1), dot(x1, w2), dot(x1, w3));
         a2 += vec4(dot(x2, w0), dot(x2, w1), dot(x2, w2), dot(x2, w3));
         a3 += vec4(dot(x3, w0), dot(x3, w1), dot(x3, w2), dot(x3, w3));
         if wide {
-            let w4 = weights4(hi.x, c);
-            let w5 = weights4(hi.y, c);
-            let w6 = weights4(hi.z, c);
-            let w7 = weights4(hi.w, c);
+            let w4 = subgroupBroadcast(wl, 4u);
+            let w5 = subgroupBroadcast(wl, 5u);
+            let w6 = subgroupBroadcast(wl, 6u);
+            let w7 = subgroupBroadcast(wl, 7u);
             b0 += vec4(dot(x0, w4), dot(x0, w5), dot(x0, w6), dot(x0, w7));
             b1 += vec4(dot(x1, w4), dot(x1, w5), dot(x1, w6), dot(x1, w7));
             b2 += vec4(dot(x2, w4), dot(x2, w5), dot(x2, w6), dot(x2, w7));
             b3 += vec4(dot(x3, w4), dot(x3, w5), dot(x3, w6), dot(x3, w7));
         }
+    }
+    if 4u * t >= count {
+        return;
     }
     let n = min(TILE_OUTPUTS, o - k);
     let na = min(n, 4u);
@@ -204,16 +216,17 @@ fn partial(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let o = dims.o;
     let d = dims.d;
     let s4 = dims.x_stride / 4u;
     let wide = TILE_OUTPUTS >= 8u;
+    let widest = TILE_OUTPUTS == 16u;
     let out_tiles = (o + TILE_OUTPUTS - 1u) / TILE_OUTPUTS;
     let wid = wg.x + wg.y * groups.x;
-    // The block and the output tile come from the workgroup alone, so the row indices and
-    // δ are the same for every invocation (loaded once on a CPU implementation); the
-    // invocations split the column groups.
+    // The block and the output tile come from the workgroup alone: every invocation needs the
+    // same row indices and δ; the invocations split the column groups.
     let u = wid % out_tiles;
     let block = wid / out_tiles;
     let first = block * dims.rows_per_block;
@@ -222,56 +235,104 @@ fn partial(
     }
     let last = min(first + dims.rows_per_block, chunk.count);
     let k = TILE_OUTPUTS * u;
-    // Outputs past the last repeat it; their sums are not stored.
-    let lo = min(vec4(k) + vec4(0u, 1u, 2u, 3u), vec4(o - 1u));
-    let hi = min(vec4(k) + vec4(4u, 5u, 6u, 7u), vec4(o - 1u));
-    let lo2 = min(vec4(k) + vec4(8u, 9u, 10u, 11u), vec4(o - 1u));
-    let hi2 = min(vec4(k) + vec4(12u, 13u, 14u, 15u), vec4(o - 1u));
-    let widest = TILE_OUTPUTS == 16u;
     let n = min(TILE_OUTPUTS, o - k);
+    // This lane's outputs in the tile, which it hands to the others (lane j: outputs k + j
+    // and, for 16, k + 8 + j); outputs past the last repeat it, and their sums are not stored.
+    let spread = min(TILE_OUTPUTS, 8u);
+    let mine_lo = min(k + lane % spread, o - 1u);
+    let mine_hi = min(k + 8u + lane % spread, o - 1u);
     let out = (chunk.block_base + block) * partial_stride(dims.n_params);
-    for (var c = lid; c <= s4; c += WG) {
-        if c < s4 {
-            var a0 = vec4(0.0);
-            var a1 = vec4(0.0);
-            var a2 = vec4(0.0);
-            var a3 = vec4(0.0);
-            var a4 = vec4(0.0);
-            var a5 = vec4(0.0);
-            var a6 = vec4(0.0);
-            var a7 = vec4(0.0);
-            var a8 = vec4(0.0);
-            var a9 = vec4(0.0);
-            var a10 = vec4(0.0);
-            var a11 = vec4(0.0);
-            var a12 = vec4(0.0);
-            var a13 = vec4(0.0);
-            var a14 = vec4(0.0);
-            var a15 = vec4(0.0);
-            for (var p = first; p < last; p++) {
-                let xv = x[rows[chunk.row_offset + p] * s4 + c];
-                let e = p * o;
-                a0 += delta[e + lo.x] * xv;
-                a1 += delta[e + lo.y] * xv;
-                a2 += delta[e + lo.z] * xv;
-                a3 += delta[e + lo.w] * xv;
-                if wide {
-                    a4 += delta[e + hi.x] * xv;
-                    a5 += delta[e + hi.y] * xv;
-                    a6 += delta[e + hi.z] * xv;
-                    a7 += delta[e + hi.w] * xv;
-                }
-                if widest {
-                    a8 += delta[e + lo2.x] * xv;
-                    a9 += delta[e + lo2.y] * xv;
-                    a10 += delta[e + lo2.z] * xv;
-                    a11 += delta[e + lo2.w] * xv;
-                    a12 += delta[e + hi2.x] * xv;
-                    a13 += delta[e + hi2.y] * xv;
-                    a14 += delta[e + hi2.z] * xv;
-                    a15 += delta[e + hi2.w] * xv;
-                }
+    for (var c0 = 0u; c0 < s4; c0 += WG) {
+        // Invocations past the last column group repeat it; their sums are not stored.
+        let c = min(c0 + lid, s4 - 1u);
+        var a0 = vec4(0.0);
+        var a1 = vec4(0.0);
+        var a2 = vec4(0.0);
+        var a3 = vec4(0.0);
+        var a4 = vec4(0.0);
+        var a5 = vec4(0.0);
+        var a6 = vec4(0.0);
+        var a7 = vec4(0.0);
+        var a8 = vec4(0.0);
+        var a9 = vec4(0.0);
+        var a10 = vec4(0.0);
+        var a11 = vec4(0.0);
+        var a12 = vec4(0.0);
+        var a13 = vec4(0.0);
+        var a14 = vec4(0.0);
+        var a15 = vec4(0.0);
+        // The bias's sums, δ of outputs k .. k + 3, k + 4 .. k + 7, …
+        var b0 = vec4(0.0);
+        var b1 = vec4(0.0);
+        var b2 = vec4(0.0);
+        var b3 = vec4(0.0);
+        for (var p = first; p < last; p++) {
+            let xv = load_x(rows[chunk.row_offset + p] * s4 + c);
+            let e = p * o;
+            let lo = delta[e + mine_lo];
+            let d0 = vec4(
+                subgroupBroadcast(lo, 0u),
+                subgroupBroadcast(lo, 1u),
+                subgroupBroadcast(lo, 2u),
+                subgroupBroadcast(lo, 3u),
+            );
+            a0 += d0.x * xv;
+            a1 += d0.y * xv;
+            a2 += d0.z * xv;
+            a3 += d0.w * xv;
+            b0 += d0;
+            if wide {
+                let d1 = vec4(
+                    subgroupBroadcast(lo, 4u),
+                    subgroupBroadcast(lo, 5u),
+                    subgroupBroadcast(lo, 6u),
+                    subgroupBroadcast(lo, 7u),
+                );
+                a4 += d1.x * xv;
+                a5 += d1.y * xv;
+                a6 += d1.z * xv;
+                a7 += d1.w * xv;
+                b1 += d1;
             }
+            if widest {
+                let hi = delta[e + mine_hi];
+                let d2 = vec4(
+                    subgroupBroadcast(hi, 0u),
+                    subgroupBroadcast(hi, 1u),
+                    subgroupBroadcast(hi, 2u),
+                    subgroupBroadcast(hi, 3u),
+                );
+                let d3 = vec4(
+                    subgroupBroadcast(hi, 4u),
+                    subgroupBroadcast(hi, 5u),
+                    subgroupBroadcast(hi, 6u),
+                    subgroupBroadcast(hi, 7u),
+                );
+                a8 += d2.x * xv;
+                a9 += d2.y * xv;
+                a10 += d2.z * xv;
+                a11 += d2.w * xv;
+                a12 += d3.x * xv;
+                a13 += d3.y * xv;
+                a14 += d3.z * xv;
+                a15 += d3.w * xv;
+                b2 += d2;
+                b3 += d3;
+            }
+        }
+        if c0 == 0u && lid == 0u {
+            store_partials(out + o * d + k, b0, min(n, 4u));
+            if n > 4u {
+                store_partials(out + o * d + k + 4u, b1, min(n - 4u, 4u));
+            }
+            if n > 8u {
+                store_partials(out + o * d + k + 8u, b2, min(n - 8u, 4u));
+            }
+            if n > 12u {
+                store_partials(out + o * d + k + 12u, b3, n - 12u);
+            }
+        }
+        if c0 + lid < s4 {
             let cols = min(4u, d - 4u * c);
             let q = out + k * d + 4u * c;
             store_partials(q, a0, cols);
@@ -319,32 +380,6 @@ fn partial(
             }
             if n > 15u {
                 store_partials(q + 15u * d, a15, cols);
-            }
-        } else {
-            var b0 = vec4(0.0);
-            var b1 = vec4(0.0);
-            var b2 = vec4(0.0);
-            var b3 = vec4(0.0);
-            for (var p = first; p < last; p++) {
-                let e = p * o;
-                b0 += vec4(delta[e + lo.x], delta[e + lo.y], delta[e + lo.z], delta[e + lo.w]);
-                if wide {
-                    b1 += vec4(delta[e + hi.x], delta[e + hi.y], delta[e + hi.z], delta[e + hi.w]);
-                }
-                if widest {
-                    b2 += vec4(delta[e + lo2.x], delta[e + lo2.y], delta[e + lo2.z], delta[e + lo2.w]);
-                    b3 += vec4(delta[e + hi2.x], delta[e + hi2.y], delta[e + hi2.z], delta[e + hi2.w]);
-                }
-            }
-            store_partials(out + o * d + k, b0, min(n, 4u));
-            if n > 4u {
-                store_partials(out + o * d + k + 4u, b1, min(n - 4u, 4u));
-            }
-            if n > 8u {
-                store_partials(out + o * d + k + 8u, b2, min(n - 8u, 4u));
-            }
-            if n > 12u {
-                store_partials(out + o * d + k + 12u, b3, n - 12u);
             }
         }
     }

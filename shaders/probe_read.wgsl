@@ -21,7 +21,7 @@
 // the shader on it at each dispatch, and the specialised loop is faster than that costs (S2's
 // X: 27 ms as a uniform, 38–50 ms from a storage buffer), so the roofline stays the fastest
 // read of X we know. Where the training steps read X through a texture (CPU adapters, see
-// linear_step_rows.wgsl's X_TEXTURE), `main_texture` is that roofline: on lavapipe it read
+// loads.wgsl's X_TEXTURE), `main_texture` is that roofline: on lavapipe it read
 // S2's X in 0.62–0.88× the time of `main`, four texels at a time (one at a time: 0.9×).
 
 override WG: u32 = 64u;

@@ -383,8 +383,12 @@ pub fn run(
             }));
         }
         let gemm_jobs = jobs.len();
+        let gemm_probes: Vec<_> = GEMM_PROBES
+            .iter()
+            .filter(|(_, kernel)| gpu.has_gemm_probe(*kernel))
+            .collect();
         if shape.o > 1 {
-            for &(_, kernel) in GEMM_PROBES {
+            for &&(_, kernel) in &gemm_probes {
                 jobs.push(Box::new(move |gpu: &mut GpuBackend| {
                     gpu.probe_gemm(kernel)?;
                     gpu.finish()
@@ -430,7 +434,7 @@ pub fn run(
         if shape.o > 1 {
             // The best GEMM this adapter has among the two: the step is measured against it.
             let flop = 2.0 * (gpu.gemm_probe_rows() * shape.d * shape.o) as f64;
-            for ((name, _), samples) in GEMM_PROBES.iter().zip(&samples[gemm_jobs..]) {
+            for ((name, _), samples) in gemm_probes.iter().zip(&samples[gemm_jobs..]) {
                 r.gemm_probes
                     .push(((*name).into(), flop / median(samples.clone()) / 1e9));
             }

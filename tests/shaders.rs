@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use bilevel::gpu::{PRELUDE, SHADERS, WEIGHTS, rows_step_source};
+use bilevel::gpu::{LOADS, PRELUDE, SHADERS, rows_step_source};
 
 /// Parses and validates `source`, naming `file` on failure.
 fn validate(file: &str, source: &str) {
@@ -24,7 +24,7 @@ fn every_shader_parses_and_validates() {
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name.ends_with(".wgsl") && name != "common.wgsl" && name != "weights.wgsl")
+        .filter(|name| name.ends_with(".wgsl") && name != "common.wgsl" && name != "loads.wgsl")
         .collect();
     files.sort();
     assert!(
@@ -38,11 +38,11 @@ fn every_shader_parses_and_validates() {
         "gpu::PRELUDE is not common.wgsl as it is on disk"
     );
     validate("common.wgsl", &prelude);
-    // weights.wgsl names its including kernel's bindings: it validates as part of them.
-    let weights = std::fs::read_to_string(dir.join("weights.wgsl")).unwrap();
+    // loads.wgsl names its including kernel's bindings: it validates as part of them.
+    let loads = std::fs::read_to_string(dir.join("loads.wgsl")).unwrap();
     assert_eq!(
-        weights, WEIGHTS,
-        "gpu::WEIGHTS is not weights.wgsl as it is on disk"
+        loads, LOADS,
+        "gpu::LOADS is not loads.wgsl as it is on disk"
     );
     for file in &files {
         let source = std::fs::read_to_string(dir.join(file)).unwrap();
@@ -62,9 +62,9 @@ fn every_shader_parses_and_validates() {
             .find(|(name, _)| name == file)
             .unwrap_or_else(|| panic!("{file} is not in gpu::SHADERS"));
         let with_prelude = format!("{prelude}{source}");
-        let with_weights = format!("{prelude}{weights}{source}");
+        let with_loads = format!("{prelude}{loads}{source}");
         assert!(
-            *compiled == source || *compiled == with_prelude || *compiled == with_weights,
+            *compiled == source || *compiled == with_prelude || *compiled == with_loads,
             "{file} is not in gpu::SHADERS as it is on disk"
         );
         // linear_step_rows is WGSL once its column groups are unrolled (tested below).

@@ -782,22 +782,25 @@ fn folded_updates_match_the_unfolded_steps() {
     );
 }
 
-/// Reading X from textures (the default of `linear_step_rows` on CPU adapters) gives the
-/// steps that reading it from buffers gives, bit for bit: on rows that straddle the textures'
-/// texel rows, in one chunk and in several, indexed and contiguous, folded and not; and the
-/// bandwidth probe reads from either.
+/// Reading X from textures (the default of `linear_step_rows` and the tiled kernels on CPU
+/// adapters) gives the steps that reading it from buffers gives, bit for bit: on rows that
+/// straddle the textures' texel rows, in one chunk and in several, indexed and contiguous,
+/// folded and not, one output and many; and the bandwidth probe reads from either.
 #[test]
 fn x_textures_give_the_steps_of_x_buffers() {
     let context = gpu();
     // At 383 features a row is 96 or more vec4 words, which no power-of-two texel row holds a
-    // whole number of: rows straddle texel rows. Where the steps are not linear_step_rows
-    // (Auto on small batches, and two outputs), the textures are there unread.
+    // whole number of: rows straddle texel rows. More than one output takes the tiled
+    // kernels (4, 8 and 16 outputs per invocation here); where the steps are neither those
+    // nor linear_step_rows, the textures are there unread.
     let shapes = [
         (1, 1, 1, None),
         (1_000, 383, 1, None),
         (300, 1_021, 1, Some(7)),
         (700, 33, 1, Some(256)),
         (500, 383, 2, None),
+        (300, 1_021, 9, Some(7)),
+        (257, 130, 17, Some(100)),
     ];
     for (n, d, o, chunk_rows) in shapes {
         let (data, init) = problem(n, d, o, 900 + n as u64, 1.0);
@@ -815,6 +818,9 @@ fn x_textures_give_the_steps_of_x_buffers() {
         let steps: Vec<usize> = (0..9).map(|s| (s * 5) % b).collect();
         let mask = ParamSubset::All.mask(d, o).unwrap();
         let mut kernels = vec![StepKernels::Auto];
+        if o == 1 && context.has_tiled_kernels() {
+            kernels.push(StepKernels::Tiled);
+        }
         if o == 1 && context.has_rows_step() {
             kernels.push(StepKernels::Rows);
             if chunk_rows.is_none() {
@@ -860,8 +866,8 @@ fn x_textures_give_the_steps_of_x_buffers() {
             assert_close(&format!("{what}: v"), &v, &want_v, 0.0, 0.0);
         }
     }
-    // `None` reads textures on CPU adapters where linear_step_rows steps (one output here),
-    // buffers elsewhere.
+    // `None` reads textures on CPU adapters where linear_step_rows (one output here) or the
+    // tiled kernels step, buffers elsewhere.
     for (o, kernels) in [
         (1, StepKernels::Auto),
         (1, StepKernels::Tiled),
@@ -876,7 +882,8 @@ fn x_textures_give_the_steps_of_x_buffers() {
             gpu.has_batch_probe(),
             context.has_rows_step() && kernels == StepKernels::Auto && o == 1
         );
-        let want = if context.is_cpu() && gpu.has_batch_probe() {
+        let tiled = context.has_tiled_kernels() && (kernels == StepKernels::Tiled || o > 1);
+        let want = if context.is_cpu() && (gpu.has_batch_probe() || tiled) {
             XSource::Texture
         } else {
             XSource::Buffer

@@ -38,7 +38,8 @@ pub struct BenchArgs {
 /// `--x-source`: the choices of [`XSource`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum XSourceArg {
-    /// Textures on CPU adapters where `linear_step_rows` steps, buffers elsewhere.
+    /// Textures on CPU adapters where `linear_step_rows` or the tiled kernels step, buffers
+    /// elsewhere.
     Auto,
     /// Storage buffers.
     Buffer,

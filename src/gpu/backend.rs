@@ -218,8 +218,9 @@ fn compute_pass<'e>(
 pub enum GemmProbe {
     /// `probe_gemm.wgsl`: the textbook kernel, 16×16 tiles of X and W in workgroup memory.
     SharedTiles,
-    /// `linear_tiled.forward`: register tiles of 4 rows × 8 outputs with the weights loaded
-    /// once per workgroup (its BCE epilogue adds a few operations per output).
+    /// `linear_tiled.forward`: register tiles of 4 rows × 8 outputs, the weights loaded once
+    /// per subgroup (its BCE epilogue adds a few operations per output); adapters with
+    /// subgroups of at least 8 invocations.
     RegisterTiles,
 }
 
@@ -228,7 +229,8 @@ struct GemmProbes {
     shared: wgpu::BindGroup,
     /// (output tiles, row tiles) of 16.
     shared_grid: (u32, u32),
-    tiled: wgpu::BindGroup,
+    /// Where the adapter has the tiled kernels.
+    tiled: Option<wgpu::BindGroup>,
     tiled_groups: u32,
 }
 
@@ -273,8 +275,9 @@ struct ChunkWork {
     forward: wgpu::BindGroup,
     bce: wgpu::BindGroup,
     partial: wgpu::BindGroup,
-    tiled_forward: wgpu::BindGroup,
-    tiled_partial: wgpu::BindGroup,
+    /// Where the adapter has the tiled kernels.
+    tiled_forward: Option<wgpu::BindGroup>,
+    tiled_partial: Option<wgpu::BindGroup>,
     step: wgpu::BindGroup,
     reduce_loss: wgpu::BindGroup,
 }
@@ -502,8 +505,8 @@ impl Run {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StepKernels {
     /// For one output `linear_step_rows` where it fits (else `linear_step` over rows of at
-    /// least 384 features), the tiled kernels elsewhere; on CPU adapters `train_steps` for
-    /// small batches.
+    /// least 384 features), the tiled kernels elsewhere (the separate ones where the adapter
+    /// lacks subgroups of 8 invocations); on CPU adapters `train_steps` for small batches.
     #[default]
     Auto,
     /// Always the fused `linear_step`: one pass over each block of X.
@@ -515,8 +518,10 @@ pub enum StepKernels {
     Rows,
     /// Always `linear_forward`, `bce` and `linear_backward.partial` in sequence.
     Separate,
-    /// `linear_tiled.forward`, `bce` and `linear_tiled.partial`: the separate kernels with
-    /// register tiles of 4 rows or columns × 8 outputs (4 for at most four outputs).
+    /// `linear_tiled.forward` (with the loss and δ) and `linear_tiled.partial`: the separate
+    /// kernels with register tiles of 4 rows or columns × 8 outputs (4 for at most four, 16
+    /// columns' outputs for more than eight), the shared weights and δ handed out by subgroup
+    /// broadcasts (adapters with subgroups of at least 8 invocations).
     Tiled,
     /// `train_steps`: every step between two checks in one dispatch of one workgroup (data
     /// in one binding, adapters with 17 storage bindings per stage). `Auto` picks it on CPU
@@ -582,12 +587,11 @@ pub struct GpuBackend {
 pub enum XSource {
     /// Storage buffers: every kernel, on every adapter.
     Buffer,
-    /// `linear_step_rows` and the bandwidth probe from textures of X's words as
-    /// `rgba32float` texels (the other kernels still from X's buffers, which stay): on
-    /// lavapipe a texel fetch costs about half the instructions of a storage load, and S2's
-    /// step took 0.77–0.96× the time of a read of X's buffer (BENCHMARKS.md). Costs a second
-    /// copy of X. (The tiled kernels gained too little to pay for it: S3 executed 0.90× the
-    /// instructions.)
+    /// `linear_step_rows`, the tiled kernels and the bandwidth probe from textures of X's
+    /// words as `rgba32float` texels (the other kernels still from X's buffers, which stay):
+    /// on lavapipe a texel fetch costs about half the instructions of a storage load; S2's
+    /// step took 0.77–0.96× the time of a read of X's buffer, and S3's step executed 0.74×
+    /// the instructions (BENCHMARKS.md). Costs a second copy of X.
     Texture,
 }
 
@@ -640,8 +644,8 @@ impl GpuBackend {
     }
 
     /// Where later loads have the kernels read X from: `None` (the default) reads it from
-    /// textures on CPU adapters where `linear_step_rows` steps (see [`XSource`]) and from
-    /// buffers everywhere else.
+    /// textures on CPU adapters where `linear_step_rows` or the tiled kernels step (see
+    /// [`XSource`]) and from buffers everywhere else.
     pub fn set_x_source(&mut self, source: Option<XSource>) {
         self.x_source = source;
     }
@@ -899,6 +903,12 @@ impl GpuBackend {
     /// first call.
     pub fn probe_gemm(&mut self, kernel: GemmProbe) -> Result<()> {
         let run = self.run()?;
+        if !self.has_gemm_probe(kernel) {
+            return Err(Error::Config(format!(
+                "the register-tile GEMM probe is linear_tiled.forward, which needs subgroups of at least 8 invocations; {} has not",
+                self.context.adapter_name()
+            )));
+        }
         if kernel == GemmProbe::RegisterTiles
             && self
                 .loop_budget()
@@ -931,15 +941,17 @@ impl GpuBackend {
                     pass.dispatch_workgroups(x, y, 1);
                 }
                 GemmProbe::RegisterTiles => {
-                    let (pipeline, _) = ctx.kernels.tiled_forward_for(run.o as u32);
-                    dispatch_on(
-                        &mut pass,
-                        ctx,
-                        pipeline,
-                        &gemm.tiled,
-                        &[0],
-                        gemm.tiled_groups,
-                    );
+                    if let (Some(tiled), Some(bind_group)) = (&ctx.kernels.tiled, &gemm.tiled) {
+                        let (pipeline, _) = tiled.forward_for(run.o as u32, run.reads_textures());
+                        dispatch_on(
+                            &mut pass,
+                            ctx,
+                            pipeline,
+                            bind_group,
+                            &[0],
+                            gemm.tiled_groups,
+                        );
+                    }
                 }
             }
         }
@@ -994,13 +1006,22 @@ impl GpuBackend {
             &index,
             [&z, &delta, &loss],
         );
-        let (_, out_tiles) = ctx.kernels.tiled_forward_for(run.o as u32);
+        let out_tiles = (run.o as u32).div_ceil(8).max(1);
+        let out_tiles = ctx.kernels.tiled.as_ref().map_or(out_tiles, |t| {
+            t.forward_for(run.o as u32, run.reads_textures()).1
+        });
         Ok(GemmProbes {
             shared,
             shared_grid: ((run.o as u32).div_ceil(16), (rows as u32).div_ceil(16)),
             tiled,
             tiled_groups: (rows as u32).div_ceil(4).div_ceil(WORKGROUP_SIZE) * out_tiles,
         })
+    }
+
+    /// Whether this adapter has GEMM probe `kernel`: the register tiles are
+    /// `linear_tiled.forward`, which needs subgroups of at least 8 invocations.
+    pub fn has_gemm_probe(&self, kernel: GemmProbe) -> bool {
+        kernel == GemmProbe::SharedTiles || self.context.has_tiled_kernels()
     }
 
     /// Rows the GEMM probe covers (the first chunk's, at most 16 × the grid limit).
@@ -1191,8 +1212,9 @@ impl GpuBackend {
             })
     }
 
-    /// `linear_tiled.forward`'s bind group over `chunk`: the batch's `ChunkStep` at
-    /// `chunk_step`, its row indices in `index`, and where the logits, δ and loss go.
+    /// `linear_tiled.forward`'s bind group over `chunk`, where the adapter has the tiled
+    /// kernels: the batch's `ChunkStep` at `chunk_step`, its row indices in `index`, and where
+    /// the logits, δ and loss go.
     fn bind_tiled_forward(
         &self,
         label: &str,
@@ -1201,10 +1223,11 @@ impl GpuBackend {
         chunk: &Chunk,
         index: &wgpu::Buffer,
         [z, delta, loss]: [&wgpu::Buffer; 3],
-    ) -> wgpu::BindGroup {
-        self.bind(
+    ) -> Option<wgpu::BindGroup> {
+        let tiled = self.context.kernels.tiled.as_ref()?;
+        Some(self.bind_on(
             label,
-            &self.context.kernels.tiled_forward,
+            &tiled.forward.bind_group,
             &[
                 (0, whole(&run.dims)),
                 (1, chunk_step),
@@ -1216,8 +1239,9 @@ impl GpuBackend {
                 (9, whole(&run.pos_weight)),
                 (10, whole(delta)),
                 (11, whole(loss)),
+                (18, chunk.texture(&self.context)),
             ],
-        )
+        ))
     }
 
     /// Reads `len` f32 from the start of `src` through the reusable staging buffer.
@@ -1344,18 +1368,21 @@ impl GpuBackend {
                 &index,
                 [&z, &delta, &loss],
             );
-            let tiled_partial = self.bind(
-                "linear_tiled.partial",
-                &k.tiled_partial,
-                &[
-                    (0, whole(&run.dims)),
-                    (1, run.ring.binding()),
-                    (2, whole(&chunk.x)),
-                    (3, whole(&index)),
-                    (6, whole(&delta)),
-                    (7, whole(&partials)),
-                ],
-            );
+            let tiled_partial = k.tiled.as_ref().map(|tiled| {
+                self.bind_on(
+                    "linear_tiled.partial",
+                    &tiled.partial.bind_group,
+                    &[
+                        (0, whole(&run.dims)),
+                        (1, run.ring.binding()),
+                        (2, whole(&chunk.x)),
+                        (3, whole(&index)),
+                        (6, whole(&delta)),
+                        (7, whole(&partials)),
+                        (18, chunk.texture(&self.context)),
+                    ],
+                )
+            });
             let step = self.bind(
                 "linear_step",
                 &k.step,
@@ -1654,13 +1681,18 @@ impl GpuBackend {
                 );
             } else if run.path == StepPath::Fused {
                 dispatch(pass, ctx, &k.step, &chunk.step, &[offset], blocks);
-            } else if run.path == StepPath::Tiled {
+            } else if let (StepPath::Tiled, Some(tiled), Some(tf), Some(tp)) = (
+                run.path,
+                &k.tiled,
+                &chunk.tiled_forward,
+                &chunk.tiled_partial,
+            ) {
                 // Tiles of 8 outputs, or of 4 for at most four; the forward pass writes the
-                // loss and δ itself.
-                let (forward, forward_tiles) = k.tiled_forward_for(run.o as u32);
-                let (partial, partial_tiles) = k.tiled_partial_for(run.o as u32);
+                // loss and δ itself. (`load` takes this path only where the kernels exist.)
+                let x_texture = run.reads_textures();
+                let (forward, forward_tiles) = tiled.forward_for(run.o as u32, x_texture);
+                let (partial, partial_tiles) = tiled.partial_for(run.o as u32, x_texture);
                 let row_groups = count.div_ceil(4).div_ceil(WORKGROUP_SIZE);
-                let (tf, tp) = (&chunk.tiled_forward, &chunk.tiled_partial);
                 dispatch_on(
                     pass,
                     ctx,
@@ -2193,19 +2225,35 @@ impl Backend for GpuBackend {
             fused = false;
         }
         let tiled_fits = budget.is_none_or(|b| tiled_loop_iterations(d, rows_per_block) <= b);
-        if self.kernels == StepKernels::Tiled && !tiled_fits {
-            return Err(Error::Config(format!(
-                "the tiled kernels would run past {}'s loop limit at {d} features",
-                ctx.adapter_name()
-            )));
+        if self.kernels == StepKernels::Tiled {
+            if ctx.kernels.tiled.is_none() {
+                return Err(Error::Config(format!(
+                    "the tiled kernels need subgroups of at least 8 invocations; {} has not",
+                    ctx.adapter_name()
+                )));
+            }
+            if !tiled_fits {
+                return Err(Error::Config(format!(
+                    "the tiled kernels would run past {}'s loop limit at {d} features",
+                    ctx.adapter_name()
+                )));
+            }
         }
+        let tiled = !rows
+            && !fused
+            && ctx.kernels.tiled.is_some()
+            && match self.kernels {
+                StepKernels::Tiled => true,
+                StepKernels::Auto => tiled_fits,
+                _ => false,
+            };
         // X's words per chunk fit a texture's rows (the last row part-filled)?
         let texture_width = 1u64 << ctx.kernels.x_texture_shift;
         let chunk_words = (rows_per_chunk * x_stride).div_ceil(4) as u64;
         let texture_fits =
             chunk_words.div_ceil(texture_width) <= u64::from(ctx.limits.max_texture_dimension_2d);
         let x_texture = match self.x_source {
-            None => ctx.is_cpu() && rows && texture_fits,
+            None => ctx.is_cpu() && (rows || tiled) && texture_fits,
             Some(XSource::Buffer) => false,
             Some(XSource::Texture) if texture_fits => true,
             Some(XSource::Texture) => {
@@ -2223,11 +2271,10 @@ impl Backend for GpuBackend {
         if rows_step.is_some() {
             ctx.check("building linear_step_rows")?;
         }
-        let path = match self.kernels {
+        let path = match () {
             _ if rows_step.is_some() => StepPath::Rows,
             _ if fused => StepPath::Fused,
-            StepKernels::Tiled => StepPath::Tiled,
-            StepKernels::Auto if tiled_fits => StepPath::Tiled,
+            _ if tiled => StepPath::Tiled,
             _ => StepPath::Separate,
         };
         let p_bytes = n_params as u64 * 4;

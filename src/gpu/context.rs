@@ -73,12 +73,15 @@ impl GpuContext {
         // `linear_step_rows` sums a row's dot product across one subgroup: it needs subgroups
         // whose size the workgroup can match exactly, and of at least two invocations (a pair
         // of rows takes its row indices from two lanes).
-        let subgroup_size = (adapter.features().contains(wgpu::Features::SUBGROUP)
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP);
+        let subgroup_size = (subgroups
             && info.subgroup_min_size == info.subgroup_max_size
             && info.subgroup_max_size >= 2)
             .then_some(info.subgroup_max_size);
+        // `linear_tiled` hands its shared weights and δ out from 8 lanes of every subgroup.
+        let tiled_subgroups = subgroups && info.subgroup_min_size >= 8;
         let mut required_features = wgpu::Features::empty();
-        if subgroup_size.is_some() {
+        if subgroup_size.is_some() || tiled_subgroups {
             required_features |= wgpu::Features::SUBGROUP;
         }
         // `bilevel bench` times GPUs by their own clocks where they have them.
@@ -112,7 +115,7 @@ impl GpuContext {
                 Some(format!("{reason:?}: {message}"));
         });
 
-        let kernels = Kernels::new(&device, &limits, subgroup_size);
+        let kernels = Kernels::new(&device, &limits, subgroup_size, tiled_subgroups);
         let x_stand_in = device
             .create_texture(&wgpu::TextureDescriptor {
                 label: Some("x texture stand-in"),
@@ -170,6 +173,12 @@ impl GpuContext {
     /// Whether `linear_step_rows` can run here: subgroups of one fixed size.
     pub fn has_rows_step(&self) -> bool {
         self.kernels.subgroup_size.is_some()
+    }
+
+    /// Whether the tiled kernels (`StepKernels::Tiled`, the register-tile GEMM probe) can run
+    /// here: subgroups of at least 8 invocations.
+    pub fn has_tiled_kernels(&self) -> bool {
+        self.kernels.tiled.is_some()
     }
 
     /// The adapter's name.

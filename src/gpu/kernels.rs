@@ -18,13 +18,13 @@ macro_rules! with_prelude {
     };
 }
 
-/// `shaders/common.wgsl`, `shaders/weights.wgsl`, then `shaders/<file>`: for the kernels that
-/// read the weights four columns at a time.
-macro_rules! with_weights {
+/// `shaders/common.wgsl`, `shaders/loads.wgsl`, then `shaders/<file>`: for the kernels that
+/// read X and the weights four columns at a time.
+macro_rules! with_loads {
     ($file:literal) => {
         concat!(
             include_str!("../../shaders/common.wgsl"),
-            include_str!("../../shaders/weights.wgsl"),
+            include_str!("../../shaders/loads.wgsl"),
             include_str!(concat!("../../shaders/", $file))
         )
     };
@@ -33,13 +33,13 @@ macro_rules! with_weights {
 /// The shared prelude, `shaders/common.wgsl`.
 pub const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
 
-/// `shaders/weights.wgsl`, after [`PRELUDE`] in front of the kernels that read the weights four
-/// columns at a time.
-pub const WEIGHTS: &str = include_str!("../../shaders/weights.wgsl");
+/// `shaders/loads.wgsl`, after [`PRELUDE`] in front of the kernels that read X and the weights
+/// four columns at a time.
+pub const LOADS: &str = include_str!("../../shaders/loads.wgsl");
 
 /// Every kernel as `(file name, source as compiled)`, in the order of the trainer's step;
 /// the kernels that use shared structs and helpers have [`PRELUDE`] in front, and those that
-/// read the weights four columns at a time [`WEIGHTS`] after it.
+/// read X and the weights four columns at a time [`LOADS`] after it.
 pub const SHADERS: &[(&str, &str)] = &[
     ("linear_forward.wgsl", with_prelude!("linear_forward.wgsl")),
     ("bce.wgsl", with_prelude!("bce.wgsl")),
@@ -47,12 +47,12 @@ pub const SHADERS: &[(&str, &str)] = &[
         "linear_backward.wgsl",
         with_prelude!("linear_backward.wgsl"),
     ),
-    ("linear_step.wgsl", with_weights!("linear_step.wgsl")),
+    ("linear_step.wgsl", with_loads!("linear_step.wgsl")),
     (
         "linear_step_rows.wgsl",
-        with_weights!("linear_step_rows.wgsl"),
+        with_loads!("linear_step_rows.wgsl"),
     ),
-    ("linear_tiled.wgsl", with_weights!("linear_tiled.wgsl")),
+    ("linear_tiled.wgsl", with_loads!("linear_tiled.wgsl")),
     ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
     ("sgd.wgsl", with_prelude!("sgd.wgsl")),
     ("adam.wgsl", with_prelude!("adam.wgsl")),
@@ -82,12 +82,15 @@ const MAX_QUAD_COLUMN_GROUPS: u32 = 4;
 /// `linear_step_rows.wgsl` (after the prelude) with its column groups unrolled `groups` times
 /// (the file's `// #unroll m` blocks).
 pub fn rows_step_source(groups: u32) -> String {
-    let (_, source) = SHADERS
+    unroll(shader_source("linear_step_rows.wgsl"), groups)
+}
+
+/// `file` as compiled (from [`SHADERS`]; empty, so it fails to validate, if not there).
+fn shader_source(file: &str) -> &'static str {
+    SHADERS
         .iter()
-        .find(|(name, _)| *name == "linear_step_rows.wgsl")
-        .copied()
-        .unwrap_or_default();
-    unroll(source, groups)
+        .find(|(name, _)| *name == file)
+        .map_or("", |(_, source)| source)
 }
 
 /// Repeats each block of lines between `// #unroll m` and `// #end` for m = 0 .. count − 1,
@@ -177,16 +180,9 @@ pub(crate) struct Kernels {
     pub(crate) bce: Kernel,
     pub(crate) backward_partial: Kernel,
     pub(crate) backward_total: Kernel,
-    /// `linear_forward` in tiles: 4 rows × 8 outputs per invocation.
-    pub(crate) tiled_forward: Kernel,
-    /// `tiled_forward` with 4 outputs per invocation, for at most four outputs.
-    pub(crate) tiled_forward4: LazyPipeline,
-    /// `linear_backward.partial` in tiles: 8 outputs × 4 columns per invocation.
-    pub(crate) tiled_partial: Kernel,
-    /// `tiled_partial` with 4 outputs per invocation, for at most four outputs.
-    pub(crate) tiled_partial4: LazyPipeline,
-    /// `tiled_partial` with 16 outputs per invocation, for more than eight outputs.
-    pub(crate) tiled_partial16: LazyPipeline,
+    /// `linear_forward` and `linear_backward.partial` as register tiles, where the adapter's
+    /// subgroups have at least 8 invocations.
+    pub(crate) tiled: Option<TiledKernels>,
     pub(crate) step: Kernel,
     /// `step` for a batch segment of consecutive rows: no row index reads.
     pub(crate) step_contiguous: LazyPipeline,
@@ -248,6 +244,107 @@ pub(crate) struct StepsKernels {
     pub(crate) sgd: LazyPipeline,
 }
 
+/// `linear_tiled.wgsl`'s two kernels by outputs per invocation and by where they read X.
+pub(crate) struct TiledKernels {
+    /// `forward`'s bind group layout.
+    pub(crate) forward: Layout,
+    /// `partial`'s bind group layout.
+    pub(crate) partial: Layout,
+    /// Each entry's pipelines by (outputs per invocation, X from its texture).
+    pipelines: HashMap<(&'static str, u32, bool), LazyPipeline>,
+}
+
+impl TiledKernels {
+    /// Both kernels at 4, 8 and (`partial`) 16 outputs per invocation, each reading X from
+    /// its buffer or from a texture 2^`x_texture_shift` texels wide.
+    fn new(device: &wgpu::Device, x_texture_shift: u32) -> Self {
+        use Slot::*;
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("linear_tiled.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(shader_source("linear_tiled.wgsl"))),
+        });
+        let forward = Layout::new(
+            device,
+            "linear_tiled.forward",
+            &[
+                Args(0),
+                Ring(1),
+                Read(2),
+                Read(3),
+                Read(4),
+                Write(5),
+                Read(8),
+                Read(9),
+                Write(10),
+                Write(11),
+                Texture(18),
+            ],
+        );
+        let partial = Layout::new(
+            device,
+            "linear_tiled.partial",
+            &[
+                Args(0),
+                Ring(1),
+                Read(2),
+                Read(3),
+                Read(6),
+                Write(7),
+                Texture(18),
+            ],
+        );
+        let mut pipelines = HashMap::new();
+        for (entry, layout, outputs) in [
+            ("forward", &forward, &[4, 8][..]),
+            ("partial", &partial, &[4, 8, 16][..]),
+        ] {
+            for (&outputs, x_texture) in outputs.iter().flat_map(|o| [(o, false), (o, true)]) {
+                let from = if x_texture { "texture" } else { "buffer" };
+                let label = format!("linear_tiled.{entry} ({outputs} outputs, X from its {from})");
+                let constants = [
+                    ("WG", WORKGROUP_SIZE as f64),
+                    ("TILE_OUTPUTS", f64::from(outputs)),
+                    ("X_TEXTURE", f64::from(u8::from(x_texture))),
+                    ("X_TEXTURE_SHIFT", f64::from(x_texture_shift)),
+                ];
+                let pipeline =
+                    LazyPipeline::new(device, &label, &layout.pipeline, &module, entry, &constants);
+                pipelines.insert((entry, outputs, x_texture), pipeline);
+            }
+        }
+        Self {
+            forward,
+            partial,
+            pipelines,
+        }
+    }
+
+    /// `forward` for `o` outputs and its output tiles per row tile: 4 outputs per invocation
+    /// for at most four, else 8 (16 measured no faster here: S3 488 vs 494 ms).
+    pub(crate) fn forward_for(&self, o: u32, x_texture: bool) -> (&LazyPipeline, u32) {
+        let outputs = if o <= 4 { 4 } else { 8 };
+        (
+            &self.pipelines[&("forward", outputs, x_texture)],
+            o.div_ceil(outputs),
+        )
+    }
+
+    /// `partial` for `o` outputs and its output tiles per block: 4, 8 or 16 outputs per
+    /// invocation, the fewest that cover `o` up to 16 (each load of X feeds them all; S3's 64
+    /// outputs on lavapipe: 16 per invocation took the step from 547 to 494 ms).
+    pub(crate) fn partial_for(&self, o: u32, x_texture: bool) -> (&LazyPipeline, u32) {
+        let outputs = match o {
+            0..=4 => 4,
+            5..=8 => 8,
+            _ => 16,
+        };
+        (
+            &self.pipelines[&("partial", outputs, x_texture)],
+            o.div_ceil(outputs),
+        )
+    }
+}
+
 /// Storage buffers `train_steps.wgsl` binds (WebGPU's default limit is 8).
 pub(crate) const STEPS_STORAGE_BINDINGS: u32 = 17;
 /// Storage buffers `linear_step_rows.wgsl`'s `main_folded` binds.
@@ -256,27 +353,6 @@ pub(crate) const FOLDED_STORAGE_BINDINGS: u32 = 18;
 pub(crate) const STORAGE_BINDINGS: u32 = 10;
 
 impl Kernels {
-    /// `linear_tiled.forward` for `o` outputs and its output tiles per row tile: 4 outputs per
-    /// invocation for at most four, else 8 (16 measured no faster here: S3 488 vs 494 ms).
-    pub(crate) fn tiled_forward_for(&self, o: u32) -> (&LazyPipeline, u32) {
-        if o <= 4 {
-            (&self.tiled_forward4, o.div_ceil(4))
-        } else {
-            (&self.tiled_forward.pipeline, o.div_ceil(8))
-        }
-    }
-
-    /// `linear_tiled.partial` for `o` outputs and its output tiles per block: 4, 8 or 16
-    /// outputs per invocation, the fewest that cover `o` up to 16 (each load of X feeds them
-    /// all; S3's 64 outputs on lavapipe: 16 per invocation took the step from 547 to 494 ms).
-    pub(crate) fn tiled_partial_for(&self, o: u32) -> (&LazyPipeline, u32) {
-        match o {
-            0..=4 => (&self.tiled_partial4, o.div_ceil(4)),
-            5..=8 => (&self.tiled_partial.pipeline, o.div_ceil(8)),
-            _ => (&self.tiled_partial16, o.div_ceil(16)),
-        }
-    }
-
     /// `linear_step_rows` with `groups` column groups per invocation (at most
     /// [`MAX_COLUMN_GROUPS`]), reading X from its texture with `x_texture`, built on first use;
     /// `None` without fixed-size subgroups.
@@ -323,21 +399,20 @@ impl Kernels {
         Some(Arc::clone(step))
     }
 
+    /// Every kernel on `device`: `linear_step_rows` where subgroups have the one size
+    /// `subgroup_size`, the tiled kernels where `tiled_subgroups` (subgroups of at least 8
+    /// invocations).
     pub(crate) fn new(
         device: &wgpu::Device,
         limits: &wgpu::Limits,
         subgroup_size: Option<u32>,
+        tiled_subgroups: bool,
     ) -> Self {
         use Slot::*;
         let module = |file: &str| {
-            let (_, source) = SHADERS
-                .iter()
-                .find(|(name, _)| *name == file)
-                .copied()
-                .unwrap_or_default();
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(file),
-                source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(source)),
+                source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(shader_source(file))),
             })
         };
         let forward = module("linear_forward.wgsl");
@@ -347,7 +422,6 @@ impl Kernels {
         let sgd = module("sgd.wgsl");
         let adam = module("adam.wgsl");
         let step = module("linear_step.wgsl");
-        let tiled = module("linear_tiled.wgsl");
         let probe = module("probe_read.wgsl");
         let gemm = module("probe_gemm.wgsl");
         let train_steps = module("train_steps.wgsl");
@@ -411,45 +485,8 @@ impl Kernels {
                 );
                 StepsKernels { adam, sgd }
             });
-        let tiled_forward = build(
-            "linear_tiled.forward",
-            &tiled,
-            "forward",
-            &[
-                Args(0),
-                Ring(1),
-                Read(2),
-                Read(3),
-                Read(4),
-                Write(5),
-                Read(8),
-                Read(9),
-                Write(10),
-                Write(11),
-            ],
-        );
-        // linear_tiled's kernels with another number of outputs per invocation.
-        let tile_variant = |kernel: &Kernel, entry: &str, outputs: u32| {
-            kernel.variant(
-                device,
-                &format!("linear_tiled.{entry} ({outputs} outputs)"),
-                &tiled,
-                entry,
-                &[
-                    ("WG", WORKGROUP_SIZE as f64),
-                    ("TILE_OUTPUTS", f64::from(outputs)),
-                ],
-            )
-        };
-        let tiled_forward4 = tile_variant(&tiled_forward, "forward", 4);
-        let tiled_partial = build(
-            "linear_tiled.partial",
-            &tiled,
-            "partial",
-            &[Args(0), Ring(1), Read(2), Read(3), Read(6), Write(7)],
-        );
-        let tiled_partial4 = tile_variant(&tiled_partial, "partial", 4);
-        let tiled_partial16 = tile_variant(&tiled_partial, "partial", 16);
+        let x_texture_shift = limits.max_texture_dimension_2d.max(1).ilog2();
+        let tiled = tiled_subgroups.then(|| TiledKernels::new(device, x_texture_shift));
         let probe_kernel = build(
             "probe_read",
             &probe,
@@ -482,7 +519,7 @@ impl Kernels {
             steps,
             rows_steps: Mutex::new(HashMap::new()),
             subgroup_size,
-            x_texture_shift: limits.max_texture_dimension_2d.max(1).ilog2(),
+            x_texture_shift,
             rows_folded,
             forward: build(
                 "linear_forward",
@@ -517,11 +554,7 @@ impl Kernels {
                 "total",
                 &[Args(0), Write(5), Write(6), Ring(7)],
             ),
-            tiled_forward,
-            tiled_forward4,
-            tiled_partial,
-            tiled_partial4,
-            tiled_partial16,
+            tiled,
             step: step_kernel,
             step_contiguous,
             probe_texture: probe_kernel.variant(
