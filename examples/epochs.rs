@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use bilevel::backend::Backend;
 use bilevel::data;
-use bilevel::gpu::{GpuBackend, GpuContext, StepKernels, XSource};
+use bilevel::gpu::{GemmProbe, GpuBackend, GpuContext, StepKernels, XSource};
 use bilevel::phase::{AdamConfig, Optimizer, ParamSubset};
 use bilevel::trainer::shuffled_batches;
 use clap::{Parser, ValueEnum};
@@ -29,6 +29,9 @@ enum Work {
     /// One read of all of X by the bandwidth probe (`probe_read`), the roofline of a
     /// full-batch step (`--batch` equal to `--n`).
     Read,
+    /// One register-tile GEMM probe (`probe_gemm`): the tiled forward pass alone over all
+    /// rows, for more than one output.
+    Gemm,
 }
 
 /// Epochs of steps, of the batch probe or of the bandwidth probe on generated data.
@@ -100,6 +103,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         gpu.probe_batches(&[0])?;
     }
     gpu.probe_read(gpu.x_source()?)?;
+    if args.work == Work::Gemm {
+        gpu.probe_gemm(GemmProbe::RegisterTiles)?;
+    }
     gpu.finish()?;
     let ids: Vec<usize> = (0..batches.len()).collect();
     for epoch in 0..args.epochs {
@@ -107,6 +113,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             Work::Steps => gpu.run_steps(&ids, 3 + (epoch * ids.len()) as u64)?,
             Work::Probe => gpu.probe_batches(&ids)?,
             Work::Read => gpu.probe_read(gpu.x_source()?)?,
+            Work::Gemm => gpu.probe_gemm(GemmProbe::RegisterTiles)?,
         }
         gpu.finish()?;
     }

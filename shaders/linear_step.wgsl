@@ -110,7 +110,7 @@ fn main(
                     let c = (tile * M + m) * WG + lid;
                     w[m] = vec4(0.0);
                     if c < s4 {
-                        w[m] = weights4(k, c);
+                        w[m] = weights4(k, c, dims.d);
                     }
                 }
                 for (var r = 0u; r < rows_here; r++) {
@@ -145,7 +145,7 @@ fn main(
             let x0 = row_of(p) * s4;
             var acc = 0.0;
             for (var c = 0u; c < s4; c++) {
-                acc += dot(x[x0 + c], weights4(k, c));
+                acc += dot(x[x0 + c], weights4(k, c, dims.d));
             }
             bce(p, k, acc);
         }

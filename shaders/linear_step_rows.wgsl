@@ -198,7 +198,7 @@ fn main(
     let pw = pos_weight[0];
     let inv = chunk.inv_count;
     // #unroll m
-    let w_m = weights4(0u, m * WG + lid);
+    let w_m = weights4(0u, m * WG + lid, dims.d);
     // #end
     rows_block(
         block,
@@ -282,7 +282,7 @@ fn adam_bias(cfg: AdamConfig, step: vec2<f32>, d: u32, g: f32, store: bool) -> f
 /// column d, stored with `store`. Past d the moments read are another parameter's or
 /// padding, and their results are dropped.
 fn adam4(cfg: AdamConfig, step: vec2<f32>, d: u32, c: u32, g: vec4<f32>, store: bool) -> vec4<f32> {
-    let p = weights4(0u, c);
+    let p = weights4(0u, c, d);
     let m = m_in[c];
     let v = v_in[c];
     let x = adam_update(cfg, step.x, step.y, p.x, g.x, m.x, v.x, 0.0);

@@ -123,7 +123,9 @@ fn forward(
     @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let o = dims.o;
-    let wide = TILE_OUTPUTS == 8u;
+    let d = dims.d;
+    let wide = TILE_OUTPUTS >= 8u;
+    let widest = TILE_OUTPUTS == 16u;
     let out_tiles = (o + TILE_OUTPUTS - 1u) / TILE_OUTPUTS;
     let wid = wg.x + wg.y * groups.x;
     // The output tile comes from the workgroup alone: every invocation needs the same weights.
@@ -132,81 +134,230 @@ fn forward(
     let count = chunk.count;
     let s4 = dims.x_stride / 4u;
     // Rows past the end repeat the last one; their sums are not stored.
-    let p0 = min(4u * t, count - 1u);
+    let p0 = min(8u * t, count - 1u);
     let p1 = min(p0 + 1u, count - 1u);
     let p2 = min(p0 + 2u, count - 1u);
     let p3 = min(p0 + 3u, count - 1u);
+    let p4 = min(p0 + 4u, count - 1u);
+    let p5 = min(p0 + 5u, count - 1u);
+    let p6 = min(p0 + 6u, count - 1u);
+    let p7 = min(p0 + 7u, count - 1u);
     let row0 = rows[chunk.row_offset + p0];
     let row1 = rows[chunk.row_offset + p1];
     let row2 = rows[chunk.row_offset + p2];
     let row3 = rows[chunk.row_offset + p3];
+    let row4 = rows[chunk.row_offset + p4];
+    let row5 = rows[chunk.row_offset + p5];
+    let row6 = rows[chunk.row_offset + p6];
+    let row7 = rows[chunk.row_offset + p7];
     let r0 = row0 * s4;
     let r1 = row1 * s4;
     let r2 = row2 * s4;
     let r3 = row3 * s4;
+    let r4 = row4 * s4;
+    let r5 = row5 * s4;
+    let r6 = row6 * s4;
+    let r7 = row7 * s4;
     let k = TILE_OUTPUTS * u;
-    // This lane's output in the tile, which it hands to the others (lane j: output k + j);
-    // outputs past the last repeat it, and their sums are not stored.
-    let mine = min(k + lane % TILE_OUTPUTS, o - 1u);
-    // a: outputs k .. k + 3 of rows 4t .. 4t + 3; b: outputs k + 4 .. k + 7 (wide tiles).
+    // This lane's outputs in the tile, which it hands to the others (lane j: outputs k + j
+    // and, for 16, k + 8 + j); outputs past the last repeat it, and their sums are not stored.
+    let spread = min(TILE_OUTPUTS, 8u);
+    let mine_lo = min(k + lane % spread, o - 1u);
+    let mine_hi = min(k + 8u + lane % spread, o - 1u);
+    // Row i's sums: a_i of outputs k .. k + 3, b_i of k + 4 .. k + 7, e_i of k + 8 .. k + 11,
+    // f_i of k + 12 .. k + 15.
     var a0 = vec4(0.0);
     var a1 = vec4(0.0);
     var a2 = vec4(0.0);
     var a3 = vec4(0.0);
+    var a4 = vec4(0.0);
+    var a5 = vec4(0.0);
+    var a6 = vec4(0.0);
+    var a7 = vec4(0.0);
     var b0 = vec4(0.0);
     var b1 = vec4(0.0);
     var b2 = vec4(0.0);
     var b3 = vec4(0.0);
+    var b4 = vec4(0.0);
+    var b5 = vec4(0.0);
+    var b6 = vec4(0.0);
+    var b7 = vec4(0.0);
+    var e0 = vec4(0.0);
+    var e1 = vec4(0.0);
+    var e2 = vec4(0.0);
+    var e3 = vec4(0.0);
+    var e4 = vec4(0.0);
+    var e5 = vec4(0.0);
+    var e6 = vec4(0.0);
+    var e7 = vec4(0.0);
+    var f0 = vec4(0.0);
+    var f1 = vec4(0.0);
+    var f2 = vec4(0.0);
+    var f3 = vec4(0.0);
+    var f4 = vec4(0.0);
+    var f5 = vec4(0.0);
+    var f6 = vec4(0.0);
+    var f7 = vec4(0.0);
     for (var c = 0u; c < s4; c++) {
         let x0 = load_x(r0 + c);
         let x1 = load_x(r1 + c);
         let x2 = load_x(r2 + c);
         let x3 = load_x(r3 + c);
-        let wl = weights4(mine, c);
-        let w0 = subgroupBroadcast(wl, 0u);
-        let w1 = subgroupBroadcast(wl, 1u);
-        let w2 = subgroupBroadcast(wl, 2u);
-        let w3 = subgroupBroadcast(wl, 3u);
+        let x4 = load_x(r4 + c);
+        let x5 = load_x(r5 + c);
+        let x6 = load_x(r6 + c);
+        let x7 = load_x(r7 + c);
+        let lo = weights4(mine_lo, c, d);
+        let w0 = subgroupBroadcast(lo, 0u);
+        let w1 = subgroupBroadcast(lo, 1u);
+        let w2 = subgroupBroadcast(lo, 2u);
+        let w3 = subgroupBroadcast(lo, 3u);
         a0 += vec4(dot(x0, w0), dot(x0, w1), dot(x0, w2), dot(x0, w3));
         a1 += vec4(dot(x1, w0), dot(x1, w1), dot(x1, w2), dot(x1, w3));
         a2 += vec4(dot(x2, w0), dot(x2, w1), dot(x2, w2), dot(x2, w3));
         a3 += vec4(dot(x3, w0), dot(x3, w1), dot(x3, w2), dot(x3, w3));
+        a4 += vec4(dot(x4, w0), dot(x4, w1), dot(x4, w2), dot(x4, w3));
+        a5 += vec4(dot(x5, w0), dot(x5, w1), dot(x5, w2), dot(x5, w3));
+        a6 += vec4(dot(x6, w0), dot(x6, w1), dot(x6, w2), dot(x6, w3));
+        a7 += vec4(dot(x7, w0), dot(x7, w1), dot(x7, w2), dot(x7, w3));
         if wide {
-            let w4 = subgroupBroadcast(wl, 4u);
-            let w5 = subgroupBroadcast(wl, 5u);
-            let w6 = subgroupBroadcast(wl, 6u);
-            let w7 = subgroupBroadcast(wl, 7u);
+            let w4 = subgroupBroadcast(lo, 4u);
+            let w5 = subgroupBroadcast(lo, 5u);
+            let w6 = subgroupBroadcast(lo, 6u);
+            let w7 = subgroupBroadcast(lo, 7u);
             b0 += vec4(dot(x0, w4), dot(x0, w5), dot(x0, w6), dot(x0, w7));
             b1 += vec4(dot(x1, w4), dot(x1, w5), dot(x1, w6), dot(x1, w7));
             b2 += vec4(dot(x2, w4), dot(x2, w5), dot(x2, w6), dot(x2, w7));
             b3 += vec4(dot(x3, w4), dot(x3, w5), dot(x3, w6), dot(x3, w7));
+            b4 += vec4(dot(x4, w4), dot(x4, w5), dot(x4, w6), dot(x4, w7));
+            b5 += vec4(dot(x5, w4), dot(x5, w5), dot(x5, w6), dot(x5, w7));
+            b6 += vec4(dot(x6, w4), dot(x6, w5), dot(x6, w6), dot(x6, w7));
+            b7 += vec4(dot(x7, w4), dot(x7, w5), dot(x7, w6), dot(x7, w7));
+        }
+        if widest {
+            let hi = weights4(mine_hi, c, d);
+            let w8 = subgroupBroadcast(hi, 0u);
+            let w9 = subgroupBroadcast(hi, 1u);
+            let w10 = subgroupBroadcast(hi, 2u);
+            let w11 = subgroupBroadcast(hi, 3u);
+            e0 += vec4(dot(x0, w8), dot(x0, w9), dot(x0, w10), dot(x0, w11));
+            e1 += vec4(dot(x1, w8), dot(x1, w9), dot(x1, w10), dot(x1, w11));
+            e2 += vec4(dot(x2, w8), dot(x2, w9), dot(x2, w10), dot(x2, w11));
+            e3 += vec4(dot(x3, w8), dot(x3, w9), dot(x3, w10), dot(x3, w11));
+            e4 += vec4(dot(x4, w8), dot(x4, w9), dot(x4, w10), dot(x4, w11));
+            e5 += vec4(dot(x5, w8), dot(x5, w9), dot(x5, w10), dot(x5, w11));
+            e6 += vec4(dot(x6, w8), dot(x6, w9), dot(x6, w10), dot(x6, w11));
+            e7 += vec4(dot(x7, w8), dot(x7, w9), dot(x7, w10), dot(x7, w11));
+            let w12 = subgroupBroadcast(hi, 4u);
+            let w13 = subgroupBroadcast(hi, 5u);
+            let w14 = subgroupBroadcast(hi, 6u);
+            let w15 = subgroupBroadcast(hi, 7u);
+            f0 += vec4(dot(x0, w12), dot(x0, w13), dot(x0, w14), dot(x0, w15));
+            f1 += vec4(dot(x1, w12), dot(x1, w13), dot(x1, w14), dot(x1, w15));
+            f2 += vec4(dot(x2, w12), dot(x2, w13), dot(x2, w14), dot(x2, w15));
+            f3 += vec4(dot(x3, w12), dot(x3, w13), dot(x3, w14), dot(x3, w15));
+            f4 += vec4(dot(x4, w12), dot(x4, w13), dot(x4, w14), dot(x4, w15));
+            f5 += vec4(dot(x5, w12), dot(x5, w13), dot(x5, w14), dot(x5, w15));
+            f6 += vec4(dot(x6, w12), dot(x6, w13), dot(x6, w14), dot(x6, w15));
+            f7 += vec4(dot(x7, w12), dot(x7, w13), dot(x7, w14), dot(x7, w15));
         }
     }
-    if 4u * t >= count {
+    if 8u * t >= count {
         return;
     }
     let n = min(TILE_OUTPUTS, o - k);
-    let na = min(n, 4u);
-    store_outputs(p0, row0, k, a0, na);
+    store_outputs(p0, row0, k, a0, min(n, 4u));
     if p0 + 1u < count {
-        store_outputs(p1, row1, k, a1, na);
+        store_outputs(p1, row1, k, a1, min(n, 4u));
     }
     if p0 + 2u < count {
-        store_outputs(p2, row2, k, a2, na);
+        store_outputs(p2, row2, k, a2, min(n, 4u));
     }
     if p0 + 3u < count {
-        store_outputs(p3, row3, k, a3, na);
+        store_outputs(p3, row3, k, a3, min(n, 4u));
+    }
+    if p0 + 4u < count {
+        store_outputs(p4, row4, k, a4, min(n, 4u));
+    }
+    if p0 + 5u < count {
+        store_outputs(p5, row5, k, a5, min(n, 4u));
+    }
+    if p0 + 6u < count {
+        store_outputs(p6, row6, k, a6, min(n, 4u));
+    }
+    if p0 + 7u < count {
+        store_outputs(p7, row7, k, a7, min(n, 4u));
     }
     if n > 4u {
-        store_outputs(p0, row0, k + 4u, b0, n - 4u);
+        store_outputs(p0, row0, k + 4u, b0, min(n - 4u, 4u));
         if p0 + 1u < count {
-            store_outputs(p1, row1, k + 4u, b1, n - 4u);
+            store_outputs(p1, row1, k + 4u, b1, min(n - 4u, 4u));
         }
         if p0 + 2u < count {
-            store_outputs(p2, row2, k + 4u, b2, n - 4u);
+            store_outputs(p2, row2, k + 4u, b2, min(n - 4u, 4u));
         }
         if p0 + 3u < count {
-            store_outputs(p3, row3, k + 4u, b3, n - 4u);
+            store_outputs(p3, row3, k + 4u, b3, min(n - 4u, 4u));
+        }
+        if p0 + 4u < count {
+            store_outputs(p4, row4, k + 4u, b4, min(n - 4u, 4u));
+        }
+        if p0 + 5u < count {
+            store_outputs(p5, row5, k + 4u, b5, min(n - 4u, 4u));
+        }
+        if p0 + 6u < count {
+            store_outputs(p6, row6, k + 4u, b6, min(n - 4u, 4u));
+        }
+        if p0 + 7u < count {
+            store_outputs(p7, row7, k + 4u, b7, min(n - 4u, 4u));
+        }
+    }
+    if n > 8u {
+        store_outputs(p0, row0, k + 8u, e0, min(n - 8u, 4u));
+        if p0 + 1u < count {
+            store_outputs(p1, row1, k + 8u, e1, min(n - 8u, 4u));
+        }
+        if p0 + 2u < count {
+            store_outputs(p2, row2, k + 8u, e2, min(n - 8u, 4u));
+        }
+        if p0 + 3u < count {
+            store_outputs(p3, row3, k + 8u, e3, min(n - 8u, 4u));
+        }
+        if p0 + 4u < count {
+            store_outputs(p4, row4, k + 8u, e4, min(n - 8u, 4u));
+        }
+        if p0 + 5u < count {
+            store_outputs(p5, row5, k + 8u, e5, min(n - 8u, 4u));
+        }
+        if p0 + 6u < count {
+            store_outputs(p6, row6, k + 8u, e6, min(n - 8u, 4u));
+        }
+        if p0 + 7u < count {
+            store_outputs(p7, row7, k + 8u, e7, min(n - 8u, 4u));
+        }
+    }
+    if n > 12u {
+        store_outputs(p0, row0, k + 12u, f0, n - 12u);
+        if p0 + 1u < count {
+            store_outputs(p1, row1, k + 12u, f1, n - 12u);
+        }
+        if p0 + 2u < count {
+            store_outputs(p2, row2, k + 12u, f2, n - 12u);
+        }
+        if p0 + 3u < count {
+            store_outputs(p3, row3, k + 12u, f3, n - 12u);
+        }
+        if p0 + 4u < count {
+            store_outputs(p4, row4, k + 12u, f4, n - 12u);
+        }
+        if p0 + 5u < count {
+            store_outputs(p5, row5, k + 12u, f5, n - 12u);
+        }
+        if p0 + 6u < count {
+            store_outputs(p6, row6, k + 12u, f6, n - 12u);
+        }
+        if p0 + 7u < count {
+            store_outputs(p7, row7, k + 12u, f7, n - 12u);
         }
     }
 }
@@ -242,6 +393,8 @@ fn partial(
     let mine_lo = min(k + lane % spread, o - 1u);
     let mine_hi = min(k + 8u + lane % spread, o - 1u);
     let out = (chunk.block_base + block) * partial_stride(dims.n_params);
+    let row_offset = chunk.row_offset;
+    var lane_row = 0u;
     for (var c0 = 0u; c0 < s4; c0 += WG) {
         // Invocations past the last column group repeat it; their sums are not stored.
         let c = min(c0 + lid, s4 - 1u);
@@ -261,15 +414,19 @@ fn partial(
         var a13 = vec4(0.0);
         var a14 = vec4(0.0);
         var a15 = vec4(0.0);
-        // The bias's sums, δ of outputs k .. k + 3, k + 4 .. k + 7, …
-        var b0 = vec4(0.0);
-        var b1 = vec4(0.0);
-        var b2 = vec4(0.0);
-        var b3 = vec4(0.0);
+        // The bias's sums: lane j's of outputs k + j and k + 8 + j.
+        var bias_lo = 0.0;
+        var bias_hi = 0.0;
         for (var p = first; p < last; p++) {
-            let xv = load_x(rows[chunk.row_offset + p] * s4 + c);
+            // Every 8 rows, lane j loads the index of row p + j, and each row's is shuffled out.
+            let j = (p - first) % 8u;
+            if j == 0u {
+                lane_row = rows[row_offset + min(p + lane % 8u, last - 1u)];
+            }
+            let xv = load_x(subgroupShuffle(lane_row, j) * s4 + c);
             let e = p * o;
             let lo = delta[e + mine_lo];
+            bias_lo += lo;
             let d0 = vec4(
                 subgroupBroadcast(lo, 0u),
                 subgroupBroadcast(lo, 1u),
@@ -280,7 +437,6 @@ fn partial(
             a1 += d0.y * xv;
             a2 += d0.z * xv;
             a3 += d0.w * xv;
-            b0 += d0;
             if wide {
                 let d1 = vec4(
                     subgroupBroadcast(lo, 4u),
@@ -292,10 +448,10 @@ fn partial(
                 a5 += d1.y * xv;
                 a6 += d1.z * xv;
                 a7 += d1.w * xv;
-                b1 += d1;
             }
             if widest {
                 let hi = delta[e + mine_hi];
+                bias_hi += hi;
                 let d2 = vec4(
                     subgroupBroadcast(hi, 0u),
                     subgroupBroadcast(hi, 1u),
@@ -316,10 +472,32 @@ fn partial(
                 a13 += d3.y * xv;
                 a14 += d3.z * xv;
                 a15 += d3.w * xv;
-                b2 += d2;
-                b3 += d3;
             }
         }
+        let b0 = vec4(
+            subgroupBroadcast(bias_lo, 0u),
+            subgroupBroadcast(bias_lo, 1u),
+            subgroupBroadcast(bias_lo, 2u),
+            subgroupBroadcast(bias_lo, 3u),
+        );
+        let b1 = vec4(
+            subgroupBroadcast(bias_lo, 4u),
+            subgroupBroadcast(bias_lo, 5u),
+            subgroupBroadcast(bias_lo, 6u),
+            subgroupBroadcast(bias_lo, 7u),
+        );
+        let b2 = vec4(
+            subgroupBroadcast(bias_hi, 0u),
+            subgroupBroadcast(bias_hi, 1u),
+            subgroupBroadcast(bias_hi, 2u),
+            subgroupBroadcast(bias_hi, 3u),
+        );
+        let b3 = vec4(
+            subgroupBroadcast(bias_hi, 4u),
+            subgroupBroadcast(bias_hi, 5u),
+            subgroupBroadcast(bias_hi, 6u),
+            subgroupBroadcast(bias_hi, 7u),
+        );
         if c0 == 0u && lid == 0u {
             store_partials(out + o * d + k, b0, min(n, 4u));
             if n > 4u {

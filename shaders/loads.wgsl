@@ -35,15 +35,17 @@ fn load_x(i: u32) -> vec4<f32> {
     return x[i];
 }
 
-/// W[k, 4c .. 4c + 4], zero past column d (those X columns are zero padding).
-fn weights4(k: u32, c: u32) -> vec4<f32> {
+/// W[k, 4c .. 4c + 4], zero past column d (those X columns are zero padding); d = dims.d,
+/// passed in because a CPU implementation (llvmpipe) does not hoist a storage load out of
+/// a loop, and one costs it ~60 instructions.
+fn weights4(k: u32, c: u32, d: u32) -> vec4<f32> {
     let j = 4u * c;
-    let base = k * dims.d + j;
-    if j + 4u <= dims.d {
+    let base = k * d + j;
+    if j + 4u <= d {
         return vec4(params[base], params[base + 1u], params[base + 2u], params[base + 3u]);
     }
     var w = vec4(0.0);
-    for (var i = 0u; j + i < dims.d; i++) {
+    for (var i = 0u; j + i < d; i++) {
         w[i] = params[base + i];
     }
     return w;

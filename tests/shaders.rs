@@ -88,8 +88,9 @@ fn rows_step_validates_at_every_size() {
         let source = rows_step_source(groups);
         let last = groups - 1;
         assert!(
-            source.contains(&format!("let w_{last} = weights4(0u, {last}u * WG + lid);"))
-                && !source.contains(&format!("w_{groups} "))
+            source.contains(&format!(
+                "let w_{last} = weights4(0u, {last}u * WG + lid, dims.d);"
+            )) && !source.contains(&format!("w_{groups} "))
                 && !source.contains("_m ")
                 && !source.lines().any(|line| line.trim() == "// #unroll m"),
             "rows_step_source({groups}) did not unroll its column groups {groups} times"

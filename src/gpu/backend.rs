@@ -16,8 +16,8 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::kernels::{
-    Kernel, LazyPipeline, MAX_COLUMN_GROUPS, RowsStep, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE,
-    X_TEXTURE_FORMAT,
+    Kernel, LazyPipeline, MAX_COLUMN_GROUPS, RowsStep, STEPS_STORAGE_BINDINGS, TILED_FORWARD_ROWS,
+    WORKGROUP_SIZE, X_TEXTURE_FORMAT,
 };
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
 use crate::cpu::{check_batches, check_params, check_state};
@@ -1014,7 +1014,10 @@ impl GpuBackend {
             shared,
             shared_grid: ((run.o as u32).div_ceil(16), (rows as u32).div_ceil(16)),
             tiled,
-            tiled_groups: (rows as u32).div_ceil(4).div_ceil(WORKGROUP_SIZE) * out_tiles,
+            tiled_groups: (rows as u32)
+                .div_ceil(TILED_FORWARD_ROWS)
+                .div_ceil(WORKGROUP_SIZE)
+                * out_tiles,
         })
     }
 
@@ -1692,7 +1695,7 @@ impl GpuBackend {
                 let x_texture = run.reads_textures();
                 let (forward, forward_tiles) = tiled.forward_for(run.o as u32, x_texture);
                 let (partial, partial_tiles) = tiled.partial_for(run.o as u32, x_texture);
-                let row_groups = count.div_ceil(4).div_ceil(WORKGROUP_SIZE);
+                let row_groups = count.div_ceil(TILED_FORWARD_ROWS).div_ceil(WORKGROUP_SIZE);
                 dispatch_on(
                     pass,
                     ctx,

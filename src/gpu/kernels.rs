@@ -244,6 +244,10 @@ pub(crate) struct StepsKernels {
     pub(crate) sgd: LazyPipeline,
 }
 
+/// Rows of X one invocation of `linear_tiled.forward` takes (each weight it is handed feeds
+/// that many dot products).
+pub(crate) const TILED_FORWARD_ROWS: u32 = 8;
+
 /// `linear_tiled.wgsl`'s two kernels by outputs per invocation and by where they read X.
 pub(crate) struct TiledKernels {
     /// `forward`'s bind group layout.
@@ -295,7 +299,7 @@ impl TiledKernels {
         );
         let mut pipelines = HashMap::new();
         for (entry, layout, outputs) in [
-            ("forward", &forward, &[4, 8][..]),
+            ("forward", &forward, &[4, 8, 16][..]),
             ("partial", &partial, &[4, 8, 16][..]),
         ] {
             for (&outputs, x_texture) in outputs.iter().flat_map(|o| [(o, false), (o, true)]) {
@@ -322,7 +326,11 @@ impl TiledKernels {
     /// `forward` for `o` outputs and its output tiles per row tile: 4 outputs per invocation
     /// for at most four, else 8 (16 measured no faster here: S3 488 vs 494 ms).
     pub(crate) fn forward_for(&self, o: u32, x_texture: bool) -> (&LazyPipeline, u32) {
-        let outputs = if o <= 4 { 4 } else { 8 };
+        let outputs = match o {
+            0..=4 => 4,
+            5..=8 => 8,
+            _ => 16,
+        };
         (
             &self.pipelines[&("forward", outputs, x_texture)],
             o.div_ceil(outputs),
