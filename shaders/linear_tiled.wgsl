@@ -1,27 +1,29 @@
-// Forward pass and gradient partials as small register-tiled GEMMs: each invocation owns 4
-// rows × T outputs (forward, T = 4 or 8) or 4 columns × T outputs (partial, T = 4, 8 or 16),
-// T = TILE_OUTPUTS, so one vec4 load of X feeds T outputs and one weight vector four rows.
-// Same inputs, outputs and partials layout as linear_forward and linear_backward.partial
-// (bce and the optimizers' block sums are shared); only the order of the additions inside a
-// dot product differs (vec4 by vec4).
+// Forward pass and gradient partials as small register-tiled GEMMs: each invocation owns 8
+// rows × T outputs (forward) or 4·G columns × T outputs (partial), T = TILE_OUTPUTS (4, 8 or
+// 16), G = COLUMN_GROUPS (1, 2 or 4), so one vec4 of X feeds T outputs and one weight vector
+// eight rows. Same inputs, outputs and partials layout as linear_forward and
+// linear_backward.partial (bce and the optimizers' block sums are shared); only the order of
+// the additions inside a dot product differs (vec4 by vec4).
 //
 //   forward: workgroup (row tiles, output tile u), invocation t of its row tiles computes, for
-//            p = 4t .. 4t + 3 < count and k = T·u .. T·u + T − 1 < o,
+//            p = 8t .. 8t + 7 < count and k = T·u .. T·u + T − 1 < o,
 //            z[p·o + k] = Σ_c dot(x[row(p), 4c .. 4c + 3], W[k, 4c ..]) + b[k], and from it the
 //            loss and δ exactly as bce.wgsl (so the step needs no bce dispatch)
 //   partial: workgroup (block, output tile u), invocation lid for column groups
-//            c = lid, lid + WG, … < x_stride / 4, sums over the block's rows
-//            p = block·R .. min(block·R + R, count) in ascending order,
+//            c = c0 + m·WG + lid < x_stride / 4 (m < G; c0 = 0, G·WG, …), sums over the
+//            block's rows p = block·R .. min(block·R + R, count) in ascending order,
 //            W[k, 4c .. 4c + 3]:  δ[p, k] · x[row(p), 4c .. 4c + 3]
-//            b[k]:                δ[p, k]              (in the first column groups' pass)
+//            b[k]:                δ[p, k]              (in the first pass)
 //            and writes them to partials[(block_base + block) · S + …] as linear_backward does.
 //
 // What a workgroup shares (its output tile's weights in the forward pass, its rows' δ in the
 // partial) is loaded once per subgroup: lane j loads output k + j's and subgroupBroadcast
 // hands it to every lane. On lavapipe a load at an address uniform across the subgroup still
-// costs ~60 instructions and one gathered across its 8 lanes ~16 per lane, where a broadcast
+// costs ~60 instructions and one gathered across its 8 lanes ~23 per lane, where a broadcast
 // from a fixed lane is a couple: S3's step (2,048 × 1,024 → 64) executed 1.00 G instructions
-// against 2.60 G with uniform loads, and 0.74 G with X from its texture too (BENCHMARKS.md).
+// against 2.60 G with uniform loads, 0.74 G with X from its texture too, and 0.45 G with the
+// wider tiles below (BENCHMARKS.md). Loads from the arguments are taken out of the loops by
+// hand: llvmpipe does not hoist them.
 //
 // Bindings (group 0):
 //   0 dims      storage, read    Dims: d, o, rows_per_block R, n_params P, x_stride
@@ -38,24 +40,32 @@
 //  11 loss      storage, rw      f32[count * o]                                   (forward)
 //  18 x_texture texture_2d<f32>  X's words again, read with X_TEXTURE (loads.wgsl)
 //
-// Invariants: subgroups have at least 8 invocations (TILE_OUTPUTS or 8 lanes hand out the
-// shared values; the host builds these kernels only where the adapter's smallest subgroup is
-// that large), and every invocation reaches every subgroupBroadcast: no invocation leaves
-// before its last one (invocations past the last row repeat it and store nothing). x_stride is
-// a multiple of 4 and X's padding columns are zero; an invocation loops x_stride / 4 times
-// (forward) or ⌈x_stride / 4 / WG⌉ · R times (partial), within llvmpipe's loop limit for the
-// shapes the host sends here; the grid is 2-D only to pass 65,535 workgroups per dimension, so
-// the workgroup index is linearised and guarded. The output tile and (partial) the block come
-// from the workgroup id alone, so the loops are uniform across every subgroup.
+// Invariants: subgroups have at least 8 invocations (8 lanes hand out the shared values; the
+// host builds these kernels only where the adapter's smallest subgroup is that large), and
+// every invocation reaches every subgroup operation: none leaves before its last one
+// (invocations past the last row or column group repeat it and store nothing). The host
+// unrolls the `// #unroll m` blocks 4 times (gpu::tiled_source), and COLUMN_GROUPS ≤ 4.
+// x_stride is a multiple of 4 and X's padding columns are zero; an invocation loops
+// x_stride / 4 times (forward) or ⌈x_stride / 4 / (G·WG)⌉ · R times (partial), within
+// llvmpipe's loop limit for the shapes the host sends here; the grid is 2-D only to pass
+// 65,535 workgroups per dimension, so the workgroup index is linearised and guarded. The
+// output tile and (partial) the block come from the workgroup id alone, so the loops are
+// uniform across every subgroup.
 
 // Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, load_x and weights4
 // from loads.wgsl, which the host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
-// Outputs per workgroup: 8 (each gathered word of X feeds eight accumulators), 4 (for at
-// most four outputs, where the other four would only repeat the last) or, in the partial
-// only, 16 (for more than eight outputs; the forward pass measured no faster with 16).
+// Outputs per workgroup: 16 (for more than eight outputs), 8, or 4 (for at most four outputs,
+// where the others would only repeat the last); each vec4 of X feeds that many accumulators
+// (S3's step with the forward pass at 16: 700 M instructions against 738 M at 8).
 override TILE_OUTPUTS: u32 = 8u;
+// Column groups (vec4 of columns) per invocation in the partial, up to the host's unroll
+// count (its `// #unroll m` blocks): each δ handed out feeds 4 × that many accumulators, and
+// a workgroup passes over δ once per COLUMN_GROUPS · WG column groups (S3 on lavapipe, 2,048
+// rows: 544 M instructions per step at 1, 471 M at 2, 439 M at 4). The host takes the most
+// that the row's column groups fill.
+override COLUMN_GROUPS: u32 = 1u;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
 @group(0) @binding(1) var<storage, read> chunk: ChunkStep;
@@ -84,6 +94,21 @@ fn store_partials(base: u32, v: vec4<f32>, n: u32) {
     }
 }
 
+/// The sums of outputs k .. k + n (n ≤ 4) over one column group (`cols` ≤ 4 columns), output
+/// i's at partials[base + i·d ..].
+fn store_partials4(base: u32, d: u32, cols: u32, n: u32, s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>, s3: vec4<f32>) {
+    store_partials(base, s0, cols);
+    if n > 1u {
+        store_partials(base + d, s1, cols);
+    }
+    if n > 2u {
+        store_partials(base + 2u * d, s2, cols);
+    }
+    if n > 3u {
+        store_partials(base + 3u * d, s3, cols);
+    }
+}
+
 /// Output k of batch row p (chunk row `row`) from its dot product: the logit, and the loss
 /// and δ exactly as bce.wgsl computes them.
 fn store_output(p: u32, row: u32, k: u32, sum: f32) {
@@ -109,6 +134,20 @@ fn store_outputs(p: u32, row: u32, k: u32, sums: vec4<f32>, n: u32) {
     }
     if n > 3u {
         store_output(p, row, k + 3u, sums.w);
+    }
+}
+
+/// Outputs k .. k + n (n ≤ 16) of batch row p from their dot products, four at a time.
+fn store_row(p: u32, row: u32, k: u32, n: u32, a: vec4<f32>, b: vec4<f32>, e: vec4<f32>, f: vec4<f32>) {
+    store_outputs(p, row, k, a, min(n, 4u));
+    if n > 4u {
+        store_outputs(p, row, k + 4u, b, min(n - 4u, 4u));
+    }
+    if n > 8u {
+        store_outputs(p, row, k + 8u, e, min(n - 8u, 4u));
+    }
+    if n > 12u {
+        store_outputs(p, row, k + 12u, f, n - 12u);
     }
 }
 
@@ -266,99 +305,27 @@ fn forward(
         return;
     }
     let n = min(TILE_OUTPUTS, o - k);
-    store_outputs(p0, row0, k, a0, min(n, 4u));
+    store_row(p0, row0, k, n, a0, b0, e0, f0);
     if p0 + 1u < count {
-        store_outputs(p1, row1, k, a1, min(n, 4u));
+        store_row(p1, row1, k, n, a1, b1, e1, f1);
     }
     if p0 + 2u < count {
-        store_outputs(p2, row2, k, a2, min(n, 4u));
+        store_row(p2, row2, k, n, a2, b2, e2, f2);
     }
     if p0 + 3u < count {
-        store_outputs(p3, row3, k, a3, min(n, 4u));
+        store_row(p3, row3, k, n, a3, b3, e3, f3);
     }
     if p0 + 4u < count {
-        store_outputs(p4, row4, k, a4, min(n, 4u));
+        store_row(p4, row4, k, n, a4, b4, e4, f4);
     }
     if p0 + 5u < count {
-        store_outputs(p5, row5, k, a5, min(n, 4u));
+        store_row(p5, row5, k, n, a5, b5, e5, f5);
     }
     if p0 + 6u < count {
-        store_outputs(p6, row6, k, a6, min(n, 4u));
+        store_row(p6, row6, k, n, a6, b6, e6, f6);
     }
     if p0 + 7u < count {
-        store_outputs(p7, row7, k, a7, min(n, 4u));
-    }
-    if n > 4u {
-        store_outputs(p0, row0, k + 4u, b0, min(n - 4u, 4u));
-        if p0 + 1u < count {
-            store_outputs(p1, row1, k + 4u, b1, min(n - 4u, 4u));
-        }
-        if p0 + 2u < count {
-            store_outputs(p2, row2, k + 4u, b2, min(n - 4u, 4u));
-        }
-        if p0 + 3u < count {
-            store_outputs(p3, row3, k + 4u, b3, min(n - 4u, 4u));
-        }
-        if p0 + 4u < count {
-            store_outputs(p4, row4, k + 4u, b4, min(n - 4u, 4u));
-        }
-        if p0 + 5u < count {
-            store_outputs(p5, row5, k + 4u, b5, min(n - 4u, 4u));
-        }
-        if p0 + 6u < count {
-            store_outputs(p6, row6, k + 4u, b6, min(n - 4u, 4u));
-        }
-        if p0 + 7u < count {
-            store_outputs(p7, row7, k + 4u, b7, min(n - 4u, 4u));
-        }
-    }
-    if n > 8u {
-        store_outputs(p0, row0, k + 8u, e0, min(n - 8u, 4u));
-        if p0 + 1u < count {
-            store_outputs(p1, row1, k + 8u, e1, min(n - 8u, 4u));
-        }
-        if p0 + 2u < count {
-            store_outputs(p2, row2, k + 8u, e2, min(n - 8u, 4u));
-        }
-        if p0 + 3u < count {
-            store_outputs(p3, row3, k + 8u, e3, min(n - 8u, 4u));
-        }
-        if p0 + 4u < count {
-            store_outputs(p4, row4, k + 8u, e4, min(n - 8u, 4u));
-        }
-        if p0 + 5u < count {
-            store_outputs(p5, row5, k + 8u, e5, min(n - 8u, 4u));
-        }
-        if p0 + 6u < count {
-            store_outputs(p6, row6, k + 8u, e6, min(n - 8u, 4u));
-        }
-        if p0 + 7u < count {
-            store_outputs(p7, row7, k + 8u, e7, min(n - 8u, 4u));
-        }
-    }
-    if n > 12u {
-        store_outputs(p0, row0, k + 12u, f0, n - 12u);
-        if p0 + 1u < count {
-            store_outputs(p1, row1, k + 12u, f1, n - 12u);
-        }
-        if p0 + 2u < count {
-            store_outputs(p2, row2, k + 12u, f2, n - 12u);
-        }
-        if p0 + 3u < count {
-            store_outputs(p3, row3, k + 12u, f3, n - 12u);
-        }
-        if p0 + 4u < count {
-            store_outputs(p4, row4, k + 12u, f4, n - 12u);
-        }
-        if p0 + 5u < count {
-            store_outputs(p5, row5, k + 12u, f5, n - 12u);
-        }
-        if p0 + 6u < count {
-            store_outputs(p6, row6, k + 12u, f6, n - 12u);
-        }
-        if p0 + 7u < count {
-            store_outputs(p7, row7, k + 12u, f7, n - 12u);
-        }
+        store_row(p7, row7, k, n, a7, b7, e7, f7);
     }
 }
 
@@ -395,25 +362,28 @@ fn partial(
     let out = (chunk.block_base + block) * partial_stride(dims.n_params);
     let row_offset = chunk.row_offset;
     var lane_row = 0u;
-    for (var c0 = 0u; c0 < s4; c0 += WG) {
-        // Invocations past the last column group repeat it; their sums are not stored.
-        let c = min(c0 + lid, s4 - 1u);
-        var a0 = vec4(0.0);
-        var a1 = vec4(0.0);
-        var a2 = vec4(0.0);
-        var a3 = vec4(0.0);
-        var a4 = vec4(0.0);
-        var a5 = vec4(0.0);
-        var a6 = vec4(0.0);
-        var a7 = vec4(0.0);
-        var a8 = vec4(0.0);
-        var a9 = vec4(0.0);
-        var a10 = vec4(0.0);
-        var a11 = vec4(0.0);
-        var a12 = vec4(0.0);
-        var a13 = vec4(0.0);
-        var a14 = vec4(0.0);
-        var a15 = vec4(0.0);
+    for (var c0 = 0u; c0 < s4; c0 += COLUMN_GROUPS * WG) {
+        // Column group m of this pass: c_m. Invocations past the last column group repeat
+        // it; their sums are not stored. s<j>_m: output k + j's sums over it.
+        // #unroll m
+        let c_m = min(c0 + m * WG + lid, s4 - 1u);
+        var s0_m = vec4(0.0);
+        var s1_m = vec4(0.0);
+        var s2_m = vec4(0.0);
+        var s3_m = vec4(0.0);
+        var s4_m = vec4(0.0);
+        var s5_m = vec4(0.0);
+        var s6_m = vec4(0.0);
+        var s7_m = vec4(0.0);
+        var s8_m = vec4(0.0);
+        var s9_m = vec4(0.0);
+        var s10_m = vec4(0.0);
+        var s11_m = vec4(0.0);
+        var s12_m = vec4(0.0);
+        var s13_m = vec4(0.0);
+        var s14_m = vec4(0.0);
+        var s15_m = vec4(0.0);
+        // #end
         // The bias's sums: lane j's of outputs k + j and k + 8 + j.
         var bias_lo = 0.0;
         var bias_hi = 0.0;
@@ -423,7 +393,7 @@ fn partial(
             if j == 0u {
                 lane_row = rows[row_offset + min(p + lane % 8u, last - 1u)];
             }
-            let xv = load_x(subgroupShuffle(lane_row, j) * s4 + c);
+            let base = subgroupShuffle(lane_row, j) * s4;
             let e = p * o;
             let lo = delta[e + mine_lo];
             bias_lo += lo;
@@ -433,46 +403,54 @@ fn partial(
                 subgroupBroadcast(lo, 2u),
                 subgroupBroadcast(lo, 3u),
             );
-            a0 += d0.x * xv;
-            a1 += d0.y * xv;
-            a2 += d0.z * xv;
-            a3 += d0.w * xv;
-            if wide {
-                let d1 = vec4(
-                    subgroupBroadcast(lo, 4u),
-                    subgroupBroadcast(lo, 5u),
-                    subgroupBroadcast(lo, 6u),
-                    subgroupBroadcast(lo, 7u),
-                );
-                a4 += d1.x * xv;
-                a5 += d1.y * xv;
-                a6 += d1.z * xv;
-                a7 += d1.w * xv;
-            }
+            let d1 = vec4(
+                subgroupBroadcast(lo, 4u),
+                subgroupBroadcast(lo, 5u),
+                subgroupBroadcast(lo, 6u),
+                subgroupBroadcast(lo, 7u),
+            );
+            var hi = 0.0;
             if widest {
-                let hi = delta[e + mine_hi];
+                hi = delta[e + mine_hi];
                 bias_hi += hi;
-                let d2 = vec4(
-                    subgroupBroadcast(hi, 0u),
-                    subgroupBroadcast(hi, 1u),
-                    subgroupBroadcast(hi, 2u),
-                    subgroupBroadcast(hi, 3u),
-                );
-                let d3 = vec4(
-                    subgroupBroadcast(hi, 4u),
-                    subgroupBroadcast(hi, 5u),
-                    subgroupBroadcast(hi, 6u),
-                    subgroupBroadcast(hi, 7u),
-                );
-                a8 += d2.x * xv;
-                a9 += d2.y * xv;
-                a10 += d2.z * xv;
-                a11 += d2.w * xv;
-                a12 += d3.x * xv;
-                a13 += d3.y * xv;
-                a14 += d3.z * xv;
-                a15 += d3.w * xv;
             }
+            let d2 = vec4(
+                subgroupBroadcast(hi, 0u),
+                subgroupBroadcast(hi, 1u),
+                subgroupBroadcast(hi, 2u),
+                subgroupBroadcast(hi, 3u),
+            );
+            let d3 = vec4(
+                subgroupBroadcast(hi, 4u),
+                subgroupBroadcast(hi, 5u),
+                subgroupBroadcast(hi, 6u),
+                subgroupBroadcast(hi, 7u),
+            );
+            // #unroll m
+            if m < COLUMN_GROUPS {
+                let x_m = load_x(base + c_m);
+                s0_m += d0.x * x_m;
+                s1_m += d0.y * x_m;
+                s2_m += d0.z * x_m;
+                s3_m += d0.w * x_m;
+                if wide {
+                    s4_m += d1.x * x_m;
+                    s5_m += d1.y * x_m;
+                    s6_m += d1.z * x_m;
+                    s7_m += d1.w * x_m;
+                }
+                if widest {
+                    s8_m += d2.x * x_m;
+                    s9_m += d2.y * x_m;
+                    s10_m += d2.z * x_m;
+                    s11_m += d2.w * x_m;
+                    s12_m += d3.x * x_m;
+                    s13_m += d3.y * x_m;
+                    s14_m += d3.z * x_m;
+                    s15_m += d3.w * x_m;
+                }
+            }
+            // #end
         }
         let b0 = vec4(
             subgroupBroadcast(bias_lo, 0u),
@@ -499,66 +477,33 @@ fn partial(
             subgroupBroadcast(bias_hi, 7u),
         );
         if c0 == 0u && lid == 0u {
-            store_partials(out + o * d + k, b0, min(n, 4u));
+            let q = out + o * d + k;
+            store_partials(q, b0, min(n, 4u));
             if n > 4u {
-                store_partials(out + o * d + k + 4u, b1, min(n - 4u, 4u));
+                store_partials(q + 4u, b1, min(n - 4u, 4u));
             }
             if n > 8u {
-                store_partials(out + o * d + k + 8u, b2, min(n - 8u, 4u));
+                store_partials(q + 8u, b2, min(n - 8u, 4u));
             }
             if n > 12u {
-                store_partials(out + o * d + k + 12u, b3, n - 12u);
+                store_partials(q + 12u, b3, n - 12u);
             }
         }
-        if c0 + lid < s4 {
-            let cols = min(4u, d - 4u * c);
-            let q = out + k * d + 4u * c;
-            store_partials(q, a0, cols);
-            if n > 1u {
-                store_partials(q + d, a1, cols);
-            }
-            if n > 2u {
-                store_partials(q + 2u * d, a2, cols);
-            }
-            if n > 3u {
-                store_partials(q + 3u * d, a3, cols);
-            }
+        // #unroll m
+        if m < COLUMN_GROUPS && c0 + m * WG + lid < s4 {
+            let q = out + k * d + 4u * c_m;
+            let cols = min(4u, d - 4u * c_m);
+            store_partials4(q, d, cols, min(n, 4u), s0_m, s1_m, s2_m, s3_m);
             if n > 4u {
-                store_partials(q + 4u * d, a4, cols);
-            }
-            if n > 5u {
-                store_partials(q + 5u * d, a5, cols);
-            }
-            if n > 6u {
-                store_partials(q + 6u * d, a6, cols);
-            }
-            if n > 7u {
-                store_partials(q + 7u * d, a7, cols);
+                store_partials4(q + 4u * d, d, cols, min(n - 4u, 4u), s4_m, s5_m, s6_m, s7_m);
             }
             if n > 8u {
-                store_partials(q + 8u * d, a8, cols);
-            }
-            if n > 9u {
-                store_partials(q + 9u * d, a9, cols);
-            }
-            if n > 10u {
-                store_partials(q + 10u * d, a10, cols);
-            }
-            if n > 11u {
-                store_partials(q + 11u * d, a11, cols);
+                store_partials4(q + 8u * d, d, cols, min(n - 8u, 4u), s8_m, s9_m, s10_m, s11_m);
             }
             if n > 12u {
-                store_partials(q + 12u * d, a12, cols);
-            }
-            if n > 13u {
-                store_partials(q + 13u * d, a13, cols);
-            }
-            if n > 14u {
-                store_partials(q + 14u * d, a14, cols);
-            }
-            if n > 15u {
-                store_partials(q + 15u * d, a15, cols);
+                store_partials4(q + 12u * d, d, cols, n - 12u, s12_m, s13_m, s14_m, s15_m);
             }
         }
+        // #end
     }
 }

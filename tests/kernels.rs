@@ -223,6 +223,37 @@ fn random_shapes_match_reference() {
     }
 }
 
+/// The tiled kernels at every tile they pick: 4, 8 and 16 outputs per invocation (and a last
+/// tile part-filled), 1, 2 and 4 column groups per invocation in the gradient partials (and
+/// a last pass part-filled), rows straddling the forward pass's 8 rows per invocation and the
+/// partials' 8 row indices per load; where they cannot run, asking for them is a clear error.
+#[test]
+fn tiled_kernels_match_reference_at_every_tile() {
+    let context = gpu();
+    if !context.has_tiled_kernels() {
+        let (data, params) = problem(10, 8, 2, 1, 1.0);
+        let mut gpu = gpu_backend(StepKernels::Tiled);
+        let err = gpu.load(&data, &params).unwrap_err().to_string();
+        assert!(err.contains("subgroups"), "{err}");
+        return;
+    }
+    let mut seed = 800;
+    for (n, d, o) in [
+        (1, 1, 1),
+        (9, 255, 3),
+        (17, 509, 5),
+        (257, 510, 9),
+        (63, 1021, 16),
+        (129, 1030, 17),
+        (8, 1021, 33),
+        (300, 515, 64),
+    ] {
+        seed += 1;
+        let (data, params) = problem(n, d, o, seed, 1.0);
+        compare_kernels(&mut gpu_backend(StepKernels::Tiled), &data, &params, seed);
+    }
+}
+
 /// `linear_step_rows` (one output, each row in one subgroup's registers) on lengths that
 /// straddle its subgroups of vec4 and its register arrays, in one chunk and in many; where it
 /// cannot run, asking for it is a clear error rather than a silent fallback.

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use bilevel::gpu::{LOADS, PRELUDE, SHADERS, rows_step_source};
+use bilevel::gpu::{LOADS, PRELUDE, SHADERS, rows_step_source, tiled_source};
 
 /// Parses and validates `source`, naming `file` on failure.
 fn validate(file: &str, source: &str) {
@@ -67,8 +67,9 @@ fn every_shader_parses_and_validates() {
             *compiled == source || *compiled == with_prelude || *compiled == with_loads,
             "{file} is not in gpu::SHADERS as it is on disk"
         );
-        // linear_step_rows is WGSL once its column groups are unrolled (tested below).
-        if *file != "linear_step_rows.wgsl" {
+        // linear_step_rows and linear_tiled are WGSL once their column groups are unrolled
+        // (tested below).
+        if *file != "linear_step_rows.wgsl" && *file != "linear_tiled.wgsl" {
             validate(file, compiled);
         }
     }
@@ -100,4 +101,19 @@ fn rows_step_validates_at_every_size() {
             &source,
         );
     }
+}
+
+/// `linear_tiled` is compiled with its column groups unrolled for the most the partial takes:
+/// that validates, and its blocks really unroll.
+#[test]
+fn tiled_validates_unrolled() {
+    let source = tiled_source();
+    assert!(
+        source.contains("let c_3 = min(c0 + 3u * WG + lid, s4 - 1u);")
+            && !source.contains("c_4 ")
+            && !source.contains("_m ")
+            && !source.lines().any(|line| line.trim() == "// #unroll m"),
+        "tiled_source() did not unroll its column groups four times"
+    );
+    validate("linear_tiled.wgsl (unrolled)", &source);
 }

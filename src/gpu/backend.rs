@@ -1694,7 +1694,8 @@ impl GpuBackend {
                 // loss and δ itself. (`load` takes this path only where the kernels exist.)
                 let x_texture = run.reads_textures();
                 let (forward, forward_tiles) = tiled.forward_for(run.o as u32, x_texture);
-                let (partial, partial_tiles) = tiled.partial_for(run.o as u32, x_texture);
+                let (partial, partial_tiles) =
+                    tiled.partial_for(run.o as u32, run.x_stride as u32 / 4, x_texture);
                 let row_groups = count.div_ceil(TILED_FORWARD_ROWS).div_ceil(WORKGROUP_SIZE);
                 dispatch_on(
                     pass,

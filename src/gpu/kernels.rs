@@ -85,6 +85,13 @@ pub fn rows_step_source(groups: u32) -> String {
     unroll(shader_source("linear_step_rows.wgsl"), groups)
 }
 
+/// `linear_tiled.wgsl` (after the prelude) with its column groups unrolled for the most
+/// that `linear_tiled.partial` takes (the `COLUMN_GROUPS` override gates the rest).
+pub fn tiled_source() -> String {
+    let most = TILED_COLUMN_GROUPS.into_iter().max().unwrap_or(1);
+    unroll(shader_source("linear_tiled.wgsl"), most)
+}
+
 /// `file` as compiled (from [`SHADERS`]; empty, so it fails to validate, if not there).
 fn shader_source(file: &str) -> &'static str {
     SHADERS
@@ -244,6 +251,9 @@ pub(crate) struct StepsKernels {
     pub(crate) sgd: LazyPipeline,
 }
 
+/// The column groups per invocation `linear_tiled.partial` may take (its `COLUMN_GROUPS`).
+const TILED_COLUMN_GROUPS: [u32; 3] = [1, 2, 4];
+
 /// Rows of X one invocation of `linear_tiled.forward` takes (each weight it is handed feeds
 /// that many dot products).
 pub(crate) const TILED_FORWARD_ROWS: u32 = 8;
@@ -254,8 +264,9 @@ pub(crate) struct TiledKernels {
     pub(crate) forward: Layout,
     /// `partial`'s bind group layout.
     pub(crate) partial: Layout,
-    /// Each entry's pipelines by (outputs per invocation, X from its texture).
-    pipelines: HashMap<(&'static str, u32, bool), LazyPipeline>,
+    /// Each entry's pipelines by (outputs per invocation, column groups per invocation, X
+    /// from its texture).
+    pipelines: HashMap<(&'static str, u32, u32, bool), LazyPipeline>,
 }
 
 impl TiledKernels {
@@ -265,7 +276,7 @@ impl TiledKernels {
         use Slot::*;
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("linear_tiled.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(shader_source("linear_tiled.wgsl"))),
+            source: wgpu::ShaderSource::Wgsl(Cow::Owned(tiled_source())),
         });
         let forward = Layout::new(
             device,
@@ -298,22 +309,36 @@ impl TiledKernels {
             ],
         );
         let mut pipelines = HashMap::new();
-        for (entry, layout, outputs) in [
-            ("forward", &forward, &[4, 8, 16][..]),
-            ("partial", &partial, &[4, 8, 16][..]),
+        // The forward pass has no column groups to set.
+        for (entry, layout, column_groups) in [
+            ("forward", &forward, &[1][..]),
+            ("partial", &partial, &TILED_COLUMN_GROUPS[..]),
         ] {
-            for (&outputs, x_texture) in outputs.iter().flat_map(|o| [(o, false), (o, true)]) {
-                let from = if x_texture { "texture" } else { "buffer" };
-                let label = format!("linear_tiled.{entry} ({outputs} outputs, X from its {from})");
-                let constants = [
-                    ("WG", WORKGROUP_SIZE as f64),
-                    ("TILE_OUTPUTS", f64::from(outputs)),
-                    ("X_TEXTURE", f64::from(u8::from(x_texture))),
-                    ("X_TEXTURE_SHIFT", f64::from(x_texture_shift)),
-                ];
-                let pipeline =
-                    LazyPipeline::new(device, &label, &layout.pipeline, &module, entry, &constants);
-                pipelines.insert((entry, outputs, x_texture), pipeline);
+            for outputs in [4, 8, 16] {
+                for (&groups, x_texture) in
+                    column_groups.iter().flat_map(|g| [(g, false), (g, true)])
+                {
+                    let from = if x_texture { "texture" } else { "buffer" };
+                    let label = format!(
+                        "linear_tiled.{entry} ({outputs} outputs, {groups} column groups, X from its {from})"
+                    );
+                    let constants = [
+                        ("WG", WORKGROUP_SIZE as f64),
+                        ("TILE_OUTPUTS", f64::from(outputs)),
+                        ("COLUMN_GROUPS", f64::from(groups)),
+                        ("X_TEXTURE", f64::from(u8::from(x_texture))),
+                        ("X_TEXTURE_SHIFT", f64::from(x_texture_shift)),
+                    ];
+                    let pipeline = LazyPipeline::new(
+                        device,
+                        &label,
+                        &layout.pipeline,
+                        &module,
+                        entry,
+                        &constants,
+                    );
+                    pipelines.insert((entry, outputs, groups, x_texture), pipeline);
+                }
             }
         }
         Self {
@@ -323,8 +348,8 @@ impl TiledKernels {
         }
     }
 
-    /// `forward` for `o` outputs and its output tiles per row tile: 4 outputs per invocation
-    /// for at most four, else 8 (16 measured no faster here: S3 488 vs 494 ms).
+    /// `forward` for `o` outputs and its output tiles per row tile: 4, 8 or 16 outputs per
+    /// invocation, the fewest that cover `o` up to 16.
     pub(crate) fn forward_for(&self, o: u32, x_texture: bool) -> (&LazyPipeline, u32) {
         let outputs = match o {
             0..=4 => 4,
@@ -332,7 +357,7 @@ impl TiledKernels {
             _ => 16,
         };
         (
-            &self.pipelines[&("forward", outputs, x_texture)],
+            &self.pipelines[&("forward", outputs, 1, x_texture)],
             o.div_ceil(outputs),
         )
     }
@@ -340,14 +365,21 @@ impl TiledKernels {
     /// `partial` for `o` outputs and its output tiles per block: 4, 8 or 16 outputs per
     /// invocation, the fewest that cover `o` up to 16 (each load of X feeds them all; S3's 64
     /// outputs on lavapipe: 16 per invocation took the step from 547 to 494 ms).
-    pub(crate) fn partial_for(&self, o: u32, x_texture: bool) -> (&LazyPipeline, u32) {
+    /// Each invocation takes the most column groups (of [`TILED_COLUMN_GROUPS`]) that the
+    /// workgroup fills on rows of `s4` column groups.
+    pub(crate) fn partial_for(&self, o: u32, s4: u32, x_texture: bool) -> (&LazyPipeline, u32) {
         let outputs = match o {
             0..=4 => 4,
             5..=8 => 8,
             _ => 16,
         };
+        let groups = TILED_COLUMN_GROUPS
+            .into_iter()
+            .rev()
+            .find(|g| g * WORKGROUP_SIZE <= s4)
+            .unwrap_or(1);
         (
-            &self.pipelines[&("partial", outputs, x_texture)],
+            &self.pipelines[&("partial", outputs, groups, x_texture)],
             o.div_ceil(outputs),
         )
     }

@@ -7,4 +7,4 @@ mod kernels;
 
 pub use backend::{Counters, GemmProbe, GpuBackend, StepKernels, XSource};
 pub use context::{AdapterReport, GpuContext, adapters};
-pub use kernels::{LOADS, PRELUDE, SHADERS, WORKGROUP_SIZE, rows_step_source};
+pub use kernels::{LOADS, PRELUDE, SHADERS, WORKGROUP_SIZE, rows_step_source, tiled_source};
