@@ -38,12 +38,15 @@ pub fn devices(args: &DevicesArgs) -> anyhow::Result<()> {
             a.max_invocations_per_workgroup,
             a.max_workgroups_per_dimension
         );
+        // The tiled kernels (many outputs) hand values out from 8 lanes of every subgroup.
+        let tiled = |min: u32| if min >= 8 { "; the tiled kernels" } else { "" };
         let subgroups = match (a.subgroups, a.subgroup_sizes) {
             (false, _) => "no".to_string(),
-            (true, (min, max)) if min == max => {
-                format!("yes ({min} lanes: the one-output step holds rows in registers)")
-            }
-            (true, (min, max)) => format!("yes ({min}–{max} lanes, not fixed)"),
+            (true, (min, max)) if min == max => format!(
+                "yes ({min} lanes: the one-output step holds rows in registers{})",
+                tiled(min)
+            ),
+            (true, (min, max)) => format!("yes ({min}–{max} lanes, not fixed{})", tiled(min)),
         };
         println!(
             "    timestamps {}, shader f16 {}, subgroups {subgroups}",

@@ -218,8 +218,8 @@ fn compute_pass<'e>(
 pub enum GemmProbe {
     /// `probe_gemm.wgsl`: the textbook kernel, 16×16 tiles of X and W in workgroup memory.
     SharedTiles,
-    /// `linear_tiled.forward`: register tiles of 4 rows × 8 outputs, the weights loaded once
-    /// per subgroup (its BCE epilogue adds a few operations per output); adapters with
+    /// `linear_tiled.forward`: register tiles of 8 rows × up to 16 outputs, the weights loaded
+    /// once per subgroup (its BCE epilogue adds a few operations per output); adapters with
     /// subgroups of at least 8 invocations.
     RegisterTiles,
 }
@@ -519,9 +519,9 @@ pub enum StepKernels {
     /// Always `linear_forward`, `bce` and `linear_backward.partial` in sequence.
     Separate,
     /// `linear_tiled.forward` (with the loss and δ) and `linear_tiled.partial`: the separate
-    /// kernels with register tiles of 4 rows or columns × 8 outputs (4 for at most four, 16
-    /// columns' outputs for more than eight), the shared weights and δ handed out by subgroup
-    /// broadcasts (adapters with subgroups of at least 8 invocations).
+    /// kernels with register tiles of 8 rows (forward) or 4–16 columns (partial) × 4, 8 or 16
+    /// outputs, the shared weights and δ handed out by subgroup broadcasts (adapters with
+    /// subgroups of at least 8 invocations).
     Tiled,
     /// `train_steps`: every step between two checks in one dispatch of one workgroup (data
     /// in one binding, adapters with 17 storage bindings per stage). `Auto` picks it on CPU
@@ -1006,18 +1006,18 @@ impl GpuBackend {
             &index,
             [&z, &delta, &loss],
         );
-        let out_tiles = (run.o as u32).div_ceil(8).max(1);
-        let out_tiles = ctx.kernels.tiled.as_ref().map_or(out_tiles, |t| {
-            t.forward_for(run.o as u32, run.reads_textures()).1
+        let tiled_groups = ctx.kernels.tiled.as_ref().map_or(0, |t| {
+            let (_, out_tiles) = t.forward_for(run.o as u32, run.reads_textures());
+            (rows as u32)
+                .div_ceil(TILED_FORWARD_ROWS)
+                .div_ceil(WORKGROUP_SIZE)
+                * out_tiles
         });
         Ok(GemmProbes {
             shared,
             shared_grid: ((run.o as u32).div_ceil(16), (rows as u32).div_ceil(16)),
             tiled,
-            tiled_groups: (rows as u32)
-                .div_ceil(TILED_FORWARD_ROWS)
-                .div_ceil(WORKGROUP_SIZE)
-                * out_tiles,
+            tiled_groups,
         })
     }
 

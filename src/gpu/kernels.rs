@@ -258,7 +258,8 @@ const TILED_COLUMN_GROUPS: [u32; 3] = [1, 2, 4];
 /// that many dot products).
 pub(crate) const TILED_FORWARD_ROWS: u32 = 8;
 
-/// `linear_tiled.wgsl`'s two kernels by outputs per invocation and by where they read X.
+/// `linear_tiled.wgsl`'s two kernels by outputs and column groups per invocation and by where
+/// they read X.
 pub(crate) struct TiledKernels {
     /// `forward`'s bind group layout.
     pub(crate) forward: Layout,
@@ -270,8 +271,9 @@ pub(crate) struct TiledKernels {
 }
 
 impl TiledKernels {
-    /// Both kernels at 4, 8 and (`partial`) 16 outputs per invocation, each reading X from
-    /// its buffer or from a texture 2^`x_texture_shift` texels wide.
+    /// Both kernels at 4, 8 and 16 outputs per invocation (`partial` at each of
+    /// [`TILED_COLUMN_GROUPS`]), each reading X from its buffer or from a texture
+    /// 2^`x_texture_shift` texels wide; pipelines compile at their first dispatch.
     fn new(device: &wgpu::Device, x_texture_shift: u32) -> Self {
         use Slot::*;
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
