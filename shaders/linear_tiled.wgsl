@@ -123,34 +123,6 @@ fn store_output(p: u32, row: u32, k: u32, sum: f32) {
     delta_out[e] = (l * sigmoid(logit) - pw * target_) * chunk.inv_count;
 }
 
-/// Outputs k .. k + n (n ≤ 4) of batch row p from their dot products.
-fn store_outputs(p: u32, row: u32, k: u32, sums: vec4<f32>, n: u32) {
-    store_output(p, row, k, sums.x);
-    if n > 1u {
-        store_output(p, row, k + 1u, sums.y);
-    }
-    if n > 2u {
-        store_output(p, row, k + 2u, sums.z);
-    }
-    if n > 3u {
-        store_output(p, row, k + 3u, sums.w);
-    }
-}
-
-/// Outputs k .. k + n (n ≤ 16) of batch row p from their dot products, four at a time.
-fn store_row(p: u32, row: u32, k: u32, n: u32, a: vec4<f32>, b: vec4<f32>, e: vec4<f32>, f: vec4<f32>) {
-    store_outputs(p, row, k, a, min(n, 4u));
-    if n > 4u {
-        store_outputs(p, row, k + 4u, b, min(n - 4u, 4u));
-    }
-    if n > 8u {
-        store_outputs(p, row, k + 8u, e, min(n - 8u, 4u));
-    }
-    if n > 12u {
-        store_outputs(p, row, k + 12u, f, n - 12u);
-    }
-}
-
 // Accumulators are named variables, never arrays indexed at run time: a CPU implementation
 // keeps an array it cannot index statically in memory, one gather and scatter per access.
 
@@ -304,28 +276,24 @@ fn forward(
     if 8u * t >= count {
         return;
     }
+    // Stored by loops over arrays, once per invocation: one copy of the loss's and δ's code,
+    // not one per row and output (unrolled, lavapipe compiled this entry in ~4× the time).
+    var sums = array<mat4x4<f32>, 8>(
+        mat4x4(a0, b0, e0, f0),
+        mat4x4(a1, b1, e1, f1),
+        mat4x4(a2, b2, e2, f2),
+        mat4x4(a3, b3, e3, f3),
+        mat4x4(a4, b4, e4, f4),
+        mat4x4(a5, b5, e5, f5),
+        mat4x4(a6, b6, e6, f6),
+        mat4x4(a7, b7, e7, f7),
+    );
+    var tile_rows = array<u32, 8>(row0, row1, row2, row3, row4, row5, row6, row7);
     let n = min(TILE_OUTPUTS, o - k);
-    store_row(p0, row0, k, n, a0, b0, e0, f0);
-    if p0 + 1u < count {
-        store_row(p1, row1, k, n, a1, b1, e1, f1);
-    }
-    if p0 + 2u < count {
-        store_row(p2, row2, k, n, a2, b2, e2, f2);
-    }
-    if p0 + 3u < count {
-        store_row(p3, row3, k, n, a3, b3, e3, f3);
-    }
-    if p0 + 4u < count {
-        store_row(p4, row4, k, n, a4, b4, e4, f4);
-    }
-    if p0 + 5u < count {
-        store_row(p5, row5, k, n, a5, b5, e5, f5);
-    }
-    if p0 + 6u < count {
-        store_row(p6, row6, k, n, a6, b6, e6, f6);
-    }
-    if p0 + 7u < count {
-        store_row(p7, row7, k, n, a7, b7, e7, f7);
+    for (var i = 0u; i < min(8u, count - p0); i++) {
+        for (var j = 0u; j < n; j++) {
+            store_output(p0 + i, tile_rows[i], k + j, sums[i][j / 4u][j % 4u]);
+        }
     }
 }
 

@@ -275,7 +275,7 @@ struct ChunkWork {
     forward: wgpu::BindGroup,
     bce: wgpu::BindGroup,
     partial: wgpu::BindGroup,
-    /// Where the adapter has the tiled kernels.
+    /// Where the steps are the tiled kernels.
     tiled_forward: Option<wgpu::BindGroup>,
     tiled_partial: Option<wgpu::BindGroup>,
     step: wgpu::BindGroup,
@@ -941,7 +941,9 @@ impl GpuBackend {
                     pass.dispatch_workgroups(x, y, 1);
                 }
                 GemmProbe::RegisterTiles => {
-                    if let (Some(tiled), Some(bind_group)) = (&ctx.kernels.tiled, &gemm.tiled) {
+                    if let (Some(tiled), Some(bind_group)) =
+                        (ctx.kernels.tiled(&ctx.device), &gemm.tiled)
+                    {
                         let (pipeline, _) = tiled.forward_for(run.o as u32, run.reads_textures());
                         dispatch_on(
                             &mut pass,
@@ -1006,7 +1008,7 @@ impl GpuBackend {
             &index,
             [&z, &delta, &loss],
         );
-        let tiled_groups = ctx.kernels.tiled.as_ref().map_or(0, |t| {
+        let tiled_groups = ctx.kernels.tiled(&ctx.device).map_or(0, |t| {
             let (_, out_tiles) = t.forward_for(run.o as u32, run.reads_textures());
             (rows as u32)
                 .div_ceil(TILED_FORWARD_ROWS)
@@ -1227,7 +1229,7 @@ impl GpuBackend {
         index: &wgpu::Buffer,
         [z, delta, loss]: [&wgpu::Buffer; 3],
     ) -> Option<wgpu::BindGroup> {
-        let tiled = self.context.kernels.tiled.as_ref()?;
+        let tiled = self.context.kernels.tiled(&self.context.device)?;
         Some(self.bind_on(
             label,
             &tiled.forward.bind_group,
@@ -1363,15 +1365,21 @@ impl GpuBackend {
                     (5, whole(&partials)),
                 ],
             );
-            let tiled_forward = self.bind_tiled_forward(
-                "linear_tiled.forward",
-                run,
-                run.ring.binding(),
-                chunk,
-                &index,
-                [&z, &delta, &loss],
-            );
-            let tiled_partial = k.tiled.as_ref().map(|tiled| {
+            // Only where the steps are the tiled kernels: their module is built at first use.
+            let tiled = (run.path == StepPath::Tiled)
+                .then(|| k.tiled(&self.context.device))
+                .flatten();
+            let tiled_forward = tiled.and_then(|_| {
+                self.bind_tiled_forward(
+                    "linear_tiled.forward",
+                    run,
+                    run.ring.binding(),
+                    chunk,
+                    &index,
+                    [&z, &delta, &loss],
+                )
+            });
+            let tiled_partial = tiled.map(|tiled| {
                 self.bind_on(
                     "linear_tiled.partial",
                     &tiled.partial.bind_group,
@@ -1686,7 +1694,7 @@ impl GpuBackend {
                 dispatch(pass, ctx, &k.step, &chunk.step, &[offset], blocks);
             } else if let (StepPath::Tiled, Some(tiled), Some(tf), Some(tp)) = (
                 run.path,
-                &k.tiled,
+                k.tiled(&ctx.device),
                 &chunk.tiled_forward,
                 &chunk.tiled_partial,
             ) {
@@ -2230,7 +2238,7 @@ impl Backend for GpuBackend {
         }
         let tiled_fits = budget.is_none_or(|b| tiled_loop_iterations(d, rows_per_block) <= b);
         if self.kernels == StepKernels::Tiled {
-            if ctx.kernels.tiled.is_none() {
+            if !ctx.has_tiled_kernels() {
                 return Err(Error::Config(format!(
                     "the tiled kernels need subgroups of at least 8 invocations; {} has not",
                     ctx.adapter_name()
@@ -2245,7 +2253,7 @@ impl Backend for GpuBackend {
         }
         let tiled = !rows
             && !fused
-            && ctx.kernels.tiled.is_some()
+            && ctx.has_tiled_kernels()
             && match self.kernels {
                 StepKernels::Tiled => true,
                 StepKernels::Auto => tiled_fits,

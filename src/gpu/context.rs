@@ -178,7 +178,7 @@ impl GpuContext {
     /// Whether the tiled kernels (`StepKernels::Tiled`, the register-tile GEMM probe) can run
     /// here: subgroups of at least 8 invocations.
     pub fn has_tiled_kernels(&self) -> bool {
-        self.kernels.tiled.is_some()
+        self.kernels.tiled_subgroups
     }
 
     /// The adapter's name.

@@ -187,9 +187,11 @@ pub(crate) struct Kernels {
     pub(crate) bce: Kernel,
     pub(crate) backward_partial: Kernel,
     pub(crate) backward_total: Kernel,
-    /// `linear_forward` and `linear_backward.partial` as register tiles, where the adapter's
-    /// subgroups have at least 8 invocations.
-    pub(crate) tiled: Option<TiledKernels>,
+    /// Whether the adapter's subgroups have at least 8 invocations, as the tiled kernels need.
+    pub(crate) tiled_subgroups: bool,
+    /// `linear_forward` and `linear_backward.partial` as register tiles, built at their first
+    /// use (see [`Kernels::tiled`]).
+    tiled: OnceLock<TiledKernels>,
     pub(crate) step: Kernel,
     /// `step` for a batch segment of consecutive rows: no row index reads.
     pub(crate) step_contiguous: LazyPipeline,
@@ -395,6 +397,15 @@ pub(crate) const FOLDED_STORAGE_BINDINGS: u32 = 18;
 pub(crate) const STORAGE_BINDINGS: u32 = 10;
 
 impl Kernels {
+    /// The tiled kernels, their module (four column groups unrolled) built at the first call:
+    /// most runs never dispatch them. `None` without subgroups of at least 8 invocations.
+    pub(crate) fn tiled(&self, device: &wgpu::Device) -> Option<&TiledKernels> {
+        self.tiled_subgroups.then(|| {
+            self.tiled
+                .get_or_init(|| TiledKernels::new(device, self.x_texture_shift))
+        })
+    }
+
     /// `linear_step_rows` with `groups` column groups per invocation (at most
     /// [`MAX_COLUMN_GROUPS`]), reading X from its texture with `x_texture`, built on first use;
     /// `None` without fixed-size subgroups.
@@ -528,7 +539,6 @@ impl Kernels {
                 StepsKernels { adam, sgd }
             });
         let x_texture_shift = limits.max_texture_dimension_2d.max(1).ilog2();
-        let tiled = tiled_subgroups.then(|| TiledKernels::new(device, x_texture_shift));
         let probe_kernel = build(
             "probe_read",
             &probe,
@@ -596,7 +606,8 @@ impl Kernels {
                 "total",
                 &[Args(0), Write(5), Write(6), Ring(7)],
             ),
-            tiled,
+            tiled_subgroups,
+            tiled: OnceLock::new(),
             step: step_kernel,
             step_contiguous,
             probe_texture: probe_kernel.variant(
@@ -824,14 +835,17 @@ impl LazyPipeline {
                 .iter()
                 .map(|(k, v)| (k.as_str(), *v))
                 .collect();
-            pipeline(
+            let start = std::time::Instant::now();
+            let compiled = pipeline(
                 &self.device,
                 &self.label,
                 &self.layout,
                 &self.module,
                 &self.entry,
                 &constants,
-            )
+            );
+            log::debug!("compiled {} in {:.1?}", self.label, start.elapsed());
+            compiled
         })
     }
 }
