@@ -4,12 +4,15 @@
 # shared machine does not. Each count is the difference between three epochs and one, so
 # start-up, data generation and shader compilation cancel out.
 #
-#   bash scripts/instructions.sh [--probe read] [epochs' options: --n N --d D --batch B --unfolded --x-buffer]
+#   bash scripts/instructions.sh [--probe read|gemm] [epochs' options: --n N --d D --batch B --outputs O --unfolded --x-buffer]
 #
 # Prints both counts per epoch, their ratio and the steps' extra instructions per step.
 # `--probe read` counts against one read of all of X by the bandwidth probe instead of the
-# batch probe: S2's roofline, for full batches (`--batch` equal to `--n`). `--unfolded` keeps
-# Adam in a dispatch of its own after each step where `Auto` would fold it into the next.
+# batch probe: S2's roofline, for full batches (`--batch` equal to `--n`). `--probe gemm` counts
+# more than one output's steps (the tiled kernels, `--outputs`) against their forward pass
+# alone (S3's shape at fewer rows: `--probe gemm --n 2048 --d 1024 --batch 2048 --outputs 64`).
+# `--unfolded` keeps Adam in a dispatch of its own after each step where `Auto` would fold it
+# into the next.
 # `--x-buffer` reads X from its storage buffers where the steps and probes would read it from
 # textures (on CPU adapters such as lavapipe).
 # The first run of a build under valgrind compiles the shaders again (some 4 G instructions;
@@ -44,7 +47,11 @@ s1=$(count steps --epochs 1)
 s3=$(count steps --epochs 3)
 p1=$(count "$probe" --epochs 1)
 p3=$(count "$probe" --epochs 3)
-name=$([[ $probe == read ]] && echo "read of X" || echo "batch probe")
+case "$probe" in
+    read) name="read of X" ;;
+    gemm) name="tiled forward pass" ;;
+    *) name="batch probe" ;;
+esac
 awk -v s1="$s1" -v s3="$s3" -v p1="$p1" -v p3="$p3" -v steps=$(((n + batch - 1) / batch)) \
     -v name="$name" 'BEGIN {
     s = (s3 - s1) / 2; p = (p3 - p1) / 2
