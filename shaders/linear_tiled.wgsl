@@ -123,6 +123,26 @@ fn store_output(p: u32, row: u32, k: u32, sum: f32) {
     delta_out[e] = (l * sigmoid(logit) - pw * target_) * chunk.inv_count;
 }
 
+/// v of lanes 0 .. 3 (subgroupBroadcast's lane must be a constant).
+fn lanes_low(v: f32) -> vec4<f32> {
+    return vec4(
+        subgroupBroadcast(v, 0u),
+        subgroupBroadcast(v, 1u),
+        subgroupBroadcast(v, 2u),
+        subgroupBroadcast(v, 3u),
+    );
+}
+
+/// v of lanes 4 .. 7.
+fn lanes_high(v: f32) -> vec4<f32> {
+    return vec4(
+        subgroupBroadcast(v, 4u),
+        subgroupBroadcast(v, 5u),
+        subgroupBroadcast(v, 6u),
+        subgroupBroadcast(v, 7u),
+    );
+}
+
 // Accumulators are named variables, never arrays indexed at run time: a CPU implementation
 // keeps an array it cannot index statically in memory, one gather and scatter per access.
 
@@ -365,35 +385,15 @@ fn partial(
             let e = p * o;
             let lo = delta[e + mine_lo];
             bias_lo += lo;
-            let d0 = vec4(
-                subgroupBroadcast(lo, 0u),
-                subgroupBroadcast(lo, 1u),
-                subgroupBroadcast(lo, 2u),
-                subgroupBroadcast(lo, 3u),
-            );
-            let d1 = vec4(
-                subgroupBroadcast(lo, 4u),
-                subgroupBroadcast(lo, 5u),
-                subgroupBroadcast(lo, 6u),
-                subgroupBroadcast(lo, 7u),
-            );
+            let d0 = lanes_low(lo);
+            let d1 = lanes_high(lo);
             var hi = 0.0;
             if widest {
                 hi = delta[e + mine_hi];
                 bias_hi += hi;
             }
-            let d2 = vec4(
-                subgroupBroadcast(hi, 0u),
-                subgroupBroadcast(hi, 1u),
-                subgroupBroadcast(hi, 2u),
-                subgroupBroadcast(hi, 3u),
-            );
-            let d3 = vec4(
-                subgroupBroadcast(hi, 4u),
-                subgroupBroadcast(hi, 5u),
-                subgroupBroadcast(hi, 6u),
-                subgroupBroadcast(hi, 7u),
-            );
+            let d2 = lanes_low(hi);
+            let d3 = lanes_high(hi);
             // #unroll m
             if m < COLUMN_GROUPS {
                 let x_m = load_x(base + c_m);
@@ -420,30 +420,10 @@ fn partial(
             }
             // #end
         }
-        let b0 = vec4(
-            subgroupBroadcast(bias_lo, 0u),
-            subgroupBroadcast(bias_lo, 1u),
-            subgroupBroadcast(bias_lo, 2u),
-            subgroupBroadcast(bias_lo, 3u),
-        );
-        let b1 = vec4(
-            subgroupBroadcast(bias_lo, 4u),
-            subgroupBroadcast(bias_lo, 5u),
-            subgroupBroadcast(bias_lo, 6u),
-            subgroupBroadcast(bias_lo, 7u),
-        );
-        let b2 = vec4(
-            subgroupBroadcast(bias_hi, 0u),
-            subgroupBroadcast(bias_hi, 1u),
-            subgroupBroadcast(bias_hi, 2u),
-            subgroupBroadcast(bias_hi, 3u),
-        );
-        let b3 = vec4(
-            subgroupBroadcast(bias_hi, 4u),
-            subgroupBroadcast(bias_hi, 5u),
-            subgroupBroadcast(bias_hi, 6u),
-            subgroupBroadcast(bias_hi, 7u),
-        );
+        let b0 = lanes_low(bias_lo);
+        let b1 = lanes_high(bias_lo);
+        let b2 = lanes_low(bias_hi);
+        let b3 = lanes_high(bias_hi);
         if c0 == 0u && lid == 0u {
             let q = out + o * d + k;
             store_partials(q, b0, min(n, 4u));
