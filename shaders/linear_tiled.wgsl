@@ -143,6 +143,26 @@ fn lanes_high(v: f32) -> vec4<f32> {
     );
 }
 
+/// v of lanes 0 .. 3 as a matrix's columns.
+fn lanes_low4(v: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4(
+        subgroupBroadcast(v, 0u),
+        subgroupBroadcast(v, 1u),
+        subgroupBroadcast(v, 2u),
+        subgroupBroadcast(v, 3u),
+    );
+}
+
+/// v of lanes 4 .. 7 as a matrix's columns.
+fn lanes_high4(v: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4(
+        subgroupBroadcast(v, 4u),
+        subgroupBroadcast(v, 5u),
+        subgroupBroadcast(v, 6u),
+        subgroupBroadcast(v, 7u),
+    );
+}
+
 // Accumulators are named variables, never arrays indexed at run time: a CPU implementation
 // keeps an array it cannot index statically in memory, one gather and scatter per access.
 
@@ -238,59 +258,48 @@ fn forward(
         let x5 = load_x(r5 + c);
         let x6 = load_x(r6 + c);
         let x7 = load_x(r7 + c);
+        // Row i's dot products with four weight vectors: x_i · mat4x4(the vectors).
         let lo = weights4(mine_lo, c, d);
-        let w0 = subgroupBroadcast(lo, 0u);
-        let w1 = subgroupBroadcast(lo, 1u);
-        let w2 = subgroupBroadcast(lo, 2u);
-        let w3 = subgroupBroadcast(lo, 3u);
-        a0 += vec4(dot(x0, w0), dot(x0, w1), dot(x0, w2), dot(x0, w3));
-        a1 += vec4(dot(x1, w0), dot(x1, w1), dot(x1, w2), dot(x1, w3));
-        a2 += vec4(dot(x2, w0), dot(x2, w1), dot(x2, w2), dot(x2, w3));
-        a3 += vec4(dot(x3, w0), dot(x3, w1), dot(x3, w2), dot(x3, w3));
-        a4 += vec4(dot(x4, w0), dot(x4, w1), dot(x4, w2), dot(x4, w3));
-        a5 += vec4(dot(x5, w0), dot(x5, w1), dot(x5, w2), dot(x5, w3));
-        a6 += vec4(dot(x6, w0), dot(x6, w1), dot(x6, w2), dot(x6, w3));
-        a7 += vec4(dot(x7, w0), dot(x7, w1), dot(x7, w2), dot(x7, w3));
+        let wa = lanes_low4(lo);
+        a0 += x0 * wa;
+        a1 += x1 * wa;
+        a2 += x2 * wa;
+        a3 += x3 * wa;
+        a4 += x4 * wa;
+        a5 += x5 * wa;
+        a6 += x6 * wa;
+        a7 += x7 * wa;
         if wide {
-            let w4 = subgroupBroadcast(lo, 4u);
-            let w5 = subgroupBroadcast(lo, 5u);
-            let w6 = subgroupBroadcast(lo, 6u);
-            let w7 = subgroupBroadcast(lo, 7u);
-            b0 += vec4(dot(x0, w4), dot(x0, w5), dot(x0, w6), dot(x0, w7));
-            b1 += vec4(dot(x1, w4), dot(x1, w5), dot(x1, w6), dot(x1, w7));
-            b2 += vec4(dot(x2, w4), dot(x2, w5), dot(x2, w6), dot(x2, w7));
-            b3 += vec4(dot(x3, w4), dot(x3, w5), dot(x3, w6), dot(x3, w7));
-            b4 += vec4(dot(x4, w4), dot(x4, w5), dot(x4, w6), dot(x4, w7));
-            b5 += vec4(dot(x5, w4), dot(x5, w5), dot(x5, w6), dot(x5, w7));
-            b6 += vec4(dot(x6, w4), dot(x6, w5), dot(x6, w6), dot(x6, w7));
-            b7 += vec4(dot(x7, w4), dot(x7, w5), dot(x7, w6), dot(x7, w7));
+            let wb = lanes_high4(lo);
+            b0 += x0 * wb;
+            b1 += x1 * wb;
+            b2 += x2 * wb;
+            b3 += x3 * wb;
+            b4 += x4 * wb;
+            b5 += x5 * wb;
+            b6 += x6 * wb;
+            b7 += x7 * wb;
         }
         if widest {
             let hi = weights4(mine_hi, c, d);
-            let w8 = subgroupBroadcast(hi, 0u);
-            let w9 = subgroupBroadcast(hi, 1u);
-            let w10 = subgroupBroadcast(hi, 2u);
-            let w11 = subgroupBroadcast(hi, 3u);
-            e0 += vec4(dot(x0, w8), dot(x0, w9), dot(x0, w10), dot(x0, w11));
-            e1 += vec4(dot(x1, w8), dot(x1, w9), dot(x1, w10), dot(x1, w11));
-            e2 += vec4(dot(x2, w8), dot(x2, w9), dot(x2, w10), dot(x2, w11));
-            e3 += vec4(dot(x3, w8), dot(x3, w9), dot(x3, w10), dot(x3, w11));
-            e4 += vec4(dot(x4, w8), dot(x4, w9), dot(x4, w10), dot(x4, w11));
-            e5 += vec4(dot(x5, w8), dot(x5, w9), dot(x5, w10), dot(x5, w11));
-            e6 += vec4(dot(x6, w8), dot(x6, w9), dot(x6, w10), dot(x6, w11));
-            e7 += vec4(dot(x7, w8), dot(x7, w9), dot(x7, w10), dot(x7, w11));
-            let w12 = subgroupBroadcast(hi, 4u);
-            let w13 = subgroupBroadcast(hi, 5u);
-            let w14 = subgroupBroadcast(hi, 6u);
-            let w15 = subgroupBroadcast(hi, 7u);
-            f0 += vec4(dot(x0, w12), dot(x0, w13), dot(x0, w14), dot(x0, w15));
-            f1 += vec4(dot(x1, w12), dot(x1, w13), dot(x1, w14), dot(x1, w15));
-            f2 += vec4(dot(x2, w12), dot(x2, w13), dot(x2, w14), dot(x2, w15));
-            f3 += vec4(dot(x3, w12), dot(x3, w13), dot(x3, w14), dot(x3, w15));
-            f4 += vec4(dot(x4, w12), dot(x4, w13), dot(x4, w14), dot(x4, w15));
-            f5 += vec4(dot(x5, w12), dot(x5, w13), dot(x5, w14), dot(x5, w15));
-            f6 += vec4(dot(x6, w12), dot(x6, w13), dot(x6, w14), dot(x6, w15));
-            f7 += vec4(dot(x7, w12), dot(x7, w13), dot(x7, w14), dot(x7, w15));
+            let we = lanes_low4(hi);
+            let wf = lanes_high4(hi);
+            e0 += x0 * we;
+            e1 += x1 * we;
+            e2 += x2 * we;
+            e3 += x3 * we;
+            e4 += x4 * we;
+            e5 += x5 * we;
+            e6 += x6 * we;
+            e7 += x7 * we;
+            f0 += x0 * wf;
+            f1 += x1 * wf;
+            f2 += x2 * wf;
+            f3 += x3 * wf;
+            f4 += x4 * wf;
+            f5 += x5 * wf;
+            f6 += x6 * wf;
+            f7 += x7 * wf;
         }
     }
     if 8u * t >= count {
