@@ -57,8 +57,8 @@
 //   7 delta       storage, rw      f32[count]
 //   8 loss        storage, rw      f32[count]
 //   9 partials    storage, rw      vec4<f32>[blocks * S / 4]
-//  18 x_texture   texture_2d<f32>  X's words again (loads.wgsl, which declares it and the
-//                                  X_TEXTURE overrides)
+//  18 x_texture   storage texture, read  X's words again (loads.wgsl, which declares it and
+//                                  the X_TEXTURE overrides)
 // and `main_folded`'s own (the previous step's update):
 //  10 adam_cfg    storage, read    AdamConfig (amsgrad off)
 //  11 info        storage, dynamic StepInfo of the previous step: t, blocks, step_size, bc2_sqrt

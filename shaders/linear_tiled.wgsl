@@ -38,7 +38,7 @@
 //   9 pos_weight storage, read   f32[o]                                           (forward)
 //  10 delta_out storage, rw      f32[count * o], the δ buffer bound at 6          (forward)
 //  11 loss      storage, rw      f32[count * o]                                   (forward)
-//  18 x_texture texture_2d<f32>  X's words again, read with X_TEXTURE (loads.wgsl)
+//  18 x_texture storage texture, read  X's words again, read with X_TEXTURE (loads.wgsl)
 //
 // Invariants: subgroups have at least 8 invocations (8 lanes hand out the shared values; the
 // host builds these kernels only where the adapter's smallest subgroup is that large), and

@@ -6,31 +6,33 @@
 // `dims: Dims`, `x: array<vec4<f32>>` (binding 2) and `params: array<f32>` (W row-major, o × d,
 // then b). WGSL resolves module-scope names in any order, so this file can name them before
 // they are declared.
-//  18 x_texture   texture_2d<f32>  with X_TEXTURE the words of 2 as rgba32float texels,
-//                                  2^X_TEXTURE_SHIFT to a texel row; without it a 1×1
-//                                  stand-in, never read
+//  18 x_texture   texture_storage_2d<rgba32float, read>  with X_TEXTURE the words of 2 as
+//                                  texels, 2^X_TEXTURE_SHIFT to a texel row; without it a
+//                                  1×1 stand-in, never read
 //
 // Invariants: W's columns past d read as zero, as X's padding columns are.
 
 // Read X through the texture at binding 18, not the storage buffer at 2. The host sets it on
 // CPU adapters: lavapipe loads a storage buffer's vec4 lane by lane, each word behind its own
-// bounds test (~530 instructions per subgroup of 8 lanes), and fetches a texel with vector
-// code (about half the instructions): reading the texture, S2's step took 0.78–0.96× the
-// time of one read of X's buffer, against 1.35–1.47× reading the buffer, and S3's step
-// executed 0.74× the instructions (BENCHMARKS.md).
+// bounds test (~530 instructions per subgroup of 8 lanes), and a texel of a storage texture
+// with a few vector instructions in line. A sampled texture's `textureLoad` (this binding
+// until the tenth session) calls a function of ~100 instructions per texel, which took 30 %
+// of S3's forward pass: through the storage texture S2-like steps execute 0.48× its
+// instructions and S3's 0.84× (BENCHMARKS.md), and S2's step takes 0.45–0.5× the time of
+// one read of X's buffer, against 1.35–1.47× reading the buffer.
 override X_TEXTURE: bool = false;
 // log2 of the texture's width in texels (the host's, from the adapter's limits).
 override X_TEXTURE_SHIFT: u32 = 14u;
 
 // X's chunk again, as a texture (with X_TEXTURE; otherwise a 1×1 stand-in): see `load_x`.
-@group(0) @binding(18) var x_texture: texture_2d<f32>;
+@group(0) @binding(18) var x_texture: texture_storage_2d<rgba32float, read>;
 
 /// Vector word i of X's chunk (the binding at 2 indexed by i): from the texture with
 /// X_TEXTURE, whose texel (i mod 2^X_TEXTURE_SHIFT, i >> X_TEXTURE_SHIFT) holds it.
 fn load_x(i: u32) -> vec4<f32> {
     if X_TEXTURE {
         let mask = (1u << X_TEXTURE_SHIFT) - 1u;
-        return textureLoad(x_texture, vec2(i & mask, i >> X_TEXTURE_SHIFT), 0);
+        return textureLoad(x_texture, vec2(i & mask, i >> X_TEXTURE_SHIFT));
     }
     return x[i];
 }

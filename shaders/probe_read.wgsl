@@ -7,8 +7,8 @@
 //                              one invocation reads contiguously
 //   1 x       storage, read    vec4<f32>[len4]
 //   2 out     storage, rw      f32[workgroups]: one partial sum per workgroup (keeps the reads live)
-//   3 x_texture texture_2d<f32> `main_texture`'s X: the same words as rgba32float texels,
-//                              2^shift to a texel row (a 1×1 stand-in for `main`)
+//   3 x_texture storage texture, read  `main_texture`'s X: the same words as rgba32float
+//                              texels, 2^shift to a texel row (a 1×1 stand-in for `main`)
 //
 // Invariants: invocation i of G·WG reads the runs starting at vec4 (i + k·G·WG)·run, k = 0, 1, …;
 // the chunk's length is a multiple of 4 floats (the host pads); `main_texture`: run divides
@@ -21,8 +21,9 @@
 // the shader on it at each dispatch, and the specialised loop is faster than that costs (S2's
 // X: 27 ms as a uniform, 38–50 ms from a storage buffer), so the roofline stays the fastest
 // read of X we know. Where the training steps read X through a texture (CPU adapters, see
-// loads.wgsl's X_TEXTURE), `main_texture` is that roofline: on lavapipe it read
-// S2's X in 0.62–0.88× the time of `main`, four texels at a time (one at a time: 0.9×).
+// loads.wgsl's X_TEXTURE), `main_texture` is that roofline: on lavapipe it read S2's X in
+// 0.25× the time of `main` as a read-only storage texture (0.62–0.88× as a sampled texture,
+// four texels at a time; one at a time: 0.9×).
 
 override WG: u32 = 64u;
 
@@ -37,7 +38,7 @@ struct ProbeJob {
 @group(0) @binding(0) var<uniform> job: ProbeJob;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var x_texture: texture_2d<f32>;
+@group(0) @binding(3) var x_texture: texture_storage_2d<rgba32float, read>;
 
 @compute @workgroup_size(WG)
 fn main(
@@ -72,12 +73,12 @@ fn main_texture(
         let end = first + min(job.run, job.len4 - start);
         var i = first;
         for (; i + 3u < end; i += 4u) {
-            let ab = textureLoad(x_texture, vec2(i, y), 0) + textureLoad(x_texture, vec2(i + 1u, y), 0);
-            let cd = textureLoad(x_texture, vec2(i + 2u, y), 0) + textureLoad(x_texture, vec2(i + 3u, y), 0);
+            let ab = textureLoad(x_texture, vec2(i, y)) + textureLoad(x_texture, vec2(i + 1u, y));
+            let cd = textureLoad(x_texture, vec2(i + 2u, y)) + textureLoad(x_texture, vec2(i + 3u, y));
             acc += ab + cd;
         }
         for (; i < end; i++) {
-            acc += textureLoad(x_texture, vec2(i, y), 0);
+            acc += textureLoad(x_texture, vec2(i, y));
         }
     }
     keep(acc, wg.x);

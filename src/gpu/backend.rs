@@ -588,10 +588,11 @@ pub enum XSource {
     /// Storage buffers: every kernel, on every adapter.
     Buffer,
     /// `linear_step_rows`, the tiled kernels and the bandwidth probe from textures of X's
-    /// words as `rgba32float` texels (the other kernels still from X's buffers, which stay):
-    /// on lavapipe a texel fetch costs about half the instructions of a storage load; S2's
-    /// step took 0.77–0.96× the time of a read of X's buffer, and S3's step executed 0.74×
-    /// the instructions (BENCHMARKS.md). Costs a second copy of X.
+    /// words as `rgba32float` texels of a read-only storage texture (the other kernels still
+    /// from X's buffers, which stay): on lavapipe a texel load is a few vector instructions
+    /// where a storage buffer's vec4 is loaded lane by lane; S2's step took 0.45–0.5× the time
+    /// of a read of X's buffer, and S3's step executed 0.84× the instructions of the sampled
+    /// texture's (BENCHMARKS.md). Costs a second copy of X.
     Texture,
 }
 
@@ -1106,7 +1107,7 @@ impl GpuBackend {
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: X_TEXTURE_FORMAT,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
         self.counters.textures.fetch_add(1, Ordering::Relaxed);

@@ -128,7 +128,7 @@ impl GpuContext {
                 sample_count: 1,
                 dimension: wgpu::TextureDimension::D2,
                 format: X_TEXTURE_FORMAT,
-                usage: wgpu::TextureUsages::TEXTURE_BINDING,
+                usage: wgpu::TextureUsages::STORAGE_BINDING,
                 view_formats: &[],
             })
             .create_view(&wgpu::TextureViewDescriptor {

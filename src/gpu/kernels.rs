@@ -67,7 +67,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The format of X's textures: one vec4 word of X per texel, fetched without filtering.
+/// The format of X's textures: one vec4 word of X per texel, read as a storage texture.
 pub(crate) const X_TEXTURE_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
 
 /// The most vec4 column groups one invocation of `linear_step_rows` holds on a CPU adapter:
@@ -170,7 +170,7 @@ enum Slot {
     Read(u32),
     /// A storage buffer the kernel writes.
     Write(u32),
-    /// An `rgba32float` texture the kernel loads texels of (X's, see [`X_TEXTURE_FORMAT`]).
+    /// An `rgba32float` storage texture the kernel only reads (X's, see [`X_TEXTURE_FORMAT`]).
     Texture(u32),
 }
 
@@ -740,10 +740,10 @@ impl Layout {
                         return wgpu::BindGroupLayoutEntry {
                             binding: b,
                             visibility: wgpu::ShaderStages::COMPUTE,
-                            ty: wgpu::BindingType::Texture {
-                                sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                            ty: wgpu::BindingType::StorageTexture {
+                                access: wgpu::StorageTextureAccess::ReadOnly,
+                                format: wgpu::TextureFormat::Rgba32Float,
                                 view_dimension: wgpu::TextureViewDimension::D2,
-                                multisampled: false,
                             },
                             count: None,
                         };
