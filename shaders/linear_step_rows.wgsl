@@ -5,7 +5,7 @@
 // requires to be fixed). Invocation t owns the vec4 column groups c = m·WG + t,
 // m < COLUMN_GROUPS (the count the host unrolls, below), of every row; workgroup b owns rows
 // first = b·R .. last = min(first + R, count) of this chunk's batch segment (R =
-// rows_per_block). For each row p in order (two rows at a time, four with QUAD, whose loads
+// rows_per_block). For each row p in order (four rows at a time with QUAD, else two, whose loads
 // and reductions then overlap, with the rows' indices and targets loaded once per WG rows,
 // one per lane, and shuffled out; on lavapipe one row at a time took 0.40 against 0.33 ms per
 // S4 step, and at 1,024 features executed 2.72 against 2.18 M instructions per 1,024-row step
@@ -88,10 +88,12 @@ override CONTIGUOUS: bool = false;
 // the training steps between checks do not (and skipping the loss's exp and log and the two
 // stores per row took S4's overhead per step from about 200 to 150 µs on lavapipe).
 override ROW_OUTPUTS: bool = true;
-// Four rows per iteration, their four logits in one butterfly, where rows are short (the host
-// sets it up to 4 column groups, for subgroups of at least 4): on lavapipe, at 4 groups (S4)
-// the steps executed 416 k → 368 k instructions per step over the batch probe (itself reading
-// four rows per iteration then, 2 % faster); at 8 groups 1 % fewer, at 32 groups 7 % more.
+// Four rows per iteration, their four logits in one butterfly (the host sets it for subgroups
+// of at least 4): on lavapipe, at 4 groups (S4) the steps executed 416 k → 368 k instructions
+// per step over the batch probe (itself reading four rows per iteration then, 2 % faster).
+// At 32 groups it executed 7 % more while X's loads were long (from a buffer, or a sampled
+// texture); reading X from a storage texture, 8 % fewer (S2-like full batch, 16,384 × 1,024:
+// 50.9 → 46.7 M; × 256: 15.7 → 13.6 M; a 512-feature epoch: 79.8 → 72.2 M).
 override QUAD: bool = false;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;

@@ -75,10 +75,6 @@ pub(crate) const X_TEXTURE_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rg
 /// ~6 s for 32, though its steps then executed only 1.01× the instructions of one read of X).
 pub(crate) const MAX_COLUMN_GROUPS: u32 = 32;
 
-/// `linear_step_rows` takes four rows per iteration (`QUAD`) up to this many column groups,
-/// on subgroups of at least four lanes (see the shader).
-const MAX_QUAD_COLUMN_GROUPS: u32 = 4;
-
 /// `linear_step_rows.wgsl` (after the prelude) with its column groups unrolled `groups` times
 /// (the file's `// #unroll m` blocks).
 pub fn rows_step_source(groups: u32) -> String {
@@ -428,7 +424,8 @@ impl Kernels {
                 source: wgpu::ShaderSource::Wgsl(Cow::Owned(rows_step_source(groups))),
             });
             let wg = f64::from(size);
-            let quad = f64::from(u8::from(groups <= MAX_QUAD_COLUMN_GROUPS && size >= 4));
+            // Four rows per iteration on subgroups of at least four lanes (see the shader).
+            let quad = f64::from(u8::from(size >= 4));
             let texture = [
                 ("X_TEXTURE", f64::from(u8::from(x_texture))),
                 ("X_TEXTURE_SHIFT", f64::from(self.x_texture_shift)),
