@@ -16,9 +16,9 @@
 // CPU adapters: lavapipe loads a storage buffer's vec4 lane by lane, each word behind its own
 // bounds test (~530 instructions per subgroup of 8 lanes), and a texel of a storage texture
 // with a few vector instructions in line. A sampled texture's `textureLoad` (this binding
-// until the tenth session) calls a function of ~100 instructions per texel, which took 30 %
+// until the tenth session) calls a function of 100–170 instructions per texel, which took 30 %
 // of S3's forward pass: through the storage texture S2-like steps execute 0.48× its
-// instructions and S3's 0.84× (BENCHMARKS.md), and S2's step takes 0.45–0.5× the time of
+// instructions and S3's 0.84× (BENCHMARKS.md), and S2's step takes 0.39–0.51× the time of
 // one read of X's buffer, against 1.35–1.47× reading the buffer.
 override X_TEXTURE: bool = false;
 // log2 of the texture's width in texels (the host's, from the adapter's limits).

@@ -590,7 +590,7 @@ pub enum XSource {
     /// `linear_step_rows`, the tiled kernels and the bandwidth probe from textures of X's
     /// words as `rgba32float` texels of a read-only storage texture (the other kernels still
     /// from X's buffers, which stay): on lavapipe a texel load is a few vector instructions
-    /// where a storage buffer's vec4 is loaded lane by lane; S2's step took 0.45–0.5× the time
+    /// where a storage buffer's vec4 is loaded lane by lane; S2's step took 0.39–0.51× the time
     /// of a read of X's buffer, and S3's step executed 0.84× the instructions of the sampled
     /// texture's (BENCHMARKS.md). Costs a second copy of X.
     Texture,
