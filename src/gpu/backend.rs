@@ -16,8 +16,8 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::kernels::{
-    Kernel, LazyPipeline, MAX_COLUMN_GROUPS, RowsStep, STEPS_STORAGE_BINDINGS, TILED_FORWARD_ROWS,
-    WORKGROUP_SIZE, X_TEXTURE_FORMAT,
+    Kernel, LazyPipeline, MAX_COLUMN_GROUPS, RowsStep, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE,
+    X_TEXTURE_FORMAT,
 };
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
 use crate::cpu::{check_batches, check_params, check_state};
@@ -231,7 +231,8 @@ struct GemmProbes {
     shared_grid: (u32, u32),
     /// Where the adapter has the tiled kernels.
     tiled: Option<wgpu::BindGroup>,
-    tiled_groups: u32,
+    /// Rows both probes cover.
+    rows: u32,
 }
 
 /// One row chunk of the data: its X and Y, and the bandwidth probe over its X.
@@ -945,15 +946,9 @@ impl GpuBackend {
                     if let (Some(tiled), Some(bind_group)) =
                         (ctx.kernels.tiled(&ctx.device), &gemm.tiled)
                     {
-                        let (pipeline, _) = tiled.forward_for(run.o as u32, run.reads_textures());
-                        dispatch_on(
-                            &mut pass,
-                            ctx,
-                            pipeline,
-                            bind_group,
-                            &[0],
-                            gemm.tiled_groups,
-                        );
+                        let (pipeline, groups) =
+                            tiled.forward_for(gemm.rows, run.o as u32, run.reads_textures());
+                        dispatch_on(&mut pass, ctx, pipeline, bind_group, &[0], groups);
                     }
                 }
             }
@@ -1009,18 +1004,11 @@ impl GpuBackend {
             &index,
             [&z, &delta, &loss],
         );
-        let tiled_groups = ctx.kernels.tiled(&ctx.device).map_or(0, |t| {
-            let (_, out_tiles) = t.forward_for(run.o as u32, run.reads_textures());
-            (rows as u32)
-                .div_ceil(TILED_FORWARD_ROWS)
-                .div_ceil(WORKGROUP_SIZE)
-                * out_tiles
-        });
         Ok(GemmProbes {
             shared,
             shared_grid: ((run.o as u32).div_ceil(16), (rows as u32).div_ceil(16)),
             tiled,
-            tiled_groups,
+            rows: rows as u32,
         })
     }
 
@@ -1699,21 +1687,13 @@ impl GpuBackend {
                 &chunk.tiled_forward,
                 &chunk.tiled_partial,
             ) {
-                // Tiles of 8 outputs, or of 4 for at most four; the forward pass writes the
-                // loss and δ itself. (`load` takes this path only where the kernels exist.)
+                // The forward pass writes the loss and δ itself. (`load` takes this path only
+                // where the kernels exist.)
                 let x_texture = run.reads_textures();
-                let (forward, forward_tiles) = tiled.forward_for(run.o as u32, x_texture);
+                let (forward, forward_groups) = tiled.forward_for(count, run.o as u32, x_texture);
                 let (partial, partial_tiles) =
                     tiled.partial_for(run.o as u32, run.x_stride as u32 / 4, x_texture);
-                let row_groups = count.div_ceil(TILED_FORWARD_ROWS).div_ceil(WORKGROUP_SIZE);
-                dispatch_on(
-                    pass,
-                    ctx,
-                    forward,
-                    tf,
-                    &[offset],
-                    row_groups * forward_tiles,
-                );
+                dispatch_on(pass, ctx, forward, tf, &[offset], forward_groups);
                 dispatch_on(pass, ctx, partial, tp, &[offset], blocks * partial_tiles);
             } else {
                 let groups = elements.div_ceil(WORKGROUP_SIZE);
@@ -2284,11 +2264,14 @@ impl Backend for GpuBackend {
         if rows_step.is_some() {
             ctx.check("building linear_step_rows")?;
         }
-        let path = match () {
-            _ if rows_step.is_some() => StepPath::Rows,
-            _ if fused => StepPath::Fused,
-            _ if tiled => StepPath::Tiled,
-            _ => StepPath::Separate,
+        let path = if rows_step.is_some() {
+            StepPath::Rows
+        } else if fused {
+            StepPath::Fused
+        } else if tiled {
+            StepPath::Tiled
+        } else {
+            StepPath::Separate
         };
         let p_bytes = n_params as u64 * 4;
 

@@ -254,7 +254,7 @@ const TILED_COLUMN_GROUPS: [u32; 3] = [1, 2, 4];
 
 /// Rows of X one invocation of `linear_tiled.forward` takes (each weight it is handed feeds
 /// that many dot products).
-pub(crate) const TILED_FORWARD_ROWS: u32 = 8;
+const TILED_FORWARD_ROWS: u32 = 8;
 
 /// `linear_tiled.wgsl`'s two kernels by outputs and column groups per invocation and by where
 /// they read X.
@@ -348,17 +348,18 @@ impl TiledKernels {
         }
     }
 
-    /// `forward` for `o` outputs and its output tiles per row tile: 4, 8 or 16 outputs per
-    /// invocation, the fewest that cover `o` up to 16.
-    pub(crate) fn forward_for(&self, o: u32, x_texture: bool) -> (&LazyPipeline, u32) {
+    /// `forward` for `rows` rows of `o` outputs and its workgroups: 4, 8 or 16 outputs per
+    /// invocation, the fewest that cover `o` up to 16, and [`TILED_FORWARD_ROWS`] rows.
+    pub(crate) fn forward_for(&self, rows: u32, o: u32, x_texture: bool) -> (&LazyPipeline, u32) {
         let outputs = match o {
             0..=4 => 4,
             5..=8 => 8,
             _ => 16,
         };
+        let row_groups = rows.div_ceil(TILED_FORWARD_ROWS).div_ceil(WORKGROUP_SIZE);
         (
             &self.pipelines[&("forward", outputs, 1, x_texture)],
-            o.div_ceil(outputs),
+            row_groups * o.div_ceil(outputs),
         )
     }
 
