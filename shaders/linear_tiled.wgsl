@@ -14,11 +14,13 @@
 //            block's rows p = block·R .. min(block·R + R, count) in ascending order,
 //            W[k, 4c .. 4c + 3]:  δ[p, k] · x[row(p), 4c .. 4c + 3]
 //            b[k]:                δ[p, k]              (in the first pass)
-//            and writes them to partials[(block_base + block) · S + …] as linear_backward does.
+//            and writes them to partials[(block_base + block) · S + …] as linear_backward does
+//            (four rows per iteration, each sum adding their terms in row order).
 //
 // What a workgroup shares (its output tile's weights in the forward pass, its rows' δ in the
-// partial) is loaded once per subgroup: lane j loads output k + j's and subgroupBroadcast
-// hands it to every lane. On lavapipe a load at an address uniform across the subgroup still
+// partial) is loaded once per subgroup: lane j loads output k + j's (the weights, with
+// X_TEXTURE, from the texture `pack_weights` fills) and subgroupBroadcast hands it to every
+// lane. On lavapipe a load at an address uniform across the subgroup still
 // costs ~60 instructions and one gathered across its 8 lanes ~23 per lane, where a broadcast
 // from a fixed lane is a couple: S3's step (2,048 × 1,024 → 64) executed 1.00 G instructions
 // against 2.60 G with uniform loads, 0.74 G with X from its texture too, and 0.45 G with the
@@ -39,6 +41,9 @@
 //  10 delta_out storage, rw      f32[count * o], the δ buffer bound at 6          (forward)
 //  11 loss      storage, rw      f32[count * o]                                   (forward)
 //  18 x_texture storage texture, read  X's words again, read with X_TEXTURE (loads.wgsl)
+//  19 w_texture storage texture, read  W as `pack_weights` leaves it, read with X_TEXTURE
+//                                       (forward)
+//  20 w_packed  storage texture, write the same texture                             (pack_weights)
 //
 // Invariants: subgroups have at least 8 invocations (8 lanes hand out the shared values; the
 // host builds these kernels only where the adapter's smallest subgroup is that large), and
@@ -50,7 +55,8 @@
 // llvmpipe's loop limit for the shapes the host sends here; the grid is 2-D only to pass
 // 65,535 workgroups per dimension, so the workgroup index is linearised and guarded. The
 // output tile and (partial) the block come from the workgroup id alone, so the loops are
-// uniform across every subgroup.
+// uniform across every subgroup. With X_TEXTURE, `pack_weights` has run since the parameters
+// last changed and before the forward pass (the host dispatches it in front of each).
 
 // Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, load_x and weights4
 // from loads.wgsl, which the host (gpu::SHADERS) puts before this file.
@@ -79,6 +85,38 @@ override COLUMN_GROUPS: u32 = 1u;
 @group(0) @binding(9) var<storage, read> pos_weight: array<f32>;
 @group(0) @binding(10) var<storage, read_write> delta_out: array<f32>;
 @group(0) @binding(11) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(19) var w_texture: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(20) var w_packed: texture_storage_2d<rgba32float, write>;
+
+// W for `forward` with X_TEXTURE: texel k·S + c (S = x_stride / 4, in X's texture layout)
+// holds W[k, 4c .. 4c + 4], zero past column d, so that a lane loads four weights of an
+// output with one texel load. From the parameters' buffer a CPU adapter loads each word lane
+// by lane behind a bounds test: those loads were 72 M of the 172 M instructions of S3's
+// forward pass at 2,048 rows (scripts/instructions.sh --probe gemm, weights replaced by a
+// constant: 100 M). The host dispatches this before every forward pass that reads it, after
+// the optimizer's update; one invocation per texel, o·S of them, the grid folded past 65,535
+// workgroups.
+@compute @workgroup_size(WG)
+fn pack_weights(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let s4 = dims.x_stride / 4u;
+    let i = (wg.x + wg.y * groups.x) * WG + lid;
+    if i < dims.o * s4 {
+        textureStore(w_packed, texel(i), weights4(i / s4, i % s4, dims.d));
+    }
+}
+
+/// W[k, 4c .. 4c + 4], zero past column d: from `pack_weights`' texture with X_TEXTURE (S =
+/// x_stride / 4 `s4`), else from the parameters.
+fn tile_weights(k: u32, c: u32, d: u32, s4: u32) -> vec4<f32> {
+    if X_TEXTURE {
+        return textureLoad(w_texture, texel(k * s4 + c));
+    }
+    return weights4(k, c, d);
+}
 
 /// Stores the first `n` (≤ 4) components of `v` at partials[base ..].
 fn store_partials(base: u32, v: vec4<f32>, n: u32) {
@@ -161,6 +199,11 @@ fn lanes_high4(v: vec4<f32>) -> mat4x4<f32> {
         subgroupBroadcast(v, 6u),
         subgroupBroadcast(v, 7u),
     );
+}
+
+/// s + a·x_a + b·x_b + c·x_c + d·x_d, added in that order.
+fn add4(s: vec4<f32>, a: f32, b: f32, c: f32, d: f32, x_a: vec4<f32>, x_b: vec4<f32>, x_c: vec4<f32>, x_d: vec4<f32>) -> vec4<f32> {
+    return (((s + a * x_a) + b * x_b) + c * x_c) + d * x_d;
 }
 
 // Accumulators are named variables, never arrays indexed at run time: a CPU implementation
@@ -259,7 +302,7 @@ fn forward(
         let x6 = load_x(r6 + c);
         let x7 = load_x(r7 + c);
         // Row i's dot products with four weight vectors: x_i · mat4x4(the vectors).
-        let lo = weights4(mine_lo, c, d);
+        let lo = tile_weights(mine_lo, c, d, s4);
         let wa = lanes_low4(lo);
         a0 += x0 * wa;
         a1 += x1 * wa;
@@ -281,7 +324,7 @@ fn forward(
             b7 += x7 * wb;
         }
         if widest {
-            let hi = weights4(mine_hi, c, d);
+            let hi = tile_weights(mine_hi, c, d, s4);
             let we = lanes_low4(hi);
             let wf = lanes_high4(hi);
             e0 += x0 * we;
@@ -384,7 +427,83 @@ fn partial(
         // The bias's sums: lane j's of outputs k + j and k + 8 + j.
         var bias_lo = 0.0;
         var bias_hi = 0.0;
-        for (var p = first; p < last; p++) {
+        var p = first;
+        // Four rows at a time, each sum taking the four rows' terms in row order (as the loop
+        // after this one adds them), so a sum lavapipe keeps in memory is loaded and stored
+        // once per four rows: S3's step at 2,048 rows (scripts/instructions.sh --probe gemm)
+        // executed 348.5 M instructions against 380.2 M one row at a time.
+        for (; p + 3u < last; p += 4u) {
+            let j = (p - first) % 8u;
+            if j == 0u {
+                lane_row = rows[row_offset + min(p + lane % 8u, last - 1u)];
+            }
+            let base_a = subgroupShuffle(lane_row, j) * s4;
+            let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
+            let base_c = subgroupShuffle(lane_row, j + 2u) * s4;
+            let base_d = subgroupShuffle(lane_row, j + 3u) * s4;
+            let e = p * o;
+            let lo_a = delta[e + mine_lo];
+            let lo_b = delta[e + o + mine_lo];
+            let lo_c = delta[e + 2u * o + mine_lo];
+            let lo_d = delta[e + 3u * o + mine_lo];
+            bias_lo = (((bias_lo + lo_a) + lo_b) + lo_c) + lo_d;
+            var hi_a = 0.0;
+            var hi_b = 0.0;
+            var hi_c = 0.0;
+            var hi_d = 0.0;
+            if widest {
+                hi_a = delta[e + mine_hi];
+                hi_b = delta[e + o + mine_hi];
+                hi_c = delta[e + 2u * o + mine_hi];
+                hi_d = delta[e + 3u * o + mine_hi];
+                bias_hi = (((bias_hi + hi_a) + hi_b) + hi_c) + hi_d;
+            }
+            let a0 = lanes_low(lo_a);
+            let a1 = lanes_high(lo_a);
+            let a2 = lanes_low(hi_a);
+            let a3 = lanes_high(hi_a);
+            let b0 = lanes_low(lo_b);
+            let b1 = lanes_high(lo_b);
+            let b2 = lanes_low(hi_b);
+            let b3 = lanes_high(hi_b);
+            let g0 = lanes_low(lo_c);
+            let g1 = lanes_high(lo_c);
+            let g2 = lanes_low(hi_c);
+            let g3 = lanes_high(hi_c);
+            let h0 = lanes_low(lo_d);
+            let h1 = lanes_high(lo_d);
+            let h2 = lanes_low(hi_d);
+            let h3 = lanes_high(hi_d);
+            // #unroll m
+            if m < COLUMN_GROUPS {
+                let xa_m = load_x(base_a + c_m);
+                let xb_m = load_x(base_b + c_m);
+                let xc_m = load_x(base_c + c_m);
+                let xd_m = load_x(base_d + c_m);
+                s0_m = add4(s0_m, a0.x, b0.x, g0.x, h0.x, xa_m, xb_m, xc_m, xd_m);
+                s1_m = add4(s1_m, a0.y, b0.y, g0.y, h0.y, xa_m, xb_m, xc_m, xd_m);
+                s2_m = add4(s2_m, a0.z, b0.z, g0.z, h0.z, xa_m, xb_m, xc_m, xd_m);
+                s3_m = add4(s3_m, a0.w, b0.w, g0.w, h0.w, xa_m, xb_m, xc_m, xd_m);
+                if wide {
+                    s4_m = add4(s4_m, a1.x, b1.x, g1.x, h1.x, xa_m, xb_m, xc_m, xd_m);
+                    s5_m = add4(s5_m, a1.y, b1.y, g1.y, h1.y, xa_m, xb_m, xc_m, xd_m);
+                    s6_m = add4(s6_m, a1.z, b1.z, g1.z, h1.z, xa_m, xb_m, xc_m, xd_m);
+                    s7_m = add4(s7_m, a1.w, b1.w, g1.w, h1.w, xa_m, xb_m, xc_m, xd_m);
+                }
+                if widest {
+                    s8_m = add4(s8_m, a2.x, b2.x, g2.x, h2.x, xa_m, xb_m, xc_m, xd_m);
+                    s9_m = add4(s9_m, a2.y, b2.y, g2.y, h2.y, xa_m, xb_m, xc_m, xd_m);
+                    s10_m = add4(s10_m, a2.z, b2.z, g2.z, h2.z, xa_m, xb_m, xc_m, xd_m);
+                    s11_m = add4(s11_m, a2.w, b2.w, g2.w, h2.w, xa_m, xb_m, xc_m, xd_m);
+                    s12_m = add4(s12_m, a3.x, b3.x, g3.x, h3.x, xa_m, xb_m, xc_m, xd_m);
+                    s13_m = add4(s13_m, a3.y, b3.y, g3.y, h3.y, xa_m, xb_m, xc_m, xd_m);
+                    s14_m = add4(s14_m, a3.z, b3.z, g3.z, h3.z, xa_m, xb_m, xc_m, xd_m);
+                    s15_m = add4(s15_m, a3.w, b3.w, g3.w, h3.w, xa_m, xb_m, xc_m, xd_m);
+                }
+            }
+            // #end
+        }
+        for (; p < last; p++) {
             // Every 8 rows, lane j loads the index of row p + j, and each row's is shuffled out.
             let j = (p - first) % 8u;
             if j == 0u {

@@ -31,10 +31,15 @@ override X_TEXTURE_SHIFT: u32 = 14u;
 /// X_TEXTURE, whose texel (i mod 2^X_TEXTURE_SHIFT, i >> X_TEXTURE_SHIFT) holds it.
 fn load_x(i: u32) -> vec4<f32> {
     if X_TEXTURE {
-        let mask = (1u << X_TEXTURE_SHIFT) - 1u;
-        return textureLoad(x_texture, vec2(i & mask, i >> X_TEXTURE_SHIFT));
+        return textureLoad(x_texture, texel(i));
     }
     return x[i];
+}
+
+/// The texel of vector word i in a texture of X's layout: 2^X_TEXTURE_SHIFT words to a row.
+fn texel(i: u32) -> vec2<u32> {
+    let mask = (1u << X_TEXTURE_SHIFT) - 1u;
+    return vec2(i & mask, i >> X_TEXTURE_SHIFT);
 }
 
 /// W[k, 4c .. 4c + 4], zero past column d (those X columns are zero padding); d = dims.d,

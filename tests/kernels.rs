@@ -226,7 +226,8 @@ fn random_shapes_match_reference() {
 /// The tiled kernels at every tile they pick: 4, 8 and 16 outputs per invocation (and a last
 /// tile part-filled), 1, 2 and 4 column groups per invocation in the gradient partials (and
 /// a last pass part-filled), rows straddling the forward pass's 8 rows per invocation and the
-/// partials' 8 row indices per load; where they cannot run, asking for them is a clear error.
+/// partials' 8 row indices per load and 4 rows per iteration (0 to 3 rows left over); where
+/// they cannot run, asking for them is a clear error.
 #[test]
 fn tiled_kernels_match_reference_at_every_tile() {
     let context = gpu();
@@ -241,6 +242,7 @@ fn tiled_kernels_match_reference_at_every_tile() {
     for (n, d, o) in [
         (1, 1, 1),
         (9, 255, 3),
+        (6, 33, 12),
         (17, 509, 5),
         (257, 510, 9),
         (63, 1021, 16),

@@ -837,9 +837,11 @@ fn x_textures_give_the_steps_of_x_buffers() {
                 gpu.set_x_source(Some(source));
                 gpu.load(&data, &init).unwrap();
                 assert_eq!(gpu.x_source().unwrap(), source);
+                // X's, one per chunk, and W's where the tiled forward pass reads it.
+                let tiled = gpu.step_path() == Some(StepKernels::Tiled);
                 let textures = match source {
                     XSource::Buffer => 0,
-                    XSource::Texture => gpu.chunk_count() as u64,
+                    XSource::Texture => gpu.chunk_count() as u64 + u64::from(tiled),
                 };
                 assert_eq!(gpu.counters().textures, textures, "{source:?}: textures");
                 gpu.probe_read(source).unwrap();

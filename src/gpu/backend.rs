@@ -16,8 +16,8 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::kernels::{
-    Kernel, LazyPipeline, MAX_COLUMN_GROUPS, RowsStep, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE,
-    X_TEXTURE_FORMAT,
+    Kernel, LazyPipeline, MAX_COLUMN_GROUPS, RowsStep, STEPS_STORAGE_BINDINGS, TiledKernels,
+    WORKGROUP_SIZE, X_TEXTURE_FORMAT,
 };
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
 use crate::cpu::{check_batches, check_params, check_state};
@@ -255,6 +255,13 @@ impl Chunk {
     }
 }
 
+/// W in a texture for `linear_tiled.forward` (its `pack_weights` fills it from the
+/// parameters before every forward pass), and `pack_weights`' bind group.
+struct PackedWeights {
+    view: wgpu::TextureView,
+    pack: wgpu::BindGroup,
+}
+
 /// The binding of X's texture `view`, or of the context's 1×1 stand-in where the run reads X
 /// from buffers.
 fn x_texture_binding<'a>(
@@ -407,6 +414,8 @@ struct Run {
     path: StepPath,
     /// `linear_step_rows` at this run's column groups, for [`StepPath::Rows`].
     rows_step: Option<Arc<RowsStep>>,
+    /// W's texture for the tiled forward pass, where it reads X from textures.
+    packed_weights: Option<PackedWeights>,
     /// The GEMM probes over chunk 0 (created by their first use).
     gemm: Option<GemmProbes>,
     /// GPU timestamps for `bilevel bench` (created by the first [`GpuBackend::start_timer`]).
@@ -418,6 +427,22 @@ impl Run {
     /// `linear_step_rows` and the bandwidth probe read.
     fn reads_textures(&self) -> bool {
         self.chunks[0].x_texture.is_some()
+    }
+
+    /// Fills W's texture from the parameters where the tiled forward pass reads it: before
+    /// every forward pass, since the optimizer writes the parameters' buffer. (Once per chunk
+    /// on data of several chunks, where W is small against a chunk of X.)
+    fn pack_weights(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        ctx: &GpuContext,
+        tiled: &TiledKernels,
+    ) {
+        if let Some(packed) = &self.packed_weights {
+            let (pipeline, groups) =
+                tiled.pack_weights_for(self.o as u32, self.x_stride as u32 / 4);
+            dispatch_on(pass, ctx, pipeline, &packed.pack, &[], groups);
+        }
     }
 
     /// Rows per gradient block of a batch segment of `count` rows. On a CPU adapter
@@ -556,7 +581,8 @@ pub struct Counters {
     pub buffers: u64,
     /// Bytes of the storage buffers created.
     pub buffer_bytes: u64,
-    /// Textures created (X's, where the run reads X from textures).
+    /// Textures created (X's, where the run reads X from textures, and then W's for the tiled
+    /// forward pass).
     pub textures: u64,
     /// Bytes of the textures created.
     pub texture_bytes: u64,
@@ -948,6 +974,7 @@ impl GpuBackend {
                     {
                         let (pipeline, groups) =
                             tiled.forward_for(gemm.rows, run.o as u32, run.reads_textures());
+                        run.pack_weights(&mut pass, ctx, tiled);
                         dispatch_on(&mut pass, ctx, pipeline, bind_group, &[0], groups);
                     }
                 }
@@ -1039,6 +1066,19 @@ impl GpuBackend {
         &self.context
     }
 
+    /// The kernels the loaded run's steps compute the forward pass, the loss and the gradient
+    /// partials with: `Fused`, `Rows` (which may fold the updates), `Separate` or `Tiled`
+    /// (`Auto` may also take `train_steps` for small batches on CPU adapters); `None` before
+    /// a load.
+    pub fn step_path(&self) -> Option<StepKernels> {
+        self.run.as_ref().map(|run| match run.path {
+            StepPath::Fused => StepKernels::Fused,
+            StepPath::Rows => StepKernels::Rows,
+            StepPath::Separate => StepKernels::Separate,
+            StepPath::Tiled => StepKernels::Tiled,
+        })
+    }
+
     /// Number of row chunks X was split into for the loaded run (0 before a load).
     pub fn chunk_count(&self) -> usize {
         self.run.as_ref().map_or(0, |r| r.chunks.len())
@@ -1084,24 +1124,7 @@ impl GpuBackend {
         let texels = x.size() / 16;
         let full_rows = (texels / u64::from(width)) as u32;
         let rest = (texels % u64::from(width)) as u32;
-        let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
-            label: Some(label),
-            size: wgpu::Extent3d {
-                width,
-                height: full_rows + u32::from(rest > 0),
-                depth_or_array_layers: 1,
-            },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: X_TEXTURE_FORMAT,
-            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        });
-        self.counters.textures.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .texture_bytes
-            .fetch_add(texels * 16, Ordering::Relaxed);
+        let texture = self.texture(label, texels, wgpu::TextureUsages::COPY_DST);
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
@@ -1142,6 +1165,32 @@ impl GpuBackend {
             label: Some(label),
             ..Default::default()
         }))
+    }
+
+    /// A storage texture of `texels` [`X_TEXTURE_FORMAT`] texels in X's layout, 2^x_texture_shift
+    /// to a row (the last row part-filled), usable also as `usage`; counted.
+    fn texture(&self, label: &str, texels: u64, usage: wgpu::TextureUsages) -> wgpu::Texture {
+        let ctx = &self.context;
+        let width = 1u64 << ctx.kernels.x_texture_shift;
+        let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size: wgpu::Extent3d {
+                width: width as u32,
+                height: texels.div_ceil(width).max(1) as u32,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: X_TEXTURE_FORMAT,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | usage,
+            view_formats: &[],
+        });
+        self.counters.textures.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .texture_bytes
+            .fetch_add(texels * 16, Ordering::Relaxed);
+        texture
     }
 
     /// Creates a buffer, counting it.
@@ -1234,6 +1283,10 @@ impl GpuBackend {
                 (10, whole(delta)),
                 (11, whole(loss)),
                 (18, chunk.texture(&self.context)),
+                (
+                    19,
+                    x_texture_binding(&self.context, run.packed_weights.as_ref().map(|w| &w.view)),
+                ),
             ],
         ))
     }
@@ -1693,6 +1746,7 @@ impl GpuBackend {
                 let (forward, forward_groups) = tiled.forward_for(count, run.o as u32, x_texture);
                 let (partial, partial_tiles) =
                     tiled.partial_for(run.o as u32, run.x_stride as u32 / 4, x_texture);
+                run.pack_weights(pass, ctx, tiled);
                 dispatch_on(pass, ctx, forward, tf, &[offset], forward_groups);
                 dispatch_on(pass, ctx, partial, tp, &[offset], blocks * partial_tiles);
             } else {
@@ -2243,8 +2297,9 @@ impl Backend for GpuBackend {
         // X's words per chunk fit a texture's rows (the last row part-filled)?
         let texture_width = 1u64 << ctx.kernels.x_texture_shift;
         let chunk_words = (rows_per_chunk * x_stride).div_ceil(4) as u64;
-        let texture_fits =
-            chunk_words.div_ceil(texture_width) <= u64::from(ctx.limits.max_texture_dimension_2d);
+        let weight_words = (o * x_stride).div_ceil(4) as u64;
+        let texture_fits = chunk_words.max(weight_words).div_ceil(texture_width)
+            <= u64::from(ctx.limits.max_texture_dimension_2d);
         let x_texture = match self.x_source {
             None => ctx.is_cpu() && (rows || tiled) && texture_fits,
             Some(XSource::Buffer) => false,
@@ -2423,6 +2478,28 @@ impl Backend for GpuBackend {
                 chunks.iter().map(|c| c.x.size()).sum::<u64>() >> 20
             );
         }
+        let packed_weights = (x_texture && path == StepPath::Tiled)
+            .then(|| k.tiled(&ctx.device))
+            .flatten()
+            .map(|tiled| {
+                let texels = (o * x_stride / 4) as u64;
+                let view = self
+                    .texture("weights (texture)", texels, wgpu::TextureUsages::empty())
+                    .create_view(&wgpu::TextureViewDescriptor {
+                        label: Some("weights (texture)"),
+                        ..Default::default()
+                    });
+                let pack = self.bind_on(
+                    "linear_tiled.pack_weights",
+                    &tiled.pack.bind_group,
+                    &[
+                        (0, whole(&dims)),
+                        (4, whole(&params)),
+                        (20, wgpu::BindingResource::TextureView(&view)),
+                    ],
+                );
+                PackedWeights { view, pack }
+            });
         self.run = Some(Run {
             d,
             x_stride,
@@ -2457,6 +2534,7 @@ impl Backend for GpuBackend {
             phase: None,
             path,
             rows_step,
+            packed_weights,
             gemm: None,
             timer: None,
         });

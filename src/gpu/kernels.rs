@@ -168,6 +168,8 @@ enum Slot {
     Write(u32),
     /// An `rgba32float` storage texture the kernel only reads (X's, see [`X_TEXTURE_FORMAT`]).
     Texture(u32),
+    /// An `rgba32float` storage texture the kernel only writes (the packed weights').
+    WriteTexture(u32),
 }
 
 /// A pipeline and the layout of its one bind group.
@@ -263,6 +265,10 @@ pub(crate) struct TiledKernels {
     pub(crate) forward: Layout,
     /// `partial`'s bind group layout.
     pub(crate) partial: Layout,
+    /// `pack_weights`' bind group layout.
+    pub(crate) pack: Layout,
+    /// `pack_weights`, for the forward passes that read W from its texture.
+    pack_weights: LazyPipeline,
     /// Each entry's pipelines by (outputs per invocation, column groups per invocation, X
     /// from its texture).
     pipelines: HashMap<(&'static str, u32, u32, bool), LazyPipeline>,
@@ -293,6 +299,7 @@ impl TiledKernels {
                 Write(10),
                 Write(11),
                 Texture(18),
+                Texture(19),
             ],
         );
         let partial = Layout::new(
@@ -306,6 +313,22 @@ impl TiledKernels {
                 Read(6),
                 Write(7),
                 Texture(18),
+            ],
+        );
+        let pack = Layout::new(
+            device,
+            "linear_tiled.pack_weights",
+            &[Args(0), Read(4), WriteTexture(20)],
+        );
+        let pack_weights = LazyPipeline::new(
+            device,
+            "linear_tiled.pack_weights",
+            &pack.pipeline,
+            &module,
+            "pack_weights",
+            &[
+                ("WG", WORKGROUP_SIZE as f64),
+                ("X_TEXTURE_SHIFT", f64::from(x_texture_shift)),
             ],
         );
         let mut pipelines = HashMap::new();
@@ -344,8 +367,15 @@ impl TiledKernels {
         Self {
             forward,
             partial,
+            pack,
+            pack_weights,
             pipelines,
         }
+    }
+
+    /// `pack_weights` and its workgroups for `o` outputs of rows of `s4` vec4 words.
+    pub(crate) fn pack_weights_for(&self, o: u32, s4: u32) -> (&LazyPipeline, u32) {
+        (&self.pack_weights, (o * s4).div_ceil(WORKGROUP_SIZE))
     }
 
     /// `forward` for `rows` rows of `o` outputs and its workgroups: 4, 8 or 16 outputs per
@@ -734,13 +764,18 @@ impl Layout {
                         wgpu::BufferBindingType::Storage { read_only: false },
                         false,
                     ),
-                    Slot::Texture(b) => {
+                    Slot::Texture(b) | Slot::WriteTexture(b) => {
+                        let access = if matches!(slot, Slot::Texture(_)) {
+                            wgpu::StorageTextureAccess::ReadOnly
+                        } else {
+                            wgpu::StorageTextureAccess::WriteOnly
+                        };
                         return wgpu::BindGroupLayoutEntry {
                             binding: b,
                             visibility: wgpu::ShaderStages::COMPUTE,
                             ty: wgpu::BindingType::StorageTexture {
-                                access: wgpu::StorageTextureAccess::ReadOnly,
-                                format: wgpu::TextureFormat::Rgba32Float,
+                                access,
+                                format: X_TEXTURE_FORMAT,
                                 view_dimension: wgpu::TextureViewDimension::D2,
                             },
                             count: None,
