@@ -18,9 +18,10 @@
 //            (four rows per iteration, each sum adding their terms in row order).
 //
 // What a workgroup shares (its output tile's weights in the forward pass, its rows' δ in the
-// partial) is loaded once per subgroup: lane j loads output k + j's (the weights, with
-// X_TEXTURE, from the texture `pack_weights` fills) and subgroupBroadcast hands it to every
-// lane. On lavapipe a load at an address uniform across the subgroup still
+// partial) is loaded once per subgroup: lane j loads output k + j's weights (with X_TEXTURE
+// from the texture `pack_weights` fills), lane l outputs k + 4l .. k + 4l + 3's δ (with
+// X_TEXTURE from the texture the forward pass fills), and subgroupBroadcast hands them to
+// every lane. On lavapipe a load at an address uniform across the subgroup still
 // costs ~60 instructions and one gathered across its 8 lanes ~23 per lane, where a broadcast
 // from a fixed lane is a couple: S3's step (2,048 × 1,024 → 64) executed 1.00 G instructions
 // against 2.60 G with uniform loads, 0.74 G with X from its texture too, and 0.45 G with the
@@ -44,6 +45,9 @@
 //  19 w_texture storage texture, read  W as `pack_weights` leaves it, read with X_TEXTURE
 //                                       (forward)
 //  20 w_packed  storage texture, write the same texture                             (pack_weights)
+//  21 delta_packed storage texture, write  δ again as texels, with X_TEXTURE: texel p·O4 + q
+//                                       (O4 = ⌈o / 4⌉) holds δ[p, 4q .. 4q + 4]  (forward)
+//  22 delta_texture storage texture, read  the same texture                      (partial)
 //
 // Invariants: subgroups have at least 8 invocations (8 lanes hand out the shared values; the
 // host builds these kernels only where the adapter's smallest subgroup is that large), and
@@ -87,6 +91,8 @@ override COLUMN_GROUPS: u32 = 1u;
 @group(0) @binding(11) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(19) var w_texture: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(20) var w_packed: texture_storage_2d<rgba32float, write>;
+@group(0) @binding(21) var delta_packed: texture_storage_2d<rgba32float, write>;
+@group(0) @binding(22) var delta_texture: texture_storage_2d<rgba32float, read>;
 
 // W for `forward` with X_TEXTURE: texel k·S + c (S = x_stride / 4, in X's texture layout)
 // holds W[k, 4c .. 4c + 4], zero past column d, so that a lane loads four weights of an
@@ -148,8 +154,8 @@ fn store_partials4(base: u32, d: u32, cols: u32, n: u32, s0: vec4<f32>, s1: vec4
 }
 
 /// Output k of batch row p (chunk row `row`) from its dot product: the logit, and the loss
-/// and δ exactly as bce.wgsl computes them.
-fn store_output(p: u32, row: u32, k: u32, sum: f32) {
+/// and δ exactly as bce.wgsl computes them. Returns δ.
+fn store_output(p: u32, row: u32, k: u32, sum: f32) -> f32 {
     let o = dims.o;
     let e = p * o + k;
     let logit = sum + params[o * dims.d + k];
@@ -158,30 +164,52 @@ fn store_output(p: u32, row: u32, k: u32, sum: f32) {
     let pw = pos_weight[k];
     let l = 1.0 + (pw - 1.0) * target_;
     loss[e] = (1.0 - target_) * logit + l * (softplus_neg_abs(logit) + max(-logit, 0.0));
-    delta_out[e] = (l * sigmoid(logit) - pw * target_) * chunk.inv_count;
+    let g = (l * sigmoid(logit) - pw * target_) * chunk.inv_count;
+    delta_out[e] = g;
+    return g;
 }
 
-/// v of lanes 0 .. 3 (subgroupBroadcast's lane must be a constant).
-fn lanes_low(v: f32) -> vec4<f32> {
+/// `store_output` for outputs k .. k + 3 of batch row p (chunk row `row`), those below k + n,
+/// from their dot products `sums`; returns their δ, zero from output k + n on. Four outputs
+/// at a time, with no vector indexed by a variable, so that `forward` hands them to its δ
+/// texture as they are: one output at a time, gathered into a vector by selects or by an
+/// index, took S3's forward pass at 2,048 rows from 117 M to 123 M instructions on lavapipe.
+fn store_outputs4(p: u32, row: u32, k: u32, n: u32, sums: vec4<f32>) -> vec4<f32> {
+    var g = vec4(0.0);
+    g.x = store_output(p, row, k, sums.x);
+    if n > 1u {
+        g.y = store_output(p, row, k + 1u, sums.y);
+    }
+    if n > 2u {
+        g.z = store_output(p, row, k + 2u, sums.z);
+    }
+    if n > 3u {
+        g.w = store_output(p, row, k + 3u, sums.w);
+    }
+    return g;
+}
+
+/// δ[p, k + 4l .. k + 4l + 4] (k a multiple of 4; outputs past the last repeat it), which lane
+/// l hands out in `partial`: with X_TEXTURE one texel of `forward`'s δ texture, where four
+/// words of the buffer cost a CPU adapter a loop over the lanes each (one in ten of S3's
+/// instructions at 2,048 rows went to two per row).
+fn delta4(p: u32, k: u32, l: u32) -> vec4<f32> {
+    let o = dims.o;
+    if X_TEXTURE {
+        let o4 = (o + 3u) / 4u;
+        return textureLoad(delta_texture, texel(p * o4 + min(k / 4u + l, o4 - 1u)));
+    }
+    let e = p * o;
+    let j = k + 4u * l;
     return vec4(
-        subgroupBroadcast(v, 0u),
-        subgroupBroadcast(v, 1u),
-        subgroupBroadcast(v, 2u),
-        subgroupBroadcast(v, 3u),
+        delta[e + min(j, o - 1u)],
+        delta[e + min(j + 1u, o - 1u)],
+        delta[e + min(j + 2u, o - 1u)],
+        delta[e + min(j + 3u, o - 1u)],
     );
 }
 
-/// v of lanes 4 .. 7.
-fn lanes_high(v: f32) -> vec4<f32> {
-    return vec4(
-        subgroupBroadcast(v, 4u),
-        subgroupBroadcast(v, 5u),
-        subgroupBroadcast(v, 6u),
-        subgroupBroadcast(v, 7u),
-    );
-}
-
-/// v of lanes 0 .. 3 as a matrix's columns.
+/// v of lanes 0 .. 3 as a matrix's columns (subgroupBroadcast's lane must be a constant).
 fn lanes_low4(v: vec4<f32>) -> mat4x4<f32> {
     return mat4x4(
         subgroupBroadcast(v, 0u),
@@ -362,9 +390,13 @@ fn forward(
     );
     var tile_rows = array<u32, 8>(row0, row1, row2, row3, row4, row5, row6, row7);
     let n = min(TILE_OUTPUTS, o - k);
+    let o4 = (o + 3u) / 4u;
     for (var i = 0u; i < min(8u, count - p0); i++) {
-        for (var j = 0u; j < n; j++) {
-            store_output(p0 + i, tile_rows[i], k + j, sums[i][j / 4u][j % 4u]);
+        for (var q = 0u; 4u * q < n; q++) {
+            let g = store_outputs4(p0 + i, tile_rows[i], k + 4u * q, n - 4u * q, sums[i][q]);
+            if X_TEXTURE {
+                textureStore(delta_packed, texel((p0 + i) * o4 + k / 4u + q), g);
+            }
         }
     }
 }
@@ -394,11 +426,9 @@ fn partial(
     let last = min(first + dims.rows_per_block, chunk.count);
     let k = TILE_OUTPUTS * u;
     let n = min(TILE_OUTPUTS, o - k);
-    // This lane's outputs in the tile, which it hands to the others (lane j: outputs k + j
-    // and, for 16, k + 8 + j); outputs past the last repeat it, and their sums are not stored.
-    let spread = min(TILE_OUTPUTS, 8u);
-    let mine_lo = min(k + lane % spread, o - 1u);
-    let mine_hi = min(k + 8u + lane % spread, o - 1u);
+    // This lane's outputs in the tile, which it hands to the others (lane l: outputs
+    // k + 4l .. k + 4l + 3); outputs past the last repeat it, and their sums are not stored.
+    let mine = min(lane, TILE_OUTPUTS / 4u - 1u);
     let out = (chunk.block_base + block) * partial_stride(dims.n_params);
     let row_offset = chunk.row_offset;
     var lane_row = 0u;
@@ -424,9 +454,8 @@ fn partial(
         var s14_m = vec4(0.0);
         var s15_m = vec4(0.0);
         // #end
-        // The bias's sums: lane j's of outputs k + j and k + 8 + j.
-        var bias_lo = 0.0;
-        var bias_hi = 0.0;
+        // The bias's sums: lane l's of outputs k + 4l .. k + 4l + 3.
+        var bias = vec4(0.0);
         var p = first;
         // Four rows at a time, each sum taking the four rows' terms in row order (as the loop
         // after this one adds them), so a sum lavapipe keeps in memory is loaded and stored
@@ -441,39 +470,27 @@ fn partial(
             let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
             let base_c = subgroupShuffle(lane_row, j + 2u) * s4;
             let base_d = subgroupShuffle(lane_row, j + 3u) * s4;
-            let e = p * o;
-            let lo_a = delta[e + mine_lo];
-            let lo_b = delta[e + o + mine_lo];
-            let lo_c = delta[e + 2u * o + mine_lo];
-            let lo_d = delta[e + 3u * o + mine_lo];
-            bias_lo = (((bias_lo + lo_a) + lo_b) + lo_c) + lo_d;
-            var hi_a = 0.0;
-            var hi_b = 0.0;
-            var hi_c = 0.0;
-            var hi_d = 0.0;
-            if widest {
-                hi_a = delta[e + mine_hi];
-                hi_b = delta[e + o + mine_hi];
-                hi_c = delta[e + 2u * o + mine_hi];
-                hi_d = delta[e + 3u * o + mine_hi];
-                bias_hi = (((bias_hi + hi_a) + hi_b) + hi_c) + hi_d;
-            }
-            let a0 = lanes_low(lo_a);
-            let a1 = lanes_high(lo_a);
-            let a2 = lanes_low(hi_a);
-            let a3 = lanes_high(hi_a);
-            let b0 = lanes_low(lo_b);
-            let b1 = lanes_high(lo_b);
-            let b2 = lanes_low(hi_b);
-            let b3 = lanes_high(hi_b);
-            let g0 = lanes_low(lo_c);
-            let g1 = lanes_high(lo_c);
-            let g2 = lanes_low(hi_c);
-            let g3 = lanes_high(hi_c);
-            let h0 = lanes_low(lo_d);
-            let h1 = lanes_high(lo_d);
-            let h2 = lanes_low(hi_d);
-            let h3 = lanes_high(hi_d);
+            let v_a = delta4(p, k, mine);
+            let v_b = delta4(p + 1u, k, mine);
+            let v_c = delta4(p + 2u, k, mine);
+            let v_d = delta4(p + 3u, k, mine);
+            bias = (((bias + v_a) + v_b) + v_c) + v_d;
+            let a0 = subgroupBroadcast(v_a, 0u);
+            let a1 = subgroupBroadcast(v_a, 1u);
+            let a2 = subgroupBroadcast(v_a, 2u);
+            let a3 = subgroupBroadcast(v_a, 3u);
+            let b0 = subgroupBroadcast(v_b, 0u);
+            let b1 = subgroupBroadcast(v_b, 1u);
+            let b2 = subgroupBroadcast(v_b, 2u);
+            let b3 = subgroupBroadcast(v_b, 3u);
+            let g0 = subgroupBroadcast(v_c, 0u);
+            let g1 = subgroupBroadcast(v_c, 1u);
+            let g2 = subgroupBroadcast(v_c, 2u);
+            let g3 = subgroupBroadcast(v_c, 3u);
+            let h0 = subgroupBroadcast(v_d, 0u);
+            let h1 = subgroupBroadcast(v_d, 1u);
+            let h2 = subgroupBroadcast(v_d, 2u);
+            let h3 = subgroupBroadcast(v_d, 3u);
             // #unroll m
             if m < COLUMN_GROUPS {
                 let xa_m = load_x(base_a + c_m);
@@ -510,18 +527,12 @@ fn partial(
                 lane_row = rows[row_offset + min(p + lane % 8u, last - 1u)];
             }
             let base = subgroupShuffle(lane_row, j) * s4;
-            let e = p * o;
-            let lo = delta[e + mine_lo];
-            bias_lo += lo;
-            let d0 = lanes_low(lo);
-            let d1 = lanes_high(lo);
-            var hi = 0.0;
-            if widest {
-                hi = delta[e + mine_hi];
-                bias_hi += hi;
-            }
-            let d2 = lanes_low(hi);
-            let d3 = lanes_high(hi);
+            let v = delta4(p, k, mine);
+            bias += v;
+            let d0 = subgroupBroadcast(v, 0u);
+            let d1 = subgroupBroadcast(v, 1u);
+            let d2 = subgroupBroadcast(v, 2u);
+            let d3 = subgroupBroadcast(v, 3u);
             // #unroll m
             if m < COLUMN_GROUPS {
                 let x_m = load_x(base + c_m);
@@ -548,10 +559,10 @@ fn partial(
             }
             // #end
         }
-        let b0 = lanes_low(bias_lo);
-        let b1 = lanes_high(bias_lo);
-        let b2 = lanes_low(bias_hi);
-        let b3 = lanes_high(bias_hi);
+        let b0 = subgroupBroadcast(bias, 0u);
+        let b1 = subgroupBroadcast(bias, 1u);
+        let b2 = subgroupBroadcast(bias, 2u);
+        let b3 = subgroupBroadcast(bias, 3u);
         if c0 == 0u && lid == 0u {
             let q = out + o * d + k;
             store_partials(q, b0, min(n, 4u));

@@ -1023,6 +1023,7 @@ impl GpuBackend {
             .write_buffer(&index, 0, bytemuck::cast_slice(&identity));
         let delta = self.storage("gemm probe delta", outputs)?;
         let loss = self.storage("gemm probe loss", outputs)?;
+        let delta_texture = self.delta_texture("gemm probe delta (texture)", run, rows);
         let tiled = self.bind_tiled_forward(
             "linear_tiled.forward (gemm probe)",
             run,
@@ -1030,6 +1031,7 @@ impl GpuBackend {
             &run.chunks[0],
             &index,
             [&z, &delta, &loss],
+            delta_texture.as_ref(),
         );
         Ok(GemmProbes {
             shared,
@@ -1257,7 +1259,8 @@ impl GpuBackend {
 
     /// `linear_tiled.forward`'s bind group over `chunk`, where the adapter has the tiled
     /// kernels: the batch's `ChunkStep` at `chunk_step`, its row indices in `index`, and where
-    /// the logits, δ and loss go.
+    /// the logits, δ and loss go (δ also to `delta_texture`, where the run reads textures).
+    #[allow(clippy::too_many_arguments)]
     fn bind_tiled_forward(
         &self,
         label: &str,
@@ -1266,6 +1269,7 @@ impl GpuBackend {
         chunk: &Chunk,
         index: &wgpu::Buffer,
         [z, delta, loss]: [&wgpu::Buffer; 3],
+        delta_texture: Option<&wgpu::TextureView>,
     ) -> Option<wgpu::BindGroup> {
         let tiled = self.context.kernels.tiled(&self.context.device)?;
         Some(self.bind_on(
@@ -1287,8 +1291,27 @@ impl GpuBackend {
                     19,
                     x_texture_binding(&self.context, run.packed_weights.as_ref().map(|w| &w.view)),
                 ),
+                (
+                    21,
+                    wgpu::BindingResource::TextureView(
+                        delta_texture.unwrap_or(&self.context.write_stand_in),
+                    ),
+                ),
             ],
         ))
+    }
+
+    /// δ of `rows` batch positions again as a texture for the tiled kernels, where the run's
+    /// steps are those and read X from textures (`linear_tiled.wgsl`'s bindings 21 and 22).
+    fn delta_texture(&self, label: &str, run: &Run, rows: usize) -> Option<wgpu::TextureView> {
+        (run.path == StepPath::Tiled && run.reads_textures()).then(|| {
+            let texels = (rows * run.o.div_ceil(4)) as u64;
+            self.texture(label, texels, wgpu::TextureUsages::empty())
+                .create_view(&wgpu::TextureViewDescriptor {
+                    label: Some(label),
+                    ..Default::default()
+                })
+        })
     }
 
     /// Reads `len` f32 from the start of `src` through the reusable staging buffer.
@@ -1411,6 +1434,13 @@ impl GpuBackend {
             let tiled = (run.path == StepPath::Tiled)
                 .then(|| k.tiled(&self.context.device))
                 .flatten();
+            let delta_texture = tiled.and_then(|_| {
+                self.delta_texture(
+                    &format!("delta chunk {c} (texture)"),
+                    run,
+                    need.segment_rows,
+                )
+            });
             let tiled_forward = tiled.and_then(|_| {
                 self.bind_tiled_forward(
                     "linear_tiled.forward",
@@ -1419,6 +1449,7 @@ impl GpuBackend {
                     chunk,
                     &index,
                     [&z, &delta, &loss],
+                    delta_texture.as_ref(),
                 )
             });
             let tiled_partial = tiled.map(|tiled| {
@@ -1433,6 +1464,7 @@ impl GpuBackend {
                         (6, whole(&delta)),
                         (7, whole(&partials)),
                         (18, chunk.texture(&self.context)),
+                        (22, x_texture_binding(&self.context, delta_texture.as_ref())),
                     ],
                 )
             });
@@ -2297,8 +2329,13 @@ impl Backend for GpuBackend {
         // X's words per chunk fit a texture's rows (the last row part-filled)?
         let texture_width = 1u64 << ctx.kernels.x_texture_shift;
         let chunk_words = (rows_per_chunk * x_stride).div_ceil(4) as u64;
+        // And W's and a chunk's δ, which the tiled kernels read from textures too.
         let weight_words = (o * x_stride).div_ceil(4) as u64;
-        let texture_fits = chunk_words.max(weight_words).div_ceil(texture_width)
+        let delta_words = (rows_per_chunk * o.div_ceil(4)) as u64;
+        let texture_fits = chunk_words
+            .max(weight_words)
+            .max(delta_words)
+            .div_ceil(texture_width)
             <= u64::from(ctx.limits.max_texture_dimension_2d);
         let x_texture = match self.x_source {
             None => ctx.is_cpu() && (rows || tiled) && texture_fits,

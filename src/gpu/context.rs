@@ -16,6 +16,9 @@ pub struct GpuContext {
     /// A 1×1 texture bound where X's texture would be when a run reads X from buffers (the
     /// kernels that can read either bind both).
     pub(crate) x_stand_in: wgpu::TextureView,
+    /// `x_stand_in` for a texture the kernel would write (the tiled forward pass's δ): a
+    /// texture one dispatch reads may not also be written in it.
+    pub(crate) write_stand_in: wgpu::TextureView,
     info: wgpu::AdapterInfo,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -116,31 +119,36 @@ impl GpuContext {
         });
 
         let kernels = Kernels::new(&device, &limits, subgroup_size, tiled_subgroups);
-        let x_stand_in = device
-            .create_texture(&wgpu::TextureDescriptor {
-                label: Some("x texture stand-in"),
-                size: wgpu::Extent3d {
-                    width: 1,
-                    height: 1,
-                    depth_or_array_layers: 1,
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format: X_TEXTURE_FORMAT,
-                usage: wgpu::TextureUsages::STORAGE_BINDING,
-                view_formats: &[],
-            })
-            .create_view(&wgpu::TextureViewDescriptor {
-                label: Some("x texture stand-in"),
-                ..Default::default()
-            });
+        let stand_in = |label: &str| {
+            device
+                .create_texture(&wgpu::TextureDescriptor {
+                    label: Some(label),
+                    size: wgpu::Extent3d {
+                        width: 1,
+                        height: 1,
+                        depth_or_array_layers: 1,
+                    },
+                    mip_level_count: 1,
+                    sample_count: 1,
+                    dimension: wgpu::TextureDimension::D2,
+                    format: X_TEXTURE_FORMAT,
+                    usage: wgpu::TextureUsages::STORAGE_BINDING,
+                    view_formats: &[],
+                })
+                .create_view(&wgpu::TextureViewDescriptor {
+                    label: Some(label),
+                    ..Default::default()
+                })
+        };
+        let x_stand_in = stand_in("x texture stand-in");
+        let write_stand_in = stand_in("written texture stand-in");
         let context = Self {
             device,
             queue,
             kernels,
             limits,
             x_stand_in,
+            write_stand_in,
             info,
             errors,
             lost,

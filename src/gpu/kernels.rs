@@ -300,6 +300,7 @@ impl TiledKernels {
                 Write(11),
                 Texture(18),
                 Texture(19),
+                WriteTexture(21),
             ],
         );
         let partial = Layout::new(
@@ -313,6 +314,7 @@ impl TiledKernels {
                 Read(6),
                 Write(7),
                 Texture(18),
+                Texture(22),
             ],
         );
         let pack = Layout::new(
