@@ -76,6 +76,11 @@ override TILE_OUTPUTS: u32 = 8u;
 // rows: 544 M instructions per step at 1, 471 M at 2, 439 M at 4). The host takes the most
 // that the row's column groups fill.
 override COLUMN_GROUPS: u32 = 1u;
+// The partial four rows per iteration (see there): the host sets it where the sums do not fit
+// the registers (more than 8 vec4 a lane, TILE_OUTPUTS · COLUMN_GROUPS > 8), and elsewhere
+// leaves the loop out, whose code took lavapipe's compile of the 4-output partial from 18 to
+// 31 ms (S1's whole run compiles it for its checks).
+override QUAD_ROWS: bool = false;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
 @group(0) @binding(1) var<storage, read> chunk: ChunkStep;
@@ -461,7 +466,7 @@ fn partial(
         // after this one adds them), so a sum lavapipe keeps in memory is loaded and stored
         // once per four rows: S3's step at 2,048 rows (scripts/instructions.sh --probe gemm)
         // executed 348.5 M instructions against 380.2 M one row at a time.
-        for (; p + 3u < last; p += 4u) {
+        for (; QUAD_ROWS && p + 3u < last; p += 4u) {
             let j = (p - first) % 8u;
             if j == 0u {
                 lane_row = rows[row_offset + min(p + lane % 8u, last - 1u)];

@@ -351,6 +351,7 @@ impl TiledKernels {
                         ("WG", WORKGROUP_SIZE as f64),
                         ("TILE_OUTPUTS", f64::from(outputs)),
                         ("COLUMN_GROUPS", f64::from(groups)),
+                        ("QUAD_ROWS", f64::from(u8::from(outputs * groups > 8))),
                         ("X_TEXTURE", f64::from(u8::from(x_texture))),
                         ("X_TEXTURE_SHIFT", f64::from(x_texture_shift)),
                     ];
