@@ -480,47 +480,36 @@ fn partial(
             let v_c = delta4(p + 2u, k, mine);
             let v_d = delta4(p + 3u, k, mine);
             bias = (((bias + v_a) + v_b) + v_c) + v_d;
-            let a0 = subgroupBroadcast(v_a, 0u);
-            let a1 = subgroupBroadcast(v_a, 1u);
-            let a2 = subgroupBroadcast(v_a, 2u);
-            let a3 = subgroupBroadcast(v_a, 3u);
-            let b0 = subgroupBroadcast(v_b, 0u);
-            let b1 = subgroupBroadcast(v_b, 1u);
-            let b2 = subgroupBroadcast(v_b, 2u);
-            let b3 = subgroupBroadcast(v_b, 3u);
-            let g0 = subgroupBroadcast(v_c, 0u);
-            let g1 = subgroupBroadcast(v_c, 1u);
-            let g2 = subgroupBroadcast(v_c, 2u);
-            let g3 = subgroupBroadcast(v_c, 3u);
-            let h0 = subgroupBroadcast(v_d, 0u);
-            let h1 = subgroupBroadcast(v_d, 1u);
-            let h2 = subgroupBroadcast(v_d, 2u);
-            let h3 = subgroupBroadcast(v_d, 3u);
+            // Row a's δ of outputs k + 4i .. k + 4i + 3: da[i]; likewise rows b, c and d.
+            let da = lanes_low4(v_a);
+            let db = lanes_low4(v_b);
+            let dc = lanes_low4(v_c);
+            let dd = lanes_low4(v_d);
             // #unroll m
             if m < COLUMN_GROUPS {
                 let xa_m = load_x(base_a + c_m);
                 let xb_m = load_x(base_b + c_m);
                 let xc_m = load_x(base_c + c_m);
                 let xd_m = load_x(base_d + c_m);
-                s0_m = add4(s0_m, a0.x, b0.x, g0.x, h0.x, xa_m, xb_m, xc_m, xd_m);
-                s1_m = add4(s1_m, a0.y, b0.y, g0.y, h0.y, xa_m, xb_m, xc_m, xd_m);
-                s2_m = add4(s2_m, a0.z, b0.z, g0.z, h0.z, xa_m, xb_m, xc_m, xd_m);
-                s3_m = add4(s3_m, a0.w, b0.w, g0.w, h0.w, xa_m, xb_m, xc_m, xd_m);
+                s0_m = add4(s0_m, da[0].x, db[0].x, dc[0].x, dd[0].x, xa_m, xb_m, xc_m, xd_m);
+                s1_m = add4(s1_m, da[0].y, db[0].y, dc[0].y, dd[0].y, xa_m, xb_m, xc_m, xd_m);
+                s2_m = add4(s2_m, da[0].z, db[0].z, dc[0].z, dd[0].z, xa_m, xb_m, xc_m, xd_m);
+                s3_m = add4(s3_m, da[0].w, db[0].w, dc[0].w, dd[0].w, xa_m, xb_m, xc_m, xd_m);
                 if wide {
-                    s4_m = add4(s4_m, a1.x, b1.x, g1.x, h1.x, xa_m, xb_m, xc_m, xd_m);
-                    s5_m = add4(s5_m, a1.y, b1.y, g1.y, h1.y, xa_m, xb_m, xc_m, xd_m);
-                    s6_m = add4(s6_m, a1.z, b1.z, g1.z, h1.z, xa_m, xb_m, xc_m, xd_m);
-                    s7_m = add4(s7_m, a1.w, b1.w, g1.w, h1.w, xa_m, xb_m, xc_m, xd_m);
+                    s4_m = add4(s4_m, da[1].x, db[1].x, dc[1].x, dd[1].x, xa_m, xb_m, xc_m, xd_m);
+                    s5_m = add4(s5_m, da[1].y, db[1].y, dc[1].y, dd[1].y, xa_m, xb_m, xc_m, xd_m);
+                    s6_m = add4(s6_m, da[1].z, db[1].z, dc[1].z, dd[1].z, xa_m, xb_m, xc_m, xd_m);
+                    s7_m = add4(s7_m, da[1].w, db[1].w, dc[1].w, dd[1].w, xa_m, xb_m, xc_m, xd_m);
                 }
                 if widest {
-                    s8_m = add4(s8_m, a2.x, b2.x, g2.x, h2.x, xa_m, xb_m, xc_m, xd_m);
-                    s9_m = add4(s9_m, a2.y, b2.y, g2.y, h2.y, xa_m, xb_m, xc_m, xd_m);
-                    s10_m = add4(s10_m, a2.z, b2.z, g2.z, h2.z, xa_m, xb_m, xc_m, xd_m);
-                    s11_m = add4(s11_m, a2.w, b2.w, g2.w, h2.w, xa_m, xb_m, xc_m, xd_m);
-                    s12_m = add4(s12_m, a3.x, b3.x, g3.x, h3.x, xa_m, xb_m, xc_m, xd_m);
-                    s13_m = add4(s13_m, a3.y, b3.y, g3.y, h3.y, xa_m, xb_m, xc_m, xd_m);
-                    s14_m = add4(s14_m, a3.z, b3.z, g3.z, h3.z, xa_m, xb_m, xc_m, xd_m);
-                    s15_m = add4(s15_m, a3.w, b3.w, g3.w, h3.w, xa_m, xb_m, xc_m, xd_m);
+                    s8_m = add4(s8_m, da[2].x, db[2].x, dc[2].x, dd[2].x, xa_m, xb_m, xc_m, xd_m);
+                    s9_m = add4(s9_m, da[2].y, db[2].y, dc[2].y, dd[2].y, xa_m, xb_m, xc_m, xd_m);
+                    s10_m = add4(s10_m, da[2].z, db[2].z, dc[2].z, dd[2].z, xa_m, xb_m, xc_m, xd_m);
+                    s11_m = add4(s11_m, da[2].w, db[2].w, dc[2].w, dd[2].w, xa_m, xb_m, xc_m, xd_m);
+                    s12_m = add4(s12_m, da[3].x, db[3].x, dc[3].x, dd[3].x, xa_m, xb_m, xc_m, xd_m);
+                    s13_m = add4(s13_m, da[3].y, db[3].y, dc[3].y, dd[3].y, xa_m, xb_m, xc_m, xd_m);
+                    s14_m = add4(s14_m, da[3].z, db[3].z, dc[3].z, dd[3].z, xa_m, xb_m, xc_m, xd_m);
+                    s15_m = add4(s15_m, da[3].w, db[3].w, dc[3].w, dd[3].w, xa_m, xb_m, xc_m, xd_m);
                 }
             }
             // #end
@@ -534,10 +523,11 @@ fn partial(
             let base = subgroupShuffle(lane_row, j) * s4;
             let v = delta4(p, k, mine);
             bias += v;
-            let d0 = subgroupBroadcast(v, 0u);
-            let d1 = subgroupBroadcast(v, 1u);
-            let d2 = subgroupBroadcast(v, 2u);
-            let d3 = subgroupBroadcast(v, 3u);
+            let dv = lanes_low4(v);
+            let d0 = dv[0];
+            let d1 = dv[1];
+            let d2 = dv[2];
+            let d3 = dv[3];
             // #unroll m
             if m < COLUMN_GROUPS {
                 let x_m = load_x(base + c_m);
@@ -564,10 +554,11 @@ fn partial(
             }
             // #end
         }
-        let b0 = subgroupBroadcast(bias, 0u);
-        let b1 = subgroupBroadcast(bias, 1u);
-        let b2 = subgroupBroadcast(bias, 2u);
-        let b3 = subgroupBroadcast(bias, 3u);
+        let bias_all = lanes_low4(bias);
+        let b0 = bias_all[0];
+        let b1 = bias_all[1];
+        let b2 = bias_all[2];
+        let b3 = bias_all[3];
         if c0 == 0u && lid == 0u {
             let q = out + o * d + k;
             store_partials(q, b0, min(n, 4u));

@@ -581,8 +581,8 @@ pub struct Counters {
     pub buffers: u64,
     /// Bytes of the storage buffers created.
     pub buffer_bytes: u64,
-    /// Textures created (X's, where the run reads X from textures, and then W's for the tiled
-    /// forward pass).
+    /// Textures created: X's, where the run reads X from textures, and with them the tiled
+    /// kernels' W (at the load) and δ (where the batches are planned).
     pub textures: u64,
     /// Bytes of the textures created.
     pub texture_bytes: u64,
