@@ -60,7 +60,7 @@
 // 65,535 workgroups per dimension, so the workgroup index is linearised and guarded. The
 // output tile and (partial) the block come from the workgroup id alone, so the loops are
 // uniform across every subgroup. With X_TEXTURE, `pack_weights` has run since the parameters
-// last changed and before the forward pass (the host dispatches it in front of each).
+// last changed and before the forward pass (the host dispatches it at the start of each step).
 
 // Dims, ChunkStep, sigmoid and softplus_neg_abs come from common.wgsl, load_x and weights4
 // from loads.wgsl, which the host (gpu::SHADERS) puts before this file.
@@ -104,9 +104,9 @@ override QUAD_ROWS: bool = false;
 // output with one texel load. From the parameters' buffer a CPU adapter loads each word lane
 // by lane behind a bounds test: those loads were 72 M of the 172 M instructions of S3's
 // forward pass at 2,048 rows (scripts/instructions.sh --probe gemm, weights replaced by a
-// constant: 100 M). The host dispatches this before every forward pass that reads it, after
-// the optimizer's update; one invocation per texel, o·S of them, the grid folded past 65,535
-// workgroups.
+// constant: 100 M). The host dispatches this once per step (and per GEMM probe), after the
+// optimizer's update and before the step's forward passes; one invocation per texel, o·S of
+// them, the grid folded past 65,535 workgroups.
 @compute @workgroup_size(WG)
 fn pack_weights(
     @builtin(workgroup_id) wg: vec3<u32>,

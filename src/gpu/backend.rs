@@ -16,8 +16,8 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::kernels::{
-    Kernel, LazyPipeline, MAX_COLUMN_GROUPS, RowsStep, STEPS_STORAGE_BINDINGS, TiledKernels,
-    WORKGROUP_SIZE, X_TEXTURE_FORMAT,
+    Kernel, LazyPipeline, MAX_COLUMN_GROUPS, RowsStep, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE,
+    X_TEXTURE_FORMAT,
 };
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
 use crate::cpu::{check_batches, check_params, check_state};
@@ -249,22 +249,22 @@ struct Chunk {
 }
 
 impl Chunk {
-    /// The binding of this chunk's X texture (see [`x_texture_binding`]).
+    /// The binding of this chunk's X texture (see [`texture_binding`]).
     fn texture<'a>(&'a self, ctx: &'a GpuContext) -> wgpu::BindingResource<'a> {
-        x_texture_binding(ctx, self.x_texture.as_ref())
+        texture_binding(ctx, self.x_texture.as_ref())
     }
 }
 
 /// W in a texture for `linear_tiled.forward` (its `pack_weights` fills it from the
-/// parameters before every forward pass), and `pack_weights`' bind group.
+/// parameters once per step, before its forward passes), and `pack_weights`' bind group.
 struct PackedWeights {
     view: wgpu::TextureView,
     pack: wgpu::BindGroup,
 }
 
-/// The binding of X's texture `view`, or of the context's 1×1 stand-in where the run reads X
-/// from buffers.
-fn x_texture_binding<'a>(
+/// The binding of a texture a kernel reads (X's, W's or δ's) `view`, or of the context's 1×1
+/// stand-in where the run reads X from buffers.
+fn texture_binding<'a>(
     ctx: &'a GpuContext,
     view: Option<&'a wgpu::TextureView>,
 ) -> wgpu::BindingResource<'a> {
@@ -429,16 +429,11 @@ impl Run {
         self.chunks[0].x_texture.is_some()
     }
 
-    /// Fills W's texture from the parameters where the tiled forward pass reads it: before
-    /// every forward pass, since the optimizer writes the parameters' buffer. (Once per chunk
-    /// on data of several chunks, where W is small against a chunk of X.)
-    fn pack_weights(
-        &self,
-        pass: &mut wgpu::ComputePass<'_>,
-        ctx: &GpuContext,
-        tiled: &TiledKernels,
-    ) {
-        if let Some(packed) = &self.packed_weights {
+    /// Fills W's texture from the parameters where the tiled forward pass reads it: once per
+    /// step, before its forward passes, since the optimizer writes the parameters' buffer.
+    fn pack_weights(&self, pass: &mut wgpu::ComputePass<'_>, ctx: &GpuContext) {
+        if let (Some(packed), Some(tiled)) = (&self.packed_weights, ctx.kernels.tiled(&ctx.device))
+        {
             let (pipeline, groups) =
                 tiled.pack_weights_for(self.o as u32, self.x_stride as u32 / 4);
             dispatch_on(pass, ctx, pipeline, &packed.pack, &[], groups);
@@ -974,7 +969,7 @@ impl GpuBackend {
                     {
                         let (pipeline, groups) =
                             tiled.forward_for(gemm.rows, run.o as u32, run.reads_textures());
-                        run.pack_weights(&mut pass, ctx, tiled);
+                        run.pack_weights(&mut pass, ctx);
                         dispatch_on(&mut pass, ctx, pipeline, bind_group, &[0], groups);
                     }
                 }
@@ -1289,7 +1284,7 @@ impl GpuBackend {
                 (18, chunk.texture(&self.context)),
                 (
                     19,
-                    x_texture_binding(&self.context, run.packed_weights.as_ref().map(|w| &w.view)),
+                    texture_binding(&self.context, run.packed_weights.as_ref().map(|w| &w.view)),
                 ),
                 (
                     21,
@@ -1464,7 +1459,7 @@ impl GpuBackend {
                         (6, whole(&delta)),
                         (7, whole(&partials)),
                         (18, chunk.texture(&self.context)),
-                        (22, x_texture_binding(&self.context, delta_texture.as_ref())),
+                        (22, texture_binding(&self.context, delta_texture.as_ref())),
                     ],
                 )
             });
@@ -1732,6 +1727,7 @@ impl GpuBackend {
         row_outputs: bool,
     ) -> u32 {
         let param_groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
+        run.pack_weights(pass, ctx);
         run.push_segments(batch, |run, work, segment| {
             let SegmentDispatch {
                 chunk,
@@ -1778,7 +1774,6 @@ impl GpuBackend {
                 let (forward, forward_groups) = tiled.forward_for(count, run.o as u32, x_texture);
                 let (partial, partial_tiles) =
                     tiled.partial_for(run.o as u32, run.x_stride as u32 / 4, x_texture);
-                run.pack_weights(pass, ctx, tiled);
                 dispatch_on(pass, ctx, forward, tf, &[offset], forward_groups);
                 dispatch_on(pass, ctx, partial, tp, &[offset], blocks * partial_tiles);
             } else {
@@ -2472,7 +2467,7 @@ impl Backend for GpuBackend {
                     (0, whole(&probe_job)),
                     (1, whole(&x)),
                     (2, whole(&reduce_partials)),
-                    (3, x_texture_binding(&ctx, x_texture.as_ref())),
+                    (3, texture_binding(&ctx, x_texture.as_ref())),
                 ],
             );
             chunks.push(Chunk {

@@ -168,7 +168,7 @@ enum Slot {
     Write(u32),
     /// An `rgba32float` storage texture the kernel only reads (X's, see [`X_TEXTURE_FORMAT`]).
     Texture(u32),
-    /// An `rgba32float` storage texture the kernel only writes (the packed weights').
+    /// An `rgba32float` storage texture the kernel only writes (the tiled kernels' W and δ).
     WriteTexture(u32),
 }
 
@@ -739,6 +739,20 @@ impl Kernel {
     }
 }
 
+/// The layout entry of an [`X_TEXTURE_FORMAT`] storage texture at `binding` with `access`.
+fn storage_texture(binding: u32, access: wgpu::StorageTextureAccess) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::StorageTexture {
+            access,
+            format: X_TEXTURE_FORMAT,
+            view_dimension: wgpu::TextureViewDimension::D2,
+        },
+        count: None,
+    }
+}
+
 impl Layout {
     /// The layout of `slots`, each visible to compute shaders.
     fn new(device: &wgpu::Device, label: &str, slots: &[Slot]) -> Self {
@@ -767,22 +781,11 @@ impl Layout {
                         wgpu::BufferBindingType::Storage { read_only: false },
                         false,
                     ),
-                    Slot::Texture(b) | Slot::WriteTexture(b) => {
-                        let access = if matches!(slot, Slot::Texture(_)) {
-                            wgpu::StorageTextureAccess::ReadOnly
-                        } else {
-                            wgpu::StorageTextureAccess::WriteOnly
-                        };
-                        return wgpu::BindGroupLayoutEntry {
-                            binding: b,
-                            visibility: wgpu::ShaderStages::COMPUTE,
-                            ty: wgpu::BindingType::StorageTexture {
-                                access,
-                                format: X_TEXTURE_FORMAT,
-                                view_dimension: wgpu::TextureViewDimension::D2,
-                            },
-                            count: None,
-                        };
+                    Slot::Texture(b) => {
+                        return storage_texture(b, wgpu::StorageTextureAccess::ReadOnly);
+                    }
+                    Slot::WriteTexture(b) => {
+                        return storage_texture(b, wgpu::StorageTextureAccess::WriteOnly);
                     }
                 };
                 wgpu::BindGroupLayoutEntry {
