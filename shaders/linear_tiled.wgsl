@@ -7,8 +7,9 @@
 //
 //   forward: workgroup (row tiles, output tile u), invocation t of its row tiles computes, for
 //            p = 8t .. 8t + 7 < count and k = T·u .. T·u + T − 1 < o,
-//            z[p·o + k] = Σ_c dot(x[row(p), 4c .. 4c + 3], W[k, 4c ..]) + b[k], and from it the
-//            loss and δ exactly as bce.wgsl (so the step needs no bce dispatch)
+//            z[p·o + k] = Σ_c dot(x[row(p), 4c .. 4c + 3], W[k, 4c ..]) + b[k], and from it δ
+//            (and with ROW_OUTPUTS the loss) exactly as bce.wgsl (so the step needs no bce
+//            dispatch)
 //   partial: workgroup (block, output tile u), invocation lid for column groups
 //            c = c0 + m·WG + lid < x_stride / 4 (m < G; c0 = 0, G·WG, …), sums over the
 //            block's rows p = block·R .. min(block·R + R, count) in ascending order,
@@ -34,13 +35,14 @@
 //   2 x         storage, read    vec4<f32>[chunk_rows * x_stride / 4], rows zero-padded
 //   3 rows      storage, read    u32[] chunk-local row indices
 //   4 params    storage, read    f32[P]: W row-major, then b                      (forward)
-//   5 z         storage, rw      f32[count * o]                                   (forward)
+//   5 z         storage, rw      f32[count * o]                       (forward, ROW_OUTPUTS)
 //   6 delta     storage, read    f32[count * o]                                   (partial)
 //   7 partials  storage, rw      f32[blocks * S]                                  (partial)
 //   8 y         storage, read    f32[chunk_rows * o]                              (forward)
 //   9 pos_weight storage, read   f32[o]                                           (forward)
-//  10 delta_out storage, rw      f32[count * o], the δ buffer bound at 6          (forward)
-//  11 loss      storage, rw      f32[count * o]                                   (forward)
+//  10 delta_out storage, rw      f32[count * o], the δ buffer bound at 6
+//                                 (forward, with ROW_OUTPUTS or without X_TEXTURE)
+//  11 loss      storage, rw      f32[count * o]                       (forward, ROW_OUTPUTS)
 //  18 x_texture storage texture, read  X's words again, read with X_TEXTURE (loads.wgsl)
 //  19 w_texture storage texture, read  W as `pack_weights` leaves it, read with X_TEXTURE
 //                                       (forward)
@@ -81,6 +83,12 @@ override COLUMN_GROUPS: u32 = 1u;
 // leaves the loop out, whose code took lavapipe's compile of the 4-output partial from 18 to
 // 31 ms (S1's whole run compiles it for its checks).
 override QUAD_ROWS: bool = false;
+// Whether the forward pass writes each output's logit, loss and δ to their buffers: the
+// checks, the diagnostics and the partial reading δ from its buffer do; the training steps
+// reading δ from its texture need none of them (on lavapipe the three scattered stores and the
+// loss's exp and log per output were 17 M of the 120 M instructions of S3's forward pass at
+// 2,048 rows).
+override ROW_OUTPUTS: bool = true;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
 @group(0) @binding(1) var<storage, read> chunk: ChunkStep;
@@ -158,40 +166,52 @@ fn store_partials4(base: u32, d: u32, cols: u32, n: u32, s0: vec4<f32>, s1: vec4
     }
 }
 
-/// Output k of batch row p (chunk row `row`) from its dot product: the logit, and the loss
-/// and δ exactly as bce.wgsl computes them. Returns δ.
-fn store_output(p: u32, row: u32, k: u32, sum: f32) -> f32 {
-    let o = dims.o;
-    let e = p * o + k;
-    let logit = sum + params[o * dims.d + k];
-    z[e] = logit;
-    let target_ = y[row * o + k];
-    let pw = pos_weight[k];
-    let l = 1.0 + (pw - 1.0) * target_;
-    loss[e] = (1.0 - target_) * logit + l * (softplus_neg_abs(logit) + max(-logit, 0.0));
-    let g = (l * sigmoid(logit) - pw * target_) * chunk.inv_count;
-    delta_out[e] = g;
-    return g;
+/// Output e's logit, loss and δ, stored where the run keeps them: the loss as bce.wgsl
+/// computes it from the logit, the target and `l` = 1 + (pos_weight − 1)·target.
+fn store_output(e: u32, logit: f32, target_: f32, l: f32, g: f32) {
+    if ROW_OUTPUTS {
+        z[e] = logit;
+        loss[e] = (1.0 - target_) * logit + l * (softplus_neg_abs(logit) + max(-logit, 0.0));
+    }
+    if ROW_OUTPUTS || !X_TEXTURE {
+        delta_out[e] = g;
+    }
 }
 
-/// `store_output` for outputs k .. k + 3 of batch row p (chunk row `row`), those below k + n,
-/// from their dot products `sums`; returns their δ, zero from output k + n on. Four outputs
-/// at a time, with no vector indexed by a variable, so that `forward` hands them to its δ
-/// texture as they are: one output at a time, gathered into a vector by selects or by an
-/// index, took S3's forward pass at 2,048 rows from 117 M to 123 M instructions on lavapipe.
-fn store_outputs4(p: u32, row: u32, k: u32, n: u32, sums: vec4<f32>) -> vec4<f32> {
-    var g = vec4(0.0);
-    g.x = store_output(p, row, k, sums.x);
+/// δ of outputs k .. k + 3 of batch row p (chunk row `row`), those below k + n, exactly as
+/// bce.wgsl computes it from their logits and positive weights `pw` (1 / (rows · o):
+/// `inv_count`), zero from output k + n on; `store_output` stores each. Four outputs at a
+/// time, with no vector indexed by a variable, so that `forward` hands them to its δ texture
+/// as they are: one output at a time, gathered into a vector by selects or by an index, took
+/// S3's forward pass at 2,048 rows from 117 M to 123 M instructions on lavapipe.
+fn outputs4(p: u32, row: u32, k: u32, n: u32, o: u32, logit: vec4<f32>, pw: vec4<f32>, inv_count: f32) -> vec4<f32> {
+    let e = p * o + k;
+    let i = row * o + k;
+    var t = vec4(0.0);
+    t.x = y[i];
     if n > 1u {
-        g.y = store_output(p, row, k + 1u, sums.y);
+        t.y = y[i + 1u];
     }
     if n > 2u {
-        g.z = store_output(p, row, k + 2u, sums.z);
+        t.z = y[i + 2u];
     }
     if n > 3u {
-        g.w = store_output(p, row, k + 3u, sums.w);
+        t.w = y[i + 3u];
     }
-    return g;
+    let l = 1.0 + (pw - 1.0) * t;
+    let s = vec4(sigmoid(logit.x), sigmoid(logit.y), sigmoid(logit.z), sigmoid(logit.w));
+    let g = (l * s - pw * t) * inv_count;
+    store_output(e, logit.x, t.x, l.x, g.x);
+    if n > 1u {
+        store_output(e + 1u, logit.y, t.y, l.y, g.y);
+    }
+    if n > 2u {
+        store_output(e + 2u, logit.z, t.z, l.z, g.z);
+    }
+    if n > 3u {
+        store_output(e + 3u, logit.w, t.w, l.w, g.w);
+    }
+    return select(vec4(0.0), g, vec4(0u, 1u, 2u, 3u) < vec4(n));
 }
 
 /// δ[p, k + 4l .. k + 4l + 4] (k a multiple of 4; outputs past the last repeat it), which lane
@@ -396,9 +416,21 @@ fn forward(
     var tile_rows = array<u32, 8>(row0, row1, row2, row3, row4, row5, row6, row7);
     let n = min(TILE_OUTPUTS, o - k);
     let o4 = (o + 3u) / 4u;
-    for (var i = 0u; i < min(8u, count - p0); i++) {
-        for (var q = 0u; 4u * q < n; q++) {
-            let g = store_outputs4(p0 + i, tile_rows[i], k + 4u * q, n - 4u * q, sums[i][q]);
+    let inv_count = chunk.inv_count;
+    let last = o - 1u;
+    let b = o * d;
+    // Outputs k + 4q .. k + 4q + 3 of the tile's rows, their biases and positive weights
+    // loaded once for all rows (those past the last output repeat it).
+    for (var q = 0u; 4u * q < n; q++) {
+        let kq = k + 4u * q;
+        let k1 = min(kq + 1u, last);
+        let k2 = min(kq + 2u, last);
+        let k3 = min(kq + 3u, last);
+        let bias = vec4(params[b + kq], params[b + k1], params[b + k2], params[b + k3]);
+        let pw = vec4(pos_weight[kq], pos_weight[k1], pos_weight[k2], pos_weight[k3]);
+        for (var i = 0u; i < min(8u, count - p0); i++) {
+            let logit = sums[i][q] + bias;
+            let g = outputs4(p0 + i, tile_rows[i], kq, n - 4u * q, o, logit, pw, inv_count);
             if X_TEXTURE {
                 textureStore(delta_packed, texel((p0 + i) * o4 + k / 4u + q), g);
             }

@@ -225,9 +225,10 @@ fn random_shapes_match_reference() {
 
 /// The tiled kernels at every tile they pick: 4, 8 and 16 outputs per invocation (and a last
 /// tile part-filled), 1, 2 and 4 column groups per invocation in the gradient partials (and
-/// a last pass part-filled), rows straddling the forward pass's 8 rows per invocation and the
-/// partials' 8 row indices per load and 4 rows per iteration (0 to 3 rows left over); where
-/// they cannot run, asking for them is a clear error.
+/// a last pass part-filled), rows straddling the forward pass's 8 rows per invocation, the
+/// partials' 8 row indices per load and 4 rows per iteration (0 to 3 rows left over) and
+/// their blocks (256 rows, 1,024 on CPU adapters); where they cannot run, asking for them is a
+/// clear error.
 #[test]
 fn tiled_kernels_match_reference_at_every_tile() {
     let context = gpu();
@@ -249,6 +250,7 @@ fn tiled_kernels_match_reference_at_every_tile() {
         (129, 1030, 17),
         (8, 1021, 33),
         (300, 515, 64),
+        (1027, 21, 6),
     ] {
         seed += 1;
         let (data, params) = problem(n, d, o, seed, 1.0);

@@ -64,6 +64,11 @@ const ROWS_STEP_GPU_BLOCK: u32 = 32;
 /// The most rows per `linear_step_rows` block on CPU adapters (see
 /// [`Run::rows_per_block_for`]).
 const ROWS_STEP_CPU_MAX_BLOCK: u32 = 1024;
+/// Rows per `linear_tiled.partial` block on CPU adapters, where each block's partials cost
+/// lavapipe a scattered store per parameter and the total a gathered load: S3's step at 2,048
+/// rows executed 222.6 M instructions at 1,024 rows a block against 252.8 M at 256, and S3
+/// took 94–104 ms against 107–114 ms (4,096: 96–115 ms).
+const TILED_CPU_ROWS_PER_BLOCK: u32 = 1024;
 /// See [`max_column_groups`].
 const GPU_MAX_COLUMN_GROUPS: u32 = 8;
 /// `StepKernels::Auto` folds Adam into the next step where the update its blocks repeat
@@ -218,8 +223,9 @@ fn compute_pass<'e>(
 pub enum GemmProbe {
     /// `probe_gemm.wgsl`: the textbook kernel, 16×16 tiles of X and W in workgroup memory.
     SharedTiles,
-    /// `linear_tiled.forward`: register tiles of 8 rows × up to 16 outputs, the weights loaded
-    /// once per subgroup (its BCE epilogue adds a few operations per output); adapters with
+    /// `linear_tiled.forward` as the training steps dispatch it: register tiles of 8 rows × up
+    /// to 16 outputs, the weights loaded once per subgroup (its epilogue adds δ's few
+    /// operations per output, and writes δ where the product would go); adapters with
     /// subgroups of at least 8 invocations.
     RegisterTiles,
 }
@@ -967,8 +973,9 @@ impl GpuBackend {
                     if let (Some(tiled), Some(bind_group)) =
                         (ctx.kernels.tiled(&ctx.device), &gemm.tiled)
                     {
+                        // The training steps' forward pass, as they dispatch it.
                         let (pipeline, groups) =
-                            tiled.forward_for(gemm.rows, run.o as u32, run.reads_textures());
+                            tiled.forward_for(gemm.rows, run.o as u32, run.reads_textures(), false);
                         run.pack_weights(&mut pass, ctx);
                         dispatch_on(&mut pass, ctx, pipeline, bind_group, &[0], groups);
                     }
@@ -1717,8 +1724,8 @@ impl GpuBackend {
     }
 
     /// Encodes forward, BCE and the gradient partials of `batch` into `pass` (the rows' loss
-    /// and δ too when `row_outputs`; only `linear_step_rows` can leave them out); returns the
-    /// number of gradient blocks written.
+    /// and δ too when `row_outputs`; `linear_step_rows` and the tiled kernels can leave them
+    /// out); returns the number of gradient blocks written.
     fn encode_gradient(
         run: &mut Run,
         ctx: &GpuContext,
@@ -1768,10 +1775,12 @@ impl GpuBackend {
                 &chunk.tiled_forward,
                 &chunk.tiled_partial,
             ) {
-                // The forward pass writes the loss and δ itself. (`load` takes this path only
-                // where the kernels exist.)
+                // The forward pass computes δ itself, and with `row_outputs` writes the
+                // logits and the loss too. (`load` takes this path only where the kernels
+                // exist.)
                 let x_texture = run.reads_textures();
-                let (forward, forward_groups) = tiled.forward_for(count, run.o as u32, x_texture);
+                let (forward, forward_groups) =
+                    tiled.forward_for(count, run.o as u32, x_texture, row_outputs);
                 let (partial, partial_tiles) =
                     tiled.partial_for(run.o as u32, run.x_stride as u32 / 4, x_texture);
                 dispatch_on(pass, ctx, forward, tf, &[offset], forward_groups);
@@ -2321,6 +2330,12 @@ impl Backend for GpuBackend {
                 StepKernels::Auto => tiled_fits,
                 _ => false,
             };
+        if tiled && ctx.is_cpu() {
+            let longer = rows_per_block.max(TILED_CPU_ROWS_PER_BLOCK);
+            if budget.is_none_or(|b| tiled_loop_iterations(d, longer) <= b) {
+                rows_per_block = longer;
+            }
+        }
         // X's words per chunk fit a texture's rows (the last row part-filled)?
         let texture_width = 1u64 << ctx.kernels.x_texture_shift;
         let chunk_words = (rows_per_chunk * x_stride).div_ceil(4) as u64;

@@ -269,15 +269,18 @@ pub(crate) struct TiledKernels {
     pub(crate) pack: Layout,
     /// `pack_weights`, for the forward passes that read W from its texture.
     pack_weights: LazyPipeline,
-    /// Each entry's pipelines by (outputs per invocation, column groups per invocation, X
-    /// from its texture).
-    pipelines: HashMap<(&'static str, u32, u32, bool), LazyPipeline>,
+    /// `forward`'s pipelines by (outputs per invocation, X from its texture, row outputs).
+    forward_pipelines: HashMap<(u32, bool, bool), LazyPipeline>,
+    /// `partial`'s pipelines by (outputs per invocation, column groups per invocation, X from
+    /// its texture).
+    partial_pipelines: HashMap<(u32, u32, bool), LazyPipeline>,
 }
 
 impl TiledKernels {
-    /// Both kernels at 4, 8 and 16 outputs per invocation (`partial` at each of
-    /// [`TILED_COLUMN_GROUPS`]), each reading X from its buffer or from a texture
-    /// 2^`x_texture_shift` texels wide; pipelines compile at their first dispatch.
+    /// Both kernels at 4, 8 and 16 outputs per invocation (`forward` with and without the
+    /// row outputs, `partial` at each of [`TILED_COLUMN_GROUPS`]), each reading X from its
+    /// buffer or from a texture 2^`x_texture_shift` texels wide; pipelines compile at their
+    /// first dispatch.
     fn new(device: &wgpu::Device, x_texture_shift: u32) -> Self {
         use Slot::*;
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -322,48 +325,56 @@ impl TiledKernels {
             "linear_tiled.pack_weights",
             &[Args(0), Read(4), WriteTexture(20)],
         );
-        let pack_weights = LazyPipeline::new(
-            device,
-            "linear_tiled.pack_weights",
-            &pack.pipeline,
-            &module,
-            "pack_weights",
-            &[
+        let pipeline = |entry: &str, layout: &Layout, label: String, constants: &[(&str, f64)]| {
+            let common = [
                 ("WG", WORKGROUP_SIZE as f64),
                 ("X_TEXTURE_SHIFT", f64::from(x_texture_shift)),
-            ],
+            ];
+            let constants = [&common[..], constants].concat();
+            LazyPipeline::new(device, &label, &layout.pipeline, &module, entry, &constants)
+        };
+        let pack_weights = pipeline(
+            "pack_weights",
+            &pack,
+            "linear_tiled.pack_weights".into(),
+            &[],
         );
-        let mut pipelines = HashMap::new();
-        // The forward pass has no column groups to set.
-        for (entry, layout, column_groups) in [
-            ("forward", &forward, &[1][..]),
-            ("partial", &partial, &TILED_COLUMN_GROUPS[..]),
-        ] {
-            for outputs in [4, 8, 16] {
-                for (&groups, x_texture) in
-                    column_groups.iter().flat_map(|g| [(g, false), (g, true)])
-                {
-                    let from = if x_texture { "texture" } else { "buffer" };
+        let from = |x_texture| if x_texture { "texture" } else { "buffer" };
+        let mut forward_pipelines = HashMap::new();
+        let mut partial_pipelines = HashMap::new();
+        for outputs in [4, 8, 16] {
+            for x_texture in [false, true] {
+                let tile = [
+                    ("TILE_OUTPUTS", f64::from(outputs)),
+                    ("X_TEXTURE", f64::from(u8::from(x_texture))),
+                ];
+                for row_outputs in [false, true] {
                     let label = format!(
-                        "linear_tiled.{entry} ({outputs} outputs, {groups} column groups, X from its {from})"
+                        "linear_tiled.forward ({outputs} outputs, X from its {}{})",
+                        from(x_texture),
+                        if row_outputs { ", row outputs" } else { "" },
                     );
-                    let constants = [
-                        ("WG", WORKGROUP_SIZE as f64),
-                        ("TILE_OUTPUTS", f64::from(outputs)),
+                    let flag = [("ROW_OUTPUTS", f64::from(u8::from(row_outputs)))];
+                    let constants = [&tile[..], &flag].concat();
+                    forward_pipelines.insert(
+                        (outputs, x_texture, row_outputs),
+                        pipeline("forward", &forward, label, &constants),
+                    );
+                }
+                for groups in TILED_COLUMN_GROUPS {
+                    let label = format!(
+                        "linear_tiled.partial ({outputs} outputs, {groups} column groups, X from its {})",
+                        from(x_texture),
+                    );
+                    let loop_ = [
                         ("COLUMN_GROUPS", f64::from(groups)),
                         ("QUAD_ROWS", f64::from(u8::from(outputs * groups > 8))),
-                        ("X_TEXTURE", f64::from(u8::from(x_texture))),
-                        ("X_TEXTURE_SHIFT", f64::from(x_texture_shift)),
                     ];
-                    let pipeline = LazyPipeline::new(
-                        device,
-                        &label,
-                        &layout.pipeline,
-                        &module,
-                        entry,
-                        &constants,
+                    let constants = [&tile[..], &loop_].concat();
+                    partial_pipelines.insert(
+                        (outputs, groups, x_texture),
+                        pipeline("partial", &partial, label, &constants),
                     );
-                    pipelines.insert((entry, outputs, groups, x_texture), pipeline);
                 }
             }
         }
@@ -372,7 +383,8 @@ impl TiledKernels {
             partial,
             pack,
             pack_weights,
-            pipelines,
+            forward_pipelines,
+            partial_pipelines,
         }
     }
 
@@ -382,8 +394,15 @@ impl TiledKernels {
     }
 
     /// `forward` for `rows` rows of `o` outputs and its workgroups: 4, 8 or 16 outputs per
-    /// invocation, the fewest that cover `o` up to 16, and [`TILED_FORWARD_ROWS`] rows.
-    pub(crate) fn forward_for(&self, rows: u32, o: u32, x_texture: bool) -> (&LazyPipeline, u32) {
+    /// invocation, the fewest that cover `o` up to 16, and [`TILED_FORWARD_ROWS`] rows; with
+    /// `row_outputs`, the one that writes the logits, the losses and δ to their buffers.
+    pub(crate) fn forward_for(
+        &self,
+        rows: u32,
+        o: u32,
+        x_texture: bool,
+        row_outputs: bool,
+    ) -> (&LazyPipeline, u32) {
         let outputs = match o {
             0..=4 => 4,
             5..=8 => 8,
@@ -391,7 +410,7 @@ impl TiledKernels {
         };
         let row_groups = rows.div_ceil(TILED_FORWARD_ROWS).div_ceil(WORKGROUP_SIZE);
         (
-            &self.pipelines[&("forward", outputs, 1, x_texture)],
+            &self.forward_pipelines[&(outputs, x_texture, row_outputs)],
             row_groups * o.div_ceil(outputs),
         )
     }
@@ -413,7 +432,7 @@ impl TiledKernels {
             .find(|g| g * WORKGROUP_SIZE <= s4)
             .unwrap_or(1);
         (
-            &self.pipelines[&("partial", outputs, groups, x_texture)],
+            &self.partial_pipelines[&(outputs, groups, x_texture)],
             o.div_ceil(outputs),
         )
     }
