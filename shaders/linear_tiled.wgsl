@@ -89,6 +89,12 @@ override QUAD_ROWS: bool = false;
 // loss's exp and log per output were 17 M of the 120 M instructions of S3's forward pass at
 // 2,048 rows).
 override ROW_OUTPUTS: bool = true;
+// The forward pass two column groups per iteration (see there): the host sets it where a
+// lane's sums do not fit the registers (8 rows × TILE_OUTPUTS ≥ 8 outputs). lavapipe loads,
+// blends with the loop's mask and stores every sum once per iteration: at two column groups
+// S3's forward pass at 2,048 rows executed 86.6 M instructions against 96.3 M at one (at four,
+// 82.3 M but slower: the rows' 32 vec4 then spill too).
+override PAIR_COLUMNS: bool = false;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
 @group(0) @binding(1) var<storage, read> chunk: ChunkStep;
@@ -345,7 +351,77 @@ fn forward(
     var f5 = vec4(0.0);
     var f6 = vec4(0.0);
     var f7 = vec4(0.0);
-    for (var c = 0u; c < s4; c++) {
+    var c = 0u;
+    // Two column groups per iteration where the sums outgrow the registers (PAIR_COLUMNS),
+    // each sum taking them in column order, as the loop after this one adds them.
+    for (; PAIR_COLUMNS && c + 1u < s4; c += 2u) {
+        let x0 = load_x(r0 + c);
+        let x1 = load_x(r1 + c);
+        let x2 = load_x(r2 + c);
+        let x3 = load_x(r3 + c);
+        let x4 = load_x(r4 + c);
+        let x5 = load_x(r5 + c);
+        let x6 = load_x(r6 + c);
+        let x7 = load_x(r7 + c);
+        let xn0 = load_x(r0 + c + 1u);
+        let xn1 = load_x(r1 + c + 1u);
+        let xn2 = load_x(r2 + c + 1u);
+        let xn3 = load_x(r3 + c + 1u);
+        let xn4 = load_x(r4 + c + 1u);
+        let xn5 = load_x(r5 + c + 1u);
+        let xn6 = load_x(r6 + c + 1u);
+        let xn7 = load_x(r7 + c + 1u);
+        let lo = tile_weights(mine_lo, c, d, s4);
+        let lo_next = tile_weights(mine_lo, c + 1u, d, s4);
+        let wa = lanes_low4(lo);
+        let wa_next = lanes_low4(lo_next);
+        a0 = (a0 + x0 * wa) + xn0 * wa_next;
+        a1 = (a1 + x1 * wa) + xn1 * wa_next;
+        a2 = (a2 + x2 * wa) + xn2 * wa_next;
+        a3 = (a3 + x3 * wa) + xn3 * wa_next;
+        a4 = (a4 + x4 * wa) + xn4 * wa_next;
+        a5 = (a5 + x5 * wa) + xn5 * wa_next;
+        a6 = (a6 + x6 * wa) + xn6 * wa_next;
+        a7 = (a7 + x7 * wa) + xn7 * wa_next;
+        if wide {
+            let wb = lanes_high4(lo);
+            let wb_next = lanes_high4(lo_next);
+            b0 = (b0 + x0 * wb) + xn0 * wb_next;
+            b1 = (b1 + x1 * wb) + xn1 * wb_next;
+            b2 = (b2 + x2 * wb) + xn2 * wb_next;
+            b3 = (b3 + x3 * wb) + xn3 * wb_next;
+            b4 = (b4 + x4 * wb) + xn4 * wb_next;
+            b5 = (b5 + x5 * wb) + xn5 * wb_next;
+            b6 = (b6 + x6 * wb) + xn6 * wb_next;
+            b7 = (b7 + x7 * wb) + xn7 * wb_next;
+        }
+        if widest {
+            let hi = tile_weights(mine_hi, c, d, s4);
+            let hi_next = tile_weights(mine_hi, c + 1u, d, s4);
+            let we = lanes_low4(hi);
+            let we_next = lanes_low4(hi_next);
+            let wf = lanes_high4(hi);
+            let wf_next = lanes_high4(hi_next);
+            e0 = (e0 + x0 * we) + xn0 * we_next;
+            e1 = (e1 + x1 * we) + xn1 * we_next;
+            e2 = (e2 + x2 * we) + xn2 * we_next;
+            e3 = (e3 + x3 * we) + xn3 * we_next;
+            e4 = (e4 + x4 * we) + xn4 * we_next;
+            e5 = (e5 + x5 * we) + xn5 * we_next;
+            e6 = (e6 + x6 * we) + xn6 * we_next;
+            e7 = (e7 + x7 * we) + xn7 * we_next;
+            f0 = (f0 + x0 * wf) + xn0 * wf_next;
+            f1 = (f1 + x1 * wf) + xn1 * wf_next;
+            f2 = (f2 + x2 * wf) + xn2 * wf_next;
+            f3 = (f3 + x3 * wf) + xn3 * wf_next;
+            f4 = (f4 + x4 * wf) + xn4 * wf_next;
+            f5 = (f5 + x5 * wf) + xn5 * wf_next;
+            f6 = (f6 + x6 * wf) + xn6 * wf_next;
+            f7 = (f7 + x7 * wf) + xn7 * wf_next;
+        }
+    }
+    // The column groups left over: all of them without PAIR_COLUMNS, else at most one.
+    for (; c < s4; c++) {
         let x0 = load_x(r0 + c);
         let x1 = load_x(r1 + c);
         let x2 = load_x(r2 + c);

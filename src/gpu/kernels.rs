@@ -354,8 +354,11 @@ impl TiledKernels {
                         from(x_texture),
                         if row_outputs { ", row outputs" } else { "" },
                     );
-                    let flag = [("ROW_OUTPUTS", f64::from(u8::from(row_outputs)))];
-                    let constants = [&tile[..], &flag].concat();
+                    let flags = [
+                        ("ROW_OUTPUTS", f64::from(u8::from(row_outputs))),
+                        ("PAIR_COLUMNS", f64::from(u8::from(outputs >= 8))),
+                    ];
+                    let constants = [&tile[..], &flags].concat();
                     forward_pipelines.insert(
                         (outputs, x_texture, row_outputs),
                         pipeline("forward", &forward, label, &constants),
