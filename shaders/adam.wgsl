@@ -22,12 +22,18 @@
 //                                summed from linear_backward's partials (blocks ascending, as
 //                                its `total` does) and stored to grad
 //
+// Invocation lid of workgroup g updates parameters (g·PER_INVOCATION + j)·WG + lid for
+// j < PER_INVOCATION, those below P.
+//
 // Invariants: a frozen parameter and its moments are neither read nor written.
 
 // AdamConfig, StepInfo and adam_update (the formulas above) come from common.wgsl, which the
 // host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
+// Parameters per invocation, which load the phase's scalars once for all of them: on lavapipe
+// each such load costs some 60 instructions (the host's OPTIMIZER_PARAMS_PER_INVOCATION).
+override PER_INVOCATION: u32 = 4u;
 
 @group(0) @binding(0) var<storage, read> cfg: AdamConfig;
 @group(0) @binding(1) var<storage, read> info: StepInfo;
@@ -39,14 +45,14 @@ override WG: u32 = 64u;
 @group(0) @binding(7) var<storage, read_write> v_max: array<f32>;
 @group(0) @binding(8) var<storage, read> partials: array<f32>;
 
-/// Parameter i's gradient: summed from the step's partials (and stored), or as given.
-fn gradient(i: u32) -> f32 {
-    if info.blocks == 0u {
+/// Parameter i's gradient: summed from the step's `blocks` partials of stride `stride` (and
+/// stored), or as given.
+fn gradient(i: u32, blocks: u32, stride: u32) -> f32 {
+    if blocks == 0u {
         return grad[i];
     }
-    let stride = partial_stride(cfg.n_params);
     var acc = 0.0;
-    for (var b = 0u; b < info.blocks; b++) {
+    for (var b = 0u; b < blocks; b++) {
         acc += partials[b * stride + i];
     }
     grad[i] = acc;
@@ -59,19 +65,26 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = (wg.x + wg.y * groups.x) * WG + lid;
-    if i >= cfg.n_params || mask[i] == 0u {
-        return;
+    let first = (wg.x + wg.y * groups.x) * WG * PER_INVOCATION + lid;
+    let c = cfg;
+    let step_size = info.step_size;
+    let bc2_sqrt = info.bc2_sqrt;
+    let blocks = info.blocks;
+    let stride = partial_stride(c.n_params);
+    for (var j = 0u; j < PER_INVOCATION; j++) {
+        let i = first + j * WG;
+        if i < c.n_params && mask[i] != 0u {
+            var v_max_i = 0.0;
+            if c.amsgrad != 0u {
+                v_max_i = v_max[i];
+            }
+            let u = adam_update(c, step_size, bc2_sqrt, params[i], gradient(i, blocks, stride), m[i], v[i], v_max_i);
+            m[i] = u.m;
+            v[i] = u.v;
+            if c.amsgrad != 0u {
+                v_max[i] = u.v_max;
+            }
+            params[i] = u.p;
+        }
     }
-    var v_max_i = 0.0;
-    if cfg.amsgrad != 0u {
-        v_max_i = v_max[i];
-    }
-    let u = adam_update(cfg, info.step_size, info.bc2_sqrt, params[i], gradient(i), m[i], v[i], v_max_i);
-    m[i] = u.m;
-    v[i] = u.v;
-    if cfg.amsgrad != 0u {
-        v_max[i] = u.v_max;
-    }
-    params[i] = u.p;
 }

@@ -16,12 +16,17 @@
 //                                  summed from linear_backward's partials (blocks ascending,
 //                                  as its `total` does) and stored to grad
 //
+// Invocation lid of workgroup g updates parameters (g·PER_INVOCATION + j)·WG + lid for
+// j < PER_INVOCATION, those below P.
+//
 // Invariants: a frozen parameter and its momentum buffer are neither read nor written.
 
 // SgdConfig, StepInfo and sgd_update (the formulas above) come from common.wgsl, which the
 // host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
+// Parameters per invocation, which load the phase's scalars once for all of them (as adam's).
+override PER_INVOCATION: u32 = 4u;
 
 @group(0) @binding(0) var<storage, read> cfg: SgdConfig;
 @group(0) @binding(1) var<storage, read> info: StepInfo;
@@ -31,14 +36,14 @@ override WG: u32 = 64u;
 @group(0) @binding(5) var<storage, read_write> momentum: array<f32>;
 @group(0) @binding(6) var<storage, read> partials: array<f32>;
 
-/// Parameter i's gradient: summed from the step's partials (and stored), or as given.
-fn gradient(i: u32) -> f32 {
-    if info.blocks == 0u {
+/// Parameter i's gradient: summed from the step's `blocks` partials of stride `stride` (and
+/// stored), or as given.
+fn gradient(i: u32, blocks: u32, stride: u32) -> f32 {
+    if blocks == 0u {
         return grad[i];
     }
-    let stride = partial_stride(cfg.n_params);
     var acc = 0.0;
-    for (var b = 0u; b < info.blocks; b++) {
+    for (var b = 0u; b < blocks; b++) {
         acc += partials[b * stride + i];
     }
     grad[i] = acc;
@@ -51,17 +56,23 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = (wg.x + wg.y * groups.x) * WG + lid;
-    if i >= cfg.n_params || mask[i] == 0u {
-        return;
+    let first = (wg.x + wg.y * groups.x) * WG * PER_INVOCATION + lid;
+    let c = cfg;
+    let t = info.t;
+    let blocks = info.blocks;
+    let stride = partial_stride(c.n_params);
+    for (var j = 0u; j < PER_INVOCATION; j++) {
+        let i = first + j * WG;
+        if i < c.n_params && mask[i] != 0u {
+            var buf = 0.0;
+            if c.momentum != 0.0 && t > 1u {
+                buf = momentum[i];
+            }
+            let u = sgd_update(c, t, params[i], gradient(i, blocks, stride), buf);
+            if c.momentum != 0.0 {
+                momentum[i] = u.buf;
+            }
+            params[i] = u.p;
+        }
     }
-    var buf = 0.0;
-    if cfg.momentum != 0.0 && info.t > 1u {
-        buf = momentum[i];
-    }
-    let u = sgd_update(cfg, info.t, params[i], gradient(i), buf);
-    if cfg.momentum != 0.0 {
-        momentum[i] = u.buf;
-    }
-    params[i] = u.p;
 }

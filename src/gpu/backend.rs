@@ -16,8 +16,8 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::kernels::{
-    Kernel, LazyPipeline, MAX_COLUMN_GROUPS, RowsStep, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE,
-    X_TEXTURE_FORMAT,
+    Kernel, LazyPipeline, MAX_COLUMN_GROUPS, OPTIMIZER_PARAMS_PER_INVOCATION, RowsStep,
+    STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE, X_TEXTURE_FORMAT,
 };
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
 use crate::cpu::{check_batches, check_params, check_state};
@@ -1918,7 +1918,7 @@ impl GpuBackend {
             .as_ref()
             .ok_or_else(|| Error::Config("no phase started".into()))?;
         let work = run.work()?;
-        let groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
+        let groups = optimizer_groups(run.n_params);
         match optimizer {
             Optimizer::Sgd(_) => dispatch(
                 pass,
@@ -1989,6 +1989,11 @@ impl GpuBackend {
 /// Row width (floats) from which the fused step beats the tiled kernels for one output.
 const FUSED_MIN_WIDTH: usize = 384;
 
+/// Workgroups of `adam` and `sgd` for `n_params` parameters.
+fn optimizer_groups(n_params: usize) -> u32 {
+    (n_params as u32).div_ceil(WORKGROUP_SIZE * OPTIMIZER_PARAMS_PER_INVOCATION)
+}
+
 /// `linear_step.wgsl`'s lane-sum capacity (its `DOTS`).
 const STEP_DOTS: u32 = 4096;
 
@@ -2025,9 +2030,10 @@ fn tiled_loop_iterations(d: usize, r: u32) -> u64 {
     32 + 2 * forward.max(partial)
 }
 
-/// `adam`, `sgd` and `linear_backward.total`: one iteration per gradient block.
+/// `adam`, `sgd` and `linear_backward.total`: one iteration per gradient block, for each of
+/// an invocation's parameters (one in `total`).
 fn blocks_loop_iterations(blocks: u64) -> u64 {
-    32 + 2 * blocks
+    32 + 2 * u64::from(OPTIMIZER_PARAMS_PER_INVOCATION) * (blocks + 1)
 }
 
 /// vec4 column groups one invocation of `linear_step_rows` may hold on this adapter: on a
@@ -2823,7 +2829,7 @@ impl Backend for GpuBackend {
                         (1, Some(second)) => &second.adam,
                         _ => &work.adam,
                     };
-                    let groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
+                    let groups = optimizer_groups(run.n_params);
                     dispatch(&mut pass, &ctx, &ctx.kernels.adam, adam, &[info], groups);
                 }
             }
