@@ -260,6 +260,25 @@ fn lanes_high4(v: vec4<f32>) -> mat4x4<f32> {
     );
 }
 
+/// v of lanes 0 .. 3, or with `high` of lanes 4 .. 7 (subgroupBroadcast's lane must be a
+/// constant; a shuffle from a lane chosen at run time costs lavapipe more: S3's step at 2,048
+/// rows executed 201.3 M instructions with four such shuffles per four rows, 197.0 M with this).
+fn lane_quad(v: u32, high: bool) -> vec4<u32> {
+    let low = vec4(
+        subgroupBroadcast(v, 0u),
+        subgroupBroadcast(v, 1u),
+        subgroupBroadcast(v, 2u),
+        subgroupBroadcast(v, 3u),
+    );
+    let upper = vec4(
+        subgroupBroadcast(v, 4u),
+        subgroupBroadcast(v, 5u),
+        subgroupBroadcast(v, 6u),
+        subgroupBroadcast(v, 7u),
+    );
+    return select(low, upper, high);
+}
+
 /// s + a·x_a + b·x_b + c·x_c + d·x_d, added in that order.
 fn add4(s: vec4<f32>, a: f32, b: f32, c: f32, d: f32, x_a: vec4<f32>, x_b: vec4<f32>, x_c: vec4<f32>, x_d: vec4<f32>) -> vec4<f32> {
     return (((s + a * x_a) + b * x_b) + c * x_c) + d * x_d;
@@ -579,10 +598,12 @@ fn partial(
             if j == 0u {
                 lane_row = rows[row_offset + min(p + lane % 8u, last - 1u)];
             }
-            let base_a = subgroupShuffle(lane_row, j) * s4;
-            let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
-            let base_c = subgroupShuffle(lane_row, j + 2u) * s4;
-            let base_d = subgroupShuffle(lane_row, j + 3u) * s4;
+            // j is 0 or 4: the four rows' indices are lanes j .. j + 3's.
+            let bases = lane_quad(lane_row, j == 4u) * s4;
+            let base_a = bases.x;
+            let base_b = bases.y;
+            let base_c = bases.z;
+            let base_d = bases.w;
             let v_a = delta4(p, k, mine);
             let v_b = delta4(p + 1u, k, mine);
             let v_c = delta4(p + 2u, k, mine);
