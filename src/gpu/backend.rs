@@ -1306,14 +1306,17 @@ impl GpuBackend {
     /// δ of `rows` batch positions again as a texture for the tiled kernels, where the run's
     /// steps are those and read X from textures (`linear_tiled.wgsl`'s bindings 21 and 22).
     fn delta_texture(&self, label: &str, run: &Run, rows: usize) -> Option<wgpu::TextureView> {
-        (run.path == StepPath::Tiled && run.reads_textures()).then(|| {
-            let texels = (rows * run.o.div_ceil(4)) as u64;
-            self.texture(label, texels, wgpu::TextureUsages::empty())
-                .create_view(&wgpu::TextureViewDescriptor {
-                    label: Some(label),
-                    ..Default::default()
-                })
-        })
+        (run.path == StepPath::Tiled && run.reads_textures())
+            .then(|| self.kernel_texture(label, (rows * run.o.div_ceil(4)) as u64))
+    }
+
+    /// A view of a [`texture`](Self::texture) that only kernels fill and read (W's and δ's).
+    fn kernel_texture(&self, label: &str, texels: u64) -> wgpu::TextureView {
+        self.texture(label, texels, wgpu::TextureUsages::empty())
+            .create_view(&wgpu::TextureViewDescriptor {
+                label: Some(label),
+                ..Default::default()
+            })
     }
 
     /// Reads `len` f32 from the start of `src` through the reusable staging buffer.
@@ -2535,13 +2538,7 @@ impl Backend for GpuBackend {
             .then(|| k.tiled(&ctx.device))
             .flatten()
             .map(|tiled| {
-                let texels = (o * x_stride / 4) as u64;
-                let view = self
-                    .texture("weights (texture)", texels, wgpu::TextureUsages::empty())
-                    .create_view(&wgpu::TextureViewDescriptor {
-                        label: Some("weights (texture)"),
-                        ..Default::default()
-                    });
+                let view = self.kernel_texture("weights (texture)", (o * x_stride / 4) as u64);
                 let pack = self.bind_on(
                     "linear_tiled.pack_weights",
                     &tiled.pack.bind_group,

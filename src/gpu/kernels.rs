@@ -253,7 +253,7 @@ pub(crate) struct StepsKernels {
 
 /// Parameters one invocation of `adam` and `sgd` updates (their `PER_INVOCATION`): each loads
 /// the phase's scalars once for all of them, which cost lavapipe ~60 instructions apiece (S3's
-/// step at 2,048 rows executed 201.0 M instructions at 4, 212.9 M at 1 and 199.4 M at 16).
+/// step at 2,048 rows executed 201.3 M instructions at 4, 212.9 M at 1 and 199.4 M at 16).
 pub(crate) const OPTIMIZER_PARAMS_PER_INVOCATION: u32 = 4;
 
 /// The column groups per invocation `linear_tiled.partial` may take (its `COLUMN_GROUPS`).
