@@ -4,10 +4,12 @@
 //!
 //! `scripts/instructions.sh` runs it under valgrind: on a CPU adapter such as lavapipe the
 //! instructions an epoch executes repeat to 0.005 %, where its time on a shared machine swings
-//! 2×, so a kernel change can be judged by the instructions it saves.
+//! 2×, so a kernel change can be judged by the instructions it saves. It prints the epochs'
+//! wall-clock times (around a device wait) too, their minimum and median.
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
 use bilevel::backend::Backend;
@@ -108,7 +110,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     gpu.finish()?;
     let ids: Vec<usize> = (0..batches.len()).collect();
+    let mut times = Vec::with_capacity(args.epochs);
     for epoch in 0..args.epochs {
+        let start = Instant::now();
         match args.work {
             Work::Steps => gpu.run_steps(&ids, 3 + (epoch * ids.len()) as u64)?,
             Work::Probe => gpu.probe_batches(&ids)?,
@@ -116,6 +120,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
             Work::Gemm => gpu.probe_gemm(GemmProbe::RegisterTiles)?,
         }
         gpu.finish()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    // Wall clock around a device wait; the minimum is the figure a busy machine disturbs least.
+    times.sort_by(f64::total_cmp);
+    if let (Some(min), Some(median)) = (times.first(), times.get(times.len() / 2)) {
+        println!(
+            "epoch ms: min {min:.3}, median {median:.3} over {}",
+            times.len()
+        );
     }
     Ok(())
 }

@@ -198,7 +198,23 @@ fn update(
     Ok(())
 }
 
-/// Runs every check; the caller prints them and fails on any `!pass`.
+/// The step paths this adapter cannot run, each with what it lacks: `run` checks the others.
+pub fn paths_not_here(context: &GpuContext) -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    if !context.has_tiled_kernels() {
+        missing.push("tiled (needs subgroups of at least 8 invocations)");
+    }
+    if !context.has_rows_step() {
+        missing.push("rows and rows_folded (need subgroups of one fixed size)");
+    }
+    if !context.has_train_steps() {
+        missing.push("persistent, train_steps (binds more storage buffers per shader stage than this adapter allows)");
+    }
+    missing
+}
+
+/// Runs every check this adapter can run (not those of [`paths_not_here`]); the caller
+/// prints them and fails on any `!pass`.
 pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
     let mut out = Vec::new();
     for (n, d, o, chunks) in [
@@ -209,12 +225,11 @@ pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
         (300, 50, 2, Some(7)),
         (300, 1021, 1, Some(7)),
     ] {
-        let mut paths = vec![
-            StepKernels::Separate,
-            StepKernels::Fused,
-            StepKernels::Tiled,
-        ];
-        if o == 1 && context.has_rows_step() {
+        let mut paths = vec![StepKernels::Separate, StepKernels::Fused];
+        if context.has_tiled_kernels() {
+            paths.push(StepKernels::Tiled);
+        }
+        if context.rows_step_takes(d, o) {
             paths.push(StepKernels::Rows);
         }
         for path in paths {

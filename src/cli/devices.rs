@@ -72,7 +72,7 @@ pub fn check() -> anyhow::Result<bool> {
         "{:<56} {:>11} {:>11} {:>9} {:>9}  result",
         "what", "max |Δ|", "max rel", "atol", "rtol"
     );
-    let results = bilevel::selfcheck::run(context)?;
+    let results = bilevel::selfcheck::run(context.clone())?;
     for r in &results {
         println!(
             "{:<56} {:>11.3e} {:>11.3e} {:>9.1e} {:>9.1e}  {}",
@@ -83,6 +83,9 @@ pub fn check() -> anyhow::Result<bool> {
             r.rtol,
             if r.pass { "PASS" } else { "FAIL" }
         );
+    }
+    for path in bilevel::selfcheck::paths_not_here(&context) {
+        println!("not on this adapter: {path}");
     }
     let passed = results.iter().all(|r| r.pass);
     println!(

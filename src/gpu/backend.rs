@@ -2051,6 +2051,16 @@ fn max_column_groups(ctx: &GpuContext) -> u32 {
     }
 }
 
+/// The column groups per invocation `linear_step_rows` takes for `d` features and `o`
+/// outputs on this adapter; `None` where it cannot take them.
+pub(crate) fn rows_step_groups(ctx: &GpuContext, d: usize, o: usize) -> Option<u32> {
+    let vec4s = u32::try_from(d.div_ceil(4)).ok()?;
+    ctx.kernels
+        .subgroup_size
+        .map(|size| vec4s.div_ceil(size))
+        .filter(|&groups| o == 1 && groups <= max_column_groups(ctx))
+}
+
 /// `linear_step_rows` with `groups` column groups per invocation over a block of `r` rows:
 /// the column groups are unrolled in the source, so the loops are the rows', the last
 /// group's weights (at most 3) and each group's stores of its partials (4).
@@ -2168,11 +2178,7 @@ impl Backend for GpuBackend {
         // vs 0.41). Its rows are padded to whole subgroups of vec4, so no invocation reads
         // past its row; `Auto` takes it where that adds at most a quarter to X.
         let vec4_stride = d.next_multiple_of(4);
-        let rows_groups = ctx
-            .kernels
-            .subgroup_size
-            .map(|size| (vec4_stride as u32 / 4).div_ceil(size))
-            .filter(|&groups| o == 1 && groups <= max_column_groups(&ctx));
+        let rows_groups = rows_step_groups(&ctx, d, o);
         let rows_wanted = match (self.kernels, rows_groups) {
             (StepKernels::Rows | StepKernels::RowsFolded, None) => {
                 return Err(Error::Config(format!(

@@ -178,6 +178,12 @@ impl GpuContext {
         self.kernels.steps.is_some()
     }
 
+    /// Whether `linear_step_rows` takes `d` features and `o` outputs here: one output, and
+    /// rows that fit its column groups at this adapter's subgroup size.
+    pub fn rows_step_takes(&self, d: usize, o: usize) -> bool {
+        super::backend::rows_step_groups(self, d, o).is_some()
+    }
+
     /// Whether `linear_step_rows` can run here: subgroups of one fixed size.
     pub fn has_rows_step(&self) -> bool {
         self.kernels.subgroup_size.is_some()
