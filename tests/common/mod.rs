@@ -22,12 +22,39 @@ pub fn gpu() -> Arc<GpuContext> {
         .clone()
 }
 
-/// The multi-dispatch step paths: the fused step, the separate and the tiled kernels.
-pub const STEP_PATHS: [StepKernels; 3] = [
-    StepKernels::Fused,
-    StepKernels::Separate,
-    StepKernels::Tiled,
-];
+/// The multi-dispatch step paths this adapter takes: the fused step, the separate kernels
+/// and the tiled kernels where its subgroups have at least 8 invocations (elsewhere
+/// `tiled_kernels_match_reference_at_every_tile` proves asking for them is a clear error).
+pub fn step_paths() -> Vec<StepKernels> {
+    let mut paths = vec![StepKernels::Fused, StepKernels::Separate];
+    if gpu().has_tiled_kernels() {
+        paths.push(StepKernels::Tiled);
+    }
+    paths
+}
+
+/// Runs this test binary's other tests again at lavapipe's 4- and 16-lane subgroups
+/// (`LP_NATIVE_VECTOR_WIDTH` 128 and 512 bits; 8 lanes at its default 256 here) and asserts
+/// they pass: GPUs have other subgroup sizes than 8 (32 on NVIDIA, 64 on AMD). lavapipe reads
+/// the variable when it loads, hence a process each. `this` is the calling test's name, which
+/// the reruns skip. On other adapters the variable changes nothing and the reruns repeat the
+/// adapter's own tests.
+pub fn rerun_at_lavapipes_other_subgroup_sizes(this: &str) {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    for bits in ["128", "512"] {
+        let out = std::process::Command::new(&exe)
+            .args(["--skip", this])
+            .env("LP_NATIVE_VECTOR_WIDTH", bits)
+            .output()
+            .expect("the test binary runs again");
+        assert!(
+            out.status.success(),
+            "the tests at lavapipe's {bits}-bit vectors failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
 
 /// A backend on the shared context whose steps run on `kernels`.
 pub fn gpu_backend(kernels: StepKernels) -> GpuBackend {
