@@ -15,7 +15,7 @@ use anyhow::Context;
 use bilevel::backend::Backend;
 use bilevel::data;
 use bilevel::gpu::{GemmProbe, GpuBackend, GpuContext, StepKernels, XSource};
-use bilevel::phase::{AdamConfig, Optimizer, ParamSubset};
+use bilevel::phase::{AdamConfig, Optimizer, ParamSubset, SgdConfig};
 use bilevel::trainer::shuffled_batches;
 use clap::{Parser, ValueEnum};
 use rand::SeedableRng;
@@ -65,6 +65,10 @@ struct Args {
     /// adapters).
     #[arg(long)]
     x_buffer: bool,
+    /// Steps of SGD on the first F features only (a local phase, as S5's) instead of Adam on
+    /// every parameter.
+    #[arg(long, value_name = "F")]
+    local_features: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -92,8 +96,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let rows: Vec<u32> = (0..n as u32).collect();
     let batches = shuffled_batches(&rows, args.batch, &mut ChaCha8Rng::seed_from_u64(1));
     gpu.set_batches(&batches)?;
-    let mask = ParamSubset::All.mask(d, o)?;
-    gpu.begin_phase(&Optimizer::Adam(AdamConfig::new(0.001)), &mask)?;
+    let (subset, optimizer) = match args.local_features {
+        Some(f) => (
+            ParamSubset::Features(0..f),
+            Optimizer::Sgd(SgdConfig::new(0.01)),
+        ),
+        None => (ParamSubset::All, Optimizer::Adam(AdamConfig::new(0.001))),
+    };
+    gpu.begin_phase(&optimizer, &subset.mask(d, o)?)?;
     anyhow::ensure!(
         gpu.has_batch_probe() || args.work != Work::Probe,
         "this adapter and shape do not take the linear_step_rows path, which has the probe"

@@ -4,7 +4,7 @@
 # shared machine does not. Each count is the difference between three epochs and one, so
 # start-up, data generation and shader compilation cancel out.
 #
-#   bash scripts/instructions.sh [--probe read|gemm] [epochs' options: --n N --d D --batch B --outputs O --unfolded --x-buffer]
+#   bash scripts/instructions.sh [--probe read|gemm] [epochs' options: --n N --d D --batch B --outputs O --unfolded --x-buffer --local-features F]
 #
 # Prints both counts per epoch, their ratio and the steps' extra instructions per step.
 # `--probe read` counts against one read of all of X by the bandwidth probe instead of the
@@ -13,6 +13,8 @@
 # alone (S3's shape at fewer rows: `--probe gemm --n 2048 --d 1024 --batch 2048 --outputs 64`).
 # `--unfolded` keeps Adam in a dispatch of its own after each step where `Auto` would fold it
 # into the next.
+# `--local-features F` steps with SGD on the first F features only, a local phase (S5's:
+# `--probe read --n 16384 --d 1024 --batch 16384 --local-features 102`).
 # `--x-buffer` reads X from its storage buffers where the steps and probes would read it from
 # textures (on CPU adapters such as lavapipe).
 # The first run of a build under valgrind compiles the shaders again (some 4 G instructions;

@@ -95,6 +95,12 @@ override ROW_OUTPUTS: bool = true;
 // texture); reading X from a storage texture, 8 % fewer (S2-like full batch, 16,384 × 1,024:
 // 50.9 → 46.7 M; × 256: 15.7 → 13.6 M; a 512-feature epoch: 79.8 → 72.2 M).
 override QUAD: bool = false;
+// The column groups whose gradient the step sums (bit m: group m, features 4·m·WG ..
+// 4·(m + 1)·WG − 1); the others' partials stay zero. A phase that trains a feature range
+// (the local phase) needs few: a group left out costs its loads and dot product only, not its
+// δ·x sums nor the registers that keep its words from the dot product to them (S5's 10 % of
+// the features: see BENCHMARKS.md). All groups by default, and always with `main_folded`.
+override GRAD_GROUPS: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
 @group(0) @binding(1) var<storage, read> chunk: ChunkStep;
@@ -171,6 +177,12 @@ fn touch_ahead(p: u32, rows: vec2<u32>, lid: u32, s4: u32) -> vec4<f32> {
         }
     }
     return sum;
+}
+
+/// Whether the step sums column group m's gradient (`GRAD_GROUPS`); a constant once the
+/// pipeline's overrides are set, so a group left out compiles to nothing.
+fn sums_group(m: u32) -> bool {
+    return (GRAD_GROUPS & (1u << m)) != 0u;
 }
 
 /// The block's first and last batch positions (first ≥ count: nothing to do).
@@ -383,7 +395,9 @@ fn rows_block(
             let g_c = subgroupBroadcast(g, 2u);
             let g_d = subgroupBroadcast(g, 3u);
             // #unroll m
-            acc_m = (((acc_m + g_a * xa_m) + g_b * xb_m) + g_c * xc_m) + g_d * xd_m;
+            if sums_group(m) {
+                acc_m = (((acc_m + g_a * xa_m) + g_b * xb_m) + g_c * xc_m) + g_d * xd_m;
+            }
             // #end
             bias_acc = (((bias_acc + g_a) + g_b) + g_c) + g_d;
         }
@@ -431,7 +445,9 @@ fn rows_block(
         let g_a = subgroupBroadcast(g, 0u);
         let g_b = subgroupBroadcast(g, 1u);
         // #unroll m
-        acc_m = (acc_m + g_a * xa_m) + g_b * xb_m;
+        if sums_group(m) {
+            acc_m = (acc_m + g_a * xa_m) + g_b * xb_m;
+        }
         // #end
         bias_acc = (bias_acc + g_a) + g_b;
     }
@@ -447,7 +463,9 @@ fn rows_block(
         let logit = subgroupAdd(dot4.x + dot4.y + dot4.z + dot4.w) + bias;
         let g = bce(p, y[row], logit, lid == 0u, pw, inv);
         // #unroll m
-        acc_m += g * x_m;
+        if sums_group(m) {
+            acc_m += g * x_m;
+        }
         // #end
         bias_acc += g;
     }

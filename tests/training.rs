@@ -6,8 +6,8 @@ mod common;
 use bilevel::cpu::CpuBackend;
 use bilevel::gpu::{GpuBackend, StepKernels, XSource};
 use bilevel::{
-    AdamConfig, Backend, Batching, Error, Optimizer, ParamSubset, Phase, RunReport, SgdConfig,
-    StopReason, StopRule, data, train,
+    AdamConfig, Backend, Batching, Error, Optimizer, ParamMask, ParamSubset, Phase, RunReport,
+    SgdConfig, StopReason, StopRule, data, train,
 };
 use common::{assert_close, assert_close_f64, gpu, gpu_backend, problem};
 
@@ -909,6 +909,105 @@ fn x_textures_give_the_steps_of_x_buffers() {
         let err = gpu.probe_read(XSource::Texture).unwrap_err().to_string();
         assert!(err.contains("texture"), "{err}");
     }
+}
+
+/// `linear_step_rows` in a phase that trains a feature range sums the gradients of the
+/// column groups holding it only (`GRAD_GROUPS`): its steps end where the CPU reference's do,
+/// the frozen weights bitwise unchanged; and a first step moves the range's weights bitwise as
+/// the step summing every group does (the same sums in the same order; a mask with one more
+/// weight in every group takes that step).
+#[test]
+fn rows_step_on_a_feature_range_sums_only_its_groups() {
+    let context = gpu();
+    if !context.has_rows_step() {
+        let (data, init) = problem(10, 8, 1, 1, 1.0);
+        let err = gpu_backend(StepKernels::Rows)
+            .load(&data, &init)
+            .unwrap_err();
+        assert!(err.to_string().contains("linear_step_rows"), "{err}");
+        return;
+    }
+    let optimizers = [
+        Optimizer::Sgd(SgdConfig {
+            momentum: 0.9,
+            weight_decay: 0.01,
+            ..SgdConfig::new(0.1)
+        }),
+        Optimizer::Adam(AdamConfig::new(0.01)),
+    ];
+    let mut ran = 0;
+    for (n, d, range) in [
+        (300, 1021, 100..300),
+        (257, 385, 0..1),
+        (64, 1024, 1000..1024),
+    ] {
+        if !context.rows_step_takes(d, 1) {
+            continue; // rows too long for this subgroup size: refused (tests/kernels.rs)
+        }
+        ran += 1;
+        let (data, init) = problem(n, d, 1, d as u64, 1.0);
+        let all: Vec<u32> = (0..n as u32).collect();
+        let mut batches: Vec<Vec<u32>> = all.chunks(50).map(<[u32]>::to_vec).collect();
+        batches.push(all);
+        let steps: Vec<usize> = (0..9).map(|s| s % batches.len()).collect();
+        let mask = ParamSubset::Features(range.clone()).mask(d, 1).unwrap();
+        let run = |backend: &mut dyn Backend,
+                   optimizer: &Optimizer,
+                   mask: &ParamMask,
+                   steps: &[usize]| {
+            backend.load(&data, &init).unwrap();
+            backend.set_batches(&batches).unwrap();
+            backend.begin_phase(optimizer, mask).unwrap();
+            backend.run_steps(steps, 1).unwrap();
+            backend.params().unwrap().values
+        };
+        for optimizer in &optimizers {
+            let what = format!("{} on features {range:?} of {n}×{d}", optimizer.name());
+            let want = run(&mut CpuBackend::new(), optimizer, &mask, &steps);
+            let got = run(
+                &mut gpu_backend(StepKernels::Rows),
+                optimizer,
+                &mask,
+                &steps,
+            );
+            assert_close(&what, &got, &want, 1e-5, 1e-4);
+            for (j, (&g, &p)) in got.iter().zip(&init.values).enumerate() {
+                if !mask.0[j] {
+                    assert_eq!(
+                        g.to_bits(),
+                        p.to_bits(),
+                        "{what}: frozen parameter {j} moved"
+                    );
+                }
+            }
+        }
+        // One weight more in every 32 features (every group at up to 8 lanes, and at 16).
+        let mut wider = mask.clone();
+        for j in (0..d).step_by(32) {
+            wider.0[j] = true;
+        }
+        let sgd = &optimizers[0];
+        let ranged = run(
+            &mut gpu_backend(StepKernels::Rows),
+            sgd,
+            &mask,
+            &[batches.len() - 1],
+        );
+        let every = run(
+            &mut gpu_backend(StepKernels::Rows),
+            sgd,
+            &wider,
+            &[batches.len() - 1],
+        );
+        for j in range.clone() {
+            assert_eq!(
+                ranged[j].to_bits(),
+                every[j].to_bits(),
+                "features {range:?} of {n}×{d}: weight {j} after one step"
+            );
+        }
+    }
+    assert!(ran > 0, "no shape ran on linear_step_rows");
 }
 
 /// Every test in this file again at 4- and 16-lane subgroups (lavapipe's 128- and 512-bit vectors).

@@ -16,7 +16,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::kernels::{
-    Kernel, LazyPipeline, MAX_COLUMN_GROUPS, OPTIMIZER_PARAMS_PER_INVOCATION, RowsStep,
+    Kernel, LazyPipeline, MAX_COLUMN_GROUPS, OPTIMIZER_PARAMS_PER_INVOCATION, RowsPair, RowsStep,
     STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE, X_TEXTURE_FORMAT,
 };
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
@@ -420,6 +420,9 @@ struct Run {
     path: StepPath,
     /// `linear_step_rows` at this run's column groups, for [`StepPath::Rows`].
     rows_step: Option<Arc<RowsStep>>,
+    /// Its training steps for a phase that trains weights in some column groups only (from
+    /// [`RowsStep::train_for`]); `None` for `rows_step.train`.
+    rows_train: Option<Arc<RowsPair>>,
     /// W's texture for the tiled forward pass, where it reads X from textures.
     packed_weights: Option<PackedWeights>,
     /// The GEMM probes over chunk 0 (created by their first use).
@@ -1750,10 +1753,10 @@ impl GpuBackend {
             let elements = count * run.o as u32;
             let k = &ctx.kernels;
             if let (StepPath::Rows, Some(rows_step)) = (run.path, &run.rows_step) {
-                let pair = if row_outputs {
-                    &rows_step.outputs
-                } else {
-                    &rows_step.train
+                let pair = match (row_outputs, &run.rows_train) {
+                    (true, _) => &rows_step.outputs,
+                    (false, Some(train)) => train,
+                    (false, None) => &rows_step.train,
                 };
                 let pipeline = if contiguous {
                     &pair.contiguous
@@ -2059,6 +2062,23 @@ pub(crate) fn rows_step_groups(ctx: &GpuContext, d: usize, o: usize) -> Option<u
         .subgroup_size
         .map(|size| vec4s.div_ceil(size))
         .filter(|&groups| o == 1 && groups <= max_column_groups(ctx))
+}
+
+/// The column groups of `linear_step_rows` (`groups` per invocation, subgroups of `size`)
+/// that hold a weight `trained` marks, as its `GRAD_GROUPS` bits (bit m: group m, features
+/// 4·m·size .. 4·(m + 1)·size − 1); `None` where that is every group.
+fn trained_column_groups(trained: &[bool], groups: u32, size: u32) -> Option<u32> {
+    let span = 4 * size as usize;
+    let bits: u32 = (0..groups)
+        .filter(|&m| {
+            trained
+                .iter()
+                .skip(m as usize * span)
+                .take(span)
+                .any(|&t| t)
+        })
+        .fold(0, |bits, m| bits | 1 << m);
+    (bits.count_ones() < groups).then_some(bits)
 }
 
 /// `linear_step_rows` with `groups` column groups per invocation over a block of `r` rows:
@@ -2590,6 +2610,7 @@ impl Backend for GpuBackend {
             phase: None,
             path,
             rows_step,
+            rows_train: None,
             packed_weights,
             gemm: None,
             timer: None,
@@ -2735,6 +2756,15 @@ impl Backend for GpuBackend {
             encoder.clear_buffer(buffer, 0, None);
         }
         submit(&ctx, &counters, encoder);
+        // A phase training some features only: the steps sum those column groups' gradients.
+        let groups = rows_step_groups(&ctx, run.d, run.o);
+        run.rows_train = match (&run.rows_step, groups, ctx.kernels.subgroup_size) {
+            (Some(step), Some(groups), Some(size)) => {
+                trained_column_groups(&mask.0[..run.d], groups, size)
+                    .map(|bits| step.train_for(&ctx.device, bits))
+            }
+            _ => None,
+        };
         run.phase = Some((optimizer.clone(), mask.0.clone()));
         ctx.wait("starting a phase")
     }

@@ -236,6 +236,47 @@ pub(crate) struct RowsStep {
     /// `main_folded`: `train` with the previous step's Adam update folded in, on
     /// [`Kernels::rows_folded`]'s layout, where the adapter allows its bindings.
     pub(crate) folded: Option<RowsPair>,
+    /// `train` summing some column groups' gradients only, by `GRAD_GROUPS`, built when a
+    /// phase first needs it (see [`RowsStep::train_for`]).
+    partial_trains: Mutex<HashMap<u32, Arc<RowsPair>>>,
+    /// What `partial_trains` are built from: the module, `train`'s layout, label and overrides.
+    module: wgpu::ShaderModule,
+    layout: wgpu::PipelineLayout,
+    label: String,
+    training: Vec<(String, f64)>,
+}
+
+impl RowsStep {
+    /// `train` summing only the gradients of the column groups in `grad_groups` (bit m:
+    /// group m, the `GRAD_GROUPS` override), for phases that train a part of the features;
+    /// built at the first call for those groups, compiled at its first dispatch.
+    pub(crate) fn train_for(&self, device: &wgpu::Device, grad_groups: u32) -> Arc<RowsPair> {
+        let mut built = self
+            .partial_trains
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let pair = built.entry(grad_groups).or_insert_with(|| {
+            let constants: Vec<(&str, f64)> = self
+                .training
+                .iter()
+                .map(|(name, value)| (name.as_str(), *value))
+                .chain([("GRAD_GROUPS", f64::from(grad_groups))])
+                .collect();
+            let label = format!(
+                "{} (gradients of column groups {grad_groups:#x})",
+                self.label
+            );
+            Arc::new(rows_pair(
+                device,
+                &self.layout,
+                &label,
+                &self.module,
+                "main",
+                &constants,
+            ))
+        });
+        Arc::clone(pair)
+    }
 }
 
 /// One entry point of `linear_step_rows.wgsl` with one set of overrides, by row index and
@@ -505,6 +546,11 @@ impl Kernels {
                     let label = format!("{label} folded");
                     pair(&layout.pipeline, &label, "main_folded", &training)
                 }),
+                partial_trains: Mutex::new(HashMap::new()),
+                module: module.clone(),
+                layout: on_step.clone(),
+                label: label.clone(),
+                training: training.iter().map(|&(k, v)| (k.into(), v)).collect(),
             })
         });
         Some(Arc::clone(step))
