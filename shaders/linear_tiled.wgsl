@@ -83,6 +83,15 @@ override COLUMN_GROUPS: u32 = 1u;
 // leaves the loop out, whose code took lavapipe's compile of the 4-output partial from 18 to
 // 31 ms (S1's whole run compiles it for its checks).
 override QUAD_ROWS: bool = false;
+// The partial's passes over the columns: those from vec4 column COLUMNS_BEGIN (a multiple of
+// COLUMN_GROUPS · WG) up to the one holding column COLUMNS_END − 1. A phase that trains a
+// feature range (the local phase) sums its passes only, and within a pass the column groups
+// that reach the range (`sums_column_group`); the others' partials are not written or are
+// zero, and the optimizers, which skip the parameters the phase freezes, never read them. The
+// biases' sums are the first pass's (c0 == 0): the host begins there when a bias is trained.
+// Every pass by default, and for the checks, which need the whole gradient.
+override COLUMNS_BEGIN: u32 = 0u;
+override COLUMNS_END: u32 = 0xffffffffu;
 // Whether the forward pass writes each output's logit, loss and δ to their buffers: the
 // checks, the diagnostics and the partial reading δ from its buffer do; the training steps
 // reading δ from its texture need none of them (on lavapipe the three scattered stores and the
@@ -258,6 +267,15 @@ fn lanes_high4(v: vec4<f32>) -> mat4x4<f32> {
         subgroupBroadcast(v, 6u),
         subgroupBroadcast(v, 7u),
     );
+}
+
+/// Whether the partial sums column group m of a pass: one of its COLUMN_GROUPS, and where
+/// the columns the phase trains fit one pass (COLUMNS_END − COLUMNS_BEGIN ≤ COLUMN_GROUPS ·
+/// WG), one that reaches them. A constant once the overrides are set, so the groups left out
+/// compile to nothing (a branch at run time would not spare lavapipe their work: it runs
+/// both sides under a mask).
+fn sums_column_group(m: u32) -> bool {
+    return m < COLUMN_GROUPS && COLUMNS_BEGIN + m * WG < COLUMNS_END;
 }
 
 /// v of lanes 0 .. 3, or with `high` of lanes 4 .. 7 (subgroupBroadcast's lane must be a
@@ -564,7 +582,7 @@ fn partial(
     let out = (chunk.block_base + block) * partial_stride(dims.n_params);
     let row_offset = chunk.row_offset;
     var lane_row = 0u;
-    for (var c0 = 0u; c0 < s4; c0 += COLUMN_GROUPS * WG) {
+    for (var c0 = COLUMNS_BEGIN; c0 < min(s4, COLUMNS_END); c0 += COLUMN_GROUPS * WG) {
         // Column group m of this pass: c_m. Invocations past the last column group repeat
         // it; their sums are not stored. s<j>_m: output k + j's sums over it.
         // #unroll m
@@ -615,7 +633,7 @@ fn partial(
             let dc = lanes_low4(v_c);
             let dd = lanes_low4(v_d);
             // #unroll m
-            if m < COLUMN_GROUPS {
+            if sums_column_group(m) {
                 let xa_m = load_x(base_a + c_m);
                 let xb_m = load_x(base_b + c_m);
                 let xc_m = load_x(base_c + c_m);
@@ -658,7 +676,7 @@ fn partial(
             let d2 = dv[2];
             let d3 = dv[3];
             // #unroll m
-            if m < COLUMN_GROUPS {
+            if sums_column_group(m) {
                 let x_m = load_x(base + c_m);
                 s0_m += d0.x * x_m;
                 s1_m += d0.y * x_m;
@@ -702,7 +720,7 @@ fn partial(
             }
         }
         // #unroll m
-        if m < COLUMN_GROUPS && c0 + m * WG + lid < s4 {
+        if sums_column_group(m) && c0 + m * WG + lid < s4 {
             let q = out + k * d + 4u * c_m;
             let cols = min(4u, d - 4u * c_m);
             store_partials4(q, d, cols, min(n, 4u), s0_m, s1_m, s2_m, s3_m);

@@ -1010,6 +1010,99 @@ fn rows_step_on_a_feature_range_sums_only_its_groups() {
     assert!(ran > 0, "no shape ran on linear_step_rows");
 }
 
+/// The tiled kernels in a phase that trains a feature range (or the biases) sum the partials
+/// of the column passes and groups reaching it only (`COLUMNS_BEGIN`, `COLUMNS_END`): the steps
+/// end where the CPU reference's do with the frozen parameters bitwise unchanged, and a first
+/// step moves the trained ones bitwise as the partial over every column does (a mask that
+/// also trains the first and last feature takes that one).
+#[test]
+fn tiled_step_on_a_feature_range_sums_only_its_columns() {
+    let context = gpu();
+    if !context.has_tiled_kernels() {
+        let (data, init) = problem(10, 8, 2, 1, 1.0);
+        let err = gpu_backend(StepKernels::Tiled)
+            .load(&data, &init)
+            .unwrap_err();
+        assert!(err.to_string().contains("subgroups"), "{err}");
+        return;
+    }
+    let optimizers = [
+        Optimizer::Sgd(SgdConfig {
+            momentum: 0.9,
+            weight_decay: 0.01,
+            ..SgdConfig::new(0.1)
+        }),
+        Optimizer::Adam(AdamConfig::new(0.01)),
+    ];
+    for (n, d, o, subset) in [
+        (300, 1021, 5, ParamSubset::Features(100..300)),
+        (130, 3000, 17, ParamSubset::Features(1500..1600)),
+        (130, 3000, 3, ParamSubset::Features(0..1)),
+        (100, 700, 9, ParamSubset::Bias),
+    ] {
+        let (data, init) = problem(n, d, o, (d + o) as u64, 1.0);
+        let all: Vec<u32> = (0..n as u32).collect();
+        let mut batches: Vec<Vec<u32>> = all.chunks(50).map(<[u32]>::to_vec).collect();
+        batches.push(all);
+        let steps: Vec<usize> = (0..7).map(|s| s % batches.len()).collect();
+        let mask = subset.mask(d, o).unwrap();
+        let run = |backend: &mut dyn Backend,
+                   optimizer: &Optimizer,
+                   mask: &ParamMask,
+                   steps: &[usize]| {
+            backend.load(&data, &init).unwrap();
+            backend.set_batches(&batches).unwrap();
+            backend.begin_phase(optimizer, mask).unwrap();
+            backend.run_steps(steps, 1).unwrap();
+            backend.params().unwrap().values
+        };
+        for optimizer in &optimizers {
+            let what = format!("{} on {subset:?} of {n}×{d}→{o}", optimizer.name());
+            let want = run(&mut CpuBackend::new(), optimizer, &mask, &steps);
+            let got = run(
+                &mut gpu_backend(StepKernels::Tiled),
+                optimizer,
+                &mask,
+                &steps,
+            );
+            assert_close(&what, &got, &want, 1e-5, 1e-4);
+            for (j, (&g, &p)) in got.iter().zip(&init.values).enumerate() {
+                if !mask.0[j] {
+                    assert_eq!(
+                        g.to_bits(),
+                        p.to_bits(),
+                        "{what}: frozen parameter {j} moved"
+                    );
+                }
+            }
+        }
+        let mut wider = mask.clone();
+        wider.0[0] = true;
+        wider.0[d - 1] = true;
+        let sgd = &optimizers[0];
+        let full_batch = [batches.len() - 1];
+        let ranged = run(
+            &mut gpu_backend(StepKernels::Tiled),
+            sgd,
+            &mask,
+            &full_batch,
+        );
+        let every = run(
+            &mut gpu_backend(StepKernels::Tiled),
+            sgd,
+            &wider,
+            &full_batch,
+        );
+        for j in (0..mask.0.len()).filter(|&j| mask.0[j]) {
+            assert_eq!(
+                ranged[j].to_bits(),
+                every[j].to_bits(),
+                "{subset:?} of {n}×{d}→{o}: parameter {j} after one step"
+            );
+        }
+    }
+}
+
 /// Every test in this file again at 4- and 16-lane subgroups (lavapipe's 128- and 512-bit vectors).
 #[test]
 fn training_holds_at_lavapipes_other_subgroup_sizes() {

@@ -9,6 +9,7 @@
 
 use std::cell::Cell;
 use std::num::NonZeroU64;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -421,8 +422,11 @@ struct Run {
     /// `linear_step_rows` at this run's column groups, for [`StepPath::Rows`].
     rows_step: Option<Arc<RowsStep>>,
     /// Its training steps for a phase that trains weights in some column groups only (from
-    /// [`RowsStep::train_for`]); `None` for `rows_step.train`.
+    /// `RowsStep::train_for`); `None` for `rows_step.train`.
     rows_train: Option<Arc<RowsPair>>,
+    /// The tiled partial for a phase that trains some columns' weights only (from
+    /// `TiledKernels::partial_over`); `None` for every column.
+    tiled_train_partial: Option<Arc<LazyPipeline>>,
     /// W's texture for the tiled forward pass, where it reads X from textures.
     packed_weights: Option<PackedWeights>,
     /// The GEMM probes over chunk 0 (created by their first use).
@@ -1789,6 +1793,10 @@ impl GpuBackend {
                     tiled.forward_for(count, run.o as u32, x_texture, row_outputs);
                 let (partial, partial_tiles) =
                     tiled.partial_for(run.o as u32, run.x_stride as u32 / 4, x_texture);
+                let partial = match (row_outputs, &run.tiled_train_partial) {
+                    (false, Some(ranged)) => ranged,
+                    _ => partial,
+                };
                 dispatch_on(pass, ctx, forward, tf, &[offset], forward_groups);
                 dispatch_on(pass, ctx, partial, tp, &[offset], blocks * partial_tiles);
             } else {
@@ -2079,6 +2087,22 @@ fn trained_column_groups(trained: &[bool], groups: u32, size: u32) -> Option<u32
         })
         .fold(0, |bits, m| bits | 1 << m);
     (bits.count_ones() < groups).then_some(bits)
+}
+
+/// The vec4 columns of X holding a weight that `trained` (a phase's mask over `d` features
+/// and `o` outputs, then the biases) marks, from 0 where a bias is trained (the tiled
+/// partial's first pass sums the biases); `None` where that is every column.
+fn trained_columns(trained: &[bool], d: usize, o: usize) -> Option<Range<u32>> {
+    let (weights, biases) = trained.split_at(d * o);
+    let column = |j: usize| (0..o).any(|k| weights[k * d + j]);
+    let first = (0..d).find(|&j| column(j));
+    let last = (0..d).rev().find(|&j| column(j));
+    let (begin, end) = match (first, last) {
+        (Some(first), Some(last)) => (first / 4, last / 4 + 1),
+        _ => (0, 1),
+    };
+    let begin = if biases.iter().any(|&t| t) { 0 } else { begin };
+    (begin > 0 || end < d.div_ceil(4)).then_some(begin as u32..end as u32)
 }
 
 /// `linear_step_rows` with `groups` column groups per invocation over a block of `r` rows:
@@ -2611,6 +2635,7 @@ impl Backend for GpuBackend {
             path,
             rows_step,
             rows_train: None,
+            tiled_train_partial: None,
             packed_weights,
             gemm: None,
             timer: None,
@@ -2762,6 +2787,21 @@ impl Backend for GpuBackend {
             (Some(step), Some(groups), Some(size)) => {
                 trained_column_groups(&mask.0[..run.d], groups, size)
                     .map(|bits| step.train_for(&ctx.device, bits))
+            }
+            _ => None,
+        };
+        run.tiled_train_partial = match (run.path, ctx.kernels.tiled(&ctx.device)) {
+            (StepPath::Tiled, Some(tiled)) => {
+                trained_columns(&mask.0, run.d, run.o).map(|columns| {
+                    let x_texture = run.reads_textures();
+                    tiled.partial_over(
+                        &ctx.device,
+                        run.o as u32,
+                        run.x_stride as u32 / 4,
+                        x_texture,
+                        columns,
+                    )
+                })
             }
             _ => None,
         };

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// Invocations per workgroup in every kernel, set as the WGSL `override WG` (a power of two).
@@ -207,7 +208,7 @@ pub(crate) struct Kernels {
     /// texture, its module built when a run first needs that variant (its pipelines, like
     /// every other, at their first dispatch), where the adapter has subgroups of one fixed
     /// size.
-    rows_steps: Mutex<HashMap<(u32, bool), Arc<RowsStep>>>,
+    rows_steps: BuiltOnUse<(u32, bool), RowsStep>,
     /// The fixed subgroup size `linear_step_rows` runs its workgroups at, if any.
     pub(crate) subgroup_size: Option<u32>,
     /// log2 of the width in texels of X's textures: the widest power of two the adapter
@@ -238,7 +239,7 @@ pub(crate) struct RowsStep {
     pub(crate) folded: Option<RowsPair>,
     /// `train` summing some column groups' gradients only, by `GRAD_GROUPS`, built when a
     /// phase first needs it (see [`RowsStep::train_for`]).
-    partial_trains: Mutex<HashMap<u32, Arc<RowsPair>>>,
+    partial_trains: BuiltOnUse<u32, RowsPair>,
     /// What `partial_trains` are built from: the module, `train`'s layout, label and overrides.
     module: wgpu::ShaderModule,
     layout: wgpu::PipelineLayout,
@@ -304,6 +305,13 @@ const TILED_COLUMN_GROUPS: [u32; 3] = [1, 2, 4];
 /// that many dot products).
 const TILED_FORWARD_ROWS: u32 = 8;
 
+/// What a run builds at its first need of it, shared by later runs, by key.
+type BuiltOnUse<K, T> = Mutex<HashMap<K, Arc<T>>>;
+
+/// A tiled partial's outputs per invocation, column groups per invocation and whether it
+/// reads X from its texture.
+type PartialTile = (u32, u32, bool);
+
 /// `linear_tiled.wgsl`'s two kernels by outputs and column groups per invocation and by where
 /// they read X.
 pub(crate) struct TiledKernels {
@@ -317,9 +325,13 @@ pub(crate) struct TiledKernels {
     pack_weights: LazyPipeline,
     /// `forward`'s pipelines by (outputs per invocation, X from its texture, row outputs).
     forward_pipelines: HashMap<(u32, bool, bool), LazyPipeline>,
-    /// `partial`'s pipelines by (outputs per invocation, column groups per invocation, X from
-    /// its texture).
-    partial_pipelines: HashMap<(u32, u32, bool), LazyPipeline>,
+    /// `partial`'s pipelines by their tile.
+    partial_pipelines: HashMap<PartialTile, LazyPipeline>,
+    /// `partial` over some columns only (`COLUMNS_BEGIN`, `COLUMNS_END`), by its tile and the
+    /// columns, built when a phase first needs it (see [`TiledKernels::partial_over`]).
+    ranged_partials: BuiltOnUse<(PartialTile, Range<u32>), LazyPipeline>,
+    /// The module the ranged partials are built from.
+    module: wgpu::ShaderModule,
 }
 
 impl TiledKernels {
@@ -434,6 +446,8 @@ impl TiledKernels {
             pack_weights,
             forward_pipelines,
             partial_pipelines,
+            ranged_partials: Mutex::new(HashMap::new()),
+            module,
         }
     }
 
@@ -464,27 +478,77 @@ impl TiledKernels {
         )
     }
 
-    /// `partial` for `o` outputs and its output tiles per block: 4, 8 or 16 outputs per
-    /// invocation, the fewest that cover `o` up to 16 (each load of X feeds them all; S3's 64
-    /// outputs on lavapipe: 16 per invocation took the step from 547 to 494 ms).
-    /// Each invocation takes the most column groups (of [`TILED_COLUMN_GROUPS`]) that the
-    /// workgroup fills on rows of `s4` column groups.
+    /// `partial` for `o` outputs on rows of `s4` column groups (its tile: [`partial_tile`])
+    /// and its output tiles per block.
     pub(crate) fn partial_for(&self, o: u32, s4: u32, x_texture: bool) -> (&LazyPipeline, u32) {
-        let outputs = match o {
-            0..=4 => 4,
-            5..=8 => 8,
-            _ => 16,
-        };
-        let groups = TILED_COLUMN_GROUPS
-            .into_iter()
-            .rev()
-            .find(|g| g * WORKGROUP_SIZE <= s4)
-            .unwrap_or(1);
+        let (outputs, groups) = partial_tile(o, s4);
         (
             &self.partial_pipelines[&(outputs, groups, x_texture)],
             o.div_ceil(outputs),
         )
     }
+
+    /// [`TiledKernels::partial_for`]'s pipeline summing only the passes over the vec4 columns
+    /// `columns` (from the pass holding `columns.start`; the first pass holds the biases'
+    /// sums), for a phase that trains those columns' weights; built at the first call for
+    /// them, compiled at its first dispatch.
+    pub(crate) fn partial_over(
+        &self,
+        device: &wgpu::Device,
+        o: u32,
+        s4: u32,
+        x_texture: bool,
+        columns: Range<u32>,
+    ) -> Arc<LazyPipeline> {
+        let (outputs, groups) = partial_tile(o, s4);
+        let pass = groups * WORKGROUP_SIZE;
+        let begin = columns.start / pass * pass;
+        let key = ((outputs, groups, x_texture), begin..columns.end);
+        let mut built = self
+            .ranged_partials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let pipeline = built.entry(key).or_insert_with(|| {
+            let full = &self.partial_pipelines[&(outputs, groups, x_texture)];
+            let constants: Vec<(&str, f64)> = full
+                .constants
+                .iter()
+                .map(|(name, value)| (name.as_str(), *value))
+                .chain([
+                    ("COLUMNS_BEGIN", f64::from(begin)),
+                    ("COLUMNS_END", f64::from(columns.end)),
+                ])
+                .collect();
+            let label = format!("{} (columns {begin}..{})", full.label, columns.end);
+            Arc::new(LazyPipeline::new(
+                device,
+                &label,
+                &self.partial.pipeline,
+                &self.module,
+                "partial",
+                &constants,
+            ))
+        });
+        Arc::clone(pipeline)
+    }
+}
+
+/// The tiled partial's outputs and column groups per invocation for `o` outputs and rows of
+/// `s4` column groups: 4, 8 or 16 outputs, the fewest that cover `o` up to 16 (each load of
+/// X feeds them all; S3's 64 outputs on lavapipe: 16 per invocation took the step from 547 to
+/// 494 ms), and the most column groups (of [`TILED_COLUMN_GROUPS`]) the workgroup fills.
+fn partial_tile(o: u32, s4: u32) -> (u32, u32) {
+    let outputs = match o {
+        0..=4 => 4,
+        5..=8 => 8,
+        _ => 16,
+    };
+    let groups = TILED_COLUMN_GROUPS
+        .into_iter()
+        .rev()
+        .find(|g| g * WORKGROUP_SIZE <= s4)
+        .unwrap_or(1);
+    (outputs, groups)
 }
 
 /// Storage buffers `train_steps.wgsl` binds (WebGPU's default limit is 8).
