@@ -911,11 +911,72 @@ fn x_textures_give_the_steps_of_x_buffers() {
     }
 }
 
+/// A phase training `subset` of a seeded `n`×`d`→`o` problem on `kernels`, whose steps sum
+/// the trained columns' gradients only, against the CPU reference (SGD with momentum and
+/// weight decay, then Adam, over minibatches and the full batch): the steps end where the
+/// reference's do, the frozen parameters bitwise unchanged; and one full-batch SGD step moves
+/// the trained parameters bitwise as under the mask `widen` makes, which trains a few more
+/// weights so that the steps sum every column (the same sums in the same order).
+fn check_column_subset_phase(
+    kernels: StepKernels,
+    (n, d, o): (usize, usize, usize),
+    subset: ParamSubset,
+    widen: impl Fn(&mut ParamMask),
+) {
+    let (data, init) = problem(n, d, o, (d + o) as u64, 1.0);
+    let all: Vec<u32> = (0..n as u32).collect();
+    let mut batches: Vec<Vec<u32>> = all.chunks(50).map(<[u32]>::to_vec).collect();
+    batches.push(all);
+    let steps: Vec<usize> = (0..7).map(|s| s % batches.len()).collect();
+    let mask = subset.mask(d, o).unwrap();
+    let run =
+        |backend: &mut dyn Backend, optimizer: &Optimizer, mask: &ParamMask, steps: &[usize]| {
+            backend.load(&data, &init).unwrap();
+            backend.set_batches(&batches).unwrap();
+            backend.begin_phase(optimizer, mask).unwrap();
+            backend.run_steps(steps, 1).unwrap();
+            backend.params().unwrap().values
+        };
+    let sgd = Optimizer::Sgd(SgdConfig {
+        momentum: 0.9,
+        weight_decay: 0.01,
+        ..SgdConfig::new(0.1)
+    });
+    for optimizer in [&sgd, &Optimizer::Adam(AdamConfig::new(0.01))] {
+        let what = format!(
+            "{kernels:?}, {} on {subset:?} of {n}×{d}→{o}",
+            optimizer.name()
+        );
+        let want = run(&mut CpuBackend::new(), optimizer, &mask, &steps);
+        let got = run(&mut gpu_backend(kernels), optimizer, &mask, &steps);
+        assert_close(&what, &got, &want, 1e-5, 1e-4);
+        for (j, (&g, &p)) in got.iter().zip(&init.values).enumerate() {
+            if !mask.0[j] {
+                assert_eq!(
+                    g.to_bits(),
+                    p.to_bits(),
+                    "{what}: frozen parameter {j} moved"
+                );
+            }
+        }
+    }
+    let mut wider = mask.clone();
+    widen(&mut wider);
+    let full_batch = [batches.len() - 1];
+    let ranged = run(&mut gpu_backend(kernels), &sgd, &mask, &full_batch);
+    let every = run(&mut gpu_backend(kernels), &sgd, &wider, &full_batch);
+    for j in (0..mask.0.len()).filter(|&j| mask.0[j]) {
+        assert_eq!(
+            ranged[j].to_bits(),
+            every[j].to_bits(),
+            "{kernels:?}, {subset:?} of {n}×{d}→{o}: parameter {j} after one step"
+        );
+    }
+}
+
 /// `linear_step_rows` in a phase that trains a feature range sums the gradients of the
-/// column groups holding it only (`GRAD_GROUPS`): its steps end where the CPU reference's do,
-/// the frozen weights bitwise unchanged; and a first step moves the range's weights bitwise as
-/// the step summing every group does (the same sums in the same order; a mask with one more
-/// weight in every group takes that step).
+/// column groups holding it only (`GRAD_GROUPS`); the wider mask trains a weight in every
+/// 32 features (every group at up to 8 lanes, and at 16).
 #[test]
 fn rows_step_on_a_feature_range_sums_only_its_groups() {
     let context = gpu();
@@ -927,14 +988,6 @@ fn rows_step_on_a_feature_range_sums_only_its_groups() {
         assert!(err.to_string().contains("linear_step_rows"), "{err}");
         return;
     }
-    let optimizers = [
-        Optimizer::Sgd(SgdConfig {
-            momentum: 0.9,
-            weight_decay: 0.01,
-            ..SgdConfig::new(0.1)
-        }),
-        Optimizer::Adam(AdamConfig::new(0.01)),
-    ];
     let mut ran = 0;
     for (n, d, range) in [
         (300, 1021, 100..300),
@@ -945,76 +998,20 @@ fn rows_step_on_a_feature_range_sums_only_its_groups() {
             continue; // rows too long for this subgroup size: refused (tests/kernels.rs)
         }
         ran += 1;
-        let (data, init) = problem(n, d, 1, d as u64, 1.0);
-        let all: Vec<u32> = (0..n as u32).collect();
-        let mut batches: Vec<Vec<u32>> = all.chunks(50).map(<[u32]>::to_vec).collect();
-        batches.push(all);
-        let steps: Vec<usize> = (0..9).map(|s| s % batches.len()).collect();
-        let mask = ParamSubset::Features(range.clone()).mask(d, 1).unwrap();
-        let run = |backend: &mut dyn Backend,
-                   optimizer: &Optimizer,
-                   mask: &ParamMask,
-                   steps: &[usize]| {
-            backend.load(&data, &init).unwrap();
-            backend.set_batches(&batches).unwrap();
-            backend.begin_phase(optimizer, mask).unwrap();
-            backend.run_steps(steps, 1).unwrap();
-            backend.params().unwrap().values
-        };
-        for optimizer in &optimizers {
-            let what = format!("{} on features {range:?} of {n}×{d}", optimizer.name());
-            let want = run(&mut CpuBackend::new(), optimizer, &mask, &steps);
-            let got = run(
-                &mut gpu_backend(StepKernels::Rows),
-                optimizer,
-                &mask,
-                &steps,
-            );
-            assert_close(&what, &got, &want, 1e-5, 1e-4);
-            for (j, (&g, &p)) in got.iter().zip(&init.values).enumerate() {
-                if !mask.0[j] {
-                    assert_eq!(
-                        g.to_bits(),
-                        p.to_bits(),
-                        "{what}: frozen parameter {j} moved"
-                    );
-                }
-            }
-        }
-        // One weight more in every 32 features (every group at up to 8 lanes, and at 16).
-        let mut wider = mask.clone();
-        for j in (0..d).step_by(32) {
-            wider.0[j] = true;
-        }
-        let sgd = &optimizers[0];
-        let ranged = run(
-            &mut gpu_backend(StepKernels::Rows),
-            sgd,
-            &mask,
-            &[batches.len() - 1],
+        let widen = |mask: &mut ParamMask| (0..d).step_by(32).for_each(|j| mask.0[j] = true);
+        check_column_subset_phase(
+            StepKernels::Rows,
+            (n, d, 1),
+            ParamSubset::Features(range),
+            widen,
         );
-        let every = run(
-            &mut gpu_backend(StepKernels::Rows),
-            sgd,
-            &wider,
-            &[batches.len() - 1],
-        );
-        for j in range.clone() {
-            assert_eq!(
-                ranged[j].to_bits(),
-                every[j].to_bits(),
-                "features {range:?} of {n}×{d}: weight {j} after one step"
-            );
-        }
     }
     assert!(ran > 0, "no shape ran on linear_step_rows");
 }
 
 /// The tiled kernels in a phase that trains a feature range (or the biases) sum the partials
-/// of the column passes and groups reaching it only (`COLUMNS_BEGIN`, `COLUMNS_END`): the steps
-/// end where the CPU reference's do with the frozen parameters bitwise unchanged, and a first
-/// step moves the trained ones bitwise as the partial over every column does (a mask that
-/// also trains the first and last feature takes that one).
+/// of the column passes and groups reaching it only (`COLUMNS_BEGIN`, `COLUMNS_END`); the
+/// wider mask trains the first and last feature too.
 #[test]
 fn tiled_step_on_a_feature_range_sums_only_its_columns() {
     let context = gpu();
@@ -1026,80 +1023,17 @@ fn tiled_step_on_a_feature_range_sums_only_its_columns() {
         assert!(err.to_string().contains("subgroups"), "{err}");
         return;
     }
-    let optimizers = [
-        Optimizer::Sgd(SgdConfig {
-            momentum: 0.9,
-            weight_decay: 0.01,
-            ..SgdConfig::new(0.1)
-        }),
-        Optimizer::Adam(AdamConfig::new(0.01)),
-    ];
     for (n, d, o, subset) in [
         (300, 1021, 5, ParamSubset::Features(100..300)),
         (130, 3000, 17, ParamSubset::Features(1500..1600)),
         (130, 3000, 3, ParamSubset::Features(0..1)),
         (100, 700, 9, ParamSubset::Bias),
     ] {
-        let (data, init) = problem(n, d, o, (d + o) as u64, 1.0);
-        let all: Vec<u32> = (0..n as u32).collect();
-        let mut batches: Vec<Vec<u32>> = all.chunks(50).map(<[u32]>::to_vec).collect();
-        batches.push(all);
-        let steps: Vec<usize> = (0..7).map(|s| s % batches.len()).collect();
-        let mask = subset.mask(d, o).unwrap();
-        let run = |backend: &mut dyn Backend,
-                   optimizer: &Optimizer,
-                   mask: &ParamMask,
-                   steps: &[usize]| {
-            backend.load(&data, &init).unwrap();
-            backend.set_batches(&batches).unwrap();
-            backend.begin_phase(optimizer, mask).unwrap();
-            backend.run_steps(steps, 1).unwrap();
-            backend.params().unwrap().values
+        let widen = |mask: &mut ParamMask| {
+            mask.0[0] = true;
+            mask.0[d - 1] = true;
         };
-        for optimizer in &optimizers {
-            let what = format!("{} on {subset:?} of {n}×{d}→{o}", optimizer.name());
-            let want = run(&mut CpuBackend::new(), optimizer, &mask, &steps);
-            let got = run(
-                &mut gpu_backend(StepKernels::Tiled),
-                optimizer,
-                &mask,
-                &steps,
-            );
-            assert_close(&what, &got, &want, 1e-5, 1e-4);
-            for (j, (&g, &p)) in got.iter().zip(&init.values).enumerate() {
-                if !mask.0[j] {
-                    assert_eq!(
-                        g.to_bits(),
-                        p.to_bits(),
-                        "{what}: frozen parameter {j} moved"
-                    );
-                }
-            }
-        }
-        let mut wider = mask.clone();
-        wider.0[0] = true;
-        wider.0[d - 1] = true;
-        let sgd = &optimizers[0];
-        let full_batch = [batches.len() - 1];
-        let ranged = run(
-            &mut gpu_backend(StepKernels::Tiled),
-            sgd,
-            &mask,
-            &full_batch,
-        );
-        let every = run(
-            &mut gpu_backend(StepKernels::Tiled),
-            sgd,
-            &wider,
-            &full_batch,
-        );
-        for j in (0..mask.0.len()).filter(|&j| mask.0[j]) {
-            assert_eq!(
-                ranged[j].to_bits(),
-                every[j].to_bits(),
-                "{subset:?} of {n}×{d}→{o}: parameter {j} after one step"
-            );
-        }
+        check_column_subset_phase(StepKernels::Tiled, (n, d, o), subset, widen);
     }
 }
 
