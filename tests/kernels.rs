@@ -10,7 +10,9 @@ use bilevel::{
     AdamConfig, Backend, Dataset, Error, Optimizer, OptimizerState, ParamMask, ParamSubset, Params,
     SgdConfig,
 };
-use common::{assert_close, gpu, gpu_backend, max_abs, problem, step_paths, values};
+use common::{
+    assert_close, assert_refused, gpu, gpu_backend, max_abs, problem, step_paths, values,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -229,10 +231,7 @@ fn random_shapes_match_reference() {
 fn tiled_kernels_match_reference_at_every_tile() {
     let context = gpu();
     if !context.has_tiled_kernels() {
-        let (data, params) = problem(10, 8, 2, 1, 1.0);
-        let mut gpu = gpu_backend(StepKernels::Tiled);
-        let err = gpu.load(&data, &params).unwrap_err().to_string();
-        assert!(err.contains("subgroups"), "{err}");
+        assert_refused(StepKernels::Tiled, (10, 8, 2), "subgroups");
         return;
     }
     let mut seed = 800;
@@ -261,10 +260,7 @@ fn tiled_kernels_match_reference_at_every_tile() {
 fn rows_step_matches_reference_wherever_it_runs() {
     let context = gpu();
     if !context.has_rows_step() {
-        let (data, params) = problem(10, 8, 1, 1, 1.0);
-        let mut gpu = gpu_backend(StepKernels::Rows);
-        let err = gpu.load(&data, &params).unwrap_err().to_string();
-        assert!(err.contains("subgroups"), "{err}");
+        assert_refused(StepKernels::Rows, (10, 8, 1), "subgroups");
         return;
     }
     let mut seed = 500;
@@ -277,10 +273,7 @@ fn rows_step_matches_reference_wherever_it_runs() {
             if context.rows_step_takes(d, 1) {
                 compare_kernels(&mut gpu_backend(StepKernels::Rows), &data, &params, seed);
             } else {
-                let err = gpu_backend(StepKernels::Rows)
-                    .load(&data, &params)
-                    .unwrap_err();
-                assert!(err.to_string().contains("linear_step_rows"), "{err}");
+                assert_refused(StepKernels::Rows, (n, d, 1), "linear_step_rows");
             }
         }
     }
@@ -295,10 +288,7 @@ fn rows_step_matches_reference_wherever_it_runs() {
     }
     // More outputs, or rows longer than its register arrays hold: refused by name.
     for (d, o) in [(64, 2), (40_000, 1)] {
-        let (data, params) = problem(3, d, o, 9, 1.0);
-        let mut gpu = gpu_backend(StepKernels::Rows);
-        let err = gpu.load(&data, &params).unwrap_err().to_string();
-        assert!(err.contains("linear_step_rows"), "{err}");
+        assert_refused(StepKernels::Rows, (3, d, o), "linear_step_rows");
     }
 }
 

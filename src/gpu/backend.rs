@@ -2072,23 +2072,6 @@ pub(crate) fn rows_step_groups(ctx: &GpuContext, d: usize, o: usize) -> Option<u
         .filter(|&groups| o == 1 && groups <= max_column_groups(ctx))
 }
 
-/// The column groups of `linear_step_rows` (`groups` per invocation, subgroups of `size`)
-/// that hold a weight `trained` marks, as its `GRAD_GROUPS` bits (bit m: group m, features
-/// 4·m·size .. 4·(m + 1)·size − 1); `None` where that is every group.
-fn trained_column_groups(trained: &[bool], groups: u32, size: u32) -> Option<u32> {
-    let span = 4 * size as usize;
-    let bits: u32 = (0..groups)
-        .filter(|&m| {
-            trained
-                .iter()
-                .skip(m as usize * span)
-                .take(span)
-                .any(|&t| t)
-        })
-        .fold(0, |bits, m| bits | 1 << m);
-    (bits.count_ones() < groups).then_some(bits)
-}
-
 /// The vec4 columns of X holding a weight that `trained` (a phase's mask over `d` features
 /// and `o` outputs, then the biases) marks, from 0 where a bias is trained (the tiled
 /// partial's first pass sums the biases); `None` where that is every column.
@@ -2781,26 +2764,13 @@ impl Backend for GpuBackend {
             encoder.clear_buffer(buffer, 0, None);
         }
         submit(&ctx, &counters, encoder);
-        // A phase training some features only: the steps sum those column groups' gradients.
-        let groups = rows_step_groups(&ctx, run.d, run.o);
-        run.rows_train = match (&run.rows_step, groups, ctx.kernels.subgroup_size) {
-            (Some(step), Some(groups), Some(size)) => {
-                trained_column_groups(&mask.0[..run.d], groups, size)
-                    .map(|bits| step.train_for(&ctx.device, bits))
-            }
-            _ => None,
-        };
+        // A phase training some features only: its steps sum those columns' gradients.
+        run.rows_train = (run.rows_step.as_ref()).and_then(|step| step.train_for(&mask.0[..run.d]));
         run.tiled_train_partial = match (run.path, ctx.kernels.tiled(&ctx.device)) {
             (StepPath::Tiled, Some(tiled)) => {
                 trained_columns(&mask.0, run.d, run.o).map(|columns| {
                     let x_texture = run.reads_textures();
-                    tiled.partial_over(
-                        &ctx.device,
-                        run.o as u32,
-                        run.x_stride as u32 / 4,
-                        x_texture,
-                        columns,
-                    )
+                    tiled.partial_over(run.o as u32, run.x_stride as u32 / 4, x_texture, columns)
                 })
             }
             _ => None,

@@ -240,43 +240,57 @@ pub(crate) struct RowsStep {
     /// `train` summing some column groups' gradients only, by `GRAD_GROUPS`, built when a
     /// phase first needs it (see [`RowsStep::train_for`]).
     partial_trains: BuiltOnUse<u32, RowsPair>,
-    /// What `partial_trains` are built from: the module, `train`'s layout, label and overrides.
-    module: wgpu::ShaderModule,
-    layout: wgpu::PipelineLayout,
-    label: String,
-    training: Vec<(String, f64)>,
+    /// Column groups per invocation, and the features each spans across the subgroup.
+    groups: u32,
+    group_features: usize,
 }
 
 impl RowsStep {
-    /// `train` summing only the gradients of the column groups in `grad_groups` (bit m:
-    /// group m, the `GRAD_GROUPS` override), for phases that train a part of the features;
-    /// built at the first call for those groups, compiled at its first dispatch.
-    pub(crate) fn train_for(&self, device: &wgpu::Device, grad_groups: u32) -> Arc<RowsPair> {
+    /// `train` summing only the gradients of the column groups that hold a weight `trained`
+    /// marks (one per feature: the `GRAD_GROUPS` override), for a phase that trains a part of
+    /// the features; `None` where that is every group (`train` itself). Built at the first
+    /// call for those groups, compiled at its first dispatch.
+    pub(crate) fn train_for(&self, trained: &[bool]) -> Option<Arc<RowsPair>> {
+        let span = self.group_features;
+        let grad_groups: u32 = (0..self.groups)
+            .filter(|&m| {
+                trained
+                    .iter()
+                    .skip(m as usize * span)
+                    .take(span)
+                    .any(|&t| t)
+            })
+            .fold(0, |bits, m| bits | 1 << m);
+        if grad_groups.count_ones() == self.groups {
+            return None;
+        }
         let mut built = self
             .partial_trains
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let pair = built.entry(grad_groups).or_insert_with(|| {
-            let constants: Vec<(&str, f64)> = self
-                .training
+            // `train` with the override added: its module, layout and overrides.
+            let train = &self.train.indexed;
+            let constants: Vec<(&str, f64)> = train
+                .constants
                 .iter()
                 .map(|(name, value)| (name.as_str(), *value))
                 .chain([("GRAD_GROUPS", f64::from(grad_groups))])
                 .collect();
             let label = format!(
                 "{} (gradients of column groups {grad_groups:#x})",
-                self.label
+                train.label
             );
             Arc::new(rows_pair(
-                device,
-                &self.layout,
+                &train.device,
+                &train.layout,
                 &label,
-                &self.module,
+                &train.module,
                 "main",
                 &constants,
             ))
         });
-        Arc::clone(pair)
+        Some(Arc::clone(pair))
     }
 }
 
@@ -330,8 +344,6 @@ pub(crate) struct TiledKernels {
     /// `partial` over some columns only (`COLUMNS_BEGIN`, `COLUMNS_END`), by its tile and the
     /// columns, built when a phase first needs it (see [`TiledKernels::partial_over`]).
     ranged_partials: BuiltOnUse<(PartialTile, Range<u32>), LazyPipeline>,
-    /// The module the ranged partials are built from.
-    module: wgpu::ShaderModule,
 }
 
 impl TiledKernels {
@@ -447,7 +459,6 @@ impl TiledKernels {
             forward_pipelines,
             partial_pipelines,
             ranged_partials: Mutex::new(HashMap::new()),
-            module,
         }
     }
 
@@ -494,7 +505,6 @@ impl TiledKernels {
     /// them, compiled at its first dispatch.
     pub(crate) fn partial_over(
         &self,
-        device: &wgpu::Device,
         o: u32,
         s4: u32,
         x_texture: bool,
@@ -509,6 +519,7 @@ impl TiledKernels {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let pipeline = built.entry(key).or_insert_with(|| {
+            // The all-columns pipeline with the two overrides: its module, layout and overrides.
             let full = &self.partial_pipelines[&(outputs, groups, x_texture)];
             let constants: Vec<(&str, f64)> = full
                 .constants
@@ -521,10 +532,10 @@ impl TiledKernels {
                 .collect();
             let label = format!("{} (columns {begin}..{})", full.label, columns.end);
             Arc::new(LazyPipeline::new(
-                device,
+                &full.device,
                 &label,
-                &self.partial.pipeline,
-                &self.module,
+                &full.layout,
+                &full.module,
                 "partial",
                 &constants,
             ))
@@ -611,10 +622,8 @@ impl Kernels {
                     pair(&layout.pipeline, &label, "main_folded", &training)
                 }),
                 partial_trains: Mutex::new(HashMap::new()),
-                module: module.clone(),
-                layout: on_step.clone(),
-                label: label.clone(),
-                training: training.iter().map(|&(k, v)| (k.into(), v)).collect(),
+                groups,
+                group_features: 4 * size as usize,
             })
         });
         Some(Arc::clone(step))

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use bilevel::backend::Backend;
 use bilevel::gpu::{GpuBackend, GpuContext, StepKernels};
 use bilevel::{Dataset, Params};
 use rand::{Rng, SeedableRng};
@@ -61,6 +62,18 @@ pub fn gpu_backend(kernels: StepKernels) -> GpuBackend {
     let mut backend = GpuBackend::new(gpu());
     backend.set_step_kernels(kernels);
     backend
+}
+
+/// Asserts that loading a seeded `n`×`d`→`o` problem on `kernels` fails with an error that
+/// contains `names`: a path the adapter or shape cannot take is refused by name, never
+/// replaced by another.
+pub fn assert_refused(kernels: StepKernels, (n, d, o): (usize, usize, usize), names: &str) {
+    let (data, params) = problem(n, d, o, 1, 1.0);
+    let err = gpu_backend(kernels).load(&data, &params).unwrap_err();
+    assert!(
+        err.to_string().contains(names),
+        "{kernels:?} on {n}×{d}→{o}: {err}"
+    );
 }
 
 /// A seeded random problem: x uniform in ±x_scale, targets a mix of hard and soft labels,
