@@ -42,6 +42,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_device_select();
     let bars = cli::progress::init_logging();
     match run(bars) {
         Ok(code) => code,
@@ -71,6 +72,18 @@ fn run(bars: indicatif::MultiProgress) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Mesa's Vulkan device-select layer opens a Wayland connection to learn the default GPU, and
+/// without `XDG_RUNTIME_DIR` libwayland prints "error: XDG_RUNTIME_DIR is invalid…" on every
+/// start, which reads as bilevel's error. bilevel chooses its adapter itself, so the layer is
+/// switched off (`NODEVICE_SELECT`) in that case only, unless the user asked for it.
+fn quiet_device_select() {
+    let unset = |name| std::env::var_os(name).is_none();
+    if unset("XDG_RUNTIME_DIR") && unset("NODEVICE_SELECT") && unset("MESA_VK_DEVICE_SELECT") {
+        // SAFETY: the first thing `main` does, before any other thread exists.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
 }
 
 /// 2 for bad input (as clap uses for bad arguments), 130/143 after Ctrl-C/SIGTERM, 1 for
