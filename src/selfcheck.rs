@@ -58,7 +58,7 @@ fn max_abs(v: &[f32]) -> f64 {
     v.iter().fold(0.0f64, |m, x| m.max(x.abs() as f64))
 }
 
-fn random_problem(n: usize, d: usize, o: usize, seed: u64) -> Result<(Dataset, Params)> {
+pub(crate) fn random_problem(n: usize, d: usize, o: usize, seed: u64) -> Result<(Dataset, Params)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let x = (0..n * d)
         .map(|_| rng.random_range(-1.0f32..=1.0))
@@ -88,14 +88,7 @@ fn kernels(
         None => GpuBackend::new(context.clone()),
     };
     gpu.set_step_kernels(path);
-    let mut cpu = CpuBackend::new();
-    let batches = vec![(0..n as u32).collect::<Vec<_>>()];
-    let mask = ParamSubset::All.mask(d, o)?;
-    for b in [&mut gpu as &mut dyn Backend, &mut cpu] {
-        b.load(&data, &params)?;
-        b.set_batches(&batches)?;
-        b.begin_phase(&Optimizer::Sgd(SgdConfig::new(0.1)), &mask)?;
-    }
+    gpu.load(&data, &params)?;
     let shape = format!(
         "n={n} d={d} o={o}, {}{}",
         path_name(path),
@@ -105,6 +98,26 @@ fn kernels(
             String::new()
         }
     );
+    compare_kernels(&mut gpu, &data, &params, &shape, out)
+}
+
+/// The logits, the loss, δ and the gradient of `gpu` (loaded with `data` and `params`)
+/// against the CPU reference's over all rows, labelled with `shape`.
+pub(crate) fn compare_kernels(
+    gpu: &mut GpuBackend,
+    data: &Dataset,
+    params: &Params,
+    shape: &str,
+    out: &mut Vec<Comparison>,
+) -> Result<()> {
+    let mut cpu = CpuBackend::new();
+    cpu.load(data, params)?;
+    let batches = vec![(0..data.n as u32).collect::<Vec<_>>()];
+    let mask = ParamSubset::All.mask(data.d, data.o)?;
+    for b in [gpu as &mut dyn Backend, &mut cpu] {
+        b.set_batches(&batches)?;
+        b.begin_phase(&Optimizer::Sgd(SgdConfig::new(0.1)), &mask)?;
+    }
     let z = cpu.logits(0)?;
     // Sums carry rounding relative to their largest terms, hence the magnitude-scaled atol.
     out.push(compare(
@@ -137,6 +150,36 @@ fn kernels(
         &g,
         1e-5 * max_abs(&g),
         1e-5,
+    ));
+    Ok(())
+}
+
+/// The losses at every check and the final parameters of `phases` on `gpu` against the CPU
+/// reference, with the tolerances of the two-phase checks, labelled `what`.
+pub(crate) fn compare_runs(
+    gpu: &mut GpuBackend,
+    data: &Dataset,
+    init: &Params,
+    phases: &[Phase],
+    (what, path): (&str, &str),
+    out: &mut Vec<Comparison>,
+) -> Result<()> {
+    let c = train(&mut CpuBackend::new(), data, init, phases)?;
+    let g = train(gpu, data, init, phases)?;
+    out.push(compare(
+        format!("{what} losses at every check, {path}"),
+        &losses(&g),
+        &losses(&c),
+        // A mean of f32 terms: rounding is absolute once a run's loss falls near zero.
+        1e-6,
+        1e-5,
+    ));
+    out.push(compare(
+        format!("{what} final parameters, {path}"),
+        &g.params.values,
+        &c.params.values,
+        2e-6,
+        1e-4,
     ));
     Ok(())
 }
@@ -201,6 +244,11 @@ fn update(
 /// The step paths this adapter cannot run, each with what it lacks: `run` checks the others.
 pub fn paths_not_here(context: &GpuContext) -> Vec<&'static str> {
     let mut missing = Vec::new();
+    let reported = context.profile();
+    if reported.subgroups && !context.usable_profile().subgroups {
+        missing.push("rows, rows_folded and tiled (the lane probe found subgroups other than the kernels assume)");
+        return missing;
+    }
     if !context.has_tiled_kernels() {
         missing.push("tiled (needs subgroups of at least 8 invocations)");
     }
@@ -269,7 +317,6 @@ pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
     for p in &mut phases {
         p.stop = StopRule::steps(p.stop.max_steps, 50);
     }
-    let c = train(&mut CpuBackend::new(), &data, &init, &phases)?;
     let mut paths = vec![StepKernels::Auto];
     if context.has_train_steps() {
         paths.push(StepKernels::Persistent);
@@ -277,22 +324,8 @@ pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
     for path in paths {
         let mut gpu = GpuBackend::new(context.clone());
         gpu.set_step_kernels(path);
-        let g = train(&mut gpu, &data, &init, &phases)?;
-        let name = path_name(path);
-        out.push(compare(
-            format!("two-phase run   losses at every check, {name}"),
-            &losses(&g),
-            &losses(&c),
-            0.0,
-            1e-5,
-        ));
-        out.push(compare(
-            format!("two-phase run   final parameters, {name}"),
-            &g.params.values,
-            &c.params.values,
-            2e-6,
-            1e-4,
-        ));
+        let what = ("two-phase run  ", path_name(path));
+        compare_runs(&mut gpu, &data, &init, &phases, what, &mut out)?;
     }
     if context.has_rows_step() {
         minibatch_run(&context, &mut out)?;
@@ -317,25 +350,11 @@ fn minibatch_run(context: &Arc<GpuContext>, out: &mut Vec<Comparison>) -> Result
     for p in &mut phases {
         p.batching = Batching::MiniBatch { size: 500, seed: 9 };
     }
-    let c = train(&mut CpuBackend::new(), &data, &init, &phases)?;
     for path in [StepKernels::Rows, StepKernels::RowsFolded] {
         let mut gpu = GpuBackend::new(context.clone());
         gpu.set_step_kernels(path);
-        let g = train(&mut gpu, &data, &init, &phases)?;
-        out.push(compare(
-            format!("minibatch run   losses at every check, {}", path_name(path)),
-            &losses(&g),
-            &losses(&c),
-            0.0,
-            1e-5,
-        ));
-        out.push(compare(
-            format!("minibatch run   final parameters, {}", path_name(path)),
-            &g.params.values,
-            &c.params.values,
-            2e-6,
-            1e-4,
-        ));
+        let what = ("minibatch run  ", path_name(path));
+        compare_runs(&mut gpu, &data, &init, &phases, what, out)?;
     }
     Ok(())
 }

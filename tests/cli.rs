@@ -5,6 +5,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use bilevel::gpu::CACHE_DIR_VAR;
+
 const BIN: &str = env!("CARGO_BIN_EXE_bilevel");
 
 fn data(name: &str) -> PathBuf {
@@ -17,12 +19,15 @@ fn bilevel(args: &[&str]) -> Output {
     bilevel_with(args, &[])
 }
 
-/// `bilevel` with `env` added to its environment.
+/// `bilevel` with `env` added to its environment, and the verification cache of this test
+/// process (not the user's) unless `env` names another.
 fn bilevel_with(args: &[&str], env: &[(&str, &str)]) -> Output {
     let runtime = std::env::temp_dir();
+    let cache = runtime.join(format!("bilevel-cli-{}-cache", std::process::id()));
     Command::new(BIN)
         .args(args)
         .env("XDG_RUNTIME_DIR", runtime)
+        .env(CACHE_DIR_VAR, cache)
         .envs(env.iter().copied())
         .output()
         .expect("the bilevel binary runs")
@@ -1019,8 +1024,9 @@ fn check_passes_every_step_path_on_this_adapter() {
 
 /// lavapipe's subgroups are its vector width in 32-bit lanes (`LP_NATIVE_VECTOR_WIDTH`, 256
 /// bits by default here): the check again at 4 and 16 lanes proves the kernels at subgroup
-/// sizes other than 8, as GPUs have (32 on NVIDIA, 64 on AMD). Not at 1,024 bits: lavapipe
-/// (Mesa 22.3) reports 32 lanes there but its shuffles and sums stay within halves of 16.
+/// sizes other than 8, as GPUs have (32 on NVIDIA, 64 on AMD). At 1,024 bits lavapipe (Mesa
+/// 22.3 and 25.0) reports 32 lanes but its shuffles and sums stay within halves of 16: the
+/// lane probe must drop every subgroup path there, and the check pass on the others.
 /// Elsewhere lavapipe's variable changes nothing, and the check runs on the adapter's size.
 #[test]
 fn check_passes_at_lavapipes_other_subgroup_sizes() {
@@ -1028,7 +1034,11 @@ fn check_passes_at_lavapipes_other_subgroup_sizes() {
         .as_str()
         .unwrap()
         .contains("llvmpipe");
-    for (bits, lanes) in [("128", "4 lanes"), ("512", "16 lanes")] {
+    for (bits, lanes) in [
+        ("128", "4 lanes"),
+        ("512", "16 lanes"),
+        ("1024", "32 lanes"),
+    ] {
         let env = [("LP_NATIVE_VECTOR_WIDTH", bits)];
         let out = bilevel_with(&["check"], &env);
         let text = stdout(&out);
@@ -1043,4 +1053,85 @@ fn check_passes_at_lavapipes_other_subgroup_sizes() {
             assert!(devices.contains(lanes), "{bits} bits: {devices}");
         }
     }
+}
+
+/// Mesa's device-select layer prints "XDG_RUNTIME_DIR is invalid" on every start where that
+/// variable is unset; bilevel switches the layer off there, so a run prints its own output
+/// only.
+#[test]
+fn a_run_without_a_runtime_directory_prints_nothing_of_mesas() {
+    let out = Command::new(BIN)
+        .args(["devices"])
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "bilevel devices wrote to stderr");
+    assert!(stdout(&out).contains("* "), "{}", stdout(&out));
+}
+
+/// A run verifies the route its plan chose against the CPU reference before it takes it,
+/// remembers the verdict in the cache, and takes another route where the cache says the
+/// chosen one computed wrongly; `devices` lists the dropped route; `--no-verify` checks and
+/// writes nothing.
+#[test]
+fn runs_verify_their_route_and_avoid_a_dropped_one() {
+    let dir = scratch("verify");
+    let cache = dir.join("cache");
+    let env = [
+        (CACHE_DIR_VAR, cache.to_str().unwrap()),
+        ("RUST_LOG", "bilevel=info"),
+    ];
+    let args = [
+        "train",
+        "--synthetic",
+        "300,40,1,5",
+        "--local-steps",
+        "5",
+        "--global-steps",
+        "20",
+    ];
+    let shape = ", 40 features, 1 outputs";
+    let first = bilevel_with(&args, &env);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let file = cache.join("verified.json");
+    let read = || -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap()
+    };
+    let mut verdicts = read();
+    let routes: Vec<String> = verdicts
+        .keys()
+        .filter(|k| k.ends_with(shape))
+        .cloned()
+        .collect();
+    assert_eq!(routes.len(), 1, "one route verified: {verdicts:?}");
+    assert_eq!(verdicts[&routes[0]]["pass"], true, "{verdicts:?}");
+    assert!(stderr(&first).contains("verified "), "{}", stderr(&first));
+    // Say that route computed wrongly here: the next run takes another and verifies that.
+    verdicts[&routes[0]] = serde_json::json!({ "pass": false, "detail": "planted by the test" });
+    std::fs::write(&file, serde_json::to_vec(&verdicts).unwrap()).unwrap();
+    let second = bilevel_with(&args, &env);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let after = read();
+    let passing: Vec<&String> = after
+        .keys()
+        .filter(|k| k.ends_with(shape) && after[*k]["pass"] == true)
+        .collect();
+    assert_eq!(passing.len(), 1, "another route verified: {after:?}");
+    assert_ne!(passing[0], &routes[0]);
+    let devices = stdout(&bilevel_with(&["devices"], &env));
+    assert!(
+        devices.contains("verification dropped") && devices.contains("planted by the test"),
+        "{devices}"
+    );
+    let quiet = dir.join("no-verify");
+    let mut no_verify = args.to_vec();
+    no_verify.push("--no-verify");
+    let out = bilevel_with(&no_verify, &[(CACHE_DIR_VAR, quiet.to_str().unwrap())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !quiet.join("verified.json").exists(),
+        "--no-verify verified"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

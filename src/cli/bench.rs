@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// How the GPU's work is timed.
     #[arg(long, value_enum, default_value_t = TimingArg::Auto)]
     pub timing: TimingArg,
+    /// Take the planned step paths without checking them against the CPU reference first
+    /// (the checks run at the load, outside the timed steps, but cost time once).
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 /// `--x-source`: the choices of [`XSource`].
@@ -127,7 +131,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             bilevel::Error::Config(format!("--shapes {:?}: none of S1…S5", args.shapes)).into(),
         );
     }
-    let context = Arc::new(GpuContext::new()?);
+    let context = GpuContext::new()?;
+    context.set_verify(!args.no_verify);
+    let context = Arc::new(context);
     let report = bench::run(
         context,
         &shapes,

@@ -53,6 +53,13 @@ pub fn devices(args: &DevicesArgs) -> anyhow::Result<()> {
             yes(a.timestamps),
             yes(a.shader_f16),
         );
+        for p in &a.plans {
+            println!("    plan for {}: {}", p.shape, p.route);
+            println!("        {}", p.why);
+        }
+        for (what, why) in &a.dropped {
+            println!("    verification dropped {what}: {why}");
+        }
     }
     println!(
         "* = the adapter bilevel uses (WGPU_BACKEND, WGPU_ADAPTER_NAME and WGPU_POWER_PREF choose)"
@@ -86,6 +93,13 @@ pub fn check() -> anyhow::Result<bool> {
     }
     for path in bilevel::selfcheck::paths_not_here(&context) {
         println!("not on this adapter: {path}");
+    }
+    // What verification found while the checks ran (and earlier runs remembered): a dropped
+    // route is one the runs here avoid, so the checks above ran the route taken instead.
+    for (what, verdict) in context.verdicts() {
+        if !verdict.pass {
+            println!("verification dropped {what}: {}", verdict.detail);
+        }
     }
     let passed = results.iter().all(|r| r.pass);
     println!(

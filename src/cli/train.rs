@@ -189,6 +189,11 @@ pub struct TrainArgs {
     /// Probability threshold for the accuracy, precision and recall printed at the end.
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f64,
+    /// Take the planned step path without first checking it against the CPU reference on
+    /// this adapter (verdicts are cached, so the check costs once per adapter, driver and
+    /// shape).
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 impl TrainArgs {
@@ -419,7 +424,11 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
             None => Params::zeros(data.d, data.o),
         };
     let mut backend: Box<dyn Backend> = match args.backend {
-        BackendChoice::Gpu => Box::new(GpuBackend::new(Arc::new(GpuContext::new()?))),
+        BackendChoice::Gpu => {
+            let context = GpuContext::new()?;
+            context.set_verify(!args.no_verify);
+            Box::new(GpuBackend::new(Arc::new(context)))
+        }
         BackendChoice::Cpu => Box::new(CpuBackend::new()),
     };
     let validation = (train_rows < data.n).then_some(train_rows..data.n);

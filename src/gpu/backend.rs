@@ -17,9 +17,14 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::kernels::{
-    Kernel, LazyPipeline, MAX_COLUMN_GROUPS, OPTIMIZER_PARAMS_PER_INVOCATION, RowsPair, RowsStep,
+    Kernel, LazyPipeline, OPTIMIZER_PARAMS_PER_INVOCATION, RowsPair, RowsStep,
     STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE, X_TEXTURE_FORMAT,
 };
+use super::plan::{
+    LoadPlan, ROWS_STEP_CPU_MAX_BLOCK, Request, StepPath, partials_bytes, plan_load,
+    rows_step_loop_iterations, tiled_loop_iterations,
+};
+use super::verify;
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
 use crate::cpu::{check_batches, check_params, check_state};
 use crate::{
@@ -32,10 +37,6 @@ const RING_SLOTS: u64 = 4096;
 const RING_SLOT_BYTES: u64 = 32;
 /// Largest piece of X written to the device at once (staging memory is this big).
 const UPLOAD_BYTES: u64 = 16 << 20;
-/// Loop iterations one invocation may run on a CPU adapter. llvmpipe (lavapipe) ends every
-/// loop of an invocation — silently — once its loops together have iterated 65,535 times
-/// (gallivm's `LP_MAX_TGSI_LOOP_ITERATIONS`); the kernels are sized to stay below this there.
-const LOOP_BUDGET: u64 = 56_000;
 /// Entries of the step list `train_steps` reads: the most steps one of its dispatches runs.
 const STEP_LIST: usize = 1024;
 /// `StepKernels::Auto` runs the one-workgroup `train_steps` on a CPU adapter for batches of at
@@ -53,25 +54,6 @@ const PROBE_GROUPS: u32 = 4096;
 const PROBE_CPU_RUN: u32 = 1024;
 /// Workgroups in the first stage of a scalar reduction.
 const REDUCE_GROUPS: u32 = 256;
-/// Bytes of X one row block should span: small enough to stay in cache between the fused
-/// step's forward pass and its gradient pass over the block.
-const BLOCK_BYTES: u64 = 256 << 10;
-/// Bounds on the rows one gradient partial sums.
-const MIN_ROWS_PER_BLOCK: u32 = 8;
-const MAX_ROWS_PER_BLOCK: u32 = 256;
-/// Rows per `linear_step_rows` workgroup on GPUs: enough workgroups to fill the machine (on
-/// CPU adapters, where a workgroup is one thread's work, blocks are `MAX_ROWS_PER_BLOCK`).
-const ROWS_STEP_GPU_BLOCK: u32 = 32;
-/// The most rows per `linear_step_rows` block on CPU adapters (see
-/// [`Run::rows_per_block_for`]).
-const ROWS_STEP_CPU_MAX_BLOCK: u32 = 1024;
-/// Rows per `linear_tiled.partial` block on CPU adapters, where each block's partials cost
-/// lavapipe a scattered store per parameter and the total a gathered load: S3's step at 2,048
-/// rows executed 222.6 M instructions at 1,024 rows a block against 252.8 M at 256, and S3
-/// took 94–104 ms against 107–114 ms (4,096: 96–115 ms).
-const TILED_CPU_ROWS_PER_BLOCK: u32 = 1024;
-/// See [`max_column_groups`].
-const GPU_MAX_COLUMN_GROUPS: u32 = 8;
 /// `StepKernels::Auto` folds Adam into the next step where the update its blocks repeat
 /// reads at most this many floats in all (blocks × (the previous step's partials and three
 /// values per parameter)): at ~16 instructions per float read on lavapipe, about what the
@@ -568,19 +550,6 @@ pub enum StepKernels {
     RowsFolded,
 }
 
-/// The kernels a run's steps compute the forward pass, the loss and the gradient partials with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StepPath {
-    /// `linear_step`.
-    Fused,
-    /// `linear_step_rows` (the run's `rows_step`).
-    Rows,
-    /// `linear_forward`, `bce`, `linear_backward.partial`.
-    Separate,
-    /// `linear_tiled.forward` (with the loss and δ) and `linear_tiled.partial`.
-    Tiled,
-}
-
 /// What a backend has created and read back so far: a training step must add nothing but
 /// submissions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -1069,7 +1038,39 @@ impl GpuBackend {
 
     /// The loop iterations an invocation may run on this adapter, where it has a limit.
     fn loop_budget(&self) -> Option<u64> {
-        self.context.is_cpu().then_some(LOOP_BUDGET)
+        self.context.profile().loop_budget()
+    }
+
+    /// The load's plan on this adapter. What the plan chooses (the kernels under
+    /// [`StepKernels::Auto`], X's source unless set) is verified first, and a route that
+    /// disagrees with the CPU reference is dropped for the next; what the request fixes is
+    /// taken as asked.
+    fn plan(&self, n: usize, d: usize, o: usize) -> Result<LoadPlan> {
+        let request = Request {
+            kernels: self.kernels,
+            x_source: self.x_source,
+            chunk_rows: self.chunk_rows,
+        };
+        let profile = &self.context.usable_profile();
+        let reads_textures = matches!(
+            request.kernels,
+            StepKernels::Auto | StepKernels::Rows | StepKernels::RowsFolded | StepKernels::Tiled
+        );
+        let chosen = request.kernels == StepKernels::Auto
+            || (request.x_source.is_none() && reads_textures && profile.cpu);
+        if !chosen || !self.context.verifier().enabled() {
+            return plan_load(profile, (n, d, o), request, &[]);
+        }
+        let mut dropped = Vec::new();
+        loop {
+            let plan = plan_load(profile, (n, d, o), request, &dropped)?;
+            if dropped.contains(&plan.route)
+                || verify::route_works(&self.context, plan.route, d, o)?
+            {
+                return Ok(plan);
+            }
+            dropped.push(plan.route);
+        }
     }
 
     /// The context this backend runs on.
@@ -2000,76 +2001,9 @@ impl GpuBackend {
     }
 }
 
-/// Row width (floats) from which the fused step beats the tiled kernels for one output.
-const FUSED_MIN_WIDTH: usize = 384;
-
 /// Workgroups of `adam` and `sgd` for `n_params` parameters.
 fn optimizer_groups(n_params: usize) -> u32 {
     (n_params as u32).div_ceil(WORKGROUP_SIZE * OPTIMIZER_PARAMS_PER_INVOCATION)
-}
-
-/// `linear_step.wgsl`'s lane-sum capacity (its `DOTS`).
-const STEP_DOTS: u32 = 4096;
-
-/// Rows per gradient block: with few outputs, as many as the lane-parallel dot products hold
-/// (o·R·WG ≤ DOTS) up to a block of X that stays in cache between the fused step's two passes
-/// over it; with many outputs, enough rows that the partials (P per block) stay well below X.
-fn rows_per_block(d: usize, o: usize) -> u32 {
-    let cache_rows =
-        ((BLOCK_BYTES / (4 * d as u64)) as u32).clamp(MIN_ROWS_PER_BLOCK, MAX_ROWS_PER_BLOCK);
-    let lane_rows = STEP_DOTS / (o as u32 * WORKGROUP_SIZE).max(1);
-    if lane_rows >= MIN_ROWS_PER_BLOCK {
-        cache_rows.min(lane_rows)
-    } else {
-        cache_rows.max((4 * o as u32).min(MAX_ROWS_PER_BLOCK))
-    }
-}
-
-// Upper bounds on the loop iterations of one invocation, for llvmpipe's limit (LOOP_BUDGET):
-// the shader's loops counted for its busiest invocation, then doubled, because llvmpipe's own
-// count ran up to 1.9× the structural count (train_steps at 1,024 rows × 4 features: 2,114
-// iterations per step counted by the shader, 1,160 structurally).
-
-/// `linear_forward`: one dot product of d terms.
-fn linear_forward_loop_iterations(d: usize) -> u64 {
-    32 + 2 * d as u64
-}
-
-/// `linear_tiled`: `forward` takes four weight rows and four rows of X per column group;
-/// `partial` loops over one block's `r` rows for each of its column groups.
-fn tiled_loop_iterations(d: usize, r: u32) -> u64 {
-    let s4 = d.div_ceil(4) as u64;
-    let forward = 5 * s4 + 16;
-    let partial = (s4 + 1).div_ceil(u64::from(WORKGROUP_SIZE)) * (u64::from(r) + 12);
-    32 + 2 * forward.max(partial)
-}
-
-/// `adam`, `sgd` and `linear_backward.total`: one iteration per gradient block, for each of
-/// an invocation's parameters (one in `total`).
-fn blocks_loop_iterations(blocks: u64) -> u64 {
-    32 + 2 * u64::from(OPTIMIZER_PARAMS_PER_INVOCATION) * (blocks + 1)
-}
-
-/// vec4 column groups one invocation of `linear_step_rows` may hold on this adapter: on a
-/// GPU its weights, accumulators and a pair's rows live in the register file (8 groups: 128
-/// registers of 255 on NVIDIA), on a CPU adapter they spill to the stack, which costs little
-/// up to 32 (see `MAX_COLUMN_GROUPS`).
-fn max_column_groups(ctx: &GpuContext) -> u32 {
-    if ctx.is_cpu() {
-        MAX_COLUMN_GROUPS
-    } else {
-        GPU_MAX_COLUMN_GROUPS
-    }
-}
-
-/// The column groups per invocation `linear_step_rows` takes for `d` features and `o`
-/// outputs on this adapter; `None` where it cannot take them.
-pub(crate) fn rows_step_groups(ctx: &GpuContext, d: usize, o: usize) -> Option<u32> {
-    let vec4s = u32::try_from(d.div_ceil(4)).ok()?;
-    ctx.kernels
-        .subgroup_size
-        .map(|size| vec4s.div_ceil(size))
-        .filter(|&groups| o == 1 && groups <= max_column_groups(ctx))
 }
 
 /// The vec4 columns of X holding a weight that `trained` (a phase's mask over `d` features
@@ -2088,42 +2022,11 @@ fn trained_columns(trained: &[bool], d: usize, o: usize) -> Option<Range<u32>> {
     (begin > 0 || end < d.div_ceil(4)).then_some(begin as u32..end as u32)
 }
 
-/// `linear_step_rows` with `groups` column groups per invocation over a block of `r` rows:
-/// the column groups are unrolled in the source, so the loops are the rows', the last
-/// group's weights (at most 3) and each group's stores of its partials (4).
-fn rows_step_loop_iterations(groups: u32, r: u32) -> u64 {
-    let (groups, r) = (u64::from(groups), u64::from(r));
-    32 + 2 * (r + 3 + groups * 4)
-}
-
-/// Bytes of the gradient partials of `blocks` row blocks: each block's start on a vec4
-/// (`shaders/common.wgsl`'s `partial_stride`), and a padded row of X's width (`x_stride`) past
-/// the last one's, where the folded step's vec4 reads of padding columns end.
-fn partials_bytes(blocks: u64, n_params: usize, x_stride: usize) -> u64 {
-    (blocks * n_params.next_multiple_of(4) as u64 + x_stride as u64) * 4
-}
-
 /// What `main_folded` adds to `linear_step_rows`' loops with `blocks` partials to sum: two
 /// loops over them (the weights', the bias') and the last group's partials (at most 3 per
 /// block) and update (at most 3).
 fn folded_loop_iterations(blocks: u32) -> u64 {
     2 * (5 * u64::from(blocks) + 3)
-}
-
-/// `linear_step` over a block of `r` rows.
-fn step_loop_iterations(d: usize, o: usize, r: u32) -> u64 {
-    let (o, r, wg) = (o as u64, u64::from(r), u64::from(WORKGROUP_SIZE));
-    let s4 = d.div_ceil(4) as u64;
-    let m = 4;
-    let tiles = s4.div_ceil(m * wg);
-    let pairs = (r * o).div_ceil(wg);
-    let forward = if o * r * wg <= u64::from(STEP_DOTS) {
-        o * tiles * (m + r * (m + 1)) + pairs * (wg + 1)
-    } else {
-        pairs * (s4 + 4)
-    };
-    let gradient = tiles * o * (m + r * (m + 1) + 5 * m) + o.div_ceil(wg) * (r + 1);
-    32 + 2 * (forward + gradient)
 }
 
 /// One step of `train_steps` on a batch of `count` rows.
@@ -2198,225 +2101,25 @@ impl Backend for GpuBackend {
         let ctx = Arc::clone(&self.context);
         let (n, d, o) = (data.n, data.d, data.o);
         let n_params = o * d + o;
-        // One output over rows that fit a subgroup's registers: `linear_step_rows` reads X once
-        // and is the fastest step measured for one output at every width (lavapipe, ms per
-        // step, rows vs tiled: S2's 65,536 × 1,024, 67 vs `linear_step`'s 98; 131,072 × 128,
-        // 18.9 vs 52.8; S4's shuffled batches of 1,024 × 128, 0.44 vs 0.74; 1,024 × 8, 0.39
-        // vs 0.41). Its rows are padded to whole subgroups of vec4, so no invocation reads
-        // past its row; `Auto` takes it where that adds at most a quarter to X.
-        let vec4_stride = d.next_multiple_of(4);
-        let rows_groups = rows_step_groups(&ctx, d, o);
-        let rows_wanted = match (self.kernels, rows_groups) {
-            (StepKernels::Rows | StepKernels::RowsFolded, None) => {
-                return Err(Error::Config(format!(
-                    "linear_step_rows needs one output, subgroups of one fixed size and rows of at most {} vec4 per invocation; {} with {d} features and {o} outputs has not",
-                    max_column_groups(&ctx),
-                    ctx.adapter_name()
-                )));
-            }
-            (StepKernels::Rows | StepKernels::RowsFolded, Some(_)) => true,
-            (StepKernels::Auto, Some(groups)) => {
-                let padded = groups * ctx.kernels.subgroup_size.unwrap_or(1) * 4;
-                4 * padded as usize <= 5 * vec4_stride
-            }
-            _ => false,
-        };
-        let x_stride = match (rows_wanted, rows_groups, ctx.kernels.subgroup_size) {
-            (true, Some(groups), Some(size)) => (groups * size * 4) as usize,
-            _ => vec4_stride,
-        };
-        let widest = x_stride.max(o).max(2) as u64 * 4;
-        if widest > self.max_binding {
-            return Err(Error::TooLarge {
-                what: "one row of X".into(),
-                size: widest,
-                limit_name: "max_storage_buffer_binding_size",
-                limit: self.max_binding,
-            });
-        }
-        // A chunk's X, Y, logits and its index buffer (two plans' worth of rows) each fit
-        // one binding.
-        let rows_per_chunk = ((self.max_binding / widest) as usize)
-            .min(self.chunk_rows)
-            .min(n)
-            .max(1);
-        let chunk_count = n.div_ceil(rows_per_chunk);
-        let budget = self.loop_budget();
-        if let Some(budget) = budget
-            && linear_forward_loop_iterations(d) > budget
-        {
-            return Err(Error::TooLarge {
-                what: format!(
-                    "a row of {d} features on {} (its loops stop after 65,535 iterations)",
-                    ctx.adapter_name()
-                ),
-                size: linear_forward_loop_iterations(d),
-                limit_name: "loop iterations per invocation",
-                limit: budget,
-            });
-        }
-        // The fused step sums blocks that stay in cache between its two passes and fit its
-        // lane sums and the loop budget; the other kernels sum longer blocks, which leaves
-        // fewer partials to write and to add up.
-        let mut fused_rows = rows_per_block(d, o);
-        if let Some(budget) = budget {
-            while fused_rows > MIN_ROWS_PER_BLOCK && step_loop_iterations(d, o, fused_rows) > budget
-            {
-                fused_rows = (fused_rows / 2).max(MIN_ROWS_PER_BLOCK);
-            }
-        }
-        let fused_fits = |r: u32| budget.is_none_or(|b| step_loop_iterations(d, o, r) <= b);
-        // One output over long rows: the fused step reads each block of X once for the
-        // forward pass and the gradient. Everywhere else the register tiles reuse more of each
-        // load (measured on lavapipe: 2 outputs × 512 features, tiled 37 ms, fused 50 ms;
-        // 1 × 128, tiled 8 ms, separate 15 ms, fused 21 ms; 1 × 1,024, fused 104 ms,
-        // tiled 245 ms).
-        let rows_block = if ctx.is_cpu() {
-            MAX_ROWS_PER_BLOCK
-        } else {
-            ROWS_STEP_GPU_BLOCK
-        };
-        // On CPU adapters a batch's blocks may grow to ROWS_STEP_CPU_MAX_BLOCK rows.
-        let rows_fits = |groups: u32, r: u32| {
-            let r = if ctx.is_cpu() {
-                r.max(ROWS_STEP_CPU_MAX_BLOCK)
-            } else {
-                r
-            };
-            budget.is_none_or(|b| rows_step_loop_iterations(groups, r) <= b)
-        };
-        let mut rows = match (self.kernels, rows_groups) {
-            (StepKernels::Auto, Some(groups)) => rows_wanted && rows_fits(groups, rows_block),
-            _ => rows_wanted,
-        };
-        let mut fused = !rows
-            && match self.kernels {
-                StepKernels::Fused => true,
-                StepKernels::Auto => {
-                    o == 1 && x_stride >= FUSED_MIN_WIDTH && fused_fits(fused_rows)
-                }
-                _ => false,
-            };
-        let mut rows_per_block = if rows {
-            rows_block
-        } else if fused {
-            fused_rows
-        } else {
-            MAX_ROWS_PER_BLOCK
-        };
-        let blocks_for = |rb: u32| -> u64 {
-            (0..chunk_count)
-                .map(|c| ((n - c * rows_per_chunk).min(rows_per_chunk) as u64).div_ceil(rb as u64))
-                .sum()
-        };
-        // The partials of a full batch fit one binding, and summing them (one loop iteration
-        // per block) stays within the loop budget.
-        let too_many = |rb: u32| {
-            partials_bytes(blocks_for(rb), n_params, x_stride) > self.max_binding
-                || budget.is_some_and(|b| blocks_loop_iterations(blocks_for(rb)) > b)
-        };
-        while too_many(rows_per_block) {
-            if rows_per_block as usize >= rows_per_chunk.max(MAX_ROWS_PER_BLOCK as usize) {
-                return Err(Error::TooLarge {
-                    what: format!(
-                        "gradient partials for {n_params} parameters over {} blocks of {rows_per_block} rows",
-                        blocks_for(rows_per_block)
-                    ),
-                    size: partials_bytes(blocks_for(rows_per_block), n_params, x_stride),
-                    limit_name: "max_storage_buffer_binding_size",
-                    limit: self.max_binding,
-                });
-            }
-            rows_per_block *= 2;
-        }
-        if let (true, Some(groups)) = (rows, rows_groups)
-            && !rows_fits(groups, rows_per_block)
-        {
-            if matches!(self.kernels, StepKernels::Rows | StepKernels::RowsFolded) {
-                return Err(Error::Config(format!(
-                    "linear_step_rows would run past {}'s loop limit at {d} features",
-                    ctx.adapter_name()
-                )));
-            }
-            rows = false;
-        }
-        if fused && !fused_fits(rows_per_block) {
-            if self.kernels == StepKernels::Fused {
-                return Err(Error::Config(format!(
-                    "the fused step would run past {}'s loop limit at {d} features and {o} outputs",
-                    ctx.adapter_name()
-                )));
-            }
-            fused = false;
-        }
-        let tiled_fits = budget.is_none_or(|b| tiled_loop_iterations(d, rows_per_block) <= b);
-        if self.kernels == StepKernels::Tiled {
-            if !ctx.has_tiled_kernels() {
-                return Err(Error::Config(format!(
-                    "the tiled kernels need subgroups of at least 8 invocations; {} has not",
-                    ctx.adapter_name()
-                )));
-            }
-            if !tiled_fits {
-                return Err(Error::Config(format!(
-                    "the tiled kernels would run past {}'s loop limit at {d} features",
-                    ctx.adapter_name()
-                )));
-            }
-        }
-        let tiled = !rows
-            && !fused
-            && ctx.has_tiled_kernels()
-            && match self.kernels {
-                StepKernels::Tiled => true,
-                StepKernels::Auto => tiled_fits,
-                _ => false,
-            };
-        if tiled && ctx.is_cpu() {
-            let longer = rows_per_block.max(TILED_CPU_ROWS_PER_BLOCK);
-            if budget.is_none_or(|b| tiled_loop_iterations(d, longer) <= b) {
-                rows_per_block = longer;
-            }
-        }
-        // X's words per chunk fit a texture's rows (the last row part-filled)?
-        let texture_width = 1u64 << ctx.kernels.x_texture_shift;
-        let chunk_words = (rows_per_chunk * x_stride).div_ceil(4) as u64;
-        // And W's and a chunk's δ, which the tiled kernels read from textures too.
-        let weight_words = (o * x_stride).div_ceil(4) as u64;
-        let delta_words = (rows_per_chunk * o.div_ceil(4)) as u64;
-        let texture_fits = chunk_words
-            .max(weight_words)
-            .max(delta_words)
-            .div_ceil(texture_width)
-            <= u64::from(ctx.limits.max_texture_dimension_2d);
-        let x_texture = match self.x_source {
-            None => ctx.is_cpu() && (rows || tiled) && texture_fits,
-            Some(XSource::Buffer) => false,
-            Some(XSource::Texture) if texture_fits => true,
-            Some(XSource::Texture) => {
-                return Err(Error::Config(format!(
-                    "X's chunks of {chunk_words} vec4 words do not fit {}'s textures of {texture_width} × {} texels",
-                    ctx.adapter_name(),
-                    ctx.limits.max_texture_dimension_2d
-                )));
-            }
-        };
+        let plan = self.plan(n, d, o)?;
+        let LoadPlan {
+            route,
+            x_stride,
+            rows_per_chunk,
+            chunk_count,
+            rows_per_block,
+            rows_groups,
+        } = plan;
+        let x_texture = route.x_texture;
         let rows_step = match rows_groups {
-            Some(groups) if rows => ctx.kernels.rows_step(&ctx.device, groups, x_texture),
-            _ => None,
+            Some(groups) => {
+                let step = ctx.kernels.rows_step(&ctx.device, groups, x_texture);
+                ctx.check("building linear_step_rows")?;
+                step
+            }
+            None => None,
         };
-        if rows_step.is_some() {
-            ctx.check("building linear_step_rows")?;
-        }
-        let path = if rows_step.is_some() {
-            StepPath::Rows
-        } else if fused {
-            StepPath::Fused
-        } else if tiled {
-            StepPath::Tiled
-        } else {
-            StepPath::Separate
-        };
+        let path = route.path;
         let p_bytes = n_params as u64 * 4;
 
         let dims = self.args("dims", std::mem::size_of::<Dims>() as u64);

@@ -1,10 +1,14 @@
 //! Adapter and device selection, and turning wgpu's asynchronous errors into [`Error`]s.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use super::StepKernels;
 use super::kernels::{Kernels, STORAGE_BINDINGS, X_TEXTURE_FORMAT};
+use super::plan::{Profile, Request, Route, StepPath, explain, plan_load};
+use super::verify::{Verdict, Verifier};
 use crate::{Error, Result};
 
 /// One adapter, device and queue with every pipeline compiled: build once, share with `Arc`.
@@ -20,6 +24,8 @@ pub struct GpuContext {
     /// texture one dispatch reads may not also be written in it.
     pub(crate) write_stand_in: wgpu::TextureView,
     info: wgpu::AdapterInfo,
+    profile: Profile,
+    verifier: Verifier,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     /// How long a wait for the device may take before it counts as hung, in milliseconds.
@@ -73,16 +79,9 @@ impl GpuContext {
             info.driver_info,
             limits.max_storage_buffer_binding_size >> 20
         );
-        // `linear_step_rows` sums a row's dot product across one subgroup: it needs subgroups
-        // whose size the workgroup can match exactly, and of at least two invocations (a pair
-        // of rows takes its row indices from two lanes).
-        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP);
-        let subgroup_size = (subgroups
-            && info.subgroup_min_size == info.subgroup_max_size
-            && info.subgroup_max_size >= 2)
-            .then_some(info.subgroup_max_size);
-        // `linear_tiled` hands its shared weights and δ out from 8 lanes of every subgroup.
-        let tiled_subgroups = subgroups && info.subgroup_min_size >= 8;
+        let profile = profile(&adapter);
+        let subgroup_size = profile.rows_subgroup_size();
+        let tiled_subgroups = profile.tiled_subgroups();
         let mut required_features = wgpu::Features::empty();
         if subgroup_size.is_some() || tiled_subgroups {
             required_features |= wgpu::Features::SUBGROUP;
@@ -149,7 +148,9 @@ impl GpuContext {
             limits,
             x_stand_in,
             write_stand_in,
+            verifier: Verifier::new(&identity(&info)),
             info,
+            profile,
             errors,
             lost,
             timeout_ms: AtomicU64::new(DEFAULT_TIMEOUT.as_millis() as u64),
@@ -169,7 +170,54 @@ impl GpuContext {
 
     /// Whether the adapter is a CPU implementation (lavapipe, SwiftShader, WARP).
     pub fn is_cpu(&self) -> bool {
-        self.info.device_type == wgpu::DeviceType::Cpu
+        self.profile.cpu
+    }
+
+    /// What the plan knows of this adapter, as it reports itself.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// [`GpuContext::profile`] as verification found it: without subgroups where the lane
+    /// probe found them other than the kernels assume (with verification on).
+    pub fn usable_profile(&self) -> Profile {
+        let works = !self.verifier.enabled()
+            || super::verify::subgroups_work(self).unwrap_or_else(|e| {
+                log::warn!("the lane probe could not run ({e}): no subgroup paths");
+                false
+            });
+        Profile {
+            subgroups: self.profile.subgroups && works,
+            ..self.profile.clone()
+        }
+    }
+
+    pub(crate) fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// Whether runs whose kernels or X's source are left to the plan verify a route against
+    /// the CPU reference before they take it (default: yes; `--no-verify` turns it off, for
+    /// benchmarks).
+    pub fn set_verify(&self, on: bool) {
+        self.verifier.set_enabled(on);
+    }
+
+    /// Whether `route` computes problems of `d` features and `o` outputs as the CPU reference
+    /// does here (the subgroup probe first, for the subgroup paths): the verdict a run whose
+    /// plan chose that route would act on, from the cache or checked now.
+    pub fn verify(self: &Arc<Self>, route: Route, d: usize, o: usize) -> Result<bool> {
+        let subgroups = matches!(route.path, StepPath::Rows | StepPath::Tiled);
+        if subgroups && !super::verify::subgroups_work(self)? {
+            return Ok(false);
+        }
+        super::verify::route_works(self, route, d, o)
+    }
+
+    /// Every verification verdict known for this adapter, driver and build, from the cache
+    /// and this process, by what was checked.
+    pub fn verdicts(&self) -> BTreeMap<String, Verdict> {
+        self.verifier.verdicts()
     }
 
     /// Whether `train_steps` (many steps per dispatch) was built: the adapter binds enough
@@ -181,18 +229,19 @@ impl GpuContext {
     /// Whether `linear_step_rows` takes `d` features and `o` outputs here: one output, and
     /// rows that fit its column groups at this adapter's subgroup size.
     pub fn rows_step_takes(&self, d: usize, o: usize) -> bool {
-        super::backend::rows_step_groups(self, d, o).is_some()
+        self.usable_profile().rows_step_groups(d, o).is_some()
     }
 
-    /// Whether `linear_step_rows` can run here: subgroups of one fixed size.
+    /// Whether `linear_step_rows` can run here: subgroups of one fixed size (that the lane
+    /// probe found as assumed, with verification on).
     pub fn has_rows_step(&self) -> bool {
-        self.kernels.subgroup_size.is_some()
+        self.usable_profile().rows_subgroup_size().is_some()
     }
 
     /// Whether the tiled kernels (`StepKernels::Tiled`, the register-tile GEMM probe) can run
-    /// here: subgroups of at least 8 invocations.
+    /// here: subgroups of at least 8 invocations (likewise).
     pub fn has_tiled_kernels(&self) -> bool {
-        self.kernels.tiled_subgroups
+        self.usable_profile().tiled_subgroups()
     }
 
     /// The adapter's name.
@@ -202,9 +251,7 @@ impl GpuContext {
 
     /// The largest storage buffer one binding can cover on this device.
     pub fn max_binding_bytes(&self) -> u64 {
-        self.limits
-            .max_storage_buffer_binding_size
-            .min(self.limits.max_buffer_size)
+        self.profile.max_binding
     }
 
     /// The most workgroups one dispatch dimension may have on this device.
@@ -334,6 +381,48 @@ async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
     }
 }
 
+/// What the plan needs to know of `adapter`.
+fn profile(adapter: &wgpu::Adapter) -> Profile {
+    let (info, limits) = (adapter.get_info(), adapter.limits());
+    Profile {
+        cpu: info.device_type == wgpu::DeviceType::Cpu,
+        subgroups: adapter.features().contains(wgpu::Features::SUBGROUP),
+        subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+        max_binding: limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size),
+        max_texture_dimension_2d: limits.max_texture_dimension_2d,
+        storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
+    }
+}
+
+/// The adapter, backend, ids and driver: what a verification verdict holds for.
+fn identity(info: &wgpu::AdapterInfo) -> String {
+    format!(
+        "{} | {:?} | {:#x}:{:#x} | {} {}",
+        info.name, info.backend, info.vendor, info.device, info.driver, info.driver_info
+    )
+}
+
+/// Typical shapes `bilevel devices` shows the plan for: (what, (n, d, o)).
+const TYPICAL_SHAPES: [(&str, (usize, usize, usize)); 4] = [
+    ("569 × 30, one output (breast cancer)", (569, 30, 1)),
+    ("65,536 × 1,024, one output (S2)", (65_536, 1_024, 1)),
+    ("1,797 × 64, ten outputs (digits)", (1_797, 64, 10)),
+    ("16,384 × 1,024, 64 outputs (S3)", (16_384, 1_024, 64)),
+];
+
+/// The plan for one shape, as `bilevel devices` shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PlanReport {
+    /// The shape.
+    pub shape: String,
+    /// The route: step path and X's source.
+    pub route: String,
+    /// Why, and the layout.
+    pub why: String,
+}
+
 /// What `bilevel devices` shows of one adapter.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct AdapterReport {
@@ -366,6 +455,11 @@ pub struct AdapterReport {
     pub subgroup_sizes: (u32, u32),
     /// Whether bilevel would choose it.
     pub chosen: bool,
+    /// The plan for a few typical shapes (before verification).
+    pub plans: Vec<PlanReport>,
+    /// What verification dropped on this adapter for this driver and build, from the cache:
+    /// (what, the failing comparison).
+    pub dropped: Vec<(String, String)>,
 }
 
 /// Every adapter wgpu sees on the enabled backends, marking the one bilevel would choose.
@@ -379,7 +473,35 @@ pub fn adapters() -> Vec<AdapterReport> {
         all.into_iter()
             .map(|a| {
                 let (info, limits, features) = (a.get_info(), a.limits(), a.features());
+                let profile = profile(&a);
+                let plans = TYPICAL_SHAPES
+                    .iter()
+                    .map(|&(shape, (n, d, o))| {
+                        let request = Request {
+                            kernels: StepKernels::Auto,
+                            x_source: None,
+                            chunk_rows: usize::MAX,
+                        };
+                        let (route, why) = match plan_load(&profile, (n, d, o), request, &[]) {
+                            Ok(plan) => (plan.route.to_string(), explain(&profile, &plan, o)),
+                            Err(e) => ("none".into(), e.to_string()),
+                        };
+                        PlanReport {
+                            shape: shape.into(),
+                            route,
+                            why,
+                        }
+                    })
+                    .collect();
+                let dropped = Verifier::new(&identity(&info))
+                    .verdicts()
+                    .into_iter()
+                    .filter(|(_, v)| !v.pass)
+                    .map(|(what, v)| (what, v.detail))
+                    .collect();
                 AdapterReport {
+                    plans,
+                    dropped,
                     chosen: chosen.as_ref().is_some_and(|c| {
                         c.name == info.name && c.backend == info.backend && c.device == info.device
                     }),

@@ -59,6 +59,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("adam.wgsl", with_prelude!("adam.wgsl")),
     ("train_steps.wgsl", with_prelude!("train_steps.wgsl")),
     (
+        "probe_lanes.wgsl",
+        include_str!("../../shaders/probe_lanes.wgsl"),
+    ),
+    (
         "probe_read.wgsl",
         include_str!("../../shaders/probe_read.wgsl"),
     ),

@@ -4,7 +4,11 @@
 mod backend;
 mod context;
 mod kernels;
+pub mod plan;
+mod probe;
+mod verify;
 
 pub use backend::{Counters, GemmProbe, GpuBackend, StepKernels, XSource};
-pub use context::{AdapterReport, GpuContext, adapters};
+pub use context::{AdapterReport, GpuContext, PlanReport, adapters};
 pub use kernels::{LOADS, PRELUDE, SHADERS, WORKGROUP_SIZE, rows_step_source, tiled_source};
+pub use verify::{CACHE_DIR_VAR, Verdict};

@@ -4,7 +4,8 @@
 use std::sync::{Arc, OnceLock};
 
 use bilevel::backend::Backend;
-use bilevel::gpu::{GpuBackend, GpuContext, StepKernels};
+use bilevel::gpu::plan::{Route, StepPath};
+use bilevel::gpu::{GpuBackend, GpuContext, StepKernels, XSource};
 use bilevel::{Dataset, Params};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -55,6 +56,39 @@ pub fn rerun_at_lavapipes_other_subgroup_sizes(this: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Whether verification lets `kernels` (as a load of `n`×`d`→`o` resolves them) read X from
+/// textures on this adapter. Where it does not — a driver whose texture loads are wrong, such
+/// as Mesa 25.0's lavapipe at 16 lanes — asserts that a load leaving X's source to the plan
+/// reads X from its buffers instead, and says so.
+pub fn textures_verified(kernels: StepKernels, (n, d, o): (usize, usize, usize)) -> bool {
+    let context = gpu();
+    let (data, params) = problem(n, d, o, 1, 1.0);
+    let mut backend = gpu_backend(kernels);
+    backend.set_x_source(Some(XSource::Texture));
+    backend.load(&data, &params).unwrap();
+    let path = match backend.step_path().unwrap() {
+        StepKernels::Rows => StepPath::Rows,
+        StepKernels::Tiled => StepPath::Tiled,
+        _ => return true, // the steps read no texture
+    };
+    let route = Route {
+        path,
+        x_texture: true,
+    };
+    if context.verify(route, d, o).unwrap() {
+        return true;
+    }
+    let mut chosen = gpu_backend(kernels);
+    chosen.load(&data, &params).unwrap();
+    assert_eq!(
+        chosen.x_source().unwrap(),
+        XSource::Buffer,
+        "{kernels:?} on {n}×{d}→{o}: verification dropped {route}, yet a load reads textures"
+    );
+    eprintln!("{kernels:?} on {n}×{d}→{o}: verification dropped {route} on this adapter");
+    false
 }
 
 /// A backend on the shared context whose steps run on `kernels`.

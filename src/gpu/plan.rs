@@ -1,0 +1,761 @@
+//! Deciding, apart from doing: how a run of `n`×`d`→`o` is laid out and which kernels step it,
+//! as a pure function of the adapter's [`Profile`] and the run's shape. No wgpu here, so every
+//! decision is unit-tested without a GPU over a table of adapters as wgpu reports them.
+
+use crate::{Error, Result};
+
+use super::kernels::{MAX_COLUMN_GROUPS, OPTIMIZER_PARAMS_PER_INVOCATION, WORKGROUP_SIZE};
+use super::{StepKernels, XSource};
+
+/// Loop iterations one invocation may run on a CPU adapter. llvmpipe (lavapipe) ends every
+/// loop of an invocation — silently — once its loops together have iterated 65,535 times
+/// (gallivm's `LP_MAX_TGSI_LOOP_ITERATIONS`); the kernels are sized to stay below this there.
+pub(crate) const LOOP_BUDGET: u64 = 56_000;
+/// Bytes of X one row block should span: small enough to stay in cache between the fused
+/// step's forward pass and its gradient pass over the block.
+const BLOCK_BYTES: u64 = 256 << 10;
+/// Bounds on the rows one gradient partial sums.
+const MIN_ROWS_PER_BLOCK: u32 = 8;
+const MAX_ROWS_PER_BLOCK: u32 = 256;
+/// Rows per `linear_step_rows` workgroup on GPUs: enough workgroups to fill the machine (on
+/// CPU adapters, where a workgroup is one thread's work, blocks are `MAX_ROWS_PER_BLOCK`).
+const ROWS_STEP_GPU_BLOCK: u32 = 32;
+/// The most rows per `linear_step_rows` block on CPU adapters.
+pub(crate) const ROWS_STEP_CPU_MAX_BLOCK: u32 = 1024;
+/// Rows per `linear_tiled.partial` block on CPU adapters, where each block's partials cost a
+/// scattered store per parameter and the total a gathered load (docs/perf-log.md).
+const TILED_CPU_ROWS_PER_BLOCK: u32 = 1024;
+/// See [`Profile::max_column_groups`].
+const GPU_MAX_COLUMN_GROUPS: u32 = 8;
+/// Row width (floats) from which the fused step beats the tiled kernels for one output.
+const FUSED_MIN_WIDTH: usize = 384;
+/// `linear_step.wgsl`'s lane-sum capacity (its `DOTS`).
+const STEP_DOTS: u32 = 4096;
+
+/// What the plan needs to know of an adapter, as wgpu reports it (built by the context).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Profile {
+    /// A CPU implementation (lavapipe, SwiftShader, WARP): loops are budgeted, X is read from
+    /// textures where the steps allow it.
+    pub cpu: bool,
+    /// Subgroup operations are available.
+    pub subgroups: bool,
+    /// Smallest and largest subgroup size the adapter may use.
+    pub subgroup_sizes: (u32, u32),
+    /// `max_storage_buffer_binding_size`, capped by `max_buffer_size`.
+    pub max_binding: u64,
+    /// `max_texture_dimension_2d`.
+    pub max_texture_dimension_2d: u32,
+    /// `max_storage_buffers_per_shader_stage`.
+    pub storage_buffers_per_stage: u32,
+}
+
+impl Profile {
+    /// `linear_step_rows` sums a row's dot product across one subgroup: it needs subgroups
+    /// whose size the workgroup can match exactly, and of at least two invocations.
+    pub fn rows_subgroup_size(&self) -> Option<u32> {
+        let (min, max) = self.subgroup_sizes;
+        (self.subgroups && min == max && max >= 2).then_some(max)
+    }
+
+    /// `linear_tiled` hands its shared weights and δ out from 8 lanes of every subgroup.
+    pub fn tiled_subgroups(&self) -> bool {
+        self.subgroups && self.subgroup_sizes.0 >= 8
+    }
+
+    /// log2 of the width in texels of X's textures.
+    pub fn x_texture_shift(&self) -> u32 {
+        self.max_texture_dimension_2d.max(1).ilog2()
+    }
+
+    /// The loop iterations an invocation may run, where the adapter has a limit.
+    pub fn loop_budget(&self) -> Option<u64> {
+        self.cpu.then_some(LOOP_BUDGET)
+    }
+
+    /// vec4 column groups one invocation of `linear_step_rows` may hold: on a GPU its
+    /// weights, accumulators and a pair's rows live in the register file (8 groups: 128
+    /// registers of 255 on NVIDIA), on a CPU adapter they spill to the stack, which costs
+    /// little up to `MAX_COLUMN_GROUPS`.
+    pub fn max_column_groups(&self) -> u32 {
+        if self.cpu {
+            MAX_COLUMN_GROUPS
+        } else {
+            GPU_MAX_COLUMN_GROUPS
+        }
+    }
+
+    /// The column groups per invocation `linear_step_rows` takes for `d` features and `o`
+    /// outputs; `None` where it cannot take them.
+    pub fn rows_step_groups(&self, d: usize, o: usize) -> Option<u32> {
+        let vec4s = u32::try_from(d.div_ceil(4)).ok()?;
+        self.rows_subgroup_size()
+            .map(|size| vec4s.div_ceil(size))
+            .filter(|&groups| o == 1 && groups <= self.max_column_groups())
+    }
+}
+
+/// The kernels a run's steps compute the forward pass, the loss and the gradient partials with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StepPath {
+    /// `linear_step`.
+    Fused,
+    /// `linear_step_rows`.
+    Rows,
+    /// `linear_forward`, `bce`, `linear_backward.partial`: no subgroups, every adapter.
+    Separate,
+    /// `linear_tiled.forward` (with the loss and δ) and `linear_tiled.partial`.
+    Tiled,
+}
+
+impl StepPath {
+    /// The name `bilevel check` and the verification cache use.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepPath::Fused => "fused",
+            StepPath::Rows => "rows",
+            StepPath::Separate => "separate",
+            StepPath::Tiled => "tiled",
+        }
+    }
+}
+
+/// A step path and where it reads X from: what verification proves or drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Route {
+    /// The step's kernels.
+    pub path: StepPath,
+    /// X (and the tiled kernels' W and δ) read from textures rather than storage buffers.
+    pub x_texture: bool,
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let from = if self.x_texture { "texture" } else { "buffer" };
+        write!(f, "{}, X from its {from}", self.path.name())
+    }
+}
+
+/// What a load asks for: the kernels and X's source (`Auto` and `None` leave them to the
+/// plan), and at most how many rows a chunk holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The step's kernels.
+    pub kernels: StepKernels,
+    /// Where X is read from; `None`: chosen.
+    pub x_source: Option<XSource>,
+    /// Rows one chunk may hold beyond what the binding limit allows.
+    pub chunk_rows: usize,
+}
+
+/// How a run is laid out and stepped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadPlan {
+    /// The step path and X's source.
+    pub route: Route,
+    /// Floats per row of X on the device (rows padded to whole vec4, or to whole subgroups of
+    /// vec4 for `linear_step_rows`).
+    pub x_stride: usize,
+    /// Rows per chunk of X (each chunk's X, Y and logits fit one binding).
+    pub rows_per_chunk: usize,
+    /// Chunks of X.
+    pub chunk_count: usize,
+    /// Rows one gradient partial sums.
+    pub rows_per_block: u32,
+    /// `linear_step_rows`' column groups per invocation, with the `Rows` path.
+    pub rows_groups: Option<u32>,
+}
+
+/// Lays out and chooses the kernels for `n`×`d`→`o` on `profile`. `dropped` lists routes
+/// verification found wrong on this adapter: a choice left to the plan avoids them (a path
+/// whose buffer route is dropped is not taken; a dropped texture route reads buffers), a
+/// choice the request makes is taken as asked. Errors name what does not fit.
+pub fn plan_load(
+    profile: &Profile,
+    (n, d, o): (usize, usize, usize),
+    request: Request,
+    dropped: &[Route],
+) -> Result<LoadPlan> {
+    let n_params = o * d + o;
+    let auto = request.kernels == StepKernels::Auto;
+    let path_dropped = |path| {
+        auto && dropped.contains(&Route {
+            path,
+            x_texture: false,
+        })
+    };
+    let budget = profile.loop_budget();
+    // One output over rows that fit a subgroup's registers: `linear_step_rows` reads X once
+    // and is the fastest step measured for one output at every width (docs/perf-log.md). Its
+    // rows are padded to whole subgroups of vec4, so no invocation reads past its row; `Auto`
+    // takes it where that adds at most a quarter to X.
+    let vec4_stride = d.next_multiple_of(4);
+    let rows_groups = profile.rows_step_groups(d, o);
+    let rows_size = profile.rows_subgroup_size().unwrap_or(1);
+    let rows_wanted = match (request.kernels, rows_groups) {
+        (StepKernels::Rows | StepKernels::RowsFolded, None) => {
+            return Err(Error::Config(format!(
+                "linear_step_rows needs one output, subgroups of one fixed size and rows of at most {} vec4 per invocation; this adapter with {d} features and {o} outputs has not",
+                profile.max_column_groups(),
+            )));
+        }
+        (StepKernels::Rows | StepKernels::RowsFolded, Some(_)) => true,
+        (StepKernels::Auto, Some(groups)) if !path_dropped(StepPath::Rows) => {
+            4 * (groups * rows_size * 4) as usize <= 5 * vec4_stride
+        }
+        _ => false,
+    };
+    let x_stride = match (rows_wanted, rows_groups) {
+        (true, Some(groups)) => (groups * rows_size * 4) as usize,
+        _ => vec4_stride,
+    };
+    let widest = x_stride.max(o).max(2) as u64 * 4;
+    if widest > profile.max_binding {
+        return Err(Error::TooLarge {
+            what: "one row of X".into(),
+            size: widest,
+            limit_name: "max_storage_buffer_binding_size",
+            limit: profile.max_binding,
+        });
+    }
+    // A chunk's X, Y, logits and its index buffer (two plans' worth of rows) each fit one
+    // binding.
+    let rows_per_chunk = ((profile.max_binding / widest) as usize)
+        .min(request.chunk_rows)
+        .min(n)
+        .max(1);
+    let chunk_count = n.div_ceil(rows_per_chunk);
+    if let Some(budget) = budget
+        && linear_forward_loop_iterations(d) > budget
+    {
+        return Err(Error::TooLarge {
+            what: format!(
+                "a row of {d} features on this adapter (its loops stop after 65,535 iterations)"
+            ),
+            size: linear_forward_loop_iterations(d),
+            limit_name: "loop iterations per invocation",
+            limit: budget,
+        });
+    }
+    // The fused step sums blocks that stay in cache between its two passes and fit its lane
+    // sums and the loop budget; the other kernels sum longer blocks, which leaves fewer
+    // partials to write and to add up.
+    let mut fused_rows = rows_per_block(d, o);
+    if let Some(budget) = budget {
+        while fused_rows > MIN_ROWS_PER_BLOCK && step_loop_iterations(d, o, fused_rows) > budget {
+            fused_rows = (fused_rows / 2).max(MIN_ROWS_PER_BLOCK);
+        }
+    }
+    let fused_fits = |r: u32| budget.is_none_or(|b| step_loop_iterations(d, o, r) <= b);
+    // One output over long rows: the fused step reads each block of X once for the forward
+    // pass and the gradient. Everywhere else the register tiles reuse more of each load.
+    let rows_block = if profile.cpu {
+        MAX_ROWS_PER_BLOCK
+    } else {
+        ROWS_STEP_GPU_BLOCK
+    };
+    // On CPU adapters a batch's blocks may grow to ROWS_STEP_CPU_MAX_BLOCK rows.
+    let rows_fits = |groups: u32, r: u32| {
+        let r = if profile.cpu {
+            r.max(ROWS_STEP_CPU_MAX_BLOCK)
+        } else {
+            r
+        };
+        budget.is_none_or(|b| rows_step_loop_iterations(groups, r) <= b)
+    };
+    let mut rows = match (request.kernels, rows_groups) {
+        (StepKernels::Auto, Some(groups)) => rows_wanted && rows_fits(groups, rows_block),
+        _ => rows_wanted,
+    };
+    let mut fused = !rows
+        && match request.kernels {
+            StepKernels::Fused => true,
+            StepKernels::Auto => {
+                o == 1
+                    && x_stride >= FUSED_MIN_WIDTH
+                    && fused_fits(fused_rows)
+                    && !path_dropped(StepPath::Fused)
+            }
+            _ => false,
+        };
+    let mut rows_per_block = if rows {
+        rows_block
+    } else if fused {
+        fused_rows
+    } else {
+        MAX_ROWS_PER_BLOCK
+    };
+    let blocks_for = |rb: u32| -> u64 {
+        (0..chunk_count)
+            .map(|c| ((n - c * rows_per_chunk).min(rows_per_chunk) as u64).div_ceil(rb as u64))
+            .sum()
+    };
+    // The partials of a full batch fit one binding, and summing them (one loop iteration per
+    // block) stays within the loop budget.
+    let too_many = |rb: u32| {
+        partials_bytes(blocks_for(rb), n_params, x_stride) > profile.max_binding
+            || budget.is_some_and(|b| blocks_loop_iterations(blocks_for(rb)) > b)
+    };
+    while too_many(rows_per_block) {
+        if rows_per_block as usize >= rows_per_chunk.max(MAX_ROWS_PER_BLOCK as usize) {
+            return Err(Error::TooLarge {
+                what: format!(
+                    "gradient partials for {n_params} parameters over {} blocks of {rows_per_block} rows",
+                    blocks_for(rows_per_block)
+                ),
+                size: partials_bytes(blocks_for(rows_per_block), n_params, x_stride),
+                limit_name: "max_storage_buffer_binding_size",
+                limit: profile.max_binding,
+            });
+        }
+        rows_per_block *= 2;
+    }
+    if let (true, Some(groups)) = (rows, rows_groups)
+        && !rows_fits(groups, rows_per_block)
+    {
+        if matches!(request.kernels, StepKernels::Rows | StepKernels::RowsFolded) {
+            return Err(Error::Config(format!(
+                "linear_step_rows would run past this adapter's loop limit at {d} features"
+            )));
+        }
+        rows = false;
+    }
+    if fused && !fused_fits(rows_per_block) {
+        if request.kernels == StepKernels::Fused {
+            return Err(Error::Config(format!(
+                "the fused step would run past this adapter's loop limit at {d} features and {o} outputs"
+            )));
+        }
+        fused = false;
+    }
+    let tiled_fits = budget.is_none_or(|b| tiled_loop_iterations(d, rows_per_block) <= b);
+    if request.kernels == StepKernels::Tiled {
+        if !profile.tiled_subgroups() {
+            return Err(Error::Config(
+                "the tiled kernels need subgroups of at least 8 invocations; this adapter has not"
+                    .into(),
+            ));
+        }
+        if !tiled_fits {
+            return Err(Error::Config(format!(
+                "the tiled kernels would run past this adapter's loop limit at {d} features"
+            )));
+        }
+    }
+    let tiled = !rows
+        && !fused
+        && profile.tiled_subgroups()
+        && match request.kernels {
+            StepKernels::Tiled => true,
+            StepKernels::Auto => tiled_fits && !path_dropped(StepPath::Tiled),
+            _ => false,
+        };
+    if tiled && profile.cpu {
+        let longer = rows_per_block.max(TILED_CPU_ROWS_PER_BLOCK);
+        if budget.is_none_or(|b| tiled_loop_iterations(d, longer) <= b) {
+            rows_per_block = longer;
+        }
+    }
+    let path = if rows {
+        StepPath::Rows
+    } else if fused {
+        StepPath::Fused
+    } else if tiled {
+        StepPath::Tiled
+    } else {
+        StepPath::Separate
+    };
+    if path_dropped(path) {
+        return Err(Error::Config(format!(
+            "no step path computes {n}×{d}→{o} correctly on this adapter: verification dropped {}",
+            dropped
+                .iter()
+                .map(Route::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
+    }
+    // X's words per chunk fit a texture's rows (the last row part-filled)? And W's and a
+    // chunk's δ, which the tiled kernels read from textures too.
+    let texture_width = 1u64 << profile.x_texture_shift();
+    let chunk_words = (rows_per_chunk * x_stride).div_ceil(4) as u64;
+    let weight_words = (o * x_stride).div_ceil(4) as u64;
+    let delta_words = (rows_per_chunk * o.div_ceil(4)) as u64;
+    let texture_fits = chunk_words
+        .max(weight_words)
+        .max(delta_words)
+        .div_ceil(texture_width)
+        <= u64::from(profile.max_texture_dimension_2d);
+    let reads_x = matches!(path, StepPath::Rows | StepPath::Tiled);
+    let texture_route = Route {
+        path,
+        x_texture: true,
+    };
+    let x_texture = match request.x_source {
+        None => profile.cpu && reads_x && texture_fits && !dropped.contains(&texture_route),
+        Some(XSource::Buffer) => false,
+        Some(XSource::Texture) if texture_fits => true,
+        Some(XSource::Texture) => {
+            return Err(Error::Config(format!(
+                "X's chunks of {chunk_words} vec4 words do not fit this adapter's textures of {texture_width} × {} texels",
+                profile.max_texture_dimension_2d
+            )));
+        }
+    };
+    Ok(LoadPlan {
+        route: Route { path, x_texture },
+        x_stride,
+        rows_per_chunk,
+        chunk_count,
+        rows_per_block,
+        rows_groups: rows_groups.filter(|_| rows),
+    })
+}
+
+/// Rows per gradient block: with few outputs, as many as the lane-parallel dot products hold
+/// (o·R·WG ≤ DOTS) up to a block of X that stays in cache between the fused step's two passes
+/// over it; with many outputs, enough rows that the partials (P per block) stay well below X.
+fn rows_per_block(d: usize, o: usize) -> u32 {
+    let cache_rows =
+        ((BLOCK_BYTES / (4 * d as u64)) as u32).clamp(MIN_ROWS_PER_BLOCK, MAX_ROWS_PER_BLOCK);
+    let lane_rows = STEP_DOTS / (o as u32 * WORKGROUP_SIZE).max(1);
+    if lane_rows >= MIN_ROWS_PER_BLOCK {
+        cache_rows.min(lane_rows)
+    } else {
+        cache_rows.max((4 * o as u32).min(MAX_ROWS_PER_BLOCK))
+    }
+}
+
+// Upper bounds on the loop iterations of one invocation, for llvmpipe's limit (LOOP_BUDGET):
+// the shader's loops counted for its busiest invocation, then doubled, because llvmpipe's own
+// count ran up to 1.9× the structural count (train_steps at 1,024 rows × 4 features: 2,114
+// iterations per step counted by the shader, 1,160 structurally).
+
+/// `linear_forward`: one dot product of d terms.
+fn linear_forward_loop_iterations(d: usize) -> u64 {
+    32 + 2 * d as u64
+}
+
+/// `linear_tiled`: `forward` takes four weight rows and four rows of X per column group;
+/// `partial` loops over one block's `r` rows for each of its column groups.
+pub(crate) fn tiled_loop_iterations(d: usize, r: u32) -> u64 {
+    let s4 = d.div_ceil(4) as u64;
+    let forward = 5 * s4 + 16;
+    let partial = (s4 + 1).div_ceil(u64::from(WORKGROUP_SIZE)) * (u64::from(r) + 12);
+    32 + 2 * forward.max(partial)
+}
+
+/// `adam`, `sgd` and `linear_backward.total`: one iteration per gradient block, for each of
+/// an invocation's parameters (one in `total`).
+fn blocks_loop_iterations(blocks: u64) -> u64 {
+    32 + 2 * u64::from(OPTIMIZER_PARAMS_PER_INVOCATION) * (blocks + 1)
+}
+
+/// `linear_step_rows` with `groups` column groups per invocation over a block of `r` rows:
+/// the column groups are unrolled in the source, so the loops are the rows', the last
+/// group's weights (at most 3) and each group's stores of its partials (4).
+pub(crate) fn rows_step_loop_iterations(groups: u32, r: u32) -> u64 {
+    let (groups, r) = (u64::from(groups), u64::from(r));
+    32 + 2 * (r + 3 + groups * 4)
+}
+
+/// Bytes of the gradient partials of `blocks` row blocks: each block's start on a vec4
+/// (`shaders/common.wgsl`'s `partial_stride`), and a padded row of X's width (`x_stride`) past
+/// the last one's, where the folded step's vec4 reads of padding columns end.
+pub(crate) fn partials_bytes(blocks: u64, n_params: usize, x_stride: usize) -> u64 {
+    (blocks * n_params.next_multiple_of(4) as u64 + x_stride as u64) * 4
+}
+
+/// `linear_step` over a block of `r` rows.
+fn step_loop_iterations(d: usize, o: usize, r: u32) -> u64 {
+    let (o, r, wg) = (o as u64, u64::from(r), u64::from(WORKGROUP_SIZE));
+    let s4 = d.div_ceil(4) as u64;
+    let m = 4;
+    let tiles = s4.div_ceil(m * wg);
+    let pairs = (r * o).div_ceil(wg);
+    let forward = if o * r * wg <= u64::from(STEP_DOTS) {
+        o * tiles * (m + r * (m + 1)) + pairs * (wg + 1)
+    } else {
+        pairs * (s4 + 4)
+    };
+    let gradient = tiles * o * (m + r * (m + 1) + 5 * m) + o.div_ceil(wg) * (r + 1);
+    32 + 2 * (forward + gradient)
+}
+
+/// Why `plan` is the plan for `o` outputs on `profile`, in a line.
+pub fn explain(profile: &Profile, plan: &LoadPlan, o: usize) -> String {
+    let lanes = |(min, max): (u32, u32)| {
+        if min == max {
+            format!("{min}")
+        } else {
+            format!("{min}–{max}")
+        }
+    };
+    let why = match plan.route.path {
+        StepPath::Rows => format!(
+            "one output: each row in the registers of one {}-lane subgroup ({} column group(s))",
+            lanes(profile.subgroup_sizes),
+            plan.rows_groups.unwrap_or(0)
+        ),
+        StepPath::Fused if profile.rows_subgroup_size().is_none() => {
+            "one output of long rows; no subgroups of one fixed size for linear_step_rows".into()
+        }
+        StepPath::Fused => "one output of long rows that linear_step_rows does not take".into(),
+        StepPath::Tiled => format!(
+            "{o} output(s): register tiles, shared values handed out by {}-lane subgroups",
+            lanes(profile.subgroup_sizes)
+        ),
+        StepPath::Separate if !profile.subgroups => "no subgroups".into(),
+        StepPath::Separate if !profile.tiled_subgroups() => format!(
+            "subgroups of {} lanes, fewer than the tiled kernels' 8",
+            lanes(profile.subgroup_sizes)
+        ),
+        StepPath::Separate => "the other paths do not take this shape here".into(),
+    };
+    let from = if plan.route.x_texture {
+        "X from textures (CPU adapter)"
+    } else {
+        "X from storage buffers"
+    };
+    format!(
+        "{why}; {from}; {} chunk(s), {} rows per gradient block",
+        plan.chunk_count, plan.rows_per_block
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    /// An adapter as wgpu 30 reports it: (what, profile).
+    fn gpu(cpu: bool, subgroups: Option<(u32, u32)>, max_binding: u64, storage: u32) -> Profile {
+        Profile {
+            cpu,
+            subgroups: subgroups.is_some(),
+            subgroup_sizes: subgroups.unwrap_or((0, 0)),
+            max_binding,
+            max_texture_dimension_2d: if cpu { 16_384 } else { 8_192 },
+            storage_buffers_per_stage: storage,
+        }
+    }
+
+    /// The adapters the plan must serve, with the subgroup sizes and binding limits their
+    /// drivers report through wgpu 30.
+    fn profiles() -> Vec<(&'static str, Profile)> {
+        vec![
+            (
+                "NVIDIA, Vulkan",
+                gpu(false, Some((32, 32)), 4 * GIB - 1, 1_048_576),
+            ),
+            (
+                "NVIDIA, DX12",
+                gpu(false, Some((32, 32)), 2 * GIB, 1_000_000),
+            ),
+            (
+                "AMD RDNA, Vulkan",
+                gpu(false, Some((32, 64)), 4 * GIB - 1, 1_048_576),
+            ),
+            (
+                "AMD GCN, Vulkan",
+                gpu(false, Some((64, 64)), 4 * GIB - 1, 1_048_576),
+            ),
+            ("Intel Arc, Vulkan", gpu(false, Some((8, 32)), GIB, 200)),
+            (
+                "Intel integrated, Vulkan",
+                gpu(false, Some((8, 32)), GIB, 200),
+            ),
+            ("Apple, Metal", gpu(false, Some((4, 64)), GIB, 31)),
+            (
+                "Qualcomm Adreno, Vulkan",
+                gpu(false, Some((64, 128)), GIB, 24),
+            ),
+            ("Arm Mali, Vulkan", gpu(false, Some((16, 16)), GIB, 36)),
+            ("DX12 WARP", gpu(true, Some((4, 4)), 2 * GIB, 64)),
+            (
+                "SwiftShader, Vulkan",
+                gpu(true, Some((4, 4)), 128 << 20, 64),
+            ),
+            (
+                "lavapipe, 4 lanes",
+                gpu(true, Some((4, 4)), 128 << 20, 1_000_000),
+            ),
+            (
+                "lavapipe, 8 lanes",
+                gpu(true, Some((8, 8)), 128 << 20, 1_000_000),
+            ),
+            (
+                "lavapipe, 16 lanes",
+                gpu(true, Some((16, 16)), 128 << 20, 1_000_000),
+            ),
+            ("no subgroups (GL)", gpu(false, None, 128 << 20, 12)),
+            ("browser WebGPU", gpu(false, None, 128 << 20, 10)),
+        ]
+    }
+
+    const SHAPES: [(usize, usize, usize); 7] = [
+        (1, 1, 1),
+        (569, 30, 1),
+        (65_536, 1_024, 1),
+        (1_797, 64, 10),
+        (16_384, 1_024, 64),
+        (300, 27_000, 3),
+        (200_000, 300, 1),
+    ];
+
+    fn auto() -> Request {
+        Request {
+            kernels: StepKernels::Auto,
+            x_source: None,
+            chunk_rows: usize::MAX,
+        }
+    }
+
+    /// Every kernel of every plan is one the adapter has, within its limits.
+    #[test]
+    fn every_profile_gets_a_valid_plan_for_every_shape() {
+        for (name, p) in profiles() {
+            for (n, d, o) in SHAPES {
+                let plan = plan_load(&p, (n, d, o), auto(), &[])
+                    .unwrap_or_else(|e| panic!("{name}, {n}×{d}→{o}: {e}"));
+                let what = format!("{name}, {n}×{d}→{o}: {plan:?}");
+                match plan.route.path {
+                    StepPath::Rows => {
+                        let size = p.rows_subgroup_size().expect(&what);
+                        let groups = plan.rows_groups.expect(&what);
+                        assert!(o == 1 && groups <= p.max_column_groups(), "{what}");
+                        assert_eq!(plan.x_stride, (groups * size * 4) as usize, "{what}");
+                    }
+                    StepPath::Tiled => assert!(p.tiled_subgroups(), "{what}"),
+                    StepPath::Fused => assert_eq!(o, 1, "{what}"),
+                    StepPath::Separate => {}
+                }
+                assert!(!plan.route.x_texture || p.cpu, "{what}");
+                assert!(
+                    plan.x_stride >= d && plan.x_stride.is_multiple_of(4),
+                    "{what}"
+                );
+                assert!(
+                    (plan.rows_per_chunk * plan.x_stride * 4) as u64 <= p.max_binding,
+                    "{what}"
+                );
+                assert_eq!(plan.chunk_count, n.div_ceil(plan.rows_per_chunk), "{what}");
+                let blocks =
+                    n.div_ceil(plan.rows_per_block as usize) as u64 + plan.chunk_count as u64;
+                assert!(
+                    partials_bytes(blocks, o * d + o, plan.x_stride) <= p.max_binding,
+                    "{what}"
+                );
+                if let Some(budget) = p.loop_budget() {
+                    assert!(blocks_loop_iterations(blocks) <= budget, "{what}");
+                }
+            }
+        }
+    }
+
+    /// The path each class of adapter takes for one output over 1,024 features and for 64
+    /// outputs: what the README's support matrix says.
+    #[test]
+    fn each_class_of_adapter_takes_its_path() {
+        let path = |name: &str, shape| {
+            let (_, p) = profiles().into_iter().find(|(n, _)| *n == name).unwrap();
+            plan_load(&p, shape, auto(), &[]).unwrap().route
+        };
+        let s2 = (65_536, 1_024, 1);
+        let s3 = (16_384, 1_024, 64);
+        let (rows, tiled, fused, separate) = (
+            StepPath::Rows,
+            StepPath::Tiled,
+            StepPath::Fused,
+            StepPath::Separate,
+        );
+        for (name, one_output, many) in [
+            ("NVIDIA, Vulkan", rows, tiled),
+            ("AMD GCN, Vulkan", rows, tiled),
+            ("AMD RDNA, Vulkan", fused, tiled),
+            ("Intel Arc, Vulkan", fused, tiled),
+            ("Apple, Metal", fused, separate),
+            ("Arm Mali, Vulkan", fused, tiled),
+            ("lavapipe, 8 lanes", rows, tiled),
+            ("lavapipe, 4 lanes", fused, separate),
+            ("no subgroups (GL)", fused, separate),
+        ] {
+            assert_eq!(path(name, s2).path, one_output, "{name}, S2");
+            assert_eq!(path(name, s3).path, many, "{name}, S3");
+        }
+        assert!(path("lavapipe, 8 lanes", s2).x_texture);
+        assert!(!path("NVIDIA, Vulkan", s2).x_texture);
+    }
+
+    /// A route verification dropped is avoided where the plan chooses, and taken where the
+    /// request fixes it.
+    #[test]
+    fn dropped_routes_are_avoided_only_where_the_plan_chooses() {
+        let (_, lavapipe) = profiles().swap_remove(13);
+        let s2 = (65_536, 1_024, 1);
+        let texture = Route {
+            path: StepPath::Rows,
+            x_texture: true,
+        };
+        let buffer = Route {
+            x_texture: false,
+            ..texture
+        };
+        assert_eq!(
+            plan_load(&lavapipe, s2, auto(), &[]).unwrap().route,
+            texture
+        );
+        assert_eq!(
+            plan_load(&lavapipe, s2, auto(), &[texture]).unwrap().route,
+            buffer
+        );
+        let next = plan_load(&lavapipe, s2, auto(), &[texture, buffer]).unwrap();
+        assert_eq!(next.route.path, StepPath::Fused);
+        assert_eq!(
+            next.x_stride, 1_024,
+            "rows no longer padded for linear_step_rows"
+        );
+        let rows = Request {
+            kernels: StepKernels::Rows,
+            ..auto()
+        };
+        assert_eq!(
+            plan_load(&lavapipe, s2, rows, &[texture, buffer])
+                .unwrap()
+                .route,
+            buffer,
+            "a path the request fixes is taken, reading X from its buffer"
+        );
+        let every = [
+            StepPath::Fused,
+            StepPath::Separate,
+            StepPath::Tiled,
+            StepPath::Rows,
+        ]
+        .map(|path| Route {
+            path,
+            x_texture: false,
+        });
+        let err = plan_load(&lavapipe, s2, auto(), &every).unwrap_err();
+        assert!(err.to_string().contains("verification dropped"), "{err}");
+    }
+
+    #[test]
+    fn requests_an_adapter_cannot_serve_are_refused_by_name() {
+        let (_, apple) = profiles().swap_remove(6);
+        let rows = Request {
+            kernels: StepKernels::Rows,
+            ..auto()
+        };
+        let err = plan_load(&apple, (10, 8, 1), rows, &[]).unwrap_err();
+        assert!(err.to_string().contains("linear_step_rows"), "{err}");
+        let (_, lavapipe4) = profiles().swap_remove(11);
+        let tiled = Request {
+            kernels: StepKernels::Tiled,
+            ..auto()
+        };
+        let err = plan_load(&lavapipe4, (10, 8, 2), tiled, &[]).unwrap_err();
+        assert!(err.to_string().contains("subgroups"), "{err}");
+    }
+}

@@ -1,0 +1,215 @@
+//! The lane probe behind verification: `shaders/probe_lanes.wgsl` (what the subgroup kernels
+//! assume of subgroups), dispatched once per workgroup size and checked word by word on the
+//! host by a pure function, tested without a GPU.
+
+use std::borrow::Cow;
+
+use super::context::GpuContext;
+use super::kernels::SHADERS;
+use crate::{Error, Result};
+
+/// Words `probe_lanes.wgsl` writes per invocation (its `LANE_WORDS`).
+const LANE_WORDS: usize = 7;
+/// Workgroups of each probe dispatch: more than one, so a workgroup's base is tested too.
+const PROBE_WORKGROUPS: u32 = 4;
+
+/// Runs the lane probe in workgroups of `wg` invocations and checks what it wrote against
+/// subgroups of `sizes` (smallest, largest). `Ok(Err(why))`: the adapter's subgroups are not
+/// what the kernels assume.
+pub(crate) fn lanes(
+    ctx: &GpuContext,
+    wg: u32,
+    sizes: (u32, u32),
+) -> Result<std::result::Result<(), String>> {
+    let invocations = (wg * PROBE_WORKGROUPS) as usize;
+    let words = run(
+        ctx,
+        "probe_lanes.wgsl",
+        wg,
+        (invocations * LANE_WORDS * 4) as u64,
+    )?;
+    Ok(check_lanes(bytemuck::cast_slice(&words), wg, sizes))
+}
+
+/// Dispatches `file` (entry `main`, override `WG` = `wg`) over `PROBE_WORKGROUPS`
+/// workgroups, its output at binding 0 (`bytes`), and reads the output back.
+fn run(ctx: &GpuContext, file: &str, wg: u32, bytes: u64) -> Result<Vec<u8>> {
+    let source = SHADERS
+        .iter()
+        .find(|(name, _)| *name == file)
+        .map_or("", |(_, source)| source);
+    let module = ctx
+        .device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(file),
+            source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(source)),
+        });
+    let pipeline = ctx
+        .device
+        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(file),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[("WG", f64::from(wg))],
+                ..Default::default()
+            },
+            cache: None,
+        });
+    let out = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("probe output"),
+        size: bytes,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("probe staging"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(file),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[wgpu::BindGroupEntry {
+            binding: 0,
+            resource: out.as_entire_binding(),
+        }],
+    });
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(file) });
+    {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(file),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(PROBE_WORKGROUPS, 1, 1);
+    }
+    encoder.copy_buffer_to_buffer(&out, 0, &staging, 0, bytes);
+    ctx.queue.submit([encoder.finish()]);
+    let slice = staging.slice(..);
+    slice.map_async(wgpu::MapMode::Read, |_| {});
+    ctx.wait(&format!("running {file}"))?;
+    let view = slice.get_mapped_range().map_err(|e| Error::Gpu {
+        adapter: ctx.adapter_name().into(),
+        context: format!("reading {file}'s output"),
+        message: e.to_string(),
+    })?;
+    Ok(view.to_vec())
+}
+
+/// Checks `probe_lanes.wgsl`'s words for workgroups of `wg`: every subgroup size within
+/// `sizes` and dividing the workgroup, lanes = lid mod size, and the sum, shuffles and
+/// broadcasts over exactly those lanes. The first wrong word is named.
+pub(crate) fn check_lanes(
+    words: &[u32],
+    wg: u32,
+    (min, max): (u32, u32),
+) -> std::result::Result<(), String> {
+    for (i, w) in words.chunks_exact(LANE_WORDS).enumerate() {
+        let lid = i as u32 % wg;
+        let size = w[0];
+        if size < min.max(1) || size > max || !wg.is_multiple_of(size) {
+            return Err(format!(
+                "invocation {i} reports subgroups of {size} lanes; the adapter reports {min}–{max} and the workgroup has {wg}"
+            ));
+        }
+        let first = lid - lid % size;
+        let want = [
+            size,
+            lid % size,
+            (first + 1..=first + size).sum(),
+            first + (lid % size + 1) % size,
+            lid ^ 1,
+            first + 3,
+            first + 7,
+        ];
+        // Broadcasts from lanes that exist only: 3 needs 4 lanes, 7 needs 8.
+        let checked = match size {
+            ..4 => 5,
+            4..8 => 6,
+            _ => 7,
+        };
+        let names = [
+            "subgroup_size",
+            "subgroup_invocation_id",
+            "subgroupAdd",
+            "subgroupShuffle",
+            "subgroupShuffleXor",
+            "subgroupBroadcast from lane 3",
+            "subgroupBroadcast from lane 7",
+        ];
+        if let Some(k) = (0..checked).find(|&k| w[k] != want[k]) {
+            return Err(format!(
+                "{} at invocation {i} (lane {} of {size}, workgroups of {wg}): {}, not {}",
+                names[k],
+                lid % size,
+                w[k],
+                want[k]
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a correct adapter with subgroups of `size` writes for workgroups of `wg`.
+    fn correct(wg: u32, size: u32) -> Vec<u32> {
+        (0..wg * PROBE_WORKGROUPS)
+            .flat_map(|i| {
+                let lid = i % wg;
+                let first = lid - lid % size;
+                [
+                    size,
+                    lid % size,
+                    (first + 1..=first + size).sum(),
+                    first + (lid % size + 1) % size,
+                    lid ^ 1,
+                    first + 3,
+                    if size >= 8 { first + 7 } else { 12345 },
+                ]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn correct_lanes_pass_at_every_size_wgsl_allows() {
+        for size in [4, 8, 16, 32, 64] {
+            assert_eq!(check_lanes(&correct(64, size), 64, (size, size)), Ok(()));
+            assert_eq!(check_lanes(&correct(size, size), size, (4, 64)), Ok(()));
+        }
+        assert_eq!(check_lanes(&correct(128, 128), 128, (128, 128)), Ok(()));
+    }
+
+    /// Mesa 22.3's lavapipe at 1,024-bit vectors: 32 lanes reported, sums within halves of 16.
+    #[test]
+    fn sums_over_half_a_subgroup_are_caught() {
+        let mut words = correct(32, 32);
+        for (i, w) in words.chunks_exact_mut(LANE_WORDS).enumerate() {
+            let half = (i as u32 % 32) / 16 * 16;
+            w[2] = (half + 1..=half + 16).sum();
+        }
+        let err = check_lanes(&words, 32, (32, 32)).unwrap_err();
+        assert!(err.starts_with("subgroupAdd at invocation 0"), "{err}");
+    }
+
+    #[test]
+    fn a_size_outside_the_reported_range_or_lanes_out_of_order_are_caught() {
+        let err = check_lanes(&correct(64, 16), 64, (32, 32)).unwrap_err();
+        assert!(err.contains("subgroups of 16 lanes"), "{err}");
+        let mut words = correct(64, 8);
+        words.swap(LANE_WORDS + 1, 2 * LANE_WORDS + 1);
+        let err = check_lanes(&words, 64, (8, 8)).unwrap_err();
+        assert!(
+            err.starts_with("subgroup_invocation_id at invocation 1"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! Verification on the user's own adapter: before a run takes a route (a step path and where
+//! it reads X from) that this adapter, driver and build of bilevel have not been seen to
+//! compute correctly, the route runs a small problem of the same kernel configuration (the
+//! run's features and outputs) against the CPU reference, and a probe checks what the
+//! subgroup paths assume of subgroups. A route that disagrees is dropped for the adapter and
+//! the plan takes the next one. Verdicts are remembered in a small JSON file under the
+//! platform's cache directory, so each check costs once.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sha2::{Digest, Sha256};
+
+use super::context::GpuContext;
+use super::kernels::{SHADERS, WORKGROUP_SIZE};
+use super::plan::{Route, StepPath};
+use super::{GpuBackend, StepKernels, XSource, probe};
+use crate::selfcheck::{Comparison, compare_kernels, compare_runs, random_problem};
+use crate::{
+    AdamConfig, Backend, Batching, Optimizer, ParamSubset, Phase, Result, SgdConfig, StopRule, data,
+};
+
+/// Environment variable naming the folder of the verification cache (default: the
+/// platform's cache directory, `bilevel/` in it).
+pub const CACHE_DIR_VAR: &str = "BILEVEL_CACHE_DIR";
+/// The cache's file name in that folder.
+const CACHE_FILE: &str = "verified.json";
+/// Floats of X a route check's problem holds at most (its rows shrink for long rows).
+const CHECK_FLOATS: usize = 1 << 22;
+/// Rows of a route check's problem: straddles 8-row tiles, subgroups of 4 to 64 lanes and a
+/// workgroup, and splits into two minibatches.
+const CHECK_ROWS: usize = 70;
+
+/// What verification found of one route or probe.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Verdict {
+    /// It computed what the CPU reference did (or what the probe must read).
+    pub pass: bool,
+    /// The failing comparison with its numbers, or what was checked.
+    pub detail: String,
+}
+
+/// The verdicts for one adapter, driver and build, kept in memory and in the cache file.
+pub(crate) struct Verifier {
+    enabled: AtomicBool,
+    /// Adapter, driver and build: the first part of every cache key.
+    identity: String,
+    file: Option<PathBuf>,
+    verdicts: Mutex<BTreeMap<String, Verdict>>,
+}
+
+impl Verifier {
+    /// The verifier of an adapter described by `identity` (name, backend, ids and driver),
+    /// with the verdicts the cache file already holds for it.
+    pub(crate) fn new(identity: &str) -> Self {
+        let identity = format!("{identity} | bilevel {}", build_id());
+        let file = std::env::var_os(CACHE_DIR_VAR)
+            .map(PathBuf::from)
+            .or_else(|| dirs::cache_dir().map(|d| d.join("bilevel")))
+            .map(|dir| dir.join(CACHE_FILE));
+        let verdicts = file
+            .as_ref()
+            .map(read_cache)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(key, v)| {
+                key.strip_prefix(&format!("{identity} | "))
+                    .map(|what| (what.to_string(), v))
+            })
+            .collect();
+        Self {
+            enabled: AtomicBool::new(true),
+            identity,
+            file,
+            verdicts: Mutex::new(verdicts),
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+    }
+
+    /// Every verdict known for this adapter, by what was checked.
+    pub(crate) fn verdicts(&self) -> BTreeMap<String, Verdict> {
+        self.verdicts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The verdict on `what`, computing it with `check` the first time.
+    fn verdict(&self, what: &str, check: impl FnOnce() -> Result<Verdict>) -> Result<Verdict> {
+        if let Some(v) = self
+            .verdicts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(what)
+        {
+            return Ok(v.clone());
+        }
+        let verdict = check()?;
+        if verdict.pass {
+            log::info!("verified {what}: {}", verdict.detail);
+        } else {
+            log::warn!("dropped {what} on this adapter: {}", verdict.detail);
+        }
+        self.verdicts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(what.to_string(), verdict.clone());
+        self.save(what, &verdict);
+        Ok(verdict)
+    }
+
+    /// Adds one verdict to the cache file (written whole and renamed into place, so readers
+    /// never see half of it). A cache that cannot be written costs a check next time only.
+    fn save(&self, what: &str, verdict: &Verdict) {
+        let Some(file) = &self.file else { return };
+        let mut all = read_cache(file);
+        all.insert(format!("{} | {what}", self.identity), verdict.clone());
+        let written = (|| -> std::io::Result<()> {
+            let dir = file.parent().unwrap_or(file.as_path());
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+            serde_json::to_writer_pretty(&mut tmp, &all)?;
+            tmp.persist(file)?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            log::warn!(
+                "could not write the verification cache {}: {e}",
+                file.display()
+            );
+        }
+    }
+}
+
+/// The cache file's verdicts; an unreadable or malformed file counts as empty.
+fn read_cache(file: &PathBuf) -> BTreeMap<String, Verdict> {
+    std::fs::read(file)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+/// The crate's version and a digest of every shader: a verdict holds for one build's kernels.
+fn build_id() -> String {
+    let mut digest = Sha256::new();
+    for (name, source) in SHADERS {
+        digest.update(name.as_bytes());
+        digest.update(source.as_bytes());
+    }
+    let hex: String = digest.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{} ({hex})", env!("CARGO_PKG_VERSION"))
+}
+
+/// Whether the adapter's subgroups are what the subgroup kernels assume: the lane probe in
+/// the tiled kernels' workgroups and in the rows step's (one subgroup each), where the
+/// adapter has either. `false` drops every subgroup path.
+pub(crate) fn subgroups_work(ctx: &GpuContext) -> Result<bool> {
+    let profile = ctx.profile();
+    let mut sizes = Vec::new();
+    if profile.tiled_subgroups() {
+        sizes.push(WORKGROUP_SIZE);
+    }
+    sizes.extend(profile.rows_subgroup_size());
+    sizes.dedup();
+    for wg in sizes {
+        let what = format!("probe: subgroups in workgroups of {wg}");
+        let verdict = ctx.verifier().verdict(&what, || {
+            Ok(match probe::lanes(ctx, wg, profile.subgroup_sizes)? {
+                Ok(()) => Verdict {
+                    pass: true,
+                    detail: "sizes, lanes, sums, shuffles and broadcasts as assumed".into(),
+                },
+                Err(why) => Verdict {
+                    pass: false,
+                    detail: why,
+                },
+            })
+        })?;
+        if !verdict.pass {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Whether `route` computes a problem of `d` features and `o` outputs as the CPU reference
+/// does on this adapter (from the cache, or checked now).
+pub(crate) fn route_works(ctx: &Arc<GpuContext>, route: Route, d: usize, o: usize) -> Result<bool> {
+    let what = format!("{route}, {d} features, {o} outputs");
+    let verdict = ctx
+        .verifier()
+        .verdict(&what, || check_route(ctx, route, d, o))?;
+    Ok(verdict.pass)
+}
+
+/// Runs `route` on a small seeded problem of `d` features and `o` outputs: forward, loss, δ
+/// and gradient, then a short two-phase run (SGD with momentum, then Adam, in minibatches,
+/// checked at every step) against the CPU reference.
+fn check_route(ctx: &Arc<GpuContext>, route: Route, d: usize, o: usize) -> Result<Verdict> {
+    let n = (CHECK_FLOATS / d.max(1)).clamp(2, CHECK_ROWS);
+    let (data, params) = random_problem(n, d, o, (d * 131 + o) as u64)?;
+    let backend = || {
+        let mut gpu = GpuBackend::new(ctx.clone());
+        gpu.set_step_kernels(match route.path {
+            // Folds Adam into the next step where the run allows it, else as `Rows`.
+            StepPath::Rows => StepKernels::RowsFolded,
+            StepPath::Fused => StepKernels::Fused,
+            StepPath::Separate => StepKernels::Separate,
+            StepPath::Tiled => StepKernels::Tiled,
+        });
+        gpu.set_x_source(Some(if route.x_texture {
+            XSource::Texture
+        } else {
+            XSource::Buffer
+        }));
+        gpu
+    };
+    let mut out: Vec<Comparison> = Vec::new();
+    let mut gpu = backend();
+    gpu.load(&data, &params)?;
+    compare_kernels(&mut gpu, &data, &params, &format!("n={n}"), &mut out)?;
+    let batching = Batching::MiniBatch {
+        size: n.div_ceil(2),
+        seed: 1,
+    };
+    let phases = [
+        Phase {
+            name: "local".into(),
+            optimizer: Optimizer::Sgd(SgdConfig {
+                momentum: 0.9,
+                ..SgdConfig::new(0.1)
+            }),
+            // Every parameter: the pipelines a subset's steps take are the same shader with
+            // groups left out, and compiling them (seconds on lavapipe) is the run's to pay.
+            params: ParamSubset::All,
+            rows: None,
+            batching: batching.clone(),
+            stop: StopRule::steps(4, 1),
+            patience: None,
+        },
+        Phase {
+            name: "global".into(),
+            // eps well above the gradients' rounding: Adam's normalised step turns a last-bit
+            // difference in a near-zero gradient into a full step of either sign.
+            optimizer: Optimizer::Adam(AdamConfig {
+                eps: 0.1,
+                ..AdamConfig::new(0.05)
+            }),
+            params: ParamSubset::All,
+            rows: None,
+            batching,
+            stop: StopRule::steps(4, 1),
+            patience: None,
+        },
+    ];
+    let init = data::linear_init(d, o, 3);
+    let what = ("two-phase run", route.path.name());
+    compare_runs(&mut backend(), &data, &init, &phases, what, &mut out)?;
+    Ok(match out.iter().find(|c| !c.pass) {
+        None => Verdict {
+            pass: true,
+            detail: format!(
+                "{} comparisons with the CPU reference within tolerance",
+                out.len()
+            ),
+        },
+        Some(c) => Verdict {
+            pass: false,
+            detail: format!(
+                "{}: max |Δ| {:.3e}, max rel {:.3e} (atol {:.1e}, rtol {:.1e})",
+                c.what.split_whitespace().collect::<Vec<_>>().join(" "),
+                c.max_abs,
+                c.max_rel,
+                c.atol,
+                c.rtol
+            ),
+        },
+    })
+}
