@@ -552,7 +552,7 @@ impl TiledKernels {
 /// `s4` column groups: 4, 8 or 16 outputs, the fewest that cover `o` up to 16 (each load of
 /// X feeds them all; S3's 64 outputs on lavapipe: 16 per invocation took the step from 547 to
 /// 494 ms), and the most column groups (of [`TILED_COLUMN_GROUPS`]) the workgroup fills.
-fn partial_tile(o: u32, s4: u32) -> (u32, u32) {
+pub(crate) fn partial_tile(o: u32, s4: u32) -> (u32, u32) {
     let outputs = match o {
         0..=4 => 4,
         5..=8 => 8,

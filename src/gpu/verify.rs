@@ -1,8 +1,9 @@
 //! Verification on the user's own adapter: before a run takes a route (a step path and where
 //! it reads X from) that this adapter, driver and build of bilevel have not been seen to
-//! compute correctly, the route runs a small problem of the same kernel configuration (the
-//! run's features and outputs) against the CPU reference, and a probe checks what the
-//! subgroup paths assume of subgroups. A route that disagrees is dropped for the adapter and
+//! compute correctly in the run's kernel configuration, the route runs a small problem of
+//! that configuration against the CPU reference, and a probe checks what the subgroup paths
+//! assume of subgroups. (The rows step's folded Adam update is not part of a route check:
+//! `bilevel check` compares it.) A route that disagrees is dropped for the adapter and
 //! the plan takes the next one. Verdicts are remembered in a small JSON file under the
 //! platform's cache directory, so each check costs once.
 
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use sha2::{Digest, Sha256};
 
 use super::context::GpuContext;
-use super::kernels::{SHADERS, WORKGROUP_SIZE};
+use super::kernels::{SHADERS, WORKGROUP_SIZE, partial_tile};
 use super::plan::{Route, StepPath};
 use super::{GpuBackend, StepKernels, XSource, probe};
 use crate::selfcheck::{Comparison, compare_kernels, compare_runs, random_problem};
@@ -196,26 +197,77 @@ pub(crate) fn subgroups_work(ctx: &GpuContext) -> Result<bool> {
 }
 
 /// Whether `route` computes a problem of `d` features and `o` outputs as the CPU reference
-/// does on this adapter (from the cache, or checked now).
+/// does on this adapter (from the cache, or checked now). A verdict holds for the route's
+/// kernel configuration — the pipelines a shape compiles — so shapes that share it share it.
 pub(crate) fn route_works(ctx: &Arc<GpuContext>, route: Route, d: usize, o: usize) -> Result<bool> {
-    let what = format!("{route}, {d} features, {o} outputs");
+    let what = match configuration(ctx, route, d, o) {
+        Some(config) => format!("{route}, {config}"),
+        None => route.to_string(),
+    };
     let verdict = ctx
         .verifier()
         .verdict(&what, || check_route(ctx, route, d, o))?;
     Ok(verdict.pass)
 }
 
-/// Runs `route` on a small seeded problem of `d` features and `o` outputs: forward, loss, δ
+/// What of the shape selects `route`'s pipelines: `linear_step_rows`' column groups, the
+/// tiled kernels' output tile and column groups; nothing for the fused and separate kernels,
+/// whose pipelines serve every shape.
+fn configuration(ctx: &GpuContext, route: Route, d: usize, o: usize) -> Option<String> {
+    match route.path {
+        StepPath::Rows => {
+            let groups = ctx.usable_profile().rows_step_groups(d, o)?;
+            Some(format!("{groups} column groups"))
+        }
+        StepPath::Tiled => {
+            let (outputs, groups) = partial_tile(o as u32, d.div_ceil(4) as u32);
+            Some(format!("{outputs}-output tiles, {groups} column groups"))
+        }
+        StepPath::Fused | StepPath::Separate => None,
+    }
+}
+
+/// The features and outputs a route check of the configuration that `d` and `o` select runs
+/// on: the widest of that configuration, so that every lane of every column group and every
+/// output of a tile holds data (a driver that loses some lanes' loads shows only there).
+fn check_shape(ctx: &GpuContext, route: Route, d: usize, o: usize) -> (usize, usize) {
+    match route.path {
+        StepPath::Rows => {
+            let profile = ctx.usable_profile();
+            match (profile.rows_step_groups(d, o), profile.rows_subgroup_size()) {
+                // One padding column in the last vec4.
+                (Some(groups), Some(size)) => ((groups * size * 4) as usize - 1, 1),
+                _ => (d, o),
+            }
+        }
+        StepPath::Tiled => {
+            let (outputs, groups) = partial_tile(o as u32, d.div_ceil(4) as u32);
+            // The most features with that many column groups (the last vec4 part-filled),
+            // and a full tile of outputs (16: a full tile and one more).
+            let features = match groups {
+                1 => 2 * WORKGROUP_SIZE * 4 - 5,
+                2 => 4 * WORKGROUP_SIZE * 4 - 5,
+                _ => 4 * WORKGROUP_SIZE * 4 + 3,
+            };
+            let outputs = if outputs == 16 { 17 } else { outputs };
+            (features as usize, outputs as usize)
+        }
+        StepPath::Fused => (515, 1),
+        StepPath::Separate => (130, 3),
+    }
+}
+
+/// Runs `route` on a small seeded problem of its configuration (`check_shape`): forward, loss, δ
 /// and gradient, then a short two-phase run (SGD with momentum, then Adam, in minibatches,
 /// checked at every step) against the CPU reference.
 fn check_route(ctx: &Arc<GpuContext>, route: Route, d: usize, o: usize) -> Result<Verdict> {
+    let (d, o) = check_shape(ctx, route, d, o);
     let n = (CHECK_FLOATS / d.max(1)).clamp(2, CHECK_ROWS);
     let (data, params) = random_problem(n, d, o, (d * 131 + o) as u64)?;
     let backend = || {
         let mut gpu = GpuBackend::new(ctx.clone());
         gpu.set_step_kernels(match route.path {
-            // Folds Adam into the next step where the run allows it, else as `Rows`.
-            StepPath::Rows => StepKernels::RowsFolded,
+            StepPath::Rows => StepKernels::Rows,
             StepPath::Fused => StepKernels::Fused,
             StepPath::Separate => StepKernels::Separate,
             StepPath::Tiled => StepKernels::Tiled,
