@@ -34,7 +34,7 @@
 // little, about what the update every workgroup repeats costs for a few row blocks: S4's
 // epoch took 1.16–1.26× the batch probe's folded against 1.30–1.36× not (three alternating
 // runs each), at 365 against 368 k instructions per step over the batch probe (298 against
-// 345 k since S4's blocks hold 512 rows, BENCHMARKS.md).
+// 345 k since S4's blocks hold 512 rows, docs/perf-log.md).
 //
 // The column groups are unrolled by the host (gpu::rows_step_source): the lines between
 // `// #unroll m` and `// #end` are repeated for m = 0, 1, …, COLUMN_GROUPS − 1, with the name
@@ -99,7 +99,7 @@ override QUAD: bool = false;
 // 4·(m + 1)·WG − 1); the others' partials stay zero. A phase that trains a feature range
 // (the local phase) needs few: a group left out costs its loads and dot product only, not its
 // δ·x sums nor the registers that keep its words from the dot product to them (S5's 10 % of
-// the features: see BENCHMARKS.md). All groups by default, and always with `main_folded`.
+// the features: see docs/perf-log.md). All groups by default, and always with `main_folded`.
 override GRAD_GROUPS: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;

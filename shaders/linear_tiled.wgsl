@@ -26,7 +26,7 @@
 // costs ~60 instructions and one gathered across its 8 lanes ~23 per lane, where a broadcast
 // from a fixed lane is a couple: S3's step (2,048 × 1,024 → 64) executed 1.00 G instructions
 // against 2.60 G with uniform loads, 0.74 G with X from its texture too, and 0.45 G with the
-// wider tiles below (BENCHMARKS.md). Loads from the arguments are taken out of the loops by
+// wider tiles below (docs/perf-log.md). Loads from the arguments are taken out of the loops by
 // hand: llvmpipe does not hoist them.
 //
 // Bindings (group 0):

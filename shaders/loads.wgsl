@@ -18,7 +18,7 @@
 // with a few vector instructions in line. A sampled texture's `textureLoad` (this binding
 // until the tenth session) calls a function of 100–170 instructions per texel, which took 30 %
 // of S3's forward pass: through the storage texture S2-like steps execute 0.48× its
-// instructions and S3's 0.84× (BENCHMARKS.md), and S2's step takes 0.39–0.51× the time of
+// instructions and S3's 0.84× (docs/perf-log.md), and S2's step takes 0.39–0.51× the time of
 // one read of X's buffer, against 1.35–1.47× reading the buffer.
 override X_TEXTURE: bool = false;
 // log2 of the texture's width in texels (the host's, from the adapter's limits).

@@ -596,7 +596,7 @@ pub enum XSource {
     /// from X's buffers, which stay): on lavapipe a texel load is a few vector instructions
     /// where a storage buffer's vec4 is loaded lane by lane; S2's step took 0.39–0.51× the time
     /// of a read of X's buffer, and S3's step executed 0.84× the instructions of the sampled
-    /// texture's (BENCHMARKS.md). Costs a second copy of X.
+    /// texture's (docs/perf-log.md). Costs a second copy of X.
     Texture,
 }
 
