@@ -102,6 +102,21 @@ fn run(ctx: &GpuContext, file: &str, wg: u32, bytes: u64) -> Result<Vec<u8>> {
     Ok(view.to_vec())
 }
 
+/// What `probe_lanes.wgsl` must write for local invocation `lid` in subgroups of `size`
+/// consecutive invocations (its CPU twin).
+fn expected(lid: u32, size: u32) -> [u32; LANE_WORDS] {
+    let first = lid - lid % size;
+    [
+        size,
+        lid % size,
+        (first + 1..=first + size).sum(),
+        first + (lid % size + 1) % size,
+        lid ^ 1,
+        first + 3,
+        first + 7,
+    ]
+}
+
 /// Checks `probe_lanes.wgsl`'s words for workgroups of `wg`: every subgroup size within
 /// `sizes` and dividing the workgroup, lanes = lid mod size, and the sum, shuffles and
 /// broadcasts over exactly those lanes. The first wrong word is named.
@@ -118,16 +133,7 @@ pub(crate) fn check_lanes(
                 "invocation {i} reports subgroups of {size} lanes; the adapter reports {min}–{max} and the workgroup has {wg}"
             ));
         }
-        let first = lid - lid % size;
-        let want = [
-            size,
-            lid % size,
-            (first + 1..=first + size).sum(),
-            first + (lid % size + 1) % size,
-            lid ^ 1,
-            first + 3,
-            first + 7,
-        ];
+        let want = expected(lid, size);
         // Broadcasts from lanes that exist only: 3 needs 4 lanes, 7 needs 8.
         let checked = match size {
             ..4 => 5,
@@ -164,17 +170,11 @@ mod tests {
     fn correct(wg: u32, size: u32) -> Vec<u32> {
         (0..wg * PROBE_WORKGROUPS)
             .flat_map(|i| {
-                let lid = i % wg;
-                let first = lid - lid % size;
-                [
-                    size,
-                    lid % size,
-                    (first + 1..=first + size).sum(),
-                    first + (lid % size + 1) % size,
-                    lid ^ 1,
-                    first + 3,
-                    if size >= 8 { first + 7 } else { 12345 },
-                ]
+                let mut words = expected(i % wg, size);
+                if size < 8 {
+                    words[6] = 12345; // a broadcast from a lane that does not exist
+                }
+                words
             })
             .collect()
     }

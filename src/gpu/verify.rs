@@ -287,35 +287,30 @@ fn check_route(ctx: &Arc<GpuContext>, route: Route, d: usize, o: usize) -> Resul
         size: n.div_ceil(2),
         seed: 1,
     };
+    let phase = |name: &str, optimizer| Phase {
+        name: name.into(),
+        optimizer,
+        // Every parameter: the pipelines a subset's steps take are the same shader with
+        // groups left out, and compiling them (seconds on lavapipe) is the run's to pay.
+        params: ParamSubset::All,
+        rows: None,
+        batching: batching.clone(),
+        stop: StopRule::steps(4, 1),
+        patience: None,
+    };
+    let sgd = SgdConfig {
+        momentum: 0.9,
+        ..SgdConfig::new(0.1)
+    };
+    // eps well above the gradients' rounding: Adam's normalised step turns a last-bit
+    // difference in a near-zero gradient into a full step of either sign.
+    let adam = AdamConfig {
+        eps: 0.1,
+        ..AdamConfig::new(0.05)
+    };
     let phases = [
-        Phase {
-            name: "local".into(),
-            optimizer: Optimizer::Sgd(SgdConfig {
-                momentum: 0.9,
-                ..SgdConfig::new(0.1)
-            }),
-            // Every parameter: the pipelines a subset's steps take are the same shader with
-            // groups left out, and compiling them (seconds on lavapipe) is the run's to pay.
-            params: ParamSubset::All,
-            rows: None,
-            batching: batching.clone(),
-            stop: StopRule::steps(4, 1),
-            patience: None,
-        },
-        Phase {
-            name: "global".into(),
-            // eps well above the gradients' rounding: Adam's normalised step turns a last-bit
-            // difference in a near-zero gradient into a full step of either sign.
-            optimizer: Optimizer::Adam(AdamConfig {
-                eps: 0.1,
-                ..AdamConfig::new(0.05)
-            }),
-            params: ParamSubset::All,
-            rows: None,
-            batching,
-            stop: StopRule::steps(4, 1),
-            patience: None,
-        },
+        phase("local", Optimizer::Sgd(sgd)),
+        phase("global", Optimizer::Adam(adam)),
     ];
     let init = data::linear_init(d, o, 3);
     let what = ("two-phase run", route.path.name());
