@@ -21,8 +21,8 @@ use super::kernels::{
     STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE, X_TEXTURE_FORMAT,
 };
 use super::plan::{
-    LoadPlan, ROWS_STEP_CPU_MAX_BLOCK, Request, StepPath, partials_bytes, plan_load,
-    rows_step_loop_iterations, tiled_loop_iterations,
+    LoadPlan, Request, StepPath, partials_bytes, plan_load, rows_step_loop_iterations,
+    takes_persistent_steps, tiled_loop_iterations,
 };
 use super::verify;
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
@@ -39,19 +39,8 @@ const RING_SLOT_BYTES: u64 = 32;
 const UPLOAD_BYTES: u64 = 16 << 20;
 /// Entries of the step list `train_steps` reads: the most steps one of its dispatches runs.
 const STEP_LIST: usize = 1024;
-/// `StepKernels::Auto` runs the one-workgroup `train_steps` on a CPU adapter for batches of at
-/// most this many multiply-adds per pass (rows × padded features × outputs): below it, a
-/// dispatch per kernel per step costs more than the work the other kernels would spread over
-/// the cores (lavapipe, 2 cores: 512 × 128 × 1, train_steps 0.37 ms, tiled 0.45 ms per step;
-/// 1,000 × 32 × 3, 0.60 vs 0.42 ms; S4's 1,024 × 128 × 1, 0.93 vs 0.74 ms).
-const STEPS_MAX_WORK: usize = 1 << 16;
-/// … and when at least this many steps fit one dispatch within the loop budget.
-const MIN_STEPS_PER_DISPATCH: usize = 8;
 /// Workgroups of the bandwidth probe: enough to keep every core and memory channel busy.
 const PROBE_GROUPS: u32 = 4096;
-/// vec4 words one probe invocation reads contiguously on CPU adapters (see
-/// `shaders/probe_read.wgsl`; GPUs read one word per invocation, coalesced).
-const PROBE_CPU_RUN: u32 = 1024;
 /// Workgroups in the first stage of a scalar reduction.
 const REDUCE_GROUPS: u32 = 256;
 /// `StepKernels::Auto` folds Adam into the next step where the update its blocks repeat
@@ -372,9 +361,9 @@ struct Run {
     n: usize,
     n_params: usize,
     rows_per_block: u32,
-    /// The host's threads, where `linear_step_rows` runs on a CPU adapter (see
-    /// [`Run::rows_per_block_for`]).
-    block_threads: Option<u32>,
+    /// The host's threads and the most rows a block may grow to, where `linear_step_rows`
+    /// shares a batch out over them (see [`Run::rows_per_block_for`]).
+    block_share: Option<(u32, u32)>,
     chunks: Vec<Chunk>,
     ring: ArgRing,
     dims: wgpu::Buffer,
@@ -435,18 +424,14 @@ impl Run {
         }
     }
 
-    /// Rows per gradient block of a batch segment of `count` rows. On a CPU adapter
-    /// `linear_step_rows` takes about one block per thread of the host, from
-    /// `rows_per_block` up to [`ROWS_STEP_CPU_MAX_BLOCK`] rows: every thread has a block, and
-    /// fewer blocks repeat less (each loads the weights, stores partials and, folded, repeats
-    /// the update; S4 on lavapipe's two threads, 512 rows against 256: 299 k against 365 k
-    /// instructions per step over the batch probe). Everything else takes `rows_per_block`.
+    /// Rows per gradient block of a batch segment of `count` rows. Where the tuning shares
+    /// batches out (CPU adapters), `linear_step_rows` takes about one block per thread of the
+    /// host, from `rows_per_block` up to its most rows: every thread has a block, and fewer
+    /// blocks repeat less (each loads the weights, stores partials and, folded, repeats the
+    /// update). Everything else takes `rows_per_block`.
     fn rows_per_block_for(&self, count: u32) -> u32 {
-        match self.block_threads {
-            Some(threads) => count
-                .div_ceil(threads)
-                .min(ROWS_STEP_CPU_MAX_BLOCK)
-                .max(self.rows_per_block),
+        match self.block_share {
+            Some((threads, most)) => count.div_ceil(threads).min(most).max(self.rows_per_block),
             None => self.rows_per_block,
         }
     }
@@ -895,12 +880,9 @@ impl GpuBackend {
 
     /// vec4 words one bandwidth-probe invocation reads contiguously on this adapter.
     fn probe_run(&self) -> u32 {
-        if self.context.is_cpu() {
-            // Both powers of two: a run never crosses a texel row of X's texture.
-            PROBE_CPU_RUN.min(1 << self.context.kernels.x_texture_shift)
-        } else {
-            1
-        }
+        // Both powers of two: a run never crosses a texel row of X's texture.
+        let run = self.context.profile().tuning().probe_run;
+        run.min(1 << self.context.kernels.x_texture_shift)
     }
 
     /// GEMM probe: submits Z = X·Wᵀ over the first chunk's rows with `kernel` (the reference
@@ -1057,7 +1039,7 @@ impl GpuBackend {
             StepKernels::Auto | StepKernels::Rows | StepKernels::RowsFolded | StepKernels::Tiled
         );
         let chosen = request.kernels == StepKernels::Auto
-            || (request.x_source.is_none() && reads_textures && profile.cpu);
+            || (request.x_source.is_none() && reads_textures && profile.tuning().x_textures);
         if !chosen || !self.context.verifier().enabled() {
             return plan_load(profile, (n, d, o), request, &[]);
         }
@@ -2293,8 +2275,13 @@ impl Backend for GpuBackend {
             n,
             n_params,
             rows_per_block,
-            block_threads: (path == StepPath::Rows && ctx.is_cpu())
-                .then(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
+            block_share: (path == StepPath::Rows)
+                .then_some(ctx.profile().tuning().rows_max_block)
+                .flatten()
+                .map(|most| {
+                    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    (threads as u32, most)
+                }),
             chunks,
             ring,
             dims,
@@ -2490,7 +2477,6 @@ impl Backend for GpuBackend {
         let ctx = Arc::clone(&self.context);
         let counters = Arc::clone(&self.counters);
         let kernels = self.kernels;
-        let is_cpu = ctx.is_cpu();
         let budget = self.loop_budget();
         let run = self.run_mut()?;
         let optimizer = match &run.phase {
@@ -2507,9 +2493,7 @@ impl Backend for GpuBackend {
         let persistent = match kernels {
             StepKernels::Persistent => true,
             StepKernels::Auto => {
-                is_cpu
-                    && widest * x_stride * run.o <= STEPS_MAX_WORK
-                    && steps_per_dispatch >= MIN_STEPS_PER_DISPATCH
+                takes_persistent_steps(ctx.profile(), widest * x_stride * run.o, steps_per_dispatch)
                     && run.work.as_ref().is_some_and(|w| w.steps.is_some())
             }
             StepKernels::Fused

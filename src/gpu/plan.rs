@@ -10,23 +10,70 @@ use super::{StepKernels, XSource};
 /// Loop iterations one invocation may run on a CPU adapter. llvmpipe (lavapipe) ends every
 /// loop of an invocation — silently — once its loops together have iterated 65,535 times
 /// (gallivm's `LP_MAX_TGSI_LOOP_ITERATIONS`); the kernels are sized to stay below this there.
-pub(crate) const LOOP_BUDGET: u64 = 56_000;
+const LOOP_BUDGET: u64 = 56_000;
 /// Bytes of X one row block should span: small enough to stay in cache between the fused
 /// step's forward pass and its gradient pass over the block.
 const BLOCK_BYTES: u64 = 256 << 10;
 /// Bounds on the rows one gradient partial sums.
 const MIN_ROWS_PER_BLOCK: u32 = 8;
 const MAX_ROWS_PER_BLOCK: u32 = 256;
-/// Rows per `linear_step_rows` workgroup on GPUs: enough workgroups to fill the machine (on
-/// CPU adapters, where a workgroup is one thread's work, blocks are `MAX_ROWS_PER_BLOCK`).
-const ROWS_STEP_GPU_BLOCK: u32 = 32;
-/// The most rows per `linear_step_rows` block on CPU adapters.
-pub(crate) const ROWS_STEP_CPU_MAX_BLOCK: u32 = 1024;
-/// Rows per `linear_tiled.partial` block on CPU adapters, where each block's partials cost a
-/// scattered store per parameter and the total a gathered load (docs/perf-log.md).
-const TILED_CPU_ROWS_PER_BLOCK: u32 = 1024;
-/// See [`Profile::max_column_groups`].
-const GPU_MAX_COLUMN_GROUPS: u32 = 8;
+
+/// What the plan sizes and switches by, per class of adapter: every driver-specific choice
+/// in one table ([`Profile::tuning`]). The CPU row was measured on lavapipe
+/// (`docs/perf-log.md`); the GPU row has not run on hardware yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Loop iterations one invocation may run, where the driver cuts loops short.
+    pub loop_budget: Option<u64>,
+    /// vec4 column groups one `linear_step_rows` invocation may hold: on a GPU its weights,
+    /// sums and rows live in the register file (8 groups: 128 of NVIDIA's 255 registers), on
+    /// a CPU adapter they spill to the stack, which costs little up to `MAX_COLUMN_GROUPS`.
+    pub rows_max_column_groups: u32,
+    /// Rows per `linear_step_rows` workgroup: on GPUs enough workgroups to fill the machine,
+    /// on CPU adapters (a workgroup is one thread's work) longer blocks.
+    pub rows_block: u32,
+    /// The most rows a `linear_step_rows` block may grow to, sharing a batch out over the
+    /// host's threads (CPU adapters; `None`: blocks stay `rows_block`).
+    pub rows_max_block: Option<u32>,
+    /// Rows per `linear_tiled.partial` block where the loop budget allows: on CPU adapters
+    /// each block's partials cost a scattered store per parameter and a gathered load.
+    pub tiled_rows_per_block: u32,
+    /// Read X (and the tiled kernels' W and δ) from read-only storage textures, where the
+    /// steps allow: lavapipe loads a storage buffer's vec4 lane by lane, a texel in a few
+    /// vector instructions.
+    pub x_textures: bool,
+    /// Small batches as `train_steps`, many steps per dispatch of one workgroup: on CPU
+    /// adapters a dispatch per kernel per step costs more than the work of small batches.
+    pub persistent_steps: bool,
+    /// vec4 words one bandwidth-probe invocation reads contiguously (1: coalesced on GPUs;
+    /// long per-invocation streams for a CPU's prefetchers).
+    pub probe_run: u32,
+}
+
+/// [`Tuning`] of CPU adapters (lavapipe, SwiftShader, WARP).
+const CPU_TUNING: Tuning = Tuning {
+    loop_budget: Some(LOOP_BUDGET),
+    rows_max_column_groups: MAX_COLUMN_GROUPS,
+    rows_block: MAX_ROWS_PER_BLOCK,
+    rows_max_block: Some(1024),
+    tiled_rows_per_block: 1024,
+    x_textures: true,
+    persistent_steps: true,
+    probe_run: 1024,
+};
+
+/// [`Tuning`] of GPUs.
+const GPU_TUNING: Tuning = Tuning {
+    loop_budget: None,
+    rows_max_column_groups: 8,
+    rows_block: 32,
+    rows_max_block: None,
+    tiled_rows_per_block: MAX_ROWS_PER_BLOCK,
+    x_textures: false,
+    persistent_steps: false,
+    probe_run: 1,
+};
+
 /// Row width (floats) from which the fused step beats the tiled kernels for one output.
 const FUSED_MIN_WIDTH: usize = 384;
 /// `linear_step.wgsl`'s lane-sum capacity (its `DOTS`).
@@ -68,21 +115,19 @@ impl Profile {
         self.max_texture_dimension_2d.max(1).ilog2()
     }
 
-    /// The loop iterations an invocation may run, where the adapter has a limit.
-    pub fn loop_budget(&self) -> Option<u64> {
-        self.cpu.then_some(LOOP_BUDGET)
+    /// What the plan sizes and switches by on this class of adapter.
+    pub fn tuning(&self) -> Tuning {
+        if self.cpu { CPU_TUNING } else { GPU_TUNING }
     }
 
-    /// vec4 column groups one invocation of `linear_step_rows` may hold: on a GPU its
-    /// weights, accumulators and a pair's rows live in the register file (8 groups: 128
-    /// registers of 255 on NVIDIA), on a CPU adapter they spill to the stack, which costs
-    /// little up to `MAX_COLUMN_GROUPS`.
+    /// The loop iterations an invocation may run, where the adapter has a limit.
+    pub fn loop_budget(&self) -> Option<u64> {
+        self.tuning().loop_budget
+    }
+
+    /// vec4 column groups one invocation of `linear_step_rows` may hold.
     pub fn max_column_groups(&self) -> u32 {
-        if self.cpu {
-            MAX_COLUMN_GROUPS
-        } else {
-            GPU_MAX_COLUMN_GROUPS
-        }
+        self.tuning().rows_max_column_groups
     }
 
     /// The column groups per invocation `linear_step_rows` takes for `d` features and `o`
@@ -249,18 +294,11 @@ pub fn plan_load(
     let fused_fits = |r: u32| budget.is_none_or(|b| step_loop_iterations(d, o, r) <= b);
     // One output over long rows: the fused step reads each block of X once for the forward
     // pass and the gradient. Everywhere else the register tiles reuse more of each load.
-    let rows_block = if profile.cpu {
-        MAX_ROWS_PER_BLOCK
-    } else {
-        ROWS_STEP_GPU_BLOCK
-    };
-    // On CPU adapters a batch's blocks may grow to ROWS_STEP_CPU_MAX_BLOCK rows.
+    let tuning = profile.tuning();
+    let rows_block = tuning.rows_block;
+    // A batch's blocks may grow to `rows_max_block` rows.
     let rows_fits = |groups: u32, r: u32| {
-        let r = if profile.cpu {
-            r.max(ROWS_STEP_CPU_MAX_BLOCK)
-        } else {
-            r
-        };
+        let r = r.max(tuning.rows_max_block.unwrap_or(0));
         budget.is_none_or(|b| rows_step_loop_iterations(groups, r) <= b)
     };
     let mut rows = match (request.kernels, rows_groups) {
@@ -350,8 +388,8 @@ pub fn plan_load(
             StepKernels::Auto => tiled_fits && !path_dropped(StepPath::Tiled),
             _ => false,
         };
-    if tiled && profile.cpu {
-        let longer = rows_per_block.max(TILED_CPU_ROWS_PER_BLOCK);
+    if tiled {
+        let longer = rows_per_block.max(tuning.tiled_rows_per_block);
         if budget.is_none_or(|b| tiled_loop_iterations(d, longer) <= b) {
             rows_per_block = longer;
         }
@@ -392,7 +430,7 @@ pub fn plan_load(
         x_texture: true,
     };
     let x_texture = match request.x_source {
-        None => profile.cpu && reads_x && texture_fits && !dropped.contains(&texture_route),
+        None => tuning.x_textures && reads_x && texture_fits && !dropped.contains(&texture_route),
         Some(XSource::Buffer) => false,
         Some(XSource::Texture) if texture_fits => true,
         Some(XSource::Texture) => {
@@ -410,6 +448,23 @@ pub fn plan_load(
         rows_per_block,
         rows_groups: rows_groups.filter(|_| rows),
     })
+}
+
+/// `StepKernels::Auto` runs the one-workgroup `train_steps` where the tuning allows it for
+/// batches of at most this many multiply-adds per pass (rows × padded features × outputs):
+/// below it, on lavapipe, a dispatch per kernel per step costs more than the work the other
+/// kernels would spread over the cores (docs/perf-log.md).
+const STEPS_MAX_WORK: usize = 1 << 16;
+/// … and where at least this many steps fit one dispatch within the loop budget.
+const MIN_STEPS_PER_DISPATCH: usize = 8;
+
+/// Whether `Auto` steps a phase as `train_steps`, many steps per dispatch: `work`
+/// multiply-adds per pass in its widest batch, `steps_per_dispatch` steps fitting one
+/// dispatch.
+pub fn takes_persistent_steps(profile: &Profile, work: usize, steps_per_dispatch: usize) -> bool {
+    profile.tuning().persistent_steps
+        && work <= STEPS_MAX_WORK
+        && steps_per_dispatch >= MIN_STEPS_PER_DISPATCH
 }
 
 /// Rows per gradient block: with few outputs, as many as the lane-parallel dot products hold
@@ -739,6 +794,30 @@ mod tests {
         });
         let err = plan_load(&lavapipe, s2, auto(), &every).unwrap_err();
         assert!(err.to_string().contains("verification dropped"), "{err}");
+    }
+
+    /// The choices made for lavapipe's sake come from the tuning table, and only CPU
+    /// adapters get them.
+    #[test]
+    fn cpu_only_choices_come_from_the_tuning_table() {
+        for (name, p) in profiles() {
+            let t = p.tuning();
+            assert_eq!(t.x_textures, p.cpu, "{name}");
+            assert_eq!(t.loop_budget.is_some(), p.cpu, "{name}");
+            assert_eq!(takes_persistent_steps(&p, 1_024, 64), p.cpu, "{name}");
+            assert!(
+                !takes_persistent_steps(&p, STEPS_MAX_WORK + 1, 64),
+                "{name}"
+            );
+            assert!(
+                !takes_persistent_steps(&p, 1_024, MIN_STEPS_PER_DISPATCH - 1),
+                "{name}"
+            );
+            for (n, d, o) in SHAPES {
+                let plan = plan_load(&p, (n, d, o), auto(), &[]).unwrap();
+                assert!(plan.route.x_texture <= t.x_textures, "{name}");
+            }
+        }
     }
 
     #[test]
