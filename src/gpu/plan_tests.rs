@@ -1,0 +1,258 @@
+//! `plan.rs`'s tests: the plan over a table of adapters as wgpu 30 reports them, no GPU.
+
+use super::*;
+
+const GIB: u64 = 1 << 30;
+
+/// An adapter as wgpu 30 reports it: (what, profile).
+fn gpu(cpu: bool, subgroups: Option<(u32, u32)>, max_binding: u64, storage: u32) -> Profile {
+    Profile {
+        cpu,
+        subgroups: subgroups.is_some(),
+        subgroup_sizes: subgroups.unwrap_or((0, 0)),
+        max_binding,
+        max_texture_dimension_2d: if cpu { 16_384 } else { 8_192 },
+        storage_buffers_per_stage: storage,
+    }
+}
+
+/// The adapters the plan must serve, with the subgroup sizes and binding limits their
+/// drivers report through wgpu 30.
+fn profiles() -> Vec<(&'static str, Profile)> {
+    vec![
+        (
+            "NVIDIA, Vulkan",
+            gpu(false, Some((32, 32)), 4 * GIB - 1, 1_048_576),
+        ),
+        (
+            "NVIDIA, DX12",
+            gpu(false, Some((32, 32)), 2 * GIB, 1_000_000),
+        ),
+        (
+            "AMD RDNA, Vulkan",
+            gpu(false, Some((32, 64)), 4 * GIB - 1, 1_048_576),
+        ),
+        (
+            "AMD GCN, Vulkan",
+            gpu(false, Some((64, 64)), 4 * GIB - 1, 1_048_576),
+        ),
+        ("Intel Arc, Vulkan", gpu(false, Some((8, 32)), GIB, 200)),
+        (
+            "Intel integrated, Vulkan",
+            gpu(false, Some((8, 32)), GIB, 200),
+        ),
+        ("Apple, Metal", gpu(false, Some((4, 64)), GIB, 31)),
+        (
+            "Qualcomm Adreno, Vulkan",
+            gpu(false, Some((64, 128)), GIB, 24),
+        ),
+        ("Arm Mali, Vulkan", gpu(false, Some((16, 16)), GIB, 36)),
+        ("DX12 WARP", gpu(true, Some((4, 4)), 2 * GIB, 64)),
+        (
+            "SwiftShader, Vulkan",
+            gpu(true, Some((4, 4)), 128 << 20, 64),
+        ),
+        (
+            "lavapipe, 4 lanes",
+            gpu(true, Some((4, 4)), 128 << 20, 1_000_000),
+        ),
+        (
+            "lavapipe, 8 lanes",
+            gpu(true, Some((8, 8)), 128 << 20, 1_000_000),
+        ),
+        (
+            "lavapipe, 16 lanes",
+            gpu(true, Some((16, 16)), 128 << 20, 1_000_000),
+        ),
+        ("no subgroups (GL)", gpu(false, None, 128 << 20, 12)),
+        ("browser WebGPU", gpu(false, None, 128 << 20, 10)),
+    ]
+}
+
+const SHAPES: [(usize, usize, usize); 7] = [
+    (1, 1, 1),
+    (569, 30, 1),
+    (65_536, 1_024, 1),
+    (1_797, 64, 10),
+    (16_384, 1_024, 64),
+    (300, 27_000, 3),
+    (200_000, 300, 1),
+];
+
+fn auto() -> Request {
+    Request {
+        kernels: StepKernels::Auto,
+        x_source: None,
+        chunk_rows: usize::MAX,
+    }
+}
+
+/// Every kernel of every plan is one the adapter has, within its limits.
+#[test]
+fn every_profile_gets_a_valid_plan_for_every_shape() {
+    for (name, p) in profiles() {
+        for (n, d, o) in SHAPES {
+            let plan = plan_load(&p, (n, d, o), auto(), &[])
+                .unwrap_or_else(|e| panic!("{name}, {n}×{d}→{o}: {e}"));
+            let what = format!("{name}, {n}×{d}→{o}: {plan:?}");
+            match plan.route.path {
+                StepPath::Rows => {
+                    let size = p.rows_subgroup_size().expect(&what);
+                    let groups = plan.rows_groups.expect(&what);
+                    assert!(o == 1 && groups <= p.max_column_groups(), "{what}");
+                    assert_eq!(plan.x_stride, (groups * size * 4) as usize, "{what}");
+                }
+                StepPath::Tiled => assert!(p.tiled_subgroups(), "{what}"),
+                StepPath::Fused => assert_eq!(o, 1, "{what}"),
+                StepPath::Separate => {}
+            }
+            assert!(!plan.route.x_texture || p.cpu, "{what}");
+            assert!(
+                plan.x_stride >= d && plan.x_stride.is_multiple_of(4),
+                "{what}"
+            );
+            assert!(
+                (plan.rows_per_chunk * plan.x_stride * 4) as u64 <= p.max_binding,
+                "{what}"
+            );
+            assert_eq!(plan.chunk_count, n.div_ceil(plan.rows_per_chunk), "{what}");
+            let blocks = n.div_ceil(plan.rows_per_block as usize) as u64 + plan.chunk_count as u64;
+            assert!(
+                partials_bytes(blocks, o * d + o, plan.x_stride) <= p.max_binding,
+                "{what}"
+            );
+            if let Some(budget) = p.loop_budget() {
+                assert!(blocks_loop_iterations(blocks) <= budget, "{what}");
+            }
+        }
+    }
+}
+
+/// The path each class of adapter takes for one output over 1,024 features and for 64
+/// outputs: what the README's support matrix says.
+#[test]
+fn each_class_of_adapter_takes_its_path() {
+    let path = |name: &str, shape| {
+        let (_, p) = profiles().into_iter().find(|(n, _)| *n == name).unwrap();
+        plan_load(&p, shape, auto(), &[]).unwrap().route
+    };
+    let s2 = (65_536, 1_024, 1);
+    let s3 = (16_384, 1_024, 64);
+    let (rows, tiled, fused, separate) = (
+        StepPath::Rows,
+        StepPath::Tiled,
+        StepPath::Fused,
+        StepPath::Separate,
+    );
+    for (name, one_output, many) in [
+        ("NVIDIA, Vulkan", rows, tiled),
+        ("AMD GCN, Vulkan", rows, tiled),
+        ("AMD RDNA, Vulkan", fused, tiled),
+        ("Intel Arc, Vulkan", fused, tiled),
+        ("Apple, Metal", fused, separate),
+        ("Arm Mali, Vulkan", fused, tiled),
+        ("lavapipe, 8 lanes", rows, tiled),
+        ("lavapipe, 4 lanes", fused, separate),
+        ("no subgroups (GL)", fused, separate),
+    ] {
+        assert_eq!(path(name, s2).path, one_output, "{name}, S2");
+        assert_eq!(path(name, s3).path, many, "{name}, S3");
+    }
+    assert!(path("lavapipe, 8 lanes", s2).x_texture);
+    assert!(!path("NVIDIA, Vulkan", s2).x_texture);
+}
+
+/// A route verification dropped is avoided where the plan chooses, and taken where the
+/// request fixes it.
+#[test]
+fn dropped_routes_are_avoided_only_where_the_plan_chooses() {
+    let (_, lavapipe) = profiles().swap_remove(13);
+    let s2 = (65_536, 1_024, 1);
+    let texture = Route {
+        path: StepPath::Rows,
+        x_texture: true,
+    };
+    let buffer = Route {
+        x_texture: false,
+        ..texture
+    };
+    assert_eq!(
+        plan_load(&lavapipe, s2, auto(), &[]).unwrap().route,
+        texture
+    );
+    assert_eq!(
+        plan_load(&lavapipe, s2, auto(), &[texture]).unwrap().route,
+        buffer
+    );
+    let next = plan_load(&lavapipe, s2, auto(), &[texture, buffer]).unwrap();
+    assert_eq!(next.route.path, StepPath::Fused);
+    assert_eq!(
+        next.x_stride, 1_024,
+        "rows no longer padded for linear_step_rows"
+    );
+    let rows = Request {
+        kernels: StepKernels::Rows,
+        ..auto()
+    };
+    assert_eq!(
+        plan_load(&lavapipe, s2, rows, &[texture, buffer])
+            .unwrap()
+            .route,
+        buffer,
+        "a path the request fixes is taken, reading X from its buffer"
+    );
+    let every = [
+        StepPath::Fused,
+        StepPath::Separate,
+        StepPath::Tiled,
+        StepPath::Rows,
+    ]
+    .map(|path| Route {
+        path,
+        x_texture: false,
+    });
+    let err = plan_load(&lavapipe, s2, auto(), &every).unwrap_err();
+    assert!(err.to_string().contains("verification dropped"), "{err}");
+}
+
+/// The choices made for lavapipe's sake come from the tuning table, and only CPU
+/// adapters get them.
+#[test]
+fn cpu_only_choices_come_from_the_tuning_table() {
+    for (name, p) in profiles() {
+        let t = p.tuning();
+        assert_eq!(t.x_textures, p.cpu, "{name}");
+        assert_eq!(t.loop_budget.is_some(), p.cpu, "{name}");
+        assert_eq!(takes_persistent_steps(&p, 1_024, 64), p.cpu, "{name}");
+        assert!(
+            !takes_persistent_steps(&p, STEPS_MAX_WORK + 1, 64),
+            "{name}"
+        );
+        assert!(
+            !takes_persistent_steps(&p, 1_024, MIN_STEPS_PER_DISPATCH - 1),
+            "{name}"
+        );
+        for (n, d, o) in SHAPES {
+            let plan = plan_load(&p, (n, d, o), auto(), &[]).unwrap();
+            assert!(plan.route.x_texture <= t.x_textures, "{name}");
+        }
+    }
+}
+
+#[test]
+fn requests_an_adapter_cannot_serve_are_refused_by_name() {
+    let (_, apple) = profiles().swap_remove(6);
+    let rows = Request {
+        kernels: StepKernels::Rows,
+        ..auto()
+    };
+    let err = plan_load(&apple, (10, 8, 1), rows, &[]).unwrap_err();
+    assert!(err.to_string().contains("linear_step_rows"), "{err}");
+    let (_, lavapipe4) = profiles().swap_remove(11);
+    let tiled = Request {
+        kernels: StepKernels::Tiled,
+        ..auto()
+    };
+    let err = plan_load(&lavapipe4, (10, 8, 2), tiled, &[]).unwrap_err();
+    assert!(err.to_string().contains("subgroups"), "{err}");
+}
