@@ -22,8 +22,8 @@ use super::kernels::{
     STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE, X_TEXTURE_FORMAT,
 };
 use super::plan::{
-    LoadPlan, Request, StepPath, partials_bytes, plan_load, rows_step_loop_iterations,
-    takes_persistent_steps, tiled_loop_iterations,
+    LoadPlan, Request, STEP_LIST, StepPath, partials_bytes, plan_load, rows_step_loop_iterations,
+    takes_persistent_steps, tiled_loop_iterations, train_steps_per_dispatch,
 };
 use super::verify;
 
@@ -40,8 +40,6 @@ const RING_SLOTS: u64 = 4096;
 const RING_SLOT_BYTES: u64 = 32;
 /// Largest piece of X written to the device at once (staging memory is this big).
 const UPLOAD_BYTES: u64 = 16 << 20;
-/// Entries of the step list `train_steps` reads: the most steps one of its dispatches runs.
-const STEP_LIST: usize = 1024;
 /// Workgroups of the bandwidth probe: enough to keep every core and memory channel busy.
 const PROBE_GROUPS: u32 = 4096;
 /// Workgroups in the first stage of a scalar reduction.
@@ -1669,20 +1667,6 @@ fn folded_loop_iterations(blocks: u32) -> u64 {
     2 * (5 * u64::from(blocks) + 3)
 }
 
-/// One step of `train_steps` on a batch of `count` rows.
-fn train_steps_loop_iterations(count: usize, d: usize, o: usize, r: u32) -> u64 {
-    let (count, o, r, wg) = (
-        count as u64,
-        o as u64,
-        u64::from(r),
-        u64::from(WORKGROUP_SIZE),
-    );
-    let s4 = d.div_ceil(4) as u64;
-    let forward = (count * o).div_ceil(wg) * (s4 + 6);
-    let gradient = (o * (s4 + 1)).div_ceil(wg) * (count + count.div_ceil(r) + 8);
-    32 + 2 * (forward + gradient)
-}
-
 /// Dispatches `groups` workgroups of `kernel`'s pipeline, folded into two dimensions past the
 /// per-dimension limit.
 fn dispatch(
@@ -2144,10 +2128,8 @@ impl Backend for GpuBackend {
         let optimizer = &optimizer;
         let x_stride = run.x_stride;
         let widest = batches.iter().map(|&b| run.plan[b].rows).max().unwrap_or(0);
-        let steps_per_dispatch = budget.map_or(STEP_LIST, |b| {
-            let per_step = train_steps_loop_iterations(widest, run.d, run.o, run.rows_per_block);
-            (b / per_step).min(STEP_LIST as u64) as usize
-        });
+        let steps_per_dispatch =
+            train_steps_per_dispatch(ctx.profile(), (widest, run.d, run.o), run.rows_per_block);
         let persistent = match kernels {
             StepKernels::Persistent => true,
             StepKernels::Auto => {

@@ -483,7 +483,9 @@ pub fn adapters() -> Vec<AdapterReport> {
                             chunk_rows: usize::MAX,
                         };
                         let (route, why) = match plan_load(&profile, (n, d, o), request, &[]) {
-                            Ok(plan) => (plan.route.to_string(), explain(&profile, &plan, o)),
+                            Ok(plan) => {
+                                (plan.route.to_string(), explain(&profile, &plan, (n, d, o)))
+                            }
                             Err(e) => ("none".into(), e.to_string()),
                         };
                         PlanReport {

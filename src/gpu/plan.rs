@@ -4,7 +4,9 @@
 
 use crate::{Error, Result};
 
-use super::kernels::{MAX_COLUMN_GROUPS, OPTIMIZER_PARAMS_PER_INVOCATION, WORKGROUP_SIZE};
+use super::kernels::{
+    MAX_COLUMN_GROUPS, OPTIMIZER_PARAMS_PER_INVOCATION, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE,
+};
 use super::{StepKernels, XSource};
 
 /// Loop iterations one invocation may run on a CPU adapter. llvmpipe (lavapipe) ends every
@@ -458,6 +460,23 @@ const STEPS_MAX_WORK: usize = 1 << 16;
 /// … and where at least this many steps fit one dispatch within the loop budget.
 const MIN_STEPS_PER_DISPATCH: usize = 8;
 
+/// Entries of the step list `train_steps` reads: the most steps one of its dispatches runs.
+pub(crate) const STEP_LIST: usize = 1024;
+
+/// Steps of `train_steps` one dispatch may run over batches of at most `widest` rows of `d`
+/// features and `o` outputs: the step list's length, or fewer where the loop budget ends
+/// sooner.
+pub fn train_steps_per_dispatch(
+    profile: &Profile,
+    (widest, d, o): (usize, usize, usize),
+    rows_per_block: u32,
+) -> usize {
+    profile.loop_budget().map_or(STEP_LIST, |budget| {
+        let per_step = train_steps_loop_iterations(widest, d, o, rows_per_block);
+        (budget / per_step).min(STEP_LIST as u64) as usize
+    })
+}
+
 /// Whether `Auto` steps a phase as `train_steps`, many steps per dispatch: `work`
 /// multiply-adds per pass in its widest batch, `steps_per_dispatch` steps fitting one
 /// dispatch.
@@ -521,6 +540,20 @@ pub(crate) fn partials_bytes(blocks: u64, n_params: usize, x_stride: usize) -> u
     (blocks * n_params.next_multiple_of(4) as u64 + x_stride as u64) * 4
 }
 
+/// One step of `train_steps` on a batch of `count` rows.
+fn train_steps_loop_iterations(count: usize, d: usize, o: usize, r: u32) -> u64 {
+    let (count, o, r, wg) = (
+        count as u64,
+        o as u64,
+        u64::from(r),
+        u64::from(WORKGROUP_SIZE),
+    );
+    let s4 = d.div_ceil(4) as u64;
+    let forward = (count * o).div_ceil(wg) * (s4 + 6);
+    let gradient = (o * (s4 + 1)).div_ceil(wg) * (count + count.div_ceil(r) + 8);
+    32 + 2 * (forward + gradient)
+}
+
 /// `linear_step` over a block of `r` rows.
 fn step_loop_iterations(d: usize, o: usize, r: u32) -> u64 {
     let (o, r, wg) = (o as u64, u64::from(r), u64::from(WORKGROUP_SIZE));
@@ -537,8 +570,8 @@ fn step_loop_iterations(d: usize, o: usize, r: u32) -> u64 {
     32 + 2 * (forward + gradient)
 }
 
-/// Why `plan` is the plan for `o` outputs on `profile`, in a line.
-pub fn explain(profile: &Profile, plan: &LoadPlan, o: usize) -> String {
+/// Why `plan` is the plan for `n`×`d`→`o` on `profile`, in a line.
+pub fn explain(profile: &Profile, plan: &LoadPlan, (n, d, o): (usize, usize, usize)) -> String {
     let lanes = |(min, max): (u32, u32)| {
         if min == max {
             format!("{min}")
@@ -572,8 +605,17 @@ pub fn explain(profile: &Profile, plan: &LoadPlan, o: usize) -> String {
     } else {
         "X from storage buffers"
     };
+    // Full-batch steps between two checks as one dispatch of `train_steps`, where it binds.
+    let per_dispatch = train_steps_per_dispatch(profile, (n, d, o), plan.rows_per_block);
+    let steps = if profile.storage_buffers_per_stage >= STEPS_STORAGE_BINDINGS
+        && takes_persistent_steps(profile, n * plan.x_stride * o, per_dispatch)
+    {
+        format!("; full-batch steps as train_steps, up to {per_dispatch} a dispatch")
+    } else {
+        String::new()
+    };
     format!(
-        "{why}; {from}; {} chunk(s), {} rows per gradient block",
+        "{why}; {from}; {} chunk(s), {} rows per gradient block{steps}",
         plan.chunk_count, plan.rows_per_block
     )
 }

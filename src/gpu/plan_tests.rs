@@ -256,3 +256,20 @@ fn requests_an_adapter_cannot_serve_are_refused_by_name() {
     let err = plan_load(&lavapipe4, (10, 8, 2), tiled, &[]).unwrap_err();
     assert!(err.to_string().contains("subgroups"), "{err}");
 }
+
+/// `devices` says where full-batch steps run as `train_steps`: small batches on CPU adapters
+/// whose stages bind its 17 storage buffers, never on GPUs.
+#[test]
+fn the_explanation_names_train_steps_where_auto_takes_them() {
+    let shape = (569, 30, 1);
+    for (name, p) in profiles() {
+        let plan = plan_load(&p, shape, auto(), &[]).unwrap();
+        let why = explain(&p, &plan, shape);
+        let steps = p.cpu && p.storage_buffers_per_stage >= STEPS_STORAGE_BINDINGS;
+        assert_eq!(why.contains("train_steps, up to"), steps, "{name}: {why}");
+    }
+    let (_, lavapipe) = profiles().swap_remove(12);
+    let s2 = (65_536, 1_024, 1);
+    let plan = plan_load(&lavapipe, s2, auto(), &[]).unwrap();
+    assert!(!explain(&lavapipe, &plan, s2).contains("train_steps"));
+}
