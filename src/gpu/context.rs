@@ -324,23 +324,37 @@ impl GpuContext {
     /// surface as typed errors rather than panics.
     #[doc(hidden)]
     pub fn compile_compute(&self, label: &str, source: &str) -> Result<()> {
+        let _pipeline = self.auto_pipeline(label, source, &[]);
+        self.check(&format!("building pipeline '{label}'"))
+    }
+
+    /// `source`'s entry `main` as a compute pipeline with the overrides `constants` and the
+    /// layout wgpu derives from the shader: for the one-off kernels that build their own
+    /// bind groups (the probes), not the training kernels' shared layouts.
+    pub(crate) fn auto_pipeline(
+        &self,
+        label: &str,
+        source: &str,
+        constants: &[(&str, f64)],
+    ) -> wgpu::ComputePipeline {
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(label),
                 source: wgpu::ShaderSource::Wgsl(std::borrow::Cow::Borrowed(source)),
             });
-        let _pipeline = self
-            .device
+        self.device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(label),
                 layout: None,
                 module: &module,
                 entry_point: Some("main"),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    ..Default::default()
+                },
                 cache: None,
-            });
-        self.check(&format!("building pipeline '{label}'"))
+            })
     }
 }
 

@@ -94,7 +94,7 @@ pub fn tiled_source() -> String {
 }
 
 /// `file` as compiled (from [`SHADERS`]; empty, so it fails to validate, if not there).
-fn shader_source(file: &str) -> &'static str {
+pub(crate) fn shader_source(file: &str) -> &'static str {
     SHADERS
         .iter()
         .find(|(name, _)| *name == file)

@@ -69,6 +69,12 @@ fn profiles() -> Vec<(&'static str, Profile)> {
     ]
 }
 
+/// The profile of [`profiles`] named `name`.
+fn profile(name: &str) -> Profile {
+    let named = profiles().into_iter().find(|(n, _)| *n == name);
+    named.unwrap_or_else(|| panic!("no profile {name}")).1
+}
+
 const SHAPES: [(usize, usize, usize); 7] = [
     (1, 1, 1),
     (569, 30, 1),
@@ -133,7 +139,7 @@ fn every_profile_gets_a_valid_plan_for_every_shape() {
 #[test]
 fn each_class_of_adapter_takes_its_path() {
     let path = |name: &str, shape| {
-        let (_, p) = profiles().into_iter().find(|(n, _)| *n == name).unwrap();
+        let p = profile(name);
         plan_load(&p, shape, auto(), &[]).unwrap().route
     };
     let s2 = (65_536, 1_024, 1);
@@ -166,7 +172,7 @@ fn each_class_of_adapter_takes_its_path() {
 /// request fixes it.
 #[test]
 fn dropped_routes_are_avoided_only_where_the_plan_chooses() {
-    let (_, lavapipe) = profiles().swap_remove(13);
+    let lavapipe = profile("lavapipe, 16 lanes");
     let s2 = (65_536, 1_024, 1);
     let texture = Route {
         path: StepPath::Rows,
@@ -241,20 +247,24 @@ fn cpu_only_choices_come_from_the_tuning_table() {
 
 #[test]
 fn requests_an_adapter_cannot_serve_are_refused_by_name() {
-    let (_, apple) = profiles().swap_remove(6);
-    let rows = Request {
-        kernels: StepKernels::Rows,
-        ..auto()
-    };
-    let err = plan_load(&apple, (10, 8, 1), rows, &[]).unwrap_err();
-    assert!(err.to_string().contains("linear_step_rows"), "{err}");
-    let (_, lavapipe4) = profiles().swap_remove(11);
-    let tiled = Request {
-        kernels: StepKernels::Tiled,
-        ..auto()
-    };
-    let err = plan_load(&lavapipe4, (10, 8, 2), tiled, &[]).unwrap_err();
-    assert!(err.to_string().contains("subgroups"), "{err}");
+    for (name, kernels, shape, names) in [
+        (
+            "Apple, Metal",
+            StepKernels::Rows,
+            (10, 8, 1),
+            "linear_step_rows",
+        ),
+        (
+            "lavapipe, 4 lanes",
+            StepKernels::Tiled,
+            (10, 8, 2),
+            "subgroups",
+        ),
+    ] {
+        let request = Request { kernels, ..auto() };
+        let err = plan_load(&profile(name), shape, request, &[]).unwrap_err();
+        assert!(err.to_string().contains(names), "{name}: {err}");
+    }
 }
 
 /// `devices` says where full-batch steps run as `train_steps`: small batches on CPU adapters
@@ -268,7 +278,7 @@ fn the_explanation_names_train_steps_where_auto_takes_them() {
         let steps = p.cpu && p.storage_buffers_per_stage >= STEPS_STORAGE_BINDINGS;
         assert_eq!(why.contains("train_steps, up to"), steps, "{name}: {why}");
     }
-    let (_, lavapipe) = profiles().swap_remove(12);
+    let lavapipe = profile("lavapipe, 8 lanes");
     let s2 = (65_536, 1_024, 1);
     let plan = plan_load(&lavapipe, s2, auto(), &[]).unwrap();
     assert!(!explain(&lavapipe, &plan, s2).contains("train_steps"));

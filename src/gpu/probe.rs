@@ -2,10 +2,8 @@
 //! assume of subgroups), dispatched once per workgroup size and checked word by word on the
 //! host by a pure function, tested without a GPU.
 
-use std::borrow::Cow;
-
 use super::context::GpuContext;
-use super::kernels::SHADERS;
+use super::kernels::shader_source;
 use crate::{Error, Result};
 
 /// Words `probe_lanes.wgsl` writes per invocation (its `LANE_WORDS`).
@@ -34,29 +32,8 @@ pub(crate) fn lanes(
 /// Dispatches `file` (entry `main`, override `WG` = `wg`) over `PROBE_WORKGROUPS`
 /// workgroups, its output at binding 0 (`bytes`), and reads the output back.
 fn run(ctx: &GpuContext, file: &str, wg: u32, bytes: u64) -> Result<Vec<u8>> {
-    let source = SHADERS
-        .iter()
-        .find(|(name, _)| *name == file)
-        .map_or("", |(_, source)| source);
-    let module = ctx
-        .device
-        .create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(file),
-            source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(source)),
-        });
-    let pipeline = ctx
-        .device
-        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(file),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &[("WG", f64::from(wg))],
-                ..Default::default()
-            },
-            cache: None,
-        });
+    let wg = [("WG", f64::from(wg))];
+    let pipeline = ctx.auto_pipeline(file, shader_source(file), &wg);
     let out = ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("probe output"),
         size: bytes,
