@@ -31,8 +31,8 @@
 // host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
-// Parameters per invocation, which load the phase's scalars once for all of them: on lavapipe
-// each such load costs some 60 instructions (the host's OPTIMIZER_PARAMS_PER_INVOCATION).
+// Parameters per invocation, which load the phase's scalars once for all of them (the host's
+// OPTIMIZER_PARAMS_PER_INVOCATION).
 override PER_INVOCATION: u32 = 4u;
 
 @group(0) @binding(0) var<storage, read> cfg: AdamConfig;

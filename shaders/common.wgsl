@@ -1,14 +1,13 @@
 // Shared by the kernels: the argument structs they read, the numerically stable BCE helpers
 // and the optimizers' per-parameter updates. gpu::SHADERS puts this file before
 // linear_forward, bce, linear_backward, linear_step, sgd, adam and train_steps (WGSL has no
-// includes); the Rust mirrors are `Dims`, `ChunkStep` (gpu/backend.rs), `StepArgs`, `SgdArgs`
-// and `AdamArgs` (backend.rs).
+// includes); the Rust mirrors are in gpu/args.rs (`Dims`, `ChunkStep`, and backend.rs's
+// `StepArgs`, `SgdArgs`, `AdamArgs`), checked against these by tests/shaders.rs.
 //
 // The kernels read these structs from read-only storage buffers, not uniforms: Mesa's
 // lavapipe re-specialises a shader on the values of the uniforms its branches and loops test
-// ("uniform inlining") whenever bindings change — at every dispatch here. That cost 0.1–0.2 ms
-// per dispatch for the small kernels and 16 ms for train_steps; storage reads cost nothing
-// of the kind, on lavapipe or on hardware.
+// ("uniform inlining") whenever bindings change — at every dispatch here; storage reads cost
+// nothing of the kind, on lavapipe or on hardware (docs/kernel-notes.md).
 //
 // Bindings: none. Invariants: every struct is 16-byte sized, so a dynamic offset lands on one.
 
@@ -48,7 +47,7 @@ struct StepInfo {
 
 // Floats from one row block's gradient partials to the next: the parameters rounded up to
 // whole vec4, so a block's partials start on a vec4 (linear_step_rows' folded step reads them
-// as vec4). The host mirrors it (gpu/backend.rs `partial_stride`).
+// as vec4). The host mirrors it (gpu/plan.rs `partials_bytes`).
 fn partial_stride(n_params: u32) -> u32 {
     return (n_params + 3u) & ~3u;
 }

@@ -7,9 +7,7 @@
 // first = b·R .. last = min(first + R, count) of this chunk's batch segment (R =
 // rows_per_block). For each row p in order (four rows at a time with QUAD, else two, whose loads
 // and reductions then overlap, with the rows' indices and targets loaded once per WG rows,
-// one per lane, and shuffled out; on lavapipe one row at a time took 0.40 against 0.33 ms per
-// S4 step, and at 1,024 features executed 2.72 against 2.18 M instructions per 1,024-row step
-// over the batch probe):
+// one per lane, and shuffled out):
 //   A. invocation t loads its column groups of x[row(p)] into registers and sums their dot
 //      product with its weights (also in registers); a butterfly of shuffles over the rows
 //      taken together (subgroupAdd for a block's odd last row) gives the row's logit;
@@ -30,20 +28,14 @@
 // the results are the same), and steps with the new weights; workgroup 0 also stores them.
 // Since every workgroup reads the parameters and moments workgroup 0 writes, the host keeps
 // two sets of them and of the partials and binds them in turns: a step reads one set and
-// writes the other. A dispatch costs lavapipe ~20 µs and ~66 k instructions even when it does
-// little, about what the update every workgroup repeats costs for a few row blocks: S4's
-// epoch took 1.16–1.26× the batch probe's folded against 1.30–1.36× not (three alternating
-// runs each), at 365 against 368 k instructions per step over the batch probe (298 against
-// 345 k since S4's blocks hold 512 rows, docs/perf-log.md).
+// writes the other. It pays where a dispatch costs about what the update every workgroup
+// repeats costs, as for steps of a few row blocks (docs/kernel-notes.md).
 //
 // The column groups are unrolled by the host (gpu::rows_step_source): the lines between
 // `// #unroll m` and `// #end` are repeated for m = 0, 1, …, COLUMN_GROUPS − 1, with the name
 // `m` replaced by the group's number and names ending in `_m` by names ending in it (`x_m` →
 // `x_0`, `x_1`, …), so this file is WGSL only after that. WGSL has no unrolled loops, and
-// arrays cost: on lavapipe, the same kernel holding its weights, accumulators and rows in
-// function-scope arrays (indexed by constant-count loops) executed 951 k instructions per
-// S4 step over the batch probe against 550 k with named values, and S2 took 1.9–2.07× its
-// bandwidth probe against 1.41–1.59× (scripts/instructions.sh; three alternating runs).
+// function-scope arrays stay in memory on some drivers (docs/kernel-notes.md).
 //
 // Bindings (group 0), the same as linear_step.wgsl:
 //   0 dims        storage, read    Dims: d, o = 1, rows_per_block R, n_params P, x_stride
@@ -70,8 +62,8 @@
 //  17 v_out       storage, rw      like v_in
 //
 // Invariants: o = 1; x_stride / 4 = COLUMN_GROUPS·WG (the host pads rows with zeros to whole
-// subgroups of vec4, so no invocation reads past its row: a clamp or select on the index
-// costs 1.9× here, measured on lavapipe); WG equals the subgroup size, a power of two of at
+// subgroups of vec4, so no invocation reads past its row: no clamp or select on the index in
+// the loop); WG equals the subgroup size, a power of two of at
 // least 2 (the host's condition for this path); one workgroup per row block, the grid
 // folded into two dimensions past 65,535. `main_folded`: every parameter is updated (no mask),
 // the buffers bound at 4, 13 and 14 differ from those at 15–17, and 12 from 9; the partials
@@ -85,21 +77,16 @@ override WG: u32 = 8u;
 // The batch segment is the chunk's rows row_offset, row_offset + 1, …: no index reads.
 override CONTIGUOUS: bool = false;
 // Whether the step writes each row's loss and δ: the checks and the diagnostics read them,
-// the training steps between checks do not (and skipping the loss's exp and log and the two
-// stores per row took S4's overhead per step from about 200 to 150 µs on lavapipe).
+// the training steps between checks do not, and skip the loss's exp and log and two stores
+// per row.
 override ROW_OUTPUTS: bool = true;
 // Four rows per iteration, their four logits in one butterfly (the host sets it for subgroups
-// of at least 4): on lavapipe, at 4 groups (S4) the steps executed 416 k → 368 k instructions
-// per step over the batch probe (itself reading four rows per iteration then, 2 % faster).
-// At 32 groups it executed 7 % more while X's loads were long (from a buffer, or a sampled
-// texture); reading X from a storage texture, 8 % fewer (S2-like full batch, 16,384 × 1,024:
-// 50.9 → 46.7 M; × 256: 15.7 → 13.6 M; a 512-feature epoch: 79.8 → 72.2 M).
+// of at least 4): more loads in flight, fewer reductions per row (docs/kernel-notes.md).
 override QUAD: bool = false;
 // The column groups whose gradient the step sums (bit m: group m, features 4·m·WG ..
 // 4·(m + 1)·WG − 1); the others' partials stay zero. A phase that trains a feature range
 // (the local phase) needs few: a group left out costs its loads and dot product only, not its
-// δ·x sums nor the registers that keep its words from the dot product to them (S5's 10 % of
-// the features: see docs/perf-log.md). All groups by default, and always with `main_folded`.
+// δ·x sums nor the registers that keep its words from the dot product to them. All groups by default, and always with `main_folded`.
 override GRAD_GROUPS: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
@@ -163,11 +150,9 @@ fn store4(out4: u32, c: u32, v: vec4<f32>) {
 
 /// Loads a word from each 64-byte line of the rows of batch positions p + WG .. p + 2·WG − 1
 /// (lane t the row of p + WG + t, or the block's last), which the subgroup reads next, and
-/// returns their sum, only to keep the loads. A fetch is long enough on lavapipe (~250
-/// instructions) that the core holds about two in flight, and indexed rows scatter over X:
-/// eight rows at a time, one a lane, put eight lines in flight where reading a row across
-/// the lanes puts two (S4's batch probe: epoch 0.82× as long with this, 0.68× reading every
-/// row a lane at a time). Contiguous segments skip it: the hardware prefetcher follows them.
+/// returns their sum, only to keep the loads: indexed rows scatter over X, and eight rows at a
+/// time, one a lane, put eight lines in flight where reading a row across the lanes puts two
+/// (docs/kernel-notes.md). Contiguous segments skip it: the hardware prefetcher follows them.
 fn touch_ahead(p: u32, rows: vec2<u32>, lid: u32, s4: u32) -> vec4<f32> {
     var sum = vec4(0.0);
     if !CONTIGUOUS {
@@ -203,10 +188,8 @@ fn main(
     if rows.x >= chunk.count {
         return;
     }
-    // Read once per block, not per row: on lavapipe a storage load costs about 60
-    // instructions even at an address uniform across the subgroup (S4: 1.22 → 1.09 million
-    // instructions per step over the batch probe's, counted by scripts/instructions.sh), and
-    // before the weights: read after them, they cost 19 k more per S4 step.
+    // Read once per block, not per row, and before the weights: a driver may not hoist a
+    // storage load even at an address uniform across the subgroup (docs/kernel-notes.md).
     let s4 = dims.x_stride / 4u;
     let bias = params[dims.d];
     let pw = pos_weight[0];
@@ -244,8 +227,7 @@ fn main_folded(
     let s4 = dims.x_stride / 4u;
     let pw = pos_weight[0];
     let inv = chunk.inv_count;
-    // Loaded once each, as in `main`: loaded per parameter, these cost 103 k instructions
-    // more per S4 step.
+    // Loaded once each, as in `main`, not per parameter.
     let cfg = adam_cfg;
     let step = vec2(info.step_size, info.bc2_sqrt);
     let d = dims.d;
@@ -405,9 +387,7 @@ fn rows_block(
     for (; p + 1u < rows.y; p += 2u) {
         // Every WG positions, lane t loads the row and target of the t-th; each pair
         // takes its two from lanes j and j + 1 (j even: WG is a power of two, at least
-        // 2). Loaded per row they were a third of what the step executed over the batch
-        // probe on lavapipe (S4: 1.10 → 0.77 M instructions per step over the probe as
-        // it was); a shuffle costs next to nothing there.
+        // 2): one load per lane instead of one per row; a shuffle costs next to nothing.
         let j = (p - rows.x) % WG;
         if j == 0u {
             lane_row = row_for_lane(p, rows, lid);
@@ -416,8 +396,7 @@ fn rows_block(
         }
         let base_a = subgroupShuffle(lane_row, j) * s4;
         let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
-        // Both rows' loads interleaved: one row after the other measured 0.39–0.45
-        // against 0.33 ms per S4 step.
+        // Both rows' loads interleaved, so that they are in flight together.
         var dot_a = vec4(0.0);
         var dot_b = vec4(0.0);
         // #unroll m
@@ -428,8 +407,7 @@ fn rows_block(
         // #end
         // Both rows' logits in one butterfly of shuffles: even lanes sum row a's lane sums,
         // odd lanes row b's, then every lane computes its row's δ (one sigmoid for two rows)
-        // and lanes 0 and 1 hand theirs out. Two subgroupAdds and two σ per pair executed 76 k
-        // more instructions per S4 step on lavapipe (506 k vs 430 k over the batch probe).
+        // and lanes 0 and 1 hand theirs out (cheaper than two subgroupAdds and two σ).
         // A lane and its partner add the same two values in swapped order, so every lane of
         // a row ends with the same sum, in an order fixed by WG alone.
         let odd = lid & 1u;
@@ -487,9 +465,8 @@ fn rows_block(
 // does (same rows, lanes and unrolled column groups) and sums them, nothing else. `bilevel
 // bench` times an epoch of it, one dispatch per batch like the steps, so that the step's cost
 // over it is what the step adds to reading its rows. Two rows per iteration, or four with
-// QUAD, as the step: on lavapipe that reads S4's batches faster than one row at a time (an
-// epoch of steps took 1.5–1.75× this probe's epoch against 1.3× the one-row probe's; four
-// rows 2 % fewer instructions than two), and the probe should be the fastest read we know.
+// QUAD, as the step: that reads indexed batches faster than one row at a time
+// (docs/kernel-notes.md), and the probe should be the fastest read we know.
 @compute @workgroup_size(WG)
 fn probe(
     @builtin(workgroup_id) wg: vec3<u32>,

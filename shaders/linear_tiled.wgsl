@@ -22,12 +22,8 @@
 // partial) is loaded once per subgroup: lane j loads output k + j's weights (with X_TEXTURE
 // from the texture `pack_weights` fills), lane l outputs k + 4l .. k + 4l + 3's δ (with
 // X_TEXTURE from the texture the forward pass fills), and subgroupBroadcast hands them to
-// every lane. On lavapipe a load at an address uniform across the subgroup still
-// costs ~60 instructions and one gathered across its 8 lanes ~23 per lane, where a broadcast
-// from a fixed lane is a couple: S3's step (2,048 × 1,024 → 64) executed 1.00 G instructions
-// against 2.60 G with uniform loads, 0.74 G with X from its texture too, and 0.45 G with the
-// wider tiles below (docs/perf-log.md). Loads from the arguments are taken out of the loops by
-// hand: llvmpipe does not hoist them.
+// every lane: one load per lane instead of one per invocation (docs/kernel-notes.md). Loads
+// from the arguments are taken out of the loops by hand: llvmpipe does not hoist them.
 //
 // Bindings (group 0):
 //   0 dims      storage, read    Dims: d, o, rows_per_block R, n_params P, x_stride
@@ -69,19 +65,16 @@
 
 override WG: u32 = 64u;
 // Outputs per workgroup: 16 (for more than eight outputs), 8, or 4 (for at most four outputs,
-// where the others would only repeat the last); each vec4 of X feeds that many accumulators
-// (S3's step with the forward pass at 16: 700 M instructions against 738 M at 8).
+// where the others would only repeat the last); each vec4 of X feeds that many accumulators.
 override TILE_OUTPUTS: u32 = 8u;
 // Column groups (vec4 of columns) per invocation in the partial, up to the host's unroll
 // count (its `// #unroll m` blocks): each δ handed out feeds 4 × that many accumulators, and
-// a workgroup passes over δ once per COLUMN_GROUPS · WG column groups (S3 on lavapipe, 2,048
-// rows: 544 M instructions per step at 1, 471 M at 2, 439 M at 4). The host takes the most
-// that the row's column groups fill.
+// a workgroup passes over δ once per COLUMN_GROUPS · WG column groups. The host takes the
+// most that the row's column groups fill.
 override COLUMN_GROUPS: u32 = 1u;
 // The partial four rows per iteration (see there): the host sets it where the sums do not fit
 // the registers (more than 8 vec4 a lane, TILE_OUTPUTS · COLUMN_GROUPS > 8), and elsewhere
-// leaves the loop out, whose code took lavapipe's compile of the 4-output partial from 18 to
-// 31 ms (S1's whole run compiles it for its checks).
+// leaves the loop out, which shortens the compile.
 override QUAD_ROWS: bool = false;
 // The partial's passes over the columns: those from vec4 column COLUMNS_BEGIN (a multiple of
 // COLUMN_GROUPS · WG) up to the one holding column COLUMNS_END − 1. A phase that trains a
@@ -94,15 +87,12 @@ override COLUMNS_BEGIN: u32 = 0u;
 override COLUMNS_END: u32 = 0xffffffffu;
 // Whether the forward pass writes each output's logit, loss and δ to their buffers: the
 // checks, the diagnostics and the partial reading δ from its buffer do; the training steps
-// reading δ from its texture need none of them (on lavapipe the three scattered stores and the
-// loss's exp and log per output were 17 M of the 120 M instructions of S3's forward pass at
-// 2,048 rows).
+// reading δ from its texture need none of them (three scattered stores and the loss's exp and
+// log per output).
 override ROW_OUTPUTS: bool = true;
 // The forward pass two column groups per iteration (see there): the host sets it where a
-// lane's sums do not fit the registers (8 rows × TILE_OUTPUTS ≥ 8 outputs). lavapipe loads,
-// blends with the loop's mask and stores every sum once per iteration: at two column groups
-// S3's forward pass at 2,048 rows executed 86.6 M instructions against 96.3 M at one (at four,
-// 82.3 M but slower: the rows' 32 vec4 then spill too).
+// lane's sums do not fit the registers (8 rows × TILE_OUTPUTS ≥ 8 outputs), where a driver
+// loads and stores every sum once per iteration (docs/kernel-notes.md).
 override PAIR_COLUMNS: bool = false;
 
 @group(0) @binding(0) var<storage, read> dims: Dims;
@@ -124,10 +114,8 @@ override PAIR_COLUMNS: bool = false;
 
 // W for `forward` with X_TEXTURE: texel k·S + c (S = x_stride / 4, in X's texture layout)
 // holds W[k, 4c .. 4c + 4], zero past column d, so that a lane loads four weights of an
-// output with one texel load. From the parameters' buffer a CPU adapter loads each word lane
-// by lane behind a bounds test: those loads were 72 M of the 172 M instructions of S3's
-// forward pass at 2,048 rows (scripts/instructions.sh --probe gemm, weights replaced by a
-// constant: 100 M). The host dispatches this once per step (and per GEMM probe), after the
+// output with one texel load, where a CPU adapter loads each word of a buffer lane by lane
+// behind a bounds test (docs/kernel-notes.md). The host dispatches this once per step (and per GEMM probe), after the
 // optimizer's update and before the step's forward passes; one invocation per texel, o·S of
 // them, the grid folded past 65,535 workgroups.
 @compute @workgroup_size(WG)
@@ -197,8 +185,7 @@ fn store_output(e: u32, logit: f32, target_: f32, l: f32, g: f32) {
 /// bce.wgsl computes it from their logits and positive weights `pw` (1 / (rows · o):
 /// `inv_count`), zero from output k + n on; `store_output` stores each. Four outputs at a
 /// time, with no vector indexed by a variable, so that `forward` hands them to its δ texture
-/// as they are: one output at a time, gathered into a vector by selects or by an index, took
-/// S3's forward pass at 2,048 rows from 117 M to 123 M instructions on lavapipe.
+/// as they are, not gathered into a vector by selects or by an index.
 fn outputs4(p: u32, row: u32, k: u32, n: u32, o: u32, logit: vec4<f32>, pw: vec4<f32>, inv_count: f32) -> vec4<f32> {
     let e = p * o + k;
     let i = row * o + k;
@@ -231,8 +218,7 @@ fn outputs4(p: u32, row: u32, k: u32, n: u32, o: u32, logit: vec4<f32>, pw: vec4
 
 /// δ[p, k + 4l .. k + 4l + 4] (k a multiple of 4; outputs past the last repeat it), which lane
 /// l hands out in `partial`: with X_TEXTURE one texel of `forward`'s δ texture, where four
-/// words of the buffer cost a CPU adapter a loop over the lanes each (one in ten of S3's
-/// instructions at 2,048 rows went to two per row).
+/// words of the buffer cost a CPU adapter a loop over the lanes each.
 fn delta4(p: u32, k: u32, l: u32) -> vec4<f32> {
     let o = dims.o;
     if X_TEXTURE {
@@ -279,8 +265,7 @@ fn sums_column_group(m: u32) -> bool {
 }
 
 /// v of lanes 0 .. 3, or with `high` of lanes 4 .. 7 (subgroupBroadcast's lane must be a
-/// constant; a shuffle from a lane chosen at run time costs lavapipe more: S3's step at 2,048
-/// rows executed 201.3 M instructions with four such shuffles per four rows, 197.0 M with this).
+/// constant, and a shuffle from a lane chosen at run time costs more).
 fn lane_quad(v: u32, high: bool) -> vec4<u32> {
     let low = vec4(
         subgroupBroadcast(v, 0u),
@@ -609,8 +594,7 @@ fn partial(
         var p = first;
         // Four rows at a time, each sum taking the four rows' terms in row order (as the loop
         // after this one adds them), so a sum lavapipe keeps in memory is loaded and stored
-        // once per four rows: S3's step at 2,048 rows (scripts/instructions.sh --probe gemm)
-        // executed 348.5 M instructions against 380.2 M one row at a time.
+        // once per four rows.
         for (; QUAD_ROWS && p + 3u < last; p += 4u) {
             let j = (p - first) % 8u;
             if j == 0u {

@@ -14,12 +14,8 @@
 
 // Read X through the texture at binding 18, not the storage buffer at 2. The host sets it on
 // CPU adapters: lavapipe loads a storage buffer's vec4 lane by lane, each word behind its own
-// bounds test (~530 instructions per subgroup of 8 lanes), and a texel of a storage texture
-// with a few vector instructions in line. A sampled texture's `textureLoad` (this binding
-// until the tenth session) calls a function of 100–170 instructions per texel, which took 30 %
-// of S3's forward pass: through the storage texture S2-like steps execute 0.48× its
-// instructions and S3's 0.84× (docs/perf-log.md), and S2's step takes 0.39–0.51× the time of
-// one read of X's buffer, against 1.35–1.47× reading the buffer.
+// bounds test, and a texel of a storage texture with a few vector instructions in line
+// (docs/kernel-notes.md).
 override X_TEXTURE: bool = false;
 // log2 of the texture's width in texels (the host's, from the adapter's limits).
 override X_TEXTURE_SHIFT: u32 = 14u;
@@ -44,7 +40,7 @@ fn texel(i: u32) -> vec2<u32> {
 
 /// W[k, 4c .. 4c + 4], zero past column d (those X columns are zero padding); d = dims.d,
 /// passed in because a CPU implementation (llvmpipe) does not hoist a storage load out of
-/// a loop, and one costs it ~60 instructions.
+/// a loop.
 fn weights4(k: u32, c: u32, d: u32) -> vec4<f32> {
     let j = 4u * c;
     let base = k * d + j;

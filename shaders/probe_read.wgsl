@@ -15,15 +15,12 @@
 // 2^shift, so no run crosses a texel row. The host picks run: 1 on GPUs
 // (consecutive invocations read consecutive 16-byte words, coalesced), 1,024 on CPU adapters,
 // where each invocation's loads are separate scalar loads and long per-invocation streams are
-// what the hardware prefetchers follow (S2's X on lavapipe: 16 KiB runs 0.87× the time of
-// run = 1, 4 KiB 0.91×, 1 KiB 1.6×).
+// what the hardware prefetchers follow (docs/kernel-notes.md).
 // Unlike the training kernels, the probe takes its length as a uniform: lavapipe specialises
-// the shader on it at each dispatch, and the specialised loop is faster than that costs (S2's
-// X: 27 ms as a uniform, 38–50 ms from a storage buffer), so the roofline stays the fastest
-// read of X we know. Where the training steps read X through a texture (CPU adapters, see
-// loads.wgsl's X_TEXTURE), `main_texture` is that roofline: on lavapipe it read S2's X in
-// 0.25× the time of `main` as a read-only storage texture (0.62–0.88× as a sampled texture,
-// four texels at a time; one at a time: 0.9×).
+// the shader on it at each dispatch, and the specialised loop is faster than that costs, so
+// the roofline stays the fastest read of X we know. Where the training steps read X through a
+// texture (CPU adapters, see loads.wgsl's X_TEXTURE), `main_texture` is that roofline
+// (docs/kernel-notes.md).
 
 override WG: u32 = 64u;
 

@@ -1,6 +1,6 @@
 // Many training steps in one dispatch of one workgroup: for a batch too small to fill the
-// device, a dispatch per kernel costs more than the work (about 0.1–0.2 ms each on a CPU
-// adapter such as lavapipe), so the whole interval between two checks runs here.
+// device, a dispatch per kernel costs more than the work on a CPU adapter such as lavapipe,
+// so the whole interval between two checks runs here.
 //
 // For each step s = job.first .. job.first + job.count of the step list:
 //   A. for each (p, k) of the step's batch: z = x[row(p)] · W[k] + b[k] and

@@ -36,6 +36,8 @@ enum Command {
     /// The training step's speed on shapes S1–S5 against a bandwidth probe, a GEMM probe and
     /// the CPU reference.
     Bench(cli::bench::BenchArgs),
+    /// Write every shader module and pipeline the host can build (for other compilers).
+    Shaders(cli::shaders::ShadersArgs),
     /// Run every kernel and short two-phase runs on the GPU and the CPU reference; exit
     /// non-zero if any result is outside the documented tolerances.
     Check,
@@ -65,6 +67,7 @@ fn run(bars: indicatif::MultiProgress) -> anyhow::Result<ExitCode> {
         Some(Command::Eval(args)) => cli::predict::eval(args)?,
         Some(Command::Devices(args)) => cli::devices::devices(args)?,
         Some(Command::Bench(args)) => cli::bench::run(args)?,
+        Some(Command::Shaders(args)) => cli::shaders::run(args)?,
         Some(Command::Check) => {
             if !cli::devices::check()? {
                 return Ok(ExitCode::FAILURE);

@@ -1132,3 +1132,85 @@ fn runs_verify_their_route_and_avoid_a_dropped_one() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `bilevel shaders --dump` writes every module (with `enable subgroups;` where it uses
+/// them) and a manifest whose pipelines name those modules and layouts; it replaces an earlier
+/// dump, refuses a folder holding anything else, and refuses sizes WGSL does not allow.
+#[test]
+fn shaders_dump_writes_every_module_and_pipeline() {
+    let dir = scratch("shaders-dump").join("dump");
+    let args = [
+        "shaders",
+        "--dump",
+        dir.to_str().unwrap(),
+        "--subgroup-sizes",
+        "4,32",
+        "--column-groups",
+        "1,5",
+    ];
+    for _ in 0..2 {
+        let out = bilevel(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("pipelines.json")).unwrap()).unwrap();
+    let modules = manifest["modules"].as_array().unwrap();
+    // The 11 kernels and probes, linear_step_rows at 1 and 5 column groups, linear_tiled.
+    assert_eq!(modules.len(), 14, "{manifest}");
+    for m in modules {
+        let source = std::fs::read_to_string(dir.join(m["file"].as_str().unwrap())).unwrap();
+        assert_eq!(
+            source.starts_with("enable subgroups;\n"),
+            m["subgroups"] == true,
+            "{m}"
+        );
+    }
+    let pipelines = manifest["pipelines"].as_array().unwrap();
+    for p in pipelines {
+        assert!(modules.iter().any(|m| m["name"] == p["module"]), "{p}");
+        assert!(
+            manifest["layouts"][p["layout"].as_str().unwrap()].is_array(),
+            "{p}"
+        );
+    }
+    let rows: Vec<_> = pipelines
+        .iter()
+        .filter(|p| {
+            p["module"]
+                .as_str()
+                .unwrap()
+                .starts_with("linear_step_rows")
+        })
+        .collect();
+    // 2 column-group counts × 2 sizes × X from buffer or texture × 5 variants × 2 row orders.
+    assert_eq!(rows.len(), 80);
+    assert!(
+        rows.iter()
+            .any(|p| p["constants"]["WG"] == 32.0 && p["subgroup_size"] == 32)
+    );
+
+    let other = scratch("shaders-dump-other");
+    file(&other, "notes.txt", b"mine");
+    let out = bilevel(&["shaders", "--dump", other.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not an earlier shader dump"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(other.join("notes.txt").exists() && !other.join("pipelines.json").exists());
+
+    let out = bilevel(&[
+        "shaders",
+        "--dump",
+        dir.to_str().unwrap(),
+        "--subgroup-sizes",
+        "48",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("48 is not a power of two"),
+        "{}",
+        stderr(&out)
+    );
+}

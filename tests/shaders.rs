@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use bilevel::gpu::{LOADS, PRELUDE, SHADERS, rows_step_source, tiled_source};
+use bilevel::gpu::shaders::{self, Slot};
+use bilevel::gpu::{LOADS, PRELUDE, SHADERS, args, rows_step_source, tiled_source};
 
 /// Parses and validates `source`, naming `file` on failure.
 fn validate(file: &str, source: &str) {
@@ -116,4 +117,154 @@ fn tiled_validates_unrolled() {
         "tiled_source() did not unroll its column groups four times"
     );
     validate("linear_tiled.wgsl (unrolled)", &source);
+}
+
+/// `source` parsed and validated, with its analysis (which entry point uses which global).
+fn reflect(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    (module, info)
+}
+
+/// What a shader's global at one binding is, in the host's terms: whether `slot` may bind it.
+fn binds(module: &naga::Module, var: &naga::GlobalVariable, slot: Slot) -> bool {
+    use naga::{AddressSpace, ImageClass, StorageAccess, StorageFormat, TypeInner};
+    match (var.space, slot) {
+        (AddressSpace::Uniform, Slot::Uniform(_)) => true,
+        (AddressSpace::Storage { access }, Slot::Args(_) | Slot::Ring(_) | Slot::Read(_)) => {
+            !access.contains(StorageAccess::STORE)
+        }
+        (AddressSpace::Storage { access }, Slot::Write(_)) => access.contains(StorageAccess::STORE),
+        (AddressSpace::Handle, Slot::Texture(_) | Slot::WriteTexture(_)) => {
+            match module.types[var.ty].inner {
+                TypeInner::Image {
+                    class:
+                        ImageClass::Storage {
+                            format: StorageFormat::Rgba32Float,
+                            access,
+                        },
+                    arrayed: false,
+                    ..
+                } => match slot {
+                    Slot::Texture(_) => access == StorageAccess::LOAD,
+                    _ => access == StorageAccess::STORE,
+                },
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Every pipeline the host builds binds, through its layout (`shaders::LAYOUTS`), exactly
+/// what its entry point declares: each global the entry point uses has a slot of its kind
+/// (uniform, read-only or writable storage, readable or writable rgba32float texture), and
+/// every slot names a binding the module declares, of that kind, in group 0.
+#[test]
+fn every_layout_matches_its_shaders_bindings() {
+    let sizes = [4, 8, 16, 32, 64, 128];
+    let groups = [1, 2, 32];
+    let modules: Vec<_> = shaders::modules(&groups)
+        .into_iter()
+        .map(|m| {
+            let reflected = reflect(&m.name, &m.source);
+            (m.name, reflected)
+        })
+        .collect();
+    let pipelines = shaders::pipelines(&sizes, &groups, 13);
+    assert!(pipelines.len() > 100, "only {} pipelines", pipelines.len());
+    for p in &pipelines {
+        let (_, (module, info)) = modules
+            .iter()
+            .find(|(name, _)| *name == p.module)
+            .unwrap_or_else(|| panic!("{}: no module {}", p.label, p.module));
+        let slots = shaders::layout(p.layout);
+        let index = module
+            .entry_points
+            .iter()
+            .position(|e| e.name == p.entry)
+            .unwrap_or_else(|| panic!("{}: no entry point {}", p.label, p.entry));
+        let uses = info.get_entry_point(index);
+        for (handle, var) in module.global_variables.iter() {
+            let Some(binding) = &var.binding else {
+                continue;
+            };
+            if uses[handle].is_empty() {
+                continue;
+            }
+            assert_eq!(
+                binding.group, 0,
+                "{}: {:?} outside group 0",
+                p.label, var.name
+            );
+            let slot = slots.iter().find(|s| s.binding() == binding.binding);
+            assert!(
+                slot.is_some_and(|&s| binds(module, var, s)),
+                "{}: layout {} binds {:?} at binding {} as {slot:?}, but the shader declares {:?} ({:?})",
+                p.label,
+                p.layout,
+                var.name,
+                binding.binding,
+                var.space,
+                module.types[var.ty].inner,
+            );
+        }
+        for &slot in slots {
+            let declared = module.global_variables.iter().find(|(_, v)| {
+                v.binding.as_ref().map(|b| (b.group, b.binding)) == Some((0, slot.binding()))
+            });
+            assert!(
+                declared.is_some_and(|(_, v)| binds(module, v, slot)),
+                "{}: layout {} has {slot:?}, which {} does not declare as such",
+                p.label,
+                p.layout,
+                p.module,
+            );
+        }
+    }
+}
+
+/// Every argument struct the host uploads has the size and member offsets of the WGSL struct
+/// it fills, member for member by name (padding aside), as naga lays it out.
+#[test]
+fn every_argument_struct_matches_its_wgsl_struct() {
+    let modules: Vec<_> = shaders::modules(&[1])
+        .into_iter()
+        .map(|m| reflect(&m.name, &m.source).0)
+        .collect();
+    for arg in args::arg_structs() {
+        let (members, span) = modules
+            .iter()
+            .flat_map(|m| m.types.iter().map(|(_, t)| t))
+            .find_map(|t| match &t.inner {
+                naga::TypeInner::Struct { members, span }
+                    if t.name.as_deref() == Some(arg.wgsl) =>
+                {
+                    Some((members.clone(), *span))
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no WGSL struct {} (for {})", arg.wgsl, arg.rust));
+        assert_eq!(
+            arg.size, span,
+            "{} is {} bytes, WGSL's {} is {span}",
+            arg.rust, arg.size, arg.wgsl
+        );
+        let wgsl: Vec<(&str, u32)> = members
+            .iter()
+            .filter_map(|m| m.name.as_deref().map(|n| (n, m.offset)))
+            .filter(|(n, _)| !n.starts_with('_'))
+            .collect();
+        assert_eq!(
+            arg.fields, wgsl,
+            "{} (left) and WGSL's {} (right) differ in members or offsets",
+            arg.rust, arg.wgsl
+        );
+    }
 }

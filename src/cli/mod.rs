@@ -5,6 +5,7 @@ pub mod data;
 pub mod devices;
 pub mod predict;
 pub mod progress;
+pub mod shaders;
 pub mod signals;
 pub mod table;
 pub mod train;

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::StepKernels;
-use super::kernels::{Kernels, STORAGE_BINDINGS, X_TEXTURE_FORMAT};
+use super::kernels::{Kernels, X_TEXTURE_FORMAT};
 use super::plan::{Profile, Request, Route, StepPath, explain, plan_load};
+use super::shaders::STORAGE_BINDINGS;
 use super::verify::{Verdict, Verifier};
 use crate::{Error, Result};
 

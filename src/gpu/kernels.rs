@@ -5,177 +5,15 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-/// Invocations per workgroup in every kernel, set as the WGSL `override WG` (a power of two).
-pub const WORKGROUP_SIZE: u32 = 64;
-const _: () = assert!(WORKGROUP_SIZE.is_power_of_two());
-
-/// `shaders/common.wgsl` followed by `shaders/<file>`: WGSL has no includes.
-macro_rules! with_prelude {
-    ($file:literal) => {
-        concat!(
-            include_str!("../../shaders/common.wgsl"),
-            include_str!(concat!("../../shaders/", $file))
-        )
-    };
-}
-
-/// `shaders/common.wgsl`, `shaders/loads.wgsl`, then `shaders/<file>`: for the kernels that
-/// read X and the weights four columns at a time.
-macro_rules! with_loads {
-    ($file:literal) => {
-        concat!(
-            include_str!("../../shaders/common.wgsl"),
-            include_str!("../../shaders/loads.wgsl"),
-            include_str!(concat!("../../shaders/", $file))
-        )
-    };
-}
-
-/// The shared prelude, `shaders/common.wgsl`.
-pub const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
-
-/// `shaders/loads.wgsl`, after [`PRELUDE`] in front of the kernels that read X and the weights
-/// four columns at a time.
-pub const LOADS: &str = include_str!("../../shaders/loads.wgsl");
-
-/// Every kernel as `(file name, source as compiled)`, in the order of the trainer's step;
-/// the kernels that use shared structs and helpers have [`PRELUDE`] in front, and those that
-/// read X and the weights four columns at a time [`LOADS`] after it.
-pub const SHADERS: &[(&str, &str)] = &[
-    ("linear_forward.wgsl", with_prelude!("linear_forward.wgsl")),
-    ("bce.wgsl", with_prelude!("bce.wgsl")),
-    (
-        "linear_backward.wgsl",
-        with_prelude!("linear_backward.wgsl"),
-    ),
-    ("linear_step.wgsl", with_loads!("linear_step.wgsl")),
-    (
-        "linear_step_rows.wgsl",
-        with_loads!("linear_step_rows.wgsl"),
-    ),
-    ("linear_tiled.wgsl", with_loads!("linear_tiled.wgsl")),
-    ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
-    ("sgd.wgsl", with_prelude!("sgd.wgsl")),
-    ("adam.wgsl", with_prelude!("adam.wgsl")),
-    ("train_steps.wgsl", with_prelude!("train_steps.wgsl")),
-    (
-        "probe_lanes.wgsl",
-        include_str!("../../shaders/probe_lanes.wgsl"),
-    ),
-    (
-        "probe_read.wgsl",
-        include_str!("../../shaders/probe_read.wgsl"),
-    ),
-    (
-        "probe_gemm.wgsl",
-        include_str!("../../shaders/probe_gemm.wgsl"),
-    ),
-];
+use super::shaders::{
+    FOLDED_STORAGE_BINDINGS, OPTIMIZER, STEPS_STORAGE_BINDINGS, Slot, TILED_COLUMN_GROUPS,
+    TILED_FORWARD_ROWS, WG, WORKGROUP_SIZE, layout, pack_constants, partial_tile, rows_constants,
+    rows_step_source, shader_source, tile_outputs, tiled_forward_constants,
+    tiled_partial_constants, tiled_source,
+};
 
 /// The format of X's textures: one vec4 word of X per texel, read as a storage texture.
 pub(crate) const X_TEXTURE_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
-
-/// The most vec4 column groups one invocation of `linear_step_rows` holds on a CPU adapter:
-/// past it lavapipe's compile time runs away (64 groups, for 2,048 features: ~25 s, against
-/// ~6 s for 32, though its steps then executed only 1.01× the instructions of one read of X).
-pub(crate) const MAX_COLUMN_GROUPS: u32 = 32;
-
-/// `linear_step_rows.wgsl` (after the prelude) with its column groups unrolled `groups` times
-/// (the file's `// #unroll m` blocks).
-pub fn rows_step_source(groups: u32) -> String {
-    unroll(shader_source("linear_step_rows.wgsl"), groups)
-}
-
-/// `linear_tiled.wgsl` (after the prelude) with its column groups unrolled for the most
-/// that `linear_tiled.partial` takes (the `COLUMN_GROUPS` override gates the rest).
-pub fn tiled_source() -> String {
-    let most = TILED_COLUMN_GROUPS.into_iter().max().unwrap_or(1);
-    unroll(shader_source("linear_tiled.wgsl"), most)
-}
-
-/// `file` as compiled (from [`SHADERS`]; empty, so it fails to validate, if not there).
-pub(crate) fn shader_source(file: &str) -> &'static str {
-    SHADERS
-        .iter()
-        .find(|(name, _)| *name == file)
-        .map_or("", |(_, source)| source)
-}
-
-/// Repeats each block of lines between `// #unroll m` and `// #end` for m = 0 .. count − 1,
-/// with the name `m` replaced by `{m}u` and names ending in `_m` by names ending in `_{m}`:
-/// WGSL has no unrolled loops, and lavapipe keeps function-scope arrays in memory (see
-/// `linear_step_rows.wgsl`). A block left open keeps its lines as written, so the WGSL fails to
-/// validate.
-fn unroll(source: &str, count: u32) -> String {
-    let mut out = String::with_capacity(source.len() * 2);
-    let mut block: Option<Vec<&str>> = None;
-    for line in source.lines() {
-        match (line.trim(), block.as_mut()) {
-            ("// #unroll m", None) => block = Some(Vec::new()),
-            ("// #end", Some(lines)) => {
-                for m in 0..count {
-                    for line in lines.iter() {
-                        out.push_str(&unroll_line(line, m));
-                        out.push('\n');
-                    }
-                }
-                block = None;
-            }
-            (_, Some(lines)) => lines.push(line),
-            (_, None) => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    for line in block.into_iter().flatten() {
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
-/// `line` of an unrolled block for column group `m`.
-fn unroll_line(line: &str, m: u32) -> String {
-    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut out = String::with_capacity(line.len() + 8);
-    let mut rest = line;
-    while let Some(start) = rest.find(is_name) {
-        out.push_str(&rest[..start]);
-        let end = rest[start..]
-            .find(|c| !is_name(c))
-            .map_or(rest.len(), |e| start + e);
-        let name = &rest[start..end];
-        match name.strip_suffix("_m") {
-            _ if name == "m" => out.push_str(&format!("{m}u")),
-            Some(stem) if !stem.is_empty() => out.push_str(&format!("{stem}_{m}")),
-            _ => out.push_str(name),
-        }
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// How one binding of a kernel is bound.
-#[derive(Clone, Copy)]
-enum Slot {
-    /// Arguments fixed for the run or phase (read-only storage; see `shaders/common.wgsl` on
-    /// why not a uniform).
-    Args(u32),
-    /// A uniform (only the probes', see `shaders/probe_read.wgsl`).
-    Uniform(u32),
-    /// Arguments in the per-submission ring, selected by a dynamic offset.
-    Ring(u32),
-    /// A storage buffer the kernel only reads.
-    Read(u32),
-    /// A storage buffer the kernel writes.
-    Write(u32),
-    /// An `rgba32float` storage texture the kernel only reads (X's, see [`X_TEXTURE_FORMAT`]).
-    Texture(u32),
-    /// An `rgba32float` storage texture the kernel only writes (the tiled kernels' W and δ).
-    WriteTexture(u32),
-}
 
 /// A pipeline and the layout of its one bind group.
 pub(crate) struct Kernel {
@@ -311,18 +149,6 @@ pub(crate) struct StepsKernels {
     pub(crate) sgd: LazyPipeline,
 }
 
-/// Parameters one invocation of `adam` and `sgd` updates (their `PER_INVOCATION`): each loads
-/// the phase's scalars once for all of them, which cost lavapipe ~60 instructions apiece (S3's
-/// step at 2,048 rows executed 201.3 M instructions at 4, 212.9 M at 1 and 199.4 M at 16).
-pub(crate) const OPTIMIZER_PARAMS_PER_INVOCATION: u32 = 4;
-
-/// The column groups per invocation `linear_tiled.partial` may take (its `COLUMN_GROUPS`).
-const TILED_COLUMN_GROUPS: [u32; 3] = [1, 2, 4];
-
-/// Rows of X one invocation of `linear_tiled.forward` takes (each weight it is handed feeds
-/// that many dot products).
-const TILED_FORWARD_ROWS: u32 = 8;
-
 /// What a run builds at its first need of it, shared by later runs, by key.
 type BuiltOnUse<K, T> = Mutex<HashMap<K, Arc<T>>>;
 
@@ -356,83 +182,35 @@ impl TiledKernels {
     /// buffer or from a texture 2^`x_texture_shift` texels wide; pipelines compile at their
     /// first dispatch.
     fn new(device: &wgpu::Device, x_texture_shift: u32) -> Self {
-        use Slot::*;
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("linear_tiled.wgsl"),
             source: wgpu::ShaderSource::Wgsl(Cow::Owned(tiled_source())),
         });
-        let forward = Layout::new(
-            device,
-            "linear_tiled.forward",
-            &[
-                Args(0),
-                Ring(1),
-                Read(2),
-                Read(3),
-                Read(4),
-                Write(5),
-                Read(8),
-                Read(9),
-                Write(10),
-                Write(11),
-                Texture(18),
-                Texture(19),
-                WriteTexture(21),
-            ],
-        );
-        let partial = Layout::new(
-            device,
-            "linear_tiled.partial",
-            &[
-                Args(0),
-                Ring(1),
-                Read(2),
-                Read(3),
-                Read(6),
-                Write(7),
-                Texture(18),
-                Texture(22),
-            ],
-        );
-        let pack = Layout::new(
-            device,
-            "linear_tiled.pack_weights",
-            &[Args(0), Read(4), WriteTexture(20)],
-        );
+        let forward = Layout::named(device, "linear_tiled.forward");
+        let partial = Layout::named(device, "linear_tiled.partial");
+        let pack = Layout::named(device, "linear_tiled.pack_weights");
+        let shift = x_texture_shift;
         let pipeline = |entry: &str, layout: &Layout, label: String, constants: &[(&str, f64)]| {
-            let common = [
-                ("WG", WORKGROUP_SIZE as f64),
-                ("X_TEXTURE_SHIFT", f64::from(x_texture_shift)),
-            ];
-            let constants = [&common[..], constants].concat();
-            LazyPipeline::new(device, &label, &layout.pipeline, &module, entry, &constants)
+            LazyPipeline::new(device, &label, &layout.pipeline, &module, entry, constants)
         };
         let pack_weights = pipeline(
             "pack_weights",
             &pack,
             "linear_tiled.pack_weights".into(),
-            &[],
+            &pack_constants(shift),
         );
         let from = |x_texture| if x_texture { "texture" } else { "buffer" };
         let mut forward_pipelines = HashMap::new();
         let mut partial_pipelines = HashMap::new();
         for outputs in [4, 8, 16] {
             for x_texture in [false, true] {
-                let tile = [
-                    ("TILE_OUTPUTS", f64::from(outputs)),
-                    ("X_TEXTURE", f64::from(u8::from(x_texture))),
-                ];
                 for row_outputs in [false, true] {
                     let label = format!(
                         "linear_tiled.forward ({outputs} outputs, X from its {}{})",
                         from(x_texture),
                         if row_outputs { ", row outputs" } else { "" },
                     );
-                    let flags = [
-                        ("ROW_OUTPUTS", f64::from(u8::from(row_outputs))),
-                        ("PAIR_COLUMNS", f64::from(u8::from(outputs >= 8))),
-                    ];
-                    let constants = [&tile[..], &flags].concat();
+                    let constants = tiled_forward_constants(outputs, x_texture, row_outputs, shift);
                     forward_pipelines.insert(
                         (outputs, x_texture, row_outputs),
                         pipeline("forward", &forward, label, &constants),
@@ -443,11 +221,7 @@ impl TiledKernels {
                         "linear_tiled.partial ({outputs} outputs, {groups} column groups, X from its {})",
                         from(x_texture),
                     );
-                    let loop_ = [
-                        ("COLUMN_GROUPS", f64::from(groups)),
-                        ("QUAD_ROWS", f64::from(u8::from(outputs * groups > 8))),
-                    ];
-                    let constants = [&tile[..], &loop_].concat();
+                    let constants = tiled_partial_constants(outputs, groups, x_texture, shift);
                     partial_pipelines.insert(
                         (outputs, groups, x_texture),
                         pipeline("partial", &partial, label, &constants),
@@ -481,11 +255,7 @@ impl TiledKernels {
         x_texture: bool,
         row_outputs: bool,
     ) -> (&LazyPipeline, u32) {
-        let outputs = match o {
-            0..=4 => 4,
-            5..=8 => 8,
-            _ => 16,
-        };
+        let outputs = tile_outputs(o);
         let row_groups = rows.div_ceil(TILED_FORWARD_ROWS).div_ceil(WORKGROUP_SIZE);
         (
             &self.forward_pipelines[&(outputs, x_texture, row_outputs)],
@@ -548,31 +318,6 @@ impl TiledKernels {
     }
 }
 
-/// The tiled partial's outputs and column groups per invocation for `o` outputs and rows of
-/// `s4` column groups: 4, 8 or 16 outputs, the fewest that cover `o` up to 16 (each load of
-/// X feeds them all; S3's 64 outputs on lavapipe: 16 per invocation took the step from 547 to
-/// 494 ms), and the most column groups (of [`TILED_COLUMN_GROUPS`]) the workgroup fills.
-pub(crate) fn partial_tile(o: u32, s4: u32) -> (u32, u32) {
-    let outputs = match o {
-        0..=4 => 4,
-        5..=8 => 8,
-        _ => 16,
-    };
-    let groups = TILED_COLUMN_GROUPS
-        .into_iter()
-        .rev()
-        .find(|g| g * WORKGROUP_SIZE <= s4)
-        .unwrap_or(1);
-    (outputs, groups)
-}
-
-/// Storage buffers `train_steps.wgsl` binds (WebGPU's default limit is 8).
-pub(crate) const STEPS_STORAGE_BINDINGS: u32 = 17;
-/// Storage buffers `linear_step_rows.wgsl`'s `main_folded` binds.
-pub(crate) const FOLDED_STORAGE_BINDINGS: u32 = 18;
-/// Storage buffers the other kernels bind at most (`linear_step`).
-pub(crate) const STORAGE_BINDINGS: u32 = 10;
-
 impl Kernels {
     /// The tiled kernels, their module (four column groups unrolled) built at the first call:
     /// most runs never dispatch them. `None` without subgroups of at least 8 invocations.
@@ -604,15 +349,9 @@ impl Kernels {
                 label: Some(&label),
                 source: wgpu::ShaderSource::Wgsl(Cow::Owned(rows_step_source(groups))),
             });
-            let wg = f64::from(size);
-            // Four rows per iteration on subgroups of at least four lanes (see the shader).
-            let quad = f64::from(u8::from(size >= 4));
-            let texture = [
-                ("X_TEXTURE", f64::from(u8::from(x_texture))),
-                ("X_TEXTURE_SHIFT", f64::from(self.x_texture_shift)),
-            ];
-            let constants = [&[("WG", wg), ("QUAD", quad)][..], &texture].concat();
-            let training = [&constants[..], &[("ROW_OUTPUTS", 0.0)]].concat();
+            let shift = self.x_texture_shift;
+            let constants = rows_constants(size, x_texture, shift, false);
+            let training = rows_constants(size, x_texture, shift, true);
             let pair = |layout: &wgpu::PipelineLayout, label: &str, entry: &str, constants| {
                 rows_pair(device, layout, label, &module, entry, constants)
             };
@@ -642,116 +381,45 @@ impl Kernels {
         subgroup_size: Option<u32>,
         tiled_subgroups: bool,
     ) -> Self {
-        use Slot::*;
         let module = |file: &str| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(file),
                 source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(shader_source(file))),
             })
         };
-        let forward = module("linear_forward.wgsl");
-        let bce = module("bce.wgsl");
         let backward = module("linear_backward.wgsl");
-        let reduce = module("reduce.wgsl");
-        let sgd = module("sgd.wgsl");
-        let adam = module("adam.wgsl");
         let step = module("linear_step.wgsl");
         let probe = module("probe_read.wgsl");
-        let gemm = module("probe_gemm.wgsl");
         let train_steps = module("train_steps.wgsl");
-        let wg = [("WG", WORKGROUP_SIZE as f64)];
-        let optimizer = [
-            ("WG", WORKGROUP_SIZE as f64),
-            ("PER_INVOCATION", f64::from(OPTIMIZER_PARAMS_PER_INVOCATION)),
-        ];
-        let build = |label: &str, module: &wgpu::ShaderModule, entry: &str, slots: &[Slot]| {
-            Kernel::new(device, label, module, entry, slots, &wg)
-        };
-        let step_slots = [
-            Args(0),
-            Ring(1),
-            Read(2),
-            Read(3),
-            Read(4),
-            Read(5),
-            Read(6),
-            Write(7),
-            Write(8),
-            Write(9),
-            Texture(18),
-        ];
-        let step_kernel = build("linear_step", &step, "main", &step_slots);
+        // A kernel on the layout of its name (see `shaders::LAYOUTS`).
+        let build =
+            |name: &str, module: &wgpu::ShaderModule, entry: &str, constants: &[(&str, f64)]| {
+                Kernel::new(device, name, module, entry, layout(name), constants)
+            };
+        let step_kernel = build("linear_step", &step, "main", &WG);
         let step_contiguous = step_kernel.variant(
             device,
             "linear_step (contiguous rows)",
             &step,
             "main",
-            &[("WG", WORKGROUP_SIZE as f64), ("CONTIGUOUS", 1.0)],
+            &[WG[0], ("CONTIGUOUS", 1.0)],
         );
         let steps =
             (limits.max_storage_buffers_per_shader_stage >= STEPS_STORAGE_BINDINGS).then(|| {
-                let adam = build(
-                    "train_steps (adam)",
-                    &train_steps,
-                    "main",
-                    &[
-                        Args(0),
-                        Ring(1),
-                        Read(2),
-                        Read(3),
-                        Read(4),
-                        Read(5),
-                        Read(6),
-                        Read(7),
-                        Write(8),
-                        Write(9),
-                        Write(10),
-                        Args(11),
-                        Write(12),
-                        Args(13),
-                        Write(14),
-                        Write(15),
-                        Write(16),
-                    ],
-                );
+                let adam = build("train_steps", &train_steps, "main", &WG);
                 let sgd = adam.variant(
                     device,
                     "train_steps (sgd)",
                     &train_steps,
                     "main",
-                    &[("WG", WORKGROUP_SIZE as f64), ("ADAM", 0.0)],
+                    &[WG[0], ("ADAM", 0.0)],
                 );
                 StepsKernels { adam, sgd }
             });
         let x_texture_shift = limits.max_texture_dimension_2d.max(1).ilog2();
-        let probe_kernel = build(
-            "probe_read",
-            &probe,
-            "main",
-            &[Uniform(0), Read(1), Write(2), Texture(3)],
-        );
+        let probe_kernel = build("probe_read", &probe, "main", &WG);
         let rows_folded = (limits.max_storage_buffers_per_shader_stage >= FOLDED_STORAGE_BINDINGS)
-            .then(|| {
-                // linear_step's bindings, then the previous step's update's.
-                Layout::new(
-                    device,
-                    "linear_step_rows folded",
-                    &[
-                        &step_slots[..],
-                        &[
-                            Args(10),
-                            Ring(11),
-                            Read(12),
-                            Read(13),
-                            Read(14),
-                            Write(15),
-                            Write(16),
-                            Write(17),
-                        ],
-                    ]
-                    .concat(),
-                )
-            });
+            .then(|| Layout::named(device, "linear_step_rows.main_folded"));
         Self {
             steps,
             rows_steps: Mutex::new(HashMap::new()),
@@ -760,37 +428,13 @@ impl Kernels {
             rows_folded,
             forward: build(
                 "linear_forward",
-                &forward,
+                &module("linear_forward.wgsl"),
                 "main",
-                &[Args(0), Ring(1), Read(2), Read(3), Read(4), Write(5)],
+                &WG,
             ),
-            bce: build(
-                "bce",
-                &bce,
-                "main",
-                &[
-                    Args(0),
-                    Ring(1),
-                    Read(2),
-                    Read(3),
-                    Read(4),
-                    Read(5),
-                    Write(6),
-                    Write(7),
-                ],
-            ),
-            backward_partial: build(
-                "linear_backward.partial",
-                &backward,
-                "partial",
-                &[Args(0), Ring(1), Read(2), Read(3), Read(4), Write(5)],
-            ),
-            backward_total: build(
-                "linear_backward.total",
-                &backward,
-                "total",
-                &[Args(0), Write(5), Write(6), Ring(7)],
-            ),
+            bce: build("bce", &module("bce.wgsl"), "main", &WG),
+            backward_partial: build("linear_backward.partial", &backward, "partial", &WG),
+            backward_total: build("linear_backward.total", &backward, "total", &WG),
             tiled_subgroups,
             tiled: OnceLock::new(),
             step: step_kernel,
@@ -800,58 +444,14 @@ impl Kernels {
                 "probe_read (texture)",
                 &probe,
                 "main_texture",
-                &wg,
+                &WG,
             ),
             probe: probe_kernel,
             // A fixed 16×16 tile: no override to set.
-            gemm: Kernel::new(
-                device,
-                "probe_gemm",
-                &gemm,
-                "main",
-                &[Uniform(0), Read(1), Read(2), Write(3)],
-                &[],
-            ),
-            reduce: build(
-                "reduce",
-                &reduce,
-                "main",
-                &[Ring(0), Read(1), Read(2), Write(3)],
-            ),
-            sgd: Kernel::new(
-                device,
-                "sgd",
-                &sgd,
-                "main",
-                &[
-                    Args(0),
-                    Ring(1),
-                    Write(2),
-                    Read(3),
-                    Write(4),
-                    Write(5),
-                    Read(6),
-                ],
-                &optimizer,
-            ),
-            adam: Kernel::new(
-                device,
-                "adam",
-                &adam,
-                "main",
-                &[
-                    Args(0),
-                    Ring(1),
-                    Write(2),
-                    Read(3),
-                    Write(4),
-                    Write(5),
-                    Write(6),
-                    Write(7),
-                    Read(8),
-                ],
-                &optimizer,
-            ),
+            gemm: build("probe_gemm", &module("probe_gemm.wgsl"), "main", &[]),
+            reduce: build("reduce", &module("reduce.wgsl"), "main", &WG),
+            sgd: build("sgd", &module("sgd.wgsl"), "main", &OPTIMIZER),
+            adam: build("adam", &module("adam.wgsl"), "main", &OPTIMIZER),
         }
     }
 }
@@ -912,6 +512,11 @@ fn storage_texture(binding: u32, access: wgpu::StorageTextureAccess) -> wgpu::Bi
 }
 
 impl Layout {
+    /// The layout named `name` in `shaders::LAYOUTS`.
+    fn named(device: &wgpu::Device, name: &str) -> Self {
+        Self::new(device, name, layout(name))
+    }
+
     /// The layout of `slots`, each visible to compute shaders.
     fn new(device: &wgpu::Device, label: &str, slots: &[Slot]) -> Self {
         let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
@@ -991,9 +596,8 @@ fn rows_pair(
     }
 }
 
-/// A compute pipeline compiled at its first dispatch: compiling every kernel's up front took
-/// ~200 ms of a start-up on lavapipe (more than half of a whole seed run), and a run
-/// dispatches only a few of them.
+/// A compute pipeline compiled at its first dispatch: a run dispatches only a few of them, and
+/// compiling every one up front would be most of a short run's start-up.
 pub(crate) struct LazyPipeline {
     compiled: OnceLock<wgpu::ComputePipeline>,
     device: wgpu::Device,
@@ -1066,22 +670,4 @@ fn pipeline(
         },
         cache: None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unroll;
-
-    #[test]
-    fn unroll_repeats_blocks_and_renames_only_whole_names() {
-        let source =
-            "a\n    // #unroll m\n    let x_m = w[m] + m2 + sum_m_ + _m;\n    // #end\nb\n";
-        assert_eq!(
-            unroll(source, 2),
-            "a\n    let x_0 = w[0u] + m2 + sum_m_ + _m;\n    let x_1 = w[1u] + m2 + sum_m_ + _m;\nb\n"
-        );
-        assert_eq!(unroll(source, 0), "a\nb\n");
-        // An open block stays as written, so the WGSL fails to validate.
-        assert_eq!(unroll("// #unroll m\nx_m\n", 3), "x_m\n");
-    }
 }

@@ -1,14 +1,16 @@
 //! The wgpu backend: one [`GpuContext`] (adapter, device, queue, pipelines) built once, and a
 //! [`GpuBackend`] that holds one run's buffers. Only this module knows wgpu.
 
+pub mod args;
 mod backend;
 mod context;
 mod kernels;
 pub mod plan;
 mod probe;
+pub mod shaders;
 mod verify;
 
 pub use backend::{Counters, GemmProbe, GpuBackend, StepKernels, XSource};
 pub use context::{AdapterReport, GpuContext, PlanReport, adapters};
-pub use kernels::{LOADS, PRELUDE, SHADERS, WORKGROUP_SIZE, rows_step_source, tiled_source};
+pub use shaders::{LOADS, PRELUDE, SHADERS, WORKGROUP_SIZE, rows_step_source, tiled_source};
 pub use verify::{CACHE_DIR_VAR, Verdict};

@@ -4,7 +4,7 @@
 
 use crate::{Error, Result};
 
-use super::kernels::{
+use super::shaders::{
     MAX_COLUMN_GROUPS, OPTIMIZER_PARAMS_PER_INVOCATION, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE,
 };
 use super::{StepKernels, XSource};
@@ -502,8 +502,7 @@ fn rows_per_block(d: usize, o: usize) -> u32 {
 
 // Upper bounds on the loop iterations of one invocation, for llvmpipe's limit (LOOP_BUDGET):
 // the shader's loops counted for its busiest invocation, then doubled, because llvmpipe's own
-// count ran up to 1.9× the structural count (train_steps at 1,024 rows × 4 features: 2,114
-// iterations per step counted by the shader, 1,160 structurally).
+// count runs above the structural count (docs/kernel-notes.md).
 
 /// `linear_forward`: one dot product of d terms.
 fn linear_forward_loop_iterations(d: usize) -> u64 {

@@ -3,7 +3,7 @@
 //! host by a pure function, tested without a GPU.
 
 use super::context::GpuContext;
-use super::kernels::shader_source;
+use super::shaders::shader_source;
 use crate::{Error, Result};
 
 /// Words `probe_lanes.wgsl` writes per invocation (its `LANE_WORDS`).

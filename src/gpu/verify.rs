@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use sha2::{Digest, Sha256};
 
 use super::context::GpuContext;
-use super::kernels::{SHADERS, WORKGROUP_SIZE, partial_tile};
 use super::plan::{Route, StepPath};
+use super::shaders::{SHADERS, WORKGROUP_SIZE, partial_tile};
 use super::{GpuBackend, StepKernels, XSource, probe};
 use crate::selfcheck::{Comparison, compare_kernels, compare_runs, random_problem};
 use crate::{

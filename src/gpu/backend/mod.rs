@@ -1,0 +1,517 @@
+//! One training run on the GPU: its buffers, bind groups and the encoding of steps.
+//!
+//! X and Y live in row chunks that each fit one storage binding; buffers sized by rows beyond
+//! them are created when batches are planned, sized to the plan. A batch is a list of rows;
+//! [`Backend::set_batches`] splits every planned batch by chunk into a per-chunk index buffer,
+//! so a step only needs offsets, which travel in a ring of dynamically offset arguments written
+//! once per submission. Steps between two checks are encoded into one command buffer with no
+//! read-back; the gradient is reduced in a fixed order, so runs are bitwise reproducible.
+//!
+//! Here: the backend's types and the `Backend` trait. Beside it: `load.rs` (the plan, the
+//! upload), `resources.rs` (the run's buffers, textures and bind groups), `work.rs` (what the
+//! planned batches need), `encode.rs` (steps, updates, evaluation) and `probes.rs` (`bilevel
+//! bench`'s probes and timer).
+
+use std::cell::Cell;
+use std::num::NonZeroU64;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytemuck::Pod;
+
+use super::args::{ChunkStep, Dims, ReduceJob, StepEntry, StepsJob};
+use super::context::GpuContext;
+use super::kernels::{Kernel, LazyPipeline, RowsPair, RowsStep, X_TEXTURE_FORMAT};
+use super::plan::{
+    LoadPlan, Request, STEP_LIST, StepPath, partials_bytes, plan_load, rows_step_loop_iterations,
+    takes_persistent_steps, tiled_loop_iterations, train_steps_per_dispatch,
+};
+use super::shaders::{OPTIMIZER_PARAMS_PER_INVOCATION, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE};
+use super::verify;
+
+mod encode;
+mod load;
+mod probes;
+mod resources;
+mod work;
+
+use crate::backend::{AdamArgs, SgdArgs, StepArgs};
+use crate::cpu::{check_batches, check_params, check_state};
+use crate::{
+    Backend, Dataset, Error, Evaluation, Optimizer, OptimizerState, ParamMask, Params, Result,
+};
+use encode::{dispatch_on, trained_columns, whole, write_mask};
+use resources::{ArgRing, Chunk, PackedWeights, PassTimer, Run, compute_pass, texture_binding};
+use work::{BatchPlan, ChunkWork, Need, Segment, SegmentDispatch, Work};
+
+/// Slots in the per-submission argument ring.
+const RING_SLOTS: u64 = 4096;
+/// Bytes one ring slot binds: the largest argument struct (`ChunkStep`).
+const RING_SLOT_BYTES: u64 = 32;
+/// Largest piece of X written to the device at once (staging memory is this big).
+const UPLOAD_BYTES: u64 = 16 << 20;
+/// Workgroups of the bandwidth probe: enough to keep every core and memory channel busy.
+const PROBE_GROUPS: u32 = 4096;
+/// Workgroups in the first stage of a scalar reduction.
+const REDUCE_GROUPS: u32 = 256;
+/// `StepKernels::Auto` folds Adam into the next step where the update its blocks repeat
+/// reads at most this many floats in all (blocks × (the previous step's partials and three
+/// values per parameter)): about what the dispatch it saves costs on lavapipe
+/// (docs/kernel-notes.md).
+const FOLD_MAX_REPEATED_READS: u64 = 16_384;
+
+/// Which GEMM [`GpuBackend::probe_gemm`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmProbe {
+    /// `probe_gemm.wgsl`: the textbook kernel, 16×16 tiles of X and W in workgroup memory.
+    SharedTiles,
+    /// `linear_tiled.forward` as the training steps dispatch it: register tiles of 8 rows × up
+    /// to 16 outputs, the weights loaded once per subgroup (its epilogue adds δ's few
+    /// operations per output, and writes δ where the product would go); adapters with
+    /// subgroups of at least 8 invocations.
+    RegisterTiles,
+}
+
+/// The GEMM probes' bind groups and grids over the first chunk's rows.
+struct GemmProbes {
+    shared: wgpu::BindGroup,
+    /// (output tiles, row tiles) of 16.
+    shared_grid: (u32, u32),
+    /// Where the adapter has the tiled kernels.
+    tiled: Option<wgpu::BindGroup>,
+    /// Rows both probes cover.
+    rows: u32,
+}
+
+/// Which kernels compute a step's forward pass, loss and gradient.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StepKernels {
+    /// For one output `linear_step_rows` where it fits (else `linear_step` over rows of at
+    /// least 384 features), the tiled kernels elsewhere (the separate ones where the adapter
+    /// lacks subgroups of 8 invocations); on CPU adapters `train_steps` for small batches.
+    #[default]
+    Auto,
+    /// Always the fused `linear_step`: one pass over each block of X.
+    Fused,
+    /// `linear_step_rows`: one output, each row held in the registers of one subgroup, so X
+    /// is read once per step (adapters with subgroups of one fixed size; rows of at most
+    /// 128 × that size features on CPU adapters, 32 × on GPUs). `Auto` picks it wherever it
+    /// fits.
+    Rows,
+    /// Always `linear_forward`, `bce` and `linear_backward.partial` in sequence.
+    Separate,
+    /// `linear_tiled.forward` (with the loss and δ) and `linear_tiled.partial`: the separate
+    /// kernels with register tiles of 8 rows (forward) or 4–16 columns (partial) × 4, 8 or 16
+    /// outputs, the shared weights and δ handed out by subgroup broadcasts (adapters with
+    /// subgroups of at least 8 invocations).
+    Tiled,
+    /// `train_steps`: every step between two checks in one dispatch of one workgroup (data
+    /// in one binding, adapters with 17 storage bindings per stage). `Auto` picks it on CPU
+    /// adapters for small batches.
+    Persistent,
+    /// `linear_step_rows` with each Adam update folded into the next step's dispatch, where
+    /// the run allows it (Adam without amsgrad on every parameter, X in one binding, adapters
+    /// with 18 storage bindings per stage), else as `Rows`. `Auto` folds where the update its
+    /// row blocks all repeat reads little (steps of a few blocks, such as S4's).
+    RowsFolded,
+}
+
+/// What a backend has created and read back so far: a training step must add nothing but
+/// submissions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Buffers created.
+    pub buffers: u64,
+    /// Bytes of the storage buffers created.
+    pub buffer_bytes: u64,
+    /// Textures created: X's, where the run reads X from textures, and with them the tiled
+    /// kernels' W (at the load) and δ (where the batches are planned).
+    pub textures: u64,
+    /// Bytes of the textures created.
+    pub texture_bytes: u64,
+    /// Bind groups created.
+    pub bind_groups: u64,
+    /// Read-backs to the host (buffer maps).
+    pub read_backs: u64,
+    /// Command buffers submitted.
+    pub submits: u64,
+}
+
+/// The GPU backend: a shared [`GpuContext`] and, once loaded, one run's buffers.
+pub struct GpuBackend {
+    context: Arc<GpuContext>,
+    /// The device's storage binding limit.
+    max_binding: u64,
+    /// Rows one chunk may hold beyond what the binding limit allows (tests ask for few).
+    chunk_rows: usize,
+    /// Which kernels compute a step's gradient.
+    kernels: StepKernels,
+    /// Where loads have the kernels read X from (`None`: chosen per run).
+    x_source: Option<XSource>,
+    counters: Arc<CounterCells>,
+    run: Option<Run>,
+}
+
+/// Where the kernels read X from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XSource {
+    /// Storage buffers: every kernel, on every adapter.
+    Buffer,
+    /// `linear_step_rows`, the tiled kernels and the bandwidth probe from textures of X's
+    /// words as `rgba32float` texels of a read-only storage texture (the other kernels still
+    /// from X's buffers, which stay): on lavapipe a texel load is a few vector instructions
+    /// where a storage buffer's vec4 is loaded lane by lane (docs/kernel-notes.md). Costs a
+    /// second copy of X.
+    Texture,
+}
+
+/// The live counts behind [`Counters`].
+#[derive(Debug, Default)]
+struct CounterCells {
+    buffers: AtomicU64,
+    buffer_bytes: AtomicU64,
+    textures: AtomicU64,
+    texture_bytes: AtomicU64,
+    bind_groups: AtomicU64,
+    read_backs: AtomicU64,
+    submits: AtomicU64,
+}
+
+/// Submits `encoder`, counting it.
+fn submit(ctx: &GpuContext, counters: &CounterCells, encoder: wgpu::CommandEncoder) {
+    counters.submits.fetch_add(1, Ordering::Relaxed);
+    ctx.queue.submit([encoder.finish()]);
+}
+
+impl GpuBackend {
+    /// A backend on `context`, chunking X by the device's binding limit.
+    pub fn new(context: Arc<GpuContext>) -> Self {
+        let max_binding = context.max_binding_bytes();
+        Self {
+            context,
+            max_binding,
+            chunk_rows: usize::MAX,
+            kernels: StepKernels::Auto,
+            x_source: None,
+            counters: Arc::default(),
+            run: None,
+        }
+    }
+
+    /// A backend that splits X and Y into row chunks of at most `rows` rows (fewer where one
+    /// binding holds fewer), as it must for data above the binding limit: exercises chunking
+    /// with small data.
+    pub fn with_chunk_rows(context: Arc<GpuContext>, rows: usize) -> Self {
+        Self {
+            chunk_rows: rows.max(1),
+            ..Self::new(context)
+        }
+    }
+
+    /// Chooses the kernels that compute gradients in later loads (default: [`StepKernels::Auto`]).
+    pub fn set_step_kernels(&mut self, kernels: StepKernels) {
+        self.kernels = kernels;
+    }
+
+    /// Where later loads have the kernels read X from: `None` (the default) reads it from
+    /// textures on CPU adapters where `linear_step_rows` or the tiled kernels step (see
+    /// [`XSource`]) and from buffers everywhere else.
+    pub fn set_x_source(&mut self, source: Option<XSource>) {
+        self.x_source = source;
+    }
+
+    /// Buffers, textures and bind groups created, read-backs and submissions so far.
+    pub fn counters(&self) -> Counters {
+        let c = &self.counters;
+        Counters {
+            buffers: c.buffers.load(Ordering::Relaxed),
+            buffer_bytes: c.buffer_bytes.load(Ordering::Relaxed),
+            textures: c.textures.load(Ordering::Relaxed),
+            texture_bytes: c.texture_bytes.load(Ordering::Relaxed),
+            bind_groups: c.bind_groups.load(Ordering::Relaxed),
+            read_backs: c.read_backs.load(Ordering::Relaxed),
+            submits: c.submits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until the device has finished all submitted work.
+    pub fn finish(&self) -> Result<()> {
+        self.context.wait("waiting for the device")
+    }
+
+    /// Where the loaded run's steps read X from.
+    pub fn x_source(&self) -> Result<XSource> {
+        Ok(if self.run()?.reads_textures() {
+            XSource::Texture
+        } else {
+            XSource::Buffer
+        })
+    }
+
+    /// Rows of X one gradient block sums in the loaded run (0 before a load).
+    pub fn rows_per_block(&self) -> u32 {
+        self.run.as_ref().map_or(0, |r| r.rows_per_block)
+    }
+
+    /// The loop iterations an invocation may run on this adapter, where it has a limit.
+    fn loop_budget(&self) -> Option<u64> {
+        self.context.profile().loop_budget()
+    }
+
+    /// The context this backend runs on.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.context
+    }
+
+    /// The kernels the loaded run's steps compute the forward pass, the loss and the gradient
+    /// partials with: `Fused`, `Rows` (which may fold the updates), `Separate` or `Tiled`
+    /// (`Auto` may also take `train_steps` for small batches on CPU adapters); `None` before
+    /// a load.
+    pub fn step_path(&self) -> Option<StepKernels> {
+        self.run.as_ref().map(|run| match run.path {
+            StepPath::Fused => StepKernels::Fused,
+            StepPath::Rows => StepKernels::Rows,
+            StepPath::Separate => StepKernels::Separate,
+            StepPath::Tiled => StepKernels::Tiled,
+        })
+    }
+
+    /// Number of row chunks X was split into for the loaded run (0 before a load).
+    pub fn chunk_count(&self) -> usize {
+        self.run.as_ref().map_or(0, |r| r.chunks.len())
+    }
+
+    fn run(&self) -> Result<&Run> {
+        self.run
+            .as_ref()
+            .ok_or_else(|| Error::Config("no data loaded".into()))
+    }
+
+    fn run_mut(&mut self) -> Result<&mut Run> {
+        self.run
+            .as_mut()
+            .ok_or_else(|| Error::Config("no data loaded".into()))
+    }
+}
+
+impl Backend for GpuBackend {
+    fn describe(&self) -> String {
+        format!("gpu: {}", self.context.describe())
+    }
+
+    fn load(&mut self, data: &Dataset, init: &Params) -> Result<()> {
+        self.upload(data, init)
+    }
+
+    fn set_params(&mut self, params: &Params) -> Result<()> {
+        let run = self.run()?;
+        if params.d != run.d || params.o != run.o || params.values.len() != run.n_params {
+            return Err(Error::Shape(format!(
+                "parameters are Linear({}, {}) but the run is Linear({}, {})",
+                params.d, params.o, run.d, run.o
+            )));
+        }
+        self.context
+            .queue
+            .write_buffer(&run.params, 0, bytemuck::cast_slice(&params.values));
+        self.context.wait("writing parameters")
+    }
+
+    fn params(&mut self) -> Result<Params> {
+        let run = self.run()?;
+        let values = self.read_f32(&run.params, run.n_params)?;
+        Ok(Params {
+            d: run.d,
+            o: run.o,
+            values,
+        })
+    }
+
+    fn set_batches(&mut self, batches: &[Vec<u32>]) -> Result<()> {
+        self.plan_batches(batches)
+    }
+
+    fn begin_phase(&mut self, optimizer: &Optimizer, mask: &ParamMask) -> Result<()> {
+        optimizer.validate()?;
+        let ctx = Arc::clone(&self.context);
+        let counters = Arc::clone(&self.counters);
+        let run = self.run_mut()?;
+        if mask.0.len() != run.n_params {
+            return Err(Error::Shape(format!(
+                "mask has {} entries for {} parameters",
+                mask.0.len(),
+                run.n_params
+            )));
+        }
+        write_mask(&ctx.queue, &run.mask, &mask.0);
+        match optimizer {
+            Optimizer::Sgd(c) => ctx.queue.write_buffer(
+                &run.sgd_args,
+                0,
+                bytemuck::bytes_of(&SgdArgs::new(c, run.n_params)),
+            ),
+            Optimizer::Adam(c) => ctx.queue.write_buffer(
+                &run.adam_args,
+                0,
+                bytemuck::bytes_of(&AdamArgs::new(c, run.n_params)),
+            ),
+        }
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("begin phase"),
+            });
+        for buffer in [&run.momentum, &run.m, &run.v, &run.v_max] {
+            encoder.clear_buffer(buffer, 0, None);
+        }
+        submit(&ctx, &counters, encoder);
+        // A phase training some features only: its steps sum those columns' gradients.
+        run.rows_train = (run.rows_step.as_ref()).and_then(|step| step.train_for(&mask.0[..run.d]));
+        run.tiled_train_partial = match (run.path, ctx.kernels.tiled(&ctx.device)) {
+            (StepPath::Tiled, Some(tiled)) => {
+                trained_columns(&mask.0, run.d, run.o).map(|columns| {
+                    let x_texture = run.reads_textures();
+                    tiled.partial_over(run.o as u32, run.x_stride as u32 / 4, x_texture, columns)
+                })
+            }
+            _ => None,
+        };
+        run.phase = Some((optimizer.clone(), mask.0.clone()));
+        ctx.wait("starting a phase")
+    }
+
+    fn run_steps(&mut self, batches: &[usize], first_t: u64) -> Result<()> {
+        self.step_batches(batches, first_t)
+    }
+
+    fn evaluate(&mut self, batch: usize) -> Result<Evaluation> {
+        self.evaluate_batch(batch)
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        let run = self.run()?;
+        copy(
+            &self.context,
+            &self.counters,
+            &run.params,
+            &run.saved,
+            run.n_params,
+            "saving parameters",
+        )
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        let run = self.run()?;
+        copy(
+            &self.context,
+            &self.counters,
+            &run.saved,
+            &run.params,
+            run.n_params,
+            "restoring parameters",
+        )
+    }
+
+    fn logits(&mut self, batch: usize) -> Result<Vec<f32>> {
+        // The fused steps keep no logits: run the separate kernels for this one.
+        let run = self.run_mut()?;
+        let path = run.path;
+        if matches!(path, StepPath::Fused | StepPath::Rows) {
+            run.path = StepPath::Separate;
+        }
+        let computed = self.compute_gradient(batch);
+        self.run_mut()?.path = path;
+        computed?;
+        self.read_chunked(batch, |c| &c.z)
+    }
+
+    fn loss_and_delta(&mut self, batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.compute_gradient(batch)?;
+        Ok((
+            self.read_chunked(batch, |c| &c.loss)?,
+            self.read_chunked(batch, |c| &c.delta)?,
+        ))
+    }
+
+    fn gradient(&mut self, batch: usize) -> Result<Vec<f32>> {
+        self.compute_gradient(batch)?;
+        let run = self.run()?;
+        self.read_f32(&run.grad, run.n_params)
+    }
+
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let run = self.run()?;
+        check_state(state, run.n_params)?;
+        let q = &self.context.queue;
+        q.write_buffer(&run.momentum, 0, bytemuck::cast_slice(&state.momentum));
+        q.write_buffer(&run.m, 0, bytemuck::cast_slice(&state.m));
+        q.write_buffer(&run.v, 0, bytemuck::cast_slice(&state.v));
+        q.write_buffer(&run.v_max, 0, bytemuck::cast_slice(&state.v_max));
+        self.context.wait("writing optimizer state")
+    }
+
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        let run = self.run()?;
+        Ok(OptimizerState {
+            momentum: self.read_f32(&run.momentum, run.n_params)?,
+            m: self.read_f32(&run.m, run.n_params)?,
+            v: self.read_f32(&run.v, run.n_params)?,
+            v_max: self.read_f32(&run.v_max, run.n_params)?,
+        })
+    }
+
+    fn apply_update(&mut self, grad: &[f32], t: u64) -> Result<()> {
+        let ctx = Arc::clone(&self.context);
+        let counters = Arc::clone(&self.counters);
+        let run = self.run_mut()?;
+        if grad.len() != run.n_params {
+            return Err(Error::Shape(format!(
+                "gradient has {} values for {} parameters",
+                grad.len(),
+                run.n_params
+            )));
+        }
+        let optimizer = &run
+            .phase
+            .as_ref()
+            .ok_or_else(|| Error::Config("no phase started".into()))?
+            .0;
+        let info = run.ring.push(&StepArgs::new(optimizer, t));
+        if run.work.is_none() {
+            let none = vec![Need::default(); run.chunks.len()];
+            self.ensure_work(&none, 0)?;
+        }
+        let run = self.run_mut()?;
+        ctx.queue
+            .write_buffer(&run.grad, 0, bytemuck::cast_slice(grad));
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("update"),
+            });
+        {
+            let mut pass = compute_pass(&mut encoder, "update", None);
+            Self::encode_update(run, &ctx, &mut pass, info)?;
+        }
+        run.ring.flush(&ctx.queue);
+        submit(&ctx, &counters, encoder);
+        ctx.wait("applying an update")
+    }
+}
+
+fn copy(
+    ctx: &GpuContext,
+    counters: &CounterCells,
+    from: &wgpu::Buffer,
+    to: &wgpu::Buffer,
+    len: usize,
+    what: &str,
+) -> Result<()> {
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
+    encoder.copy_buffer_to_buffer(from, 0, to, 0, len as u64 * 4);
+    submit(ctx, counters, encoder);
+    ctx.check(what)
+}
