@@ -1,8 +1,9 @@
 // Fused training step for one output, holding each row in registers: forward, BCE and the
 // block's gradient partial with one read of X.
 //
-// The workgroup is exactly one subgroup (WG = the adapter's subgroup size, which the host
-// requires to be fixed). Invocation t owns the vec4 column groups c = m·WG + t,
+// The workgroup is one subgroup: WG is the adapter's smallest subgroup size, so a pipeline
+// given wider subgroups runs it as one partly filled subgroup (lanes 0 .. WG − 1, the lane
+// probe's check). Invocation (lane) t owns the vec4 column groups c = m·WG + t,
 // m < COLUMN_GROUPS (the count the host unrolls, below), of every row; workgroup b owns rows
 // first = b·R .. last = min(first + R, count) of this chunk's batch segment (R =
 // rows_per_block). For each row p in order (four rows at a time with QUAD, else two, whose loads
@@ -63,8 +64,8 @@
 //
 // Invariants: o = 1; x_stride / 4 = COLUMN_GROUPS·WG (the host pads rows with zeros to whole
 // subgroups of vec4, so no invocation reads past its row: no clamp or select on the index in
-// the loop); WG equals the subgroup size, a power of two of at
-// least 2 (the host's condition for this path); one workgroup per row block, the grid
+// the loop); WG is a power of two of at least 2, no larger than any subgroup the adapter may
+// give the pipeline (the host's condition for this path); one workgroup per row block, the grid
 // folded into two dimensions past 65,535. `main_folded`: every parameter is updated (no mask),
 // the buffers bound at 4, 13 and 14 differ from those at 15–17, and 12 from 9; the partials
 // and moments read hold whole vec4 up to x_stride / 4 past a block's start (what padding
@@ -116,11 +117,11 @@ fn row_of(p: u32) -> u32 {
     return rows[chunk.row_offset + p];
 }
 
-/// The row of batch position p + lid, or of the block's last position past it: lane lid's
+/// The row of batch position p + lane, or of the block's last position past it: lane lane's
 /// share of the next WG positions, which `main` and `probe` shuffle out pair by
 /// pair.
-fn row_for_lane(p: u32, rows: vec2<u32>, lid: u32) -> u32 {
-    return row_of(min(p + lid, rows.y - 1u));
+fn row_for_lane(p: u32, rows: vec2<u32>, lane: u32) -> u32 {
+    return row_of(min(p + lane, rows.y - 1u));
 }
 
 /// Loss and δ of batch position p from its logit and target, as bce.wgsl, with the
@@ -153,10 +154,10 @@ fn store4(out4: u32, c: u32, v: vec4<f32>) {
 /// returns their sum, only to keep the loads: indexed rows scatter over X, and eight rows at a
 /// time, one a lane, put eight lines in flight where reading a row across the lanes puts two
 /// (docs/kernel-notes.md). Contiguous segments skip it: the hardware prefetcher follows them.
-fn touch_ahead(p: u32, rows: vec2<u32>, lid: u32, s4: u32) -> vec4<f32> {
+fn touch_ahead(p: u32, rows: vec2<u32>, lane: u32, s4: u32) -> vec4<f32> {
     var sum = vec4(0.0);
     if !CONTIGUOUS {
-        let base = row_for_lane(p + WG, rows, lid) * s4;
+        let base = row_for_lane(p + WG, rows, lane) * s4;
         for (var k = 0u; k < s4; k += 4u) {
             sum += load_x(base + k);
         }
@@ -180,7 +181,7 @@ fn block_rows(block: u32) -> vec2<u32> {
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let block = wg.x + wg.y * groups.x;
     let rows = block_rows(block);
@@ -195,12 +196,12 @@ fn main(
     let pw = pos_weight[0];
     let inv = chunk.inv_count;
     // #unroll m
-    let w_m = weights4(0u, m * WG + lid, dims.d);
+    let w_m = weights4(0u, m * WG + lane, dims.d);
     // #end
     rows_block(
         block,
         rows,
-        lid,
+        lane,
         s4,
         pw,
         inv,
@@ -216,7 +217,7 @@ fn main(
 fn main_folded(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let block = wg.x + wg.y * groups.x;
     let rows = block_rows(block);
@@ -243,20 +244,20 @@ fn main_folded(
     for (var b = 0u; b < blocks; b++) {
         let base = b * stride4;
         // #unroll m
-        g_m += partials_in[base + m * WG + lid];
+        g_m += partials_in[base + m * WG + lane];
         // #end
         g_bias += partials_in[base + d / 4u][d % 4u];
     }
     rows_block(
         block,
         rows,
-        lid,
+        lane,
         s4,
         pw,
         inv,
-        adam_bias(cfg, step, d, g_bias, store && lid == 0u),
+        adam_bias(cfg, step, d, g_bias, store && lane == 0u),
         // #unroll m
-        adam4(cfg, step, d, m * WG + lid, g_m, store),
+        adam4(cfg, step, d, m * WG + lane, g_m, store),
         // #end
     );
 }
@@ -311,7 +312,7 @@ fn adam4(cfg: AdamConfig, step: vec2<f32>, d: u32, c: u32, g: vec4<f32>, store: 
 fn rows_block(
     block: u32,
     rows: vec2<u32>,
-    lid: u32,
+    lane: u32,
     s4: u32,
     pw: f32,
     inv: f32,
@@ -333,9 +334,9 @@ fn rows_block(
             // As the pairs below, four rows at a time: lanes 4i + q end with row q's sum.
             let j = (p - rows.x) % WG;
             if j == 0u {
-                lane_row = row_for_lane(p, rows, lid);
+                lane_row = row_for_lane(p, rows, lane);
                 lane_target = y[lane_row];
-                touched += touch_ahead(p, rows, lid, s4);
+                touched += touch_ahead(p, rows, lane, s4);
             }
             let base_a = subgroupShuffle(lane_row, j) * s4;
             let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
@@ -346,10 +347,10 @@ fn rows_block(
             var dot_c = vec4(0.0);
             var dot_d = vec4(0.0);
             // #unroll m
-            let xa_m = load_x(base_a + m * WG + lid);
-            let xb_m = load_x(base_b + m * WG + lid);
-            let xc_m = load_x(base_c + m * WG + lid);
-            let xd_m = load_x(base_d + m * WG + lid);
+            let xa_m = load_x(base_a + m * WG + lane);
+            let xb_m = load_x(base_b + m * WG + lane);
+            let xc_m = load_x(base_c + m * WG + lane);
+            let xd_m = load_x(base_d + m * WG + lane);
             dot_a += xa_m * w_m;
             dot_b += xb_m * w_m;
             dot_c += xc_m * w_m;
@@ -361,17 +362,17 @@ fn rows_block(
             let sum_d = dot_d.x + dot_d.y + dot_d.z + dot_d.w;
             // Odd lanes keep rows b and d, even lanes a and c; then lanes with bit 1 set
             // keep c or d, the others a or b.
-            let odd = (lid & 1u) == 1u;
+            let odd = (lane & 1u) == 1u;
             let ab = select(sum_a, sum_b, odd) + subgroupShuffleXor(select(sum_b, sum_a, odd), 1u);
             let cd = select(sum_c, sum_d, odd) + subgroupShuffleXor(select(sum_d, sum_c, odd), 1u);
-            let high = (lid & 2u) == 2u;
+            let high = (lane & 2u) == 2u;
             var sum = select(ab, cd, high) + subgroupShuffleXor(select(cd, ab, high), 2u);
             for (var k = 4u; k < WG; k *= 2u) {
                 sum += subgroupShuffleXor(sum, k);
             }
-            let q = lid & 3u;
+            let q = lane & 3u;
             let target_ = subgroupShuffle(lane_target, j + q);
-            let g = bce(p + q, target_, sum + bias, lid < 4u, pw, inv);
+            let g = bce(p + q, target_, sum + bias, lane < 4u, pw, inv);
             let g_a = subgroupBroadcast(g, 0u);
             let g_b = subgroupBroadcast(g, 1u);
             let g_c = subgroupBroadcast(g, 2u);
@@ -390,9 +391,9 @@ fn rows_block(
         // 2): one load per lane instead of one per row; a shuffle costs next to nothing.
         let j = (p - rows.x) % WG;
         if j == 0u {
-            lane_row = row_for_lane(p, rows, lid);
+            lane_row = row_for_lane(p, rows, lane);
             lane_target = y[lane_row];
-            touched += touch_ahead(p, rows, lid, s4);
+            touched += touch_ahead(p, rows, lane, s4);
         }
         let base_a = subgroupShuffle(lane_row, j) * s4;
         let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
@@ -400,8 +401,8 @@ fn rows_block(
         var dot_a = vec4(0.0);
         var dot_b = vec4(0.0);
         // #unroll m
-        let xa_m = load_x(base_a + m * WG + lid);
-        let xb_m = load_x(base_b + m * WG + lid);
+        let xa_m = load_x(base_a + m * WG + lane);
+        let xb_m = load_x(base_b + m * WG + lane);
         dot_a += xa_m * w_m;
         dot_b += xb_m * w_m;
         // #end
@@ -410,7 +411,7 @@ fn rows_block(
         // and lanes 0 and 1 hand theirs out (cheaper than two subgroupAdds and two σ).
         // A lane and its partner add the same two values in swapped order, so every lane of
         // a row ends with the same sum, in an order fixed by WG alone.
-        let odd = lid & 1u;
+        let odd = lane & 1u;
         let sum_a = dot_a.x + dot_a.y + dot_a.z + dot_a.w;
         let sum_b = dot_b.x + dot_b.y + dot_b.z + dot_b.w;
         let mine = select(sum_a, sum_b, odd == 1u);
@@ -419,7 +420,7 @@ fn rows_block(
             sum += subgroupShuffleXor(sum, k);
         }
         let target_ = subgroupShuffle(lane_target, j + odd);
-        let g = bce(p + odd, target_, sum + bias, lid < 2u, pw, inv);
+        let g = bce(p + odd, target_, sum + bias, lane < 2u, pw, inv);
         let g_a = subgroupBroadcast(g, 0u);
         let g_b = subgroupBroadcast(g, 1u);
         // #unroll m
@@ -435,11 +436,11 @@ fn rows_block(
         let base = row * s4;
         var dot4 = vec4(0.0);
         // #unroll m
-        let x_m = load_x(base + m * WG + lid);
+        let x_m = load_x(base + m * WG + lane);
         dot4 += x_m * w_m;
         // #end
         let logit = subgroupAdd(dot4.x + dot4.y + dot4.z + dot4.w) + bias;
-        let g = bce(p, y[row], logit, lid == 0u, pw, inv);
+        let g = bce(p, y[row], logit, lane == 0u, pw, inv);
         // #unroll m
         if sums_group(m) {
             acc_m += g * x_m;
@@ -450,9 +451,9 @@ fn rows_block(
     // A block's partials start on a vec4 (common.wgsl's partial_stride).
     let out4 = (chunk.block_base + block) * partial_stride(dims.n_params) / 4u;
     // #unroll m
-    store4(out4, m * WG + lid, acc_m);
+    store4(out4, m * WG + lane, acc_m);
     // #end
-    if lid == 0u {
+    if lane == 0u {
         partials[out4 + dims.d / 4u][dims.d % 4u] = bias_acc;
     }
     // Never true (the host's d is at least 1): keeps touch_ahead's loads without a store.
@@ -471,7 +472,7 @@ fn rows_block(
 fn probe(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
 ) {
     let block = wg.x + wg.y * groups.x;
     let rows = block_rows(block);
@@ -486,35 +487,35 @@ fn probe(
         for (; p + 3u < rows.y; p += 4u) {
             let j = (p - rows.x) % WG;
             if j == 0u {
-                lane_row = row_for_lane(p, rows, lid);
-                acc += touch_ahead(p, rows, lid, s4);
+                lane_row = row_for_lane(p, rows, lane);
+                acc += touch_ahead(p, rows, lane, s4);
             }
             let base_a = subgroupShuffle(lane_row, j) * s4;
             let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
             let base_c = subgroupShuffle(lane_row, j + 2u) * s4;
             let base_d = subgroupShuffle(lane_row, j + 3u) * s4;
             // #unroll m
-            let ab_m = load_x(base_a + m * WG + lid) + load_x(base_b + m * WG + lid);
-            acc += ab_m + (load_x(base_c + m * WG + lid) + load_x(base_d + m * WG + lid));
+            let ab_m = load_x(base_a + m * WG + lane) + load_x(base_b + m * WG + lane);
+            acc += ab_m + (load_x(base_c + m * WG + lane) + load_x(base_d + m * WG + lane));
             // #end
         }
     }
     for (; p + 1u < rows.y; p += 2u) {
         let j = (p - rows.x) % WG;
         if j == 0u {
-            lane_row = row_for_lane(p, rows, lid);
-            acc += touch_ahead(p, rows, lid, s4);
+            lane_row = row_for_lane(p, rows, lane);
+            acc += touch_ahead(p, rows, lane, s4);
         }
         let base_a = subgroupShuffle(lane_row, j) * s4;
         let base_b = subgroupShuffle(lane_row, j + 1u) * s4;
         // #unroll m
-        acc += load_x(base_a + m * WG + lid) + load_x(base_b + m * WG + lid);
+        acc += load_x(base_a + m * WG + lane) + load_x(base_b + m * WG + lane);
         // #end
     }
     if p < rows.y {
         let base = row_of(p) * s4;
         // #unroll m
-        acc += load_x(base + m * WG + lid);
+        acc += load_x(base + m * WG + lane);
         // #end
     }
     let s = acc.x + acc.y + acc.z + acc.w;

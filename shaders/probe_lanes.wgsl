@@ -4,15 +4,17 @@
 //
 // Bindings (group 0):
 //   0 out  storage, rw  u32[LANE_WORDS per invocation]: subgroup_size, subgroup_invocation_id,
-//                       subgroupAdd(lid + 1), subgroupShuffle(lid, (lane + 1) mod size),
+//                       subgroupAdd(lid + 1), subgroupShuffle(lid, (lane + 1) mod n),
 //                       subgroupShuffleXor(lid, 1), subgroupBroadcast(lid, 3),
-//                       subgroupBroadcast(lid, 7) (meaningful at 8 lanes and more)
+//                       subgroupBroadcast(lid, 7) (meaningful at 8 lanes and more), where n =
+//                       min(size, WG) is the lanes a subgroup of this workgroup has
 //
 // Invariants: the host dispatches whole workgroups of WG invocations and expects subgroups to
-// be runs of `size` consecutive local invocation indices with lane = lid mod size, as
-// `linear_step_rows` (a workgroup of one subgroup) and `linear_tiled` (lanes by
-// subgroup_invocation_id, broadcasts from lanes 0–7) rely on. Every lane takes part in every
-// operation: no divergence.
+// be runs of `size` consecutive local invocation indices with lane = lid mod size, or, where
+// the pipeline's subgroups are wider than the workgroup, the workgroup to be one subgroup with
+// lane = lid: what `linear_step_rows` (a workgroup within one subgroup) and `linear_tiled`
+// (lanes by subgroup_invocation_id, broadcasts from lanes 0–7) rely on. Every lane takes part
+// in every operation: no divergence.
 
 override WG: u32 = 64u;
 
@@ -31,7 +33,7 @@ fn main(
     out[base] = size;
     out[base + 1u] = lane;
     out[base + 2u] = subgroupAdd(lid + 1u);
-    out[base + 3u] = subgroupShuffle(lid, (lane + 1u) % size);
+    out[base + 3u] = subgroupShuffle(lid, (lane + 1u) % min(size, WG));
     out[base + 4u] = subgroupShuffleXor(lid, 1u);
     out[base + 5u] = subgroupBroadcast(lid, 3u);
     out[base + 6u] = subgroupBroadcast(lid, 7u);

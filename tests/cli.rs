@@ -1055,6 +1055,31 @@ fn check_passes_at_lavapipes_other_subgroup_sizes() {
     }
 }
 
+/// On an adapter whose subgroup sizes vary (AMD RDNA 32–64, Intel 8–32), `linear_step_rows`
+/// runs workgroups of the smallest size, one partly filled subgroup where a pipeline gets a
+/// wider one. lavapipe's 8 lanes planned as 4–8 run exactly that: the rows step in workgroups
+/// of 4 inside 8-lane subgroups, checked against the CPU reference.
+#[test]
+fn check_passes_with_the_rows_step_inside_wider_subgroups() {
+    let lavapipe = chosen_adapter()["name"]
+        .as_str()
+        .unwrap()
+        .contains("llvmpipe");
+    let env = [
+        ("LP_NATIVE_VECTOR_WIDTH", "256"),
+        ("BILEVEL_SUBGROUP_SIZES", "4,8"),
+    ];
+    let out = bilevel_with(&["check"], &env);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.contains("all checks passed"), "{text}");
+    if lavapipe {
+        assert!(text.contains("n=63 d=65 o=1, rows "), "{text}");
+        let devices = stdout(&bilevel_with(&["devices"], &env));
+        assert!(devices.contains("workgroups of 4"), "{devices}");
+    }
+}
+
 /// Mesa's device-select layer prints "XDG_RUNTIME_DIR is invalid" on every start where that
 /// variable is unset; bilevel switches the layer off there, so a run prints its own output
 /// only.

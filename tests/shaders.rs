@@ -91,7 +91,7 @@ fn rows_step_validates_at_every_size() {
         let last = groups - 1;
         assert!(
             source.contains(&format!(
-                "let w_{last} = weights4(0u, {last}u * WG + lid, dims.d);"
+                "let w_{last} = weights4(0u, {last}u * WG + lane, dims.d);"
             )) && !source.contains(&format!("w_{groups} "))
                 && !source.contains("_m ")
                 && !source.lines().any(|line| line.trim() == "// #unroll m"),

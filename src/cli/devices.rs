@@ -40,13 +40,17 @@ pub fn devices(args: &DevicesArgs) -> anyhow::Result<()> {
         );
         // The tiled kernels (many outputs) hand values out from 8 lanes of every subgroup.
         let tiled = |min: u32| if min >= 8 { "; the tiled kernels" } else { "" };
-        let subgroups = match (a.subgroups, a.subgroup_sizes) {
-            (false, _) => "no".to_string(),
-            (true, (min, max)) if min == max => format!(
+        let subgroups = match (a.subgroups, a.subgroup_sizes, a.rows_workgroup) {
+            (false, ..) => "no".to_string(),
+            (true, (min, max), _) if min == max => format!(
                 "yes ({min} lanes: the one-output step holds rows in registers{})",
                 tiled(min)
             ),
-            (true, (min, max)) => format!("yes ({min}–{max} lanes, not fixed{})", tiled(min)),
+            (true, (min, max), Some(wg)) => format!(
+                "yes ({min}–{max} lanes, varying: the one-output step in workgroups of {wg}{})",
+                tiled(min)
+            ),
+            (true, (min, max), None) => format!("yes ({min}–{max} lanes, varying{})", tiled(min)),
         };
         println!(
             "    timestamps {}, shader f16 {}, subgroups {subgroups}",

@@ -396,13 +396,54 @@ async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
     }
 }
 
+/// Widens the subgroup sizes the adapter reports to `MIN,MAX` (both powers of two, MIN at
+/// most and MAX at least the adapter's): a fixed-size adapter then plans as one whose
+/// pipelines may get any size in between, as AMD RDNA, Intel and Apple report. For testing
+/// that the kernels hold there; a range narrower than the adapter's is ignored.
+pub const SUBGROUP_SIZES_VAR: &str = "BILEVEL_SUBGROUP_SIZES";
+
+/// The subgroup sizes the plan takes: the adapter's, or [`SUBGROUP_SIZES_VAR`]'s wider range.
+fn subgroup_sizes(info: &wgpu::AdapterInfo) -> (u32, u32) {
+    let reported = (info.subgroup_min_size, info.subgroup_max_size);
+    let Ok(value) = std::env::var(SUBGROUP_SIZES_VAR) else {
+        return reported;
+    };
+    let parsed = value
+        .split_once(',')
+        .and_then(|(a, b)| Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?)));
+    match parsed {
+        Some((min, max))
+            if min.is_power_of_two()
+                && max.is_power_of_two()
+                && min <= reported.0
+                && max >= reported.1 =>
+        {
+            log::warn!(
+                "{SUBGROUP_SIZES_VAR}: planning as if subgroups were {min}–{max} lanes (the adapter reports {}–{})",
+                reported.0,
+                reported.1
+            );
+            (min, max)
+        }
+        _ => {
+            log::warn!(
+                "{SUBGROUP_SIZES_VAR}={value} ignored: not MIN,MAX powers of two around the adapter's {}–{}",
+                reported.0,
+                reported.1
+            );
+            reported
+        }
+    }
+}
+
 /// What the plan needs to know of `adapter`.
 fn profile(adapter: &wgpu::Adapter) -> Profile {
     let (info, limits) = (adapter.get_info(), adapter.limits());
     Profile {
+        driver: format!("{} | {} {}", info.name, info.driver, info.driver_info),
         cpu: info.device_type == wgpu::DeviceType::Cpu,
         subgroups: adapter.features().contains(wgpu::Features::SUBGROUP),
-        subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+        subgroup_sizes: subgroup_sizes(&info),
         max_binding: limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size),
@@ -465,9 +506,11 @@ pub struct AdapterReport {
     pub shader_f16: bool,
     /// Subgroup operations.
     pub subgroups: bool,
-    /// Subgroup sizes the adapter may use, (smallest, largest): one fixed size lets
-    /// `linear_step_rows` run.
+    /// Subgroup sizes the adapter may use, (smallest, largest), as it reports them.
     pub subgroup_sizes: (u32, u32),
+    /// The workgroup size of the one-output rows step, where the adapter has it: its
+    /// smallest subgroup size.
+    pub rows_workgroup: Option<u32>,
     /// Whether bilevel would choose it.
     pub chosen: bool,
     /// The plan for a few typical shapes (before verification).
@@ -537,6 +580,7 @@ pub fn adapters() -> Vec<AdapterReport> {
                     shader_f16: features.contains(wgpu::Features::SHADER_F16),
                     subgroups: features.contains(wgpu::Features::SUBGROUP),
                     subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+                    rows_workgroup: profile.rows_subgroup_size(),
                 }
             })
             .collect()

@@ -50,6 +50,10 @@ pub struct Tuning {
     /// vec4 words one bandwidth-probe invocation reads contiguously (1: coalesced on GPUs;
     /// long per-invocation streams for a CPU's prefetchers).
     pub probe_run: u32,
+    /// The most an adapter's largest subgroup may exceed its smallest for `linear_step_rows`,
+    /// whose workgroup has the smallest size: a pipeline given wider subgroups runs that
+    /// fraction of their lanes.
+    pub rows_max_size_ratio: u32,
 }
 
 /// [`Tuning`] of CPU adapters (lavapipe, SwiftShader, WARP).
@@ -62,6 +66,7 @@ const CPU_TUNING: Tuning = Tuning {
     x_textures: true,
     persistent_steps: true,
     probe_run: 1024,
+    rows_max_size_ratio: 4,
 };
 
 /// [`Tuning`] of GPUs.
@@ -74,6 +79,7 @@ const GPU_TUNING: Tuning = Tuning {
     x_textures: false,
     persistent_steps: false,
     probe_run: 1,
+    rows_max_size_ratio: 4,
 };
 
 /// Row width (floats) from which the fused step beats the tiled kernels for one output.
@@ -84,6 +90,8 @@ const STEP_DOTS: u32 = 4096;
 /// What the plan needs to know of an adapter, as wgpu reports it (built by the context).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Profile {
+    /// The adapter's name and driver, as wgpu reports them (what [`KNOWN_FAULTS`] matches).
+    pub driver: String,
     /// A CPU implementation (lavapipe, SwiftShader, WARP): loops are budgeted, X is read from
     /// textures where the steps allow it.
     pub cpu: bool,
@@ -99,12 +107,51 @@ pub struct Profile {
     pub storage_buffers_per_stage: u32,
 }
 
+/// A route a driver is known to get wrong in a way a check cannot survive (the process
+/// crashes), so verification drops it without running it.
+#[derive(Clone, Copy, Debug)]
+pub struct KnownFault {
+    /// Substrings of [`Profile::driver`] that must all be there.
+    pub driver: &'static [&'static str],
+    /// The fixed subgroup size it shows at.
+    pub lanes: u32,
+    pub route: Route,
+    /// What happens, and where it was seen.
+    pub what: &'static str,
+}
+
+/// Every [`KnownFault`].
+pub const KNOWN_FAULTS: &[KnownFault] = &[KnownFault {
+    driver: &["llvmpipe", "Mesa 25.0"],
+    lanes: 16,
+    route: Route {
+        path: StepPath::Rows,
+        x_texture: true,
+    },
+    what: "Mesa 25.0's lavapipe at 16 lanes crashes (a CPU without AVX-512) or reads zeros in \
+           lanes 8-15 (with AVX-512) loading X's texture in linear_step_rows",
+}];
+
 impl Profile {
-    /// `linear_step_rows` sums a row's dot product across one subgroup: it needs subgroups
-    /// whose size the workgroup can match exactly, and of at least two invocations.
+    /// The known fault of `route` on this adapter, if it has one.
+    pub fn known_fault(&self, route: Route) -> Option<&'static KnownFault> {
+        KNOWN_FAULTS.iter().find(|f| {
+            f.route == route
+                && self.subgroups
+                && self.subgroup_sizes == (f.lanes, f.lanes)
+                && f.driver.iter().all(|d| self.driver.contains(d))
+        })
+    }
+
+    /// The workgroup size of `linear_step_rows`, which sums a row's dot product across one
+    /// subgroup: the adapter's smallest subgroup size (at least 2), so that a workgroup is
+    /// one subgroup whatever size a pipeline gets (a wider one runs it partly filled, lane =
+    /// local index, as the lane probe verifies); where sizes vary by more than
+    /// [`Tuning::rows_max_size_ratio`], too few lanes would work.
     pub fn rows_subgroup_size(&self) -> Option<u32> {
         let (min, max) = self.subgroup_sizes;
-        (self.subgroups && min == max && max >= 2).then_some(max)
+        let ratio = self.tuning().rows_max_size_ratio;
+        (self.subgroups && min >= 2 && max <= min.saturating_mul(ratio)).then_some(min)
     }
 
     /// `linear_tiled` hands its shared weights and δ out from 8 lanes of every subgroup.
@@ -580,13 +627,19 @@ pub fn explain(profile: &Profile, plan: &LoadPlan, (n, d, o): (usize, usize, usi
     };
     let why = match plan.route.path {
         StepPath::Rows => format!(
-            "one output: each row in the registers of one {}-lane subgroup ({} column group(s))",
+            "one output: each row in the registers of one {}-lane subgroup ({} column group(s){})",
             lanes(profile.subgroup_sizes),
-            plan.rows_groups.unwrap_or(0)
+            plan.rows_groups.unwrap_or(0),
+            match profile.rows_subgroup_size() {
+                Some(wg) if wg < profile.subgroup_sizes.1 => format!(", workgroups of {wg}"),
+                _ => String::new(),
+            }
         ),
-        StepPath::Fused if profile.rows_subgroup_size().is_none() => {
-            "one output of long rows; no subgroups of one fixed size for linear_step_rows".into()
-        }
+        StepPath::Fused if profile.rows_subgroup_size().is_none() => format!(
+            "one output of long rows; linear_step_rows needs subgroups of 2 lanes or more, \
+             varying at most {}-fold",
+            profile.tuning().rows_max_size_ratio
+        ),
         StepPath::Fused => "one output of long rows that linear_step_rows does not take".into(),
         StepPath::Tiled => format!(
             "{o} output(s): register tiles, shared values handed out by {}-lane subgroups",
@@ -622,3 +675,60 @@ pub fn explain(profile: &Profile, plan: &LoadPlan, (n, d, o): (usize, usize, usi
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+/// `StepKernels::Auto` folds Adam into the next step where the update its blocks repeat
+/// reads at most this many floats in all (blocks × (the previous step's partials and three
+/// values per parameter)): about what the dispatch it saves costs on lavapipe
+/// (docs/kernel-notes.md).
+pub(crate) const FOLD_MAX_REPEATED_READS: u64 = 16_384;
+
+/// What [`fold_updates`] decides by: the run's requested kernels and path, what it holds, and
+/// each of the steps' batches as (rows, rows per block).
+#[derive(Clone, Debug)]
+pub struct FoldQuery<'a> {
+    pub kernels: StepKernels,
+    pub path: StepPath,
+    /// The run holds the folded step's second parameter set (`linear_step_rows` has its
+    /// `main_folded` on this adapter and X is one chunk).
+    pub has_folded: bool,
+    /// The phase's optimizer is Adam without amsgrad.
+    pub adam_without_amsgrad: bool,
+    /// The phase updates every parameter.
+    pub every_parameter: bool,
+    /// `linear_step_rows`' column groups per invocation.
+    pub groups: u32,
+    pub n_params: usize,
+    pub blocks: &'a [(u32, u32)],
+    pub budget: Option<u64>,
+}
+
+/// Whether steps fold each Adam update into the next step's dispatch: the rows path with its
+/// folded entry, Adam without amsgrad on every parameter, two steps at least, and the loops
+/// within the budget; `Auto` also asks that the update every block repeats reads little (at
+/// most [`FOLD_MAX_REPEATED_READS`] floats), `RowsFolded` does not.
+pub fn fold_updates(q: &FoldQuery<'_>) -> bool {
+    if !matches!(q.kernels, StepKernels::Auto | StepKernels::RowsFolded)
+        || q.path != StepPath::Rows
+        || !q.has_folded
+        || !q.adam_without_amsgrad
+        || !q.every_parameter
+        || q.blocks.len() < 2
+    {
+        return false;
+    }
+    q.blocks.iter().all(|&(rows, r)| {
+        let blocks = rows.div_ceil(r.max(1));
+        let loops = rows_step_loop_iterations(q.groups, r) + folded_loop_iterations(blocks);
+        q.budget.is_none_or(|b| loops <= b)
+            && (q.kernels == StepKernels::RowsFolded
+                || u64::from(blocks) * u64::from(blocks + 3) * q.n_params as u64
+                    <= FOLD_MAX_REPEATED_READS)
+    })
+}
+
+/// What `main_folded` adds to `linear_step_rows`' loops with `blocks` partials to sum: two
+/// loops over them (the weights', the bias') and the last group's partials (at most 3 per
+/// block) and update (at most 3).
+pub(crate) fn folded_loop_iterations(blocks: u32) -> u64 {
+    2 * (5 * u64::from(blocks) + 3)
+}

@@ -7,6 +7,7 @@ const GIB: u64 = 1 << 30;
 /// An adapter as wgpu 30 reports it: (what, profile).
 fn gpu(cpu: bool, subgroups: Option<(u32, u32)>, max_binding: u64, storage: u32) -> Profile {
     Profile {
+        driver: String::new(),
         cpu,
         subgroups: subgroups.is_some(),
         subgroup_sizes: subgroups.unwrap_or((0, 0)),
@@ -153,7 +154,8 @@ fn each_class_of_adapter_takes_its_path() {
     for (name, one_output, many) in [
         ("NVIDIA, Vulkan", rows, tiled),
         ("AMD GCN, Vulkan", rows, tiled),
-        ("AMD RDNA, Vulkan", fused, tiled),
+        ("AMD RDNA, Vulkan", rows, tiled),
+        ("Qualcomm Adreno, Vulkan", rows, tiled),
         ("Intel Arc, Vulkan", fused, tiled),
         ("Apple, Metal", fused, separate),
         ("Arm Mali, Vulkan", fused, tiled),
@@ -166,6 +168,16 @@ fn each_class_of_adapter_takes_its_path() {
     }
     assert!(path("lavapipe, 8 lanes", s2).x_texture);
     assert!(!path("NVIDIA, Vulkan", s2).x_texture);
+    // Varying sizes: the rows step's workgroup is the smallest subgroup (Intel's 8 lanes hold
+    // rows of up to 8 column groups of 8 vec4 on a GPU: 256 features); Apple's 4–64 vary too
+    // much for it.
+    assert_eq!(path("Intel Arc, Vulkan", (65_536, 256, 1)).path, rows);
+    assert_eq!(profile("AMD RDNA, Vulkan").rows_subgroup_size(), Some(32));
+    assert_eq!(
+        profile("Qualcomm Adreno, Vulkan").rows_subgroup_size(),
+        Some(64)
+    );
+    assert_eq!(profile("Apple, Metal").rows_subgroup_size(), None);
 }
 
 /// A route verification dropped is avoided where the plan chooses, and taken where the
@@ -282,4 +294,121 @@ fn the_explanation_names_train_steps_where_auto_takes_them() {
     let s2 = (65_536, 1_024, 1);
     let plan = plan_load(&lavapipe, s2, auto(), &[]).unwrap();
     assert!(!explain(&lavapipe, &plan, s2).contains("train_steps"));
+}
+
+/// Adam folds into the next step only on the rows path with its folded entry, without
+/// amsgrad, on every parameter, over two steps at least; `Auto` only where the update every
+/// block repeats reads little, `RowsFolded` wherever the loops allow.
+#[test]
+fn adam_folds_into_the_next_step_only_where_it_can_and_pays() {
+    // S4-like: 512-row batches in 2 blocks of 256, 129 parameters.
+    let s4 = [(512, 256); 4];
+    let base = FoldQuery {
+        kernels: StepKernels::Auto,
+        path: StepPath::Rows,
+        has_folded: true,
+        adam_without_amsgrad: true,
+        every_parameter: true,
+        groups: 4,
+        n_params: 129,
+        blocks: &s4,
+        budget: Some(LOOP_BUDGET),
+    };
+    assert!(fold_updates(&base));
+    for (why, q) in [
+        (
+            "separate path",
+            FoldQuery {
+                path: StepPath::Separate,
+                ..base.clone()
+            },
+        ),
+        (
+            "no folded entry",
+            FoldQuery {
+                has_folded: false,
+                ..base.clone()
+            },
+        ),
+        (
+            "amsgrad or SGD",
+            FoldQuery {
+                adam_without_amsgrad: false,
+                ..base.clone()
+            },
+        ),
+        (
+            "a masked phase",
+            FoldQuery {
+                every_parameter: false,
+                ..base.clone()
+            },
+        ),
+        (
+            "one step",
+            FoldQuery {
+                blocks: &s4[..1],
+                ..base.clone()
+            },
+        ),
+        (
+            "rows forced",
+            FoldQuery {
+                kernels: StepKernels::Rows,
+                ..base.clone()
+            },
+        ),
+    ] {
+        assert!(!fold_updates(&q), "{why}");
+    }
+    // Full batches of many blocks repeat too much of the update for Auto, not for RowsFolded.
+    let full = [(65_536, 256); 2];
+    let wide = FoldQuery {
+        blocks: &full,
+        n_params: 1_025,
+        budget: None,
+        ..base.clone()
+    };
+    assert!(!fold_updates(&wide));
+    assert!(fold_updates(&FoldQuery {
+        kernels: StepKernels::RowsFolded,
+        ..wide
+    }));
+    // The loop budget holds for both.
+    let tight = FoldQuery {
+        kernels: StepKernels::RowsFolded,
+        budget: Some(100),
+        ..base
+    };
+    assert!(!fold_updates(&tight));
+}
+
+/// Mesa 25.0's lavapipe at 16 lanes crashes loading X's texture in the rows step: that route
+/// is known to fault there (and only there), so verification drops it without running it.
+#[test]
+fn known_faults_match_their_driver_and_lanes_only() {
+    let rows_texture = Route {
+        path: StepPath::Rows,
+        x_texture: true,
+    };
+    let mesa = |version: &str, lanes| Profile {
+        driver: format!("llvmpipe (LLVM 15.0.6, 512 bits) | llvmpipe Mesa {version} (LLVM 15.0.6)"),
+        ..gpu(true, Some((lanes, lanes)), 128 << 20, 1_000_000)
+    };
+    assert!(
+        mesa("25.0.7-2~bpo12+1", 16)
+            .known_fault(rows_texture)
+            .is_some()
+    );
+    assert!(
+        mesa("25.0.7-2~bpo12+1", 8)
+            .known_fault(rows_texture)
+            .is_none()
+    );
+    assert!(mesa("22.3.6", 16).known_fault(rows_texture).is_none());
+    let buffer = Route {
+        x_texture: false,
+        ..rows_texture
+    };
+    assert!(mesa("25.0.7-2~bpo12+1", 16).known_fault(buffer).is_none());
 }

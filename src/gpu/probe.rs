@@ -79,15 +79,17 @@ fn run(ctx: &GpuContext, file: &str, wg: u32, bytes: u64) -> Result<Vec<u8>> {
     Ok(view.to_vec())
 }
 
-/// What `probe_lanes.wgsl` must write for local invocation `lid` in subgroups of `size`
-/// consecutive invocations (its CPU twin).
-fn expected(lid: u32, size: u32) -> [u32; LANE_WORDS] {
-    let first = lid - lid % size;
+/// What `probe_lanes.wgsl` must write for local invocation `lid` of a workgroup of `wg` in
+/// subgroups of `size` consecutive invocations (its CPU twin); subgroups wider than the
+/// workgroup hold it whole, its `wg` lanes.
+fn expected(lid: u32, size: u32, wg: u32) -> [u32; LANE_WORDS] {
+    let n = size.min(wg);
+    let first = lid - lid % n;
     [
         size,
-        lid % size,
-        (first + 1..=first + size).sum(),
-        first + (lid % size + 1) % size,
+        lid % n,
+        (first + 1..=first + n).sum(),
+        first + (lid % n + 1) % n,
         lid ^ 1,
         first + 3,
         first + 7,
@@ -95,8 +97,9 @@ fn expected(lid: u32, size: u32) -> [u32; LANE_WORDS] {
 }
 
 /// Checks `probe_lanes.wgsl`'s words for workgroups of `wg`: every subgroup size within
-/// `sizes` and dividing the workgroup, lanes = lid mod size, and the sum, shuffles and
-/// broadcasts over exactly those lanes. The first wrong word is named.
+/// `sizes` and dividing the workgroup (or wider than it: the workgroup is one subgroup),
+/// lanes = lid mod size, and the sum, shuffles and broadcasts over exactly those lanes. The
+/// first wrong word is named.
 pub(crate) fn check_lanes(
     words: &[u32],
     wg: u32,
@@ -105,14 +108,14 @@ pub(crate) fn check_lanes(
     for (i, w) in words.chunks_exact(LANE_WORDS).enumerate() {
         let lid = i as u32 % wg;
         let size = w[0];
-        if size < min.max(1) || size > max || !wg.is_multiple_of(size) {
+        if size < min.max(1) || size > max || (size < wg && !wg.is_multiple_of(size)) {
             return Err(format!(
                 "invocation {i} reports subgroups of {size} lanes; the adapter reports {min}–{max} and the workgroup has {wg}"
             ));
         }
-        let want = expected(lid, size);
+        let want = expected(lid, size, wg);
         // Broadcasts from lanes that exist only: 3 needs 4 lanes, 7 needs 8.
-        let checked = match size {
+        let checked = match size.min(wg) {
             ..4 => 5,
             4..8 => 6,
             _ => 7,
@@ -130,7 +133,7 @@ pub(crate) fn check_lanes(
             return Err(format!(
                 "{} at invocation {i} (lane {} of {size}, workgroups of {wg}): {}, not {}",
                 names[k],
-                lid % size,
+                lid % size.min(wg),
                 w[k],
                 want[k]
             ));
@@ -147,8 +150,8 @@ mod tests {
     fn correct(wg: u32, size: u32) -> Vec<u32> {
         (0..wg * PROBE_WORKGROUPS)
             .flat_map(|i| {
-                let mut words = expected(i % wg, size);
-                if size < 8 {
+                let mut words = expected(i % wg, size, wg);
+                if size.min(wg) < 8 {
                     words[6] = 12345; // a broadcast from a lane that does not exist
                 }
                 words
@@ -163,6 +166,28 @@ mod tests {
             assert_eq!(check_lanes(&correct(size, size), size, (4, 64)), Ok(()));
         }
         assert_eq!(check_lanes(&correct(128, 128), 128, (128, 128)), Ok(()));
+    }
+
+    /// A varying-size adapter running a workgroup smaller than its subgroups (the rows step at
+    /// its smallest size): one partial subgroup, lane = lid, sums over the workgroup only.
+    #[test]
+    fn a_workgroup_inside_a_wider_subgroup_passes_and_is_checked() {
+        for (wg, size) in [(4, 8), (8, 32), (32, 64)] {
+            let words = correct(wg, size);
+            assert_eq!(
+                check_lanes(&words, wg, (wg, size)),
+                Ok(()),
+                "{wg} in {size}"
+            );
+            // Lanes that do not exist in the workgroup must not be summed.
+            let mut wrong = words.clone();
+            wrong[2] = (1..=size).sum();
+            let err = check_lanes(&wrong, wg, (wg, size)).unwrap_err();
+            assert!(err.starts_with("subgroupAdd at invocation 0"), "{err}");
+        }
+        // A size that neither divides the workgroup nor holds it whole.
+        let err = check_lanes(&correct(64, 48), 64, (32, 64)).unwrap_err();
+        assert!(err.contains("subgroups of 48 lanes"), "{err}");
     }
 
     /// Mesa 22.3's lavapipe at 1,024-bit vectors: 32 lanes reported, sums within halves of 16.

@@ -204,9 +204,15 @@ pub(crate) fn route_works(ctx: &Arc<GpuContext>, route: Route, d: usize, o: usiz
         Some(config) => format!("{route}, {config}"),
         None => route.to_string(),
     };
-    let verdict = ctx
-        .verifier()
-        .verdict(&what, || check_route(ctx, route, d, o))?;
+    let verdict =
+        ctx.verifier()
+            .verdict(&what, || match ctx.usable_profile().known_fault(route) {
+                Some(fault) => Ok(Verdict {
+                    pass: false,
+                    detail: format!("known fault, not run: {}", fault.what),
+                }),
+                None => check_route(ctx, route, d, o),
+            })?;
     Ok(verdict.pass)
 }
 
@@ -216,8 +222,10 @@ pub(crate) fn route_works(ctx: &Arc<GpuContext>, route: Route, d: usize, o: usiz
 fn configuration(ctx: &GpuContext, route: Route, d: usize, o: usize) -> Option<String> {
     match route.path {
         StepPath::Rows => {
-            let groups = ctx.usable_profile().rows_step_groups(d, o)?;
-            Some(format!("{groups} column groups"))
+            let profile = ctx.usable_profile();
+            let groups = profile.rows_step_groups(d, o)?;
+            let wg = profile.rows_subgroup_size()?;
+            Some(format!("{groups} column groups, workgroups of {wg}"))
         }
         StepPath::Tiled => {
             let (outputs, groups) = partial_tile(o as u32, d.div_ceil(4) as u32);

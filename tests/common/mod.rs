@@ -36,22 +36,27 @@ pub fn step_paths() -> Vec<StepKernels> {
 }
 
 /// Runs this test binary's other tests again at lavapipe's 4- and 16-lane subgroups
-/// (`LP_NATIVE_VECTOR_WIDTH` 128 and 512 bits; 8 lanes at its default 256 here) and asserts
-/// they pass: GPUs have other subgroup sizes than 8 (32 on NVIDIA, 64 on AMD). lavapipe reads
-/// the variable when it loads, hence a process each. `this` is the calling test's name, which
-/// the reruns skip. On other adapters the variable changes nothing and the reruns repeat the
+/// (`LP_NATIVE_VECTOR_WIDTH` 128 and 512 bits; 8 lanes at its default 256 here), and at 8
+/// lanes planned as an adapter of varying sizes (`BILEVEL_SUBGROUP_SIZES=4,8`: the rows
+/// step's workgroups of 4 inside 8-lane subgroups, as on AMD RDNA or Intel), and asserts they
+/// pass: GPUs have other subgroup sizes than 8 (32 on NVIDIA, 64 on AMD). lavapipe reads the
+/// variable when it loads, hence a process each. `this` is the calling test's name, which the
+/// reruns skip. On other adapters the variables change nothing and the reruns repeat the
 /// adapter's own tests.
 pub fn rerun_at_lavapipes_other_subgroup_sizes(this: &str) {
     let exe = std::env::current_exe().expect("the test binary's path");
-    for bits in ["128", "512"] {
-        let out = std::process::Command::new(&exe)
+    for (bits, sizes) in [("128", None), ("512", None), ("256", Some("4,8"))] {
+        let mut command = std::process::Command::new(&exe);
+        command
             .args(["--skip", this])
-            .env("LP_NATIVE_VECTOR_WIDTH", bits)
-            .output()
-            .expect("the test binary runs again");
+            .env("LP_NATIVE_VECTOR_WIDTH", bits);
+        if let Some(sizes) = sizes {
+            command.env(bilevel::gpu::SUBGROUP_SIZES_VAR, sizes);
+        }
+        let out = command.output().expect("the test binary runs again");
         assert!(
             out.status.success(),
-            "the tests at lavapipe's {bits}-bit vectors failed:\n{}\n{}",
+            "the tests at lavapipe's {bits}-bit vectors (subgroup sizes {sizes:?}) failed:\n{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );

@@ -166,10 +166,7 @@ impl GpuBackend {
     }
 
     /// Whether `run_steps` folds each Adam update into the next step's dispatch for
-    /// `batches`: `linear_step_rows` has the folded entry on this adapter and X is one chunk
-    /// (the run's [`Folded`] exists), Adam without amsgrad updates every parameter, there are
-    /// two steps at least, and the loops stay within the budget; `Auto` also asks that the
-    /// update every block repeats reads little (at most [`FOLD_MAX_REPEATED_READS`] floats).
+    /// `batches` ([`plan::fold_updates`] decides, from what the run holds).
     pub(super) fn folds(
         run: &Run,
         ctx: &GpuContext,
@@ -178,33 +175,28 @@ impl GpuBackend {
         batches: &[usize],
         budget: Option<u64>,
     ) -> bool {
-        let Optimizer::Adam(adam) = optimizer else {
-            return false;
-        };
         let every_parameter = run
             .phase
             .as_ref()
             .is_some_and(|(_, mask)| mask.iter().all(|&m| m));
-        let has_folded = run.work.as_ref().is_some_and(|w| w.folded.is_some());
-        if !matches!(kernels, StepKernels::Auto | StepKernels::RowsFolded)
-            || run.path != StepPath::Rows
-            || !has_folded
-            || adam.amsgrad
-            || !every_parameter
-            || batches.len() < 2
-        {
-            return false;
-        }
-        let groups = (run.x_stride as u32 / 4).div_ceil(ctx.kernels.subgroup_size.unwrap_or(1));
-        batches.iter().all(|&b| {
-            let rows = run.plan[b].rows as u32;
-            let r = run.rows_per_block_for(rows);
-            let blocks = rows.div_ceil(r);
-            let loops = rows_step_loop_iterations(groups, r) + folded_loop_iterations(blocks);
-            budget.is_none_or(|b| loops <= b)
-                && (kernels == StepKernels::RowsFolded
-                    || u64::from(blocks) * u64::from(blocks + 3) * run.n_params as u64
-                        <= FOLD_MAX_REPEATED_READS)
+        let lanes = ctx.kernels.subgroup_size.unwrap_or(1);
+        let blocks: Vec<(u32, u32)> = batches
+            .iter()
+            .map(|&b| {
+                let rows = run.plan[b].rows as u32;
+                (rows, run.rows_per_block_for(rows))
+            })
+            .collect();
+        plan::fold_updates(&plan::FoldQuery {
+            kernels,
+            path: run.path,
+            has_folded: run.work.as_ref().is_some_and(|w| w.folded.is_some()),
+            adam_without_amsgrad: matches!(optimizer, Optimizer::Adam(a) if !a.amsgrad),
+            every_parameter,
+            groups: (run.x_stride as u32 / 4).div_ceil(lanes),
+            n_params: run.n_params,
+            blocks: &blocks,
+            budget,
         })
     }
 
@@ -557,13 +549,6 @@ pub(super) fn trained_columns(trained: &[bool], d: usize, o: usize) -> Option<Ra
     };
     let begin = if biases.iter().any(|&t| t) { 0 } else { begin };
     (begin > 0 || end < d.div_ceil(4)).then_some(begin as u32..end as u32)
-}
-
-/// What `main_folded` adds to `linear_step_rows`' loops with `blocks` partials to sum: two
-/// loops over them (the weights', the bias') and the last group's partials (at most 3 per
-/// block) and update (at most 3).
-pub(super) fn folded_loop_iterations(blocks: u32) -> u64 {
-    2 * (5 * u64::from(blocks) + 3)
 }
 
 /// Dispatches `groups` workgroups of `kernel`'s pipeline, folded into two dimensions past the

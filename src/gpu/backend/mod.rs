@@ -23,9 +23,10 @@ use bytemuck::Pod;
 use super::args::{ChunkStep, Dims, ReduceJob, StepEntry, StepsJob};
 use super::context::GpuContext;
 use super::kernels::{Kernel, LazyPipeline, RowsPair, RowsStep, X_TEXTURE_FORMAT};
+use super::plan;
 use super::plan::{
-    LoadPlan, Request, STEP_LIST, StepPath, partials_bytes, plan_load, rows_step_loop_iterations,
-    takes_persistent_steps, tiled_loop_iterations, train_steps_per_dispatch,
+    LoadPlan, Request, STEP_LIST, StepPath, partials_bytes, plan_load, takes_persistent_steps,
+    tiled_loop_iterations, train_steps_per_dispatch,
 };
 use super::shaders::{OPTIMIZER_PARAMS_PER_INVOCATION, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE};
 use super::verify;
@@ -55,11 +56,6 @@ const UPLOAD_BYTES: u64 = 16 << 20;
 const PROBE_GROUPS: u32 = 4096;
 /// Workgroups in the first stage of a scalar reduction.
 const REDUCE_GROUPS: u32 = 256;
-/// `StepKernels::Auto` folds Adam into the next step where the update its blocks repeat
-/// reads at most this many floats in all (blocks × (the previous step's partials and three
-/// values per parameter)): about what the dispatch it saves costs on lavapipe
-/// (docs/kernel-notes.md).
-const FOLD_MAX_REPEATED_READS: u64 = 16_384;
 
 /// Which GEMM [`GpuBackend::probe_gemm`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
