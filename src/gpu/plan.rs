@@ -133,6 +133,16 @@ pub const KNOWN_FAULTS: &[KnownFault] = &[KnownFault {
 }];
 
 impl Profile {
+    /// The routes with a known fault on this adapter: a plan avoids them as it avoids the
+    /// routes verification dropped, verified or not.
+    pub fn known_faults(&self) -> Vec<Route> {
+        KNOWN_FAULTS
+            .iter()
+            .map(|f| f.route)
+            .filter(|&r| self.known_fault(r).is_some())
+            .collect()
+    }
+
     /// The known fault of `route` on this adapter, if it has one.
     pub fn known_fault(&self, route: Route) -> Option<&'static KnownFault> {
         KNOWN_FAULTS.iter().find(|f| {

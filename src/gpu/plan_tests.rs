@@ -411,4 +411,11 @@ fn known_faults_match_their_driver_and_lanes_only() {
         ..rows_texture
     };
     assert!(mesa("25.0.7-2~bpo12+1", 16).known_fault(buffer).is_none());
+    // The plan avoids it where it chooses, verified or not.
+    let faulty = mesa("25.0.7-2~bpo12+1", 16);
+    let dropped = faulty.known_faults();
+    assert_eq!(dropped, [rows_texture]);
+    let plan = plan_load(&faulty, (1_000, 64, 1), auto(), &dropped).unwrap();
+    assert_eq!(plan.route.path, StepPath::Rows);
+    assert!(!plan.route.x_texture);
 }

@@ -21,10 +21,10 @@ impl GpuBackend {
         );
         let chosen = request.kernels == StepKernels::Auto
             || (request.x_source.is_none() && reads_textures && profile.tuning().x_textures);
+        let mut dropped = profile.known_faults();
         if !chosen || !self.context.verifier().enabled() {
-            return plan_load(profile, (n, d, o), request, &[]);
+            return plan_load(profile, (n, d, o), request, &dropped);
         }
-        let mut dropped = Vec::new();
         loop {
             let plan = plan_load(profile, (n, d, o), request, &dropped)?;
             if dropped.contains(&plan.route)
