@@ -6,10 +6,11 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use super::shaders::{
-    FOLDED_STORAGE_BINDINGS, OPTIMIZER, STEPS_STORAGE_BINDINGS, Slot, TILED_COLUMN_GROUPS,
-    TILED_FORWARD_ROWS, WG, WORKGROUP_SIZE, layout, pack_constants, partial_tile, rows_constants,
-    rows_step_source, shader_source, tile_outputs, tiled_forward_constants,
-    tiled_partial_constants, tiled_source,
+    FOLDED_STORAGE_BINDINGS, OPTIMIZER, STEPS_STORAGE_BINDINGS, Slot, TILE_OUTPUT_COUNTS,
+    TILED_COLUMN_GROUPS, TILED_FORWARD_ROWS, WG, WORKGROUP_SIZE, layout, pack_constants,
+    partial_tile, rows_constants, rows_step_source, shader_source, tile_outputs,
+    tiled_forward_constants, tiled_forward_label, tiled_partial_constants, tiled_partial_label,
+    tiled_source, x_from,
 };
 
 /// The format of X's textures: one vec4 word of X per texel, read as a storage texture.
@@ -199,17 +200,12 @@ impl TiledKernels {
             "linear_tiled.pack_weights".into(),
             &pack_constants(shift),
         );
-        let from = |x_texture| if x_texture { "texture" } else { "buffer" };
         let mut forward_pipelines = HashMap::new();
         let mut partial_pipelines = HashMap::new();
-        for outputs in [4, 8, 16] {
+        for outputs in TILE_OUTPUT_COUNTS {
             for x_texture in [false, true] {
                 for row_outputs in [false, true] {
-                    let label = format!(
-                        "linear_tiled.forward ({outputs} outputs, X from its {}{})",
-                        from(x_texture),
-                        if row_outputs { ", row outputs" } else { "" },
-                    );
+                    let label = tiled_forward_label(outputs, x_texture, row_outputs);
                     let constants = tiled_forward_constants(outputs, x_texture, row_outputs, shift);
                     forward_pipelines.insert(
                         (outputs, x_texture, row_outputs),
@@ -217,10 +213,7 @@ impl TiledKernels {
                     );
                 }
                 for groups in TILED_COLUMN_GROUPS {
-                    let label = format!(
-                        "linear_tiled.partial ({outputs} outputs, {groups} column groups, X from its {})",
-                        from(x_texture),
-                    );
+                    let label = tiled_partial_label(outputs, groups, x_texture);
                     let constants = tiled_partial_constants(outputs, groups, x_texture, shift);
                     partial_pipelines.insert(
                         (outputs, groups, x_texture),
@@ -343,8 +336,10 @@ impl Kernels {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let step = built.entry((groups, x_texture)).or_insert_with(|| {
-            let from = if x_texture { "texture" } else { "buffer" };
-            let label = format!("linear_step_rows ({groups} column groups, X from its {from})");
+            let label = format!(
+                "linear_step_rows ({groups} column groups, X from its {})",
+                x_from(x_texture)
+            );
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&label),
                 source: wgpu::ShaderSource::Wgsl(Cow::Owned(rows_step_source(groups))),

@@ -483,6 +483,31 @@ pub(crate) fn tiled_partial_constants(
     constants
 }
 
+/// Outputs per invocation the tiled kernels are built at (see [`tile_outputs`]).
+pub(crate) const TILE_OUTPUT_COUNTS: [u32; 3] = [4, 8, 16];
+
+/// Where a pipeline reads X from, as its label says it.
+pub(crate) fn x_from(x_texture: bool) -> &'static str {
+    if x_texture { "texture" } else { "buffer" }
+}
+
+/// The label of `linear_tiled.forward` at that tile.
+pub(crate) fn tiled_forward_label(outputs: u32, x_texture: bool, row_outputs: bool) -> String {
+    format!(
+        "linear_tiled.forward ({outputs} outputs, X from its {}{})",
+        x_from(x_texture),
+        if row_outputs { ", row outputs" } else { "" },
+    )
+}
+
+/// The label of `linear_tiled.partial` at that tile.
+pub(crate) fn tiled_partial_label(outputs: u32, groups: u32, x_texture: bool) -> String {
+    format!(
+        "linear_tiled.partial ({outputs} outputs, {groups} column groups, X from its {})",
+        x_from(x_texture),
+    )
+}
+
 /// `linear_tiled.pack_weights`' overrides.
 pub(crate) fn pack_constants(shift: u32) -> Vec<Constant> {
     tiled_common(shift)
@@ -643,9 +668,9 @@ pub fn pipelines(sizes: &[u32], rows_groups: &[u32], shift: u32) -> Vec<Pipeline
         let module = rows_module(groups);
         for &size in sizes {
             for x_texture in [false, true] {
-                let from = if x_texture { "texture" } else { "buffer" };
                 let label = format!(
-                    "linear_step_rows ({groups} column groups, {size} lanes, X from its {from})"
+                    "linear_step_rows ({groups} column groups, {size} lanes, X from its {})",
+                    x_from(x_texture)
                 );
                 let outputs = rows_constants(size, x_texture, shift, false);
                 let train = rows_constants(size, x_texture, shift, true);
@@ -688,7 +713,6 @@ pub fn pipelines(sizes: &[u32], rows_groups: &[u32], shift: u32) -> Vec<Pipeline
             }
         }
     }
-    let from = |x_texture| if x_texture { "texture" } else { "buffer" };
     push(
         "linear_tiled.pack_weights".into(),
         "linear_tiled.wgsl",
@@ -697,15 +721,11 @@ pub fn pipelines(sizes: &[u32], rows_groups: &[u32], shift: u32) -> Vec<Pipeline
         "linear_tiled.pack_weights",
         None,
     );
-    for outputs in [4, 8, 16] {
+    for outputs in TILE_OUTPUT_COUNTS {
         for x_texture in [false, true] {
             for row_outputs in [false, true] {
                 push(
-                    format!(
-                        "linear_tiled.forward ({outputs} outputs, X from its {}{})",
-                        from(x_texture),
-                        if row_outputs { ", row outputs" } else { "" },
-                    ),
+                    tiled_forward_label(outputs, x_texture, row_outputs),
                     "linear_tiled.wgsl",
                     "forward",
                     tiled_forward_constants(outputs, x_texture, row_outputs, shift),
@@ -715,10 +735,7 @@ pub fn pipelines(sizes: &[u32], rows_groups: &[u32], shift: u32) -> Vec<Pipeline
             }
             for groups in TILED_COLUMN_GROUPS {
                 push(
-                    format!(
-                        "linear_tiled.partial ({outputs} outputs, {groups} column groups, X from its {})",
-                        from(x_texture),
-                    ),
+                    tiled_partial_label(outputs, groups, x_texture),
                     "linear_tiled.wgsl",
                     "partial",
                     tiled_partial_constants(outputs, groups, x_texture, shift),
