@@ -16,9 +16,10 @@
 //   3 mask    storage, read    u32[P]: 0 = frozen
 //   4 params  storage, rw      f32[P]
 //   5 m       storage, rw      f32[P]
-//   6 v       storage, rw      f32[P]
-//   7 v_max   storage, rw      f32[P] (touched only with amsgrad)
-//   8 partials storage, read   f32[blocks * S]: with info.blocks > 0 the gradient is first
+//   6 v       storage, rw      f32[2P]: v, then v_max at P (touched only with amsgrad); one
+//                                binding for both keeps the kernel within WebGPU's default
+//                                8 storage buffers
+//   7 partials storage, read   f32[blocks * S]: with info.blocks > 0 the gradient is first
 //                                summed from linear_backward's partials (blocks ascending, as
 //                                its `total` does) and stored to grad
 //
@@ -42,8 +43,7 @@ override PER_INVOCATION: u32 = 4u;
 @group(0) @binding(4) var<storage, read_write> params: array<f32>;
 @group(0) @binding(5) var<storage, read_write> m: array<f32>;
 @group(0) @binding(6) var<storage, read_write> v: array<f32>;
-@group(0) @binding(7) var<storage, read_write> v_max: array<f32>;
-@group(0) @binding(8) var<storage, read> partials: array<f32>;
+@group(0) @binding(7) var<storage, read> partials: array<f32>;
 
 /// Parameter i's gradient: summed from the step's `blocks` partials of stride `stride` (and
 /// stored), or as given.
@@ -76,13 +76,13 @@ fn main(
         if i < c.n_params && mask[i] != 0u {
             var v_max_i = 0.0;
             if c.amsgrad != 0u {
-                v_max_i = v_max[i];
+                v_max_i = v[c.n_params + i];
             }
             let u = adam_update(c, step_size, bc2_sqrt, params[i], gradient(i, blocks, stride), m[i], v[i], v_max_i);
             m[i] = u.m;
             v[i] = u.v;
             if c.amsgrad != 0u {
-                v_max[i] = u.v_max;
+                v[c.n_params + i] = u.v_max;
             }
             params[i] = u.p;
         }

@@ -32,12 +32,11 @@
 //  12 momentum    storage, rw      f32[P]                    (ADAM = false)
 //  13 adam_cfg    storage, read    AdamConfig                (ADAM = true)
 //  14 m           storage, rw      f32[P]                    (ADAM = true)
-//  15 v           storage, rw      f32[P]                    (ADAM = true)
-//  16 v_max       storage, rw      f32[P], amsgrad only      (ADAM = true)
+//  15 v           storage, rw      f32[2P]: v, then v_max at P (amsgrad only) (ADAM = true)
 //
 // Invariants: one workgroup (the barriers order the steps); all of X in one binding;
 // x_stride is a multiple of 4 and X's padding columns are zero; the loop over steps depends
-// only on read-only arguments, so the barriers sit in uniform control flow; seventeen storage
+// only on read-only arguments, so the barriers sit in uniform control flow; sixteen storage
 // bindings, so the host builds this kernel only where the adapter allows that many.
 
 // Dims, SgdConfig, AdamConfig, sigmoid, sgd_update and adam_update come from common.wgsl,
@@ -83,7 +82,6 @@ struct StepEntry {
 @group(0) @binding(13) var<storage, read> adam_cfg: AdamConfig;
 @group(0) @binding(14) var<storage, read_write> m: array<f32>;
 @group(0) @binding(15) var<storage, read_write> v: array<f32>;
-@group(0) @binding(16) var<storage, read_write> v_max: array<f32>;
 
 // A. δ of every (row, output) of the step's batch.
 fn forward_bce(lid: u32, step: StepEntry) {
@@ -173,13 +171,13 @@ fn sgd_param(q: u32, g: f32, t: u32) {
 fn adam_param(q: u32, g: f32, step: StepEntry) {
     var v_max_q = 0.0;
     if adam_cfg.amsgrad != 0u {
-        v_max_q = v_max[q];
+        v_max_q = v[dims.n_params + q];
     }
     let u = adam_update(adam_cfg, step.step_size, step.bc2_sqrt, params[q], g, m[q], v[q], v_max_q);
     m[q] = u.m;
     v[q] = u.v;
     if adam_cfg.amsgrad != 0u {
-        v_max[q] = u.v_max;
+        v[dims.n_params + q] = u.v_max;
     }
     params[q] = u.p;
 }

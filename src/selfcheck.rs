@@ -249,11 +249,19 @@ pub fn paths_not_here(context: &GpuContext) -> Vec<&'static str> {
         missing.push("rows, rows_folded and tiled (the lane probe found subgroups other than the kernels assume)");
         return missing;
     }
+    if !context.has_fused_step() {
+        missing
+            .push("fused (binds more storage buffers per shader stage than this adapter allows)");
+    }
     if !context.has_tiled_kernels() {
-        missing.push("tiled (needs subgroups of at least 8 invocations)");
+        missing.push(
+            "tiled (needs subgroups of at least 8 invocations and 10 storage buffers per stage)",
+        );
     }
     if !context.has_rows_step() {
-        missing.push("rows and rows_folded (need subgroups of one fixed size)");
+        missing.push(
+            "rows and rows_folded (need subgroups of one fixed size and 10 storage buffers per stage)",
+        );
     }
     if !context.has_train_steps() {
         missing.push("persistent, train_steps (binds more storage buffers per shader stage than this adapter allows)");
@@ -269,11 +277,15 @@ pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
         (1, 1, 1, None),
         (63, 65, 1, None),
         (257, 130, 3, None),
+        (200, 37, 5, None),
         (1000, 100, 10, None),
         (300, 50, 2, Some(7)),
         (300, 1021, 1, Some(7)),
     ] {
-        let mut paths = vec![StepKernels::Separate, StepKernels::Fused];
+        let mut paths = vec![StepKernels::Separate];
+        if context.has_fused_step() {
+            paths.push(StepKernels::Fused);
+        }
         if context.has_tiled_kernels() {
             paths.push(StepKernels::Tiled);
         }

@@ -1080,6 +1080,26 @@ fn check_passes_with_the_rows_step_inside_wider_subgroups() {
     }
 }
 
+/// As a browser gives the adapter (WebGPU's default limits: 8 storage buffers per stage, no
+/// subgroups), the portable kernels are what every run takes, and they pass every check; a
+/// run trains there, and `devices` says why it takes them.
+#[test]
+fn check_and_train_pass_as_a_browser_gives_the_adapter() {
+    let env = [("BILEVEL_AS_BROWSER", "1")];
+    let out = bilevel_with(&["check"], &env);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.contains("all checks passed"), "{text}");
+    assert!(text.contains("n=1000 d=100 o=10, separate"), "{text}");
+    assert!(!text.contains(", fused"), "{text}");
+    assert!(text.contains("not on this adapter: fused"), "{text}");
+    let devices = stdout(&bilevel_with(&["devices"], &env));
+    assert!(
+        devices.contains("8 storage buffers per shader stage") && devices.contains("portable"),
+        "{devices}"
+    );
+}
+
 /// Mesa's device-select layer prints "XDG_RUNTIME_DIR is invalid" on every start where that
 /// variable is unset; bilevel switches the layer off there, so a run prints its own output
 /// only.

@@ -10,7 +10,8 @@ use bilevel::{
     SgdConfig, StopReason, StopRule, data, train,
 };
 use common::{
-    assert_close, assert_close_f64, assert_refused, gpu, gpu_backend, problem, textures_verified,
+    assert_close, assert_close_f64, assert_refused, gpu, gpu_backend, problem, step_paths,
+    textures_verified,
 };
 
 fn sgd_phase(name: &str, params: ParamSubset, steps: u64) -> Phase {
@@ -431,10 +432,7 @@ fn steps_allocate_nothing_and_read_nothing_back() {
     // linear_step_rows takes one output (where the adapter has fixed-size subgroups).
     let (one_output, one_init) = problem(500, 40, 1, 92, 1.0);
     let one_mask = ParamSubset::All.mask(40, 1).unwrap();
-    let mut paths = vec![StepKernels::Fused, StepKernels::Separate];
-    if gpu().has_tiled_kernels() {
-        paths.push(StepKernels::Tiled);
-    }
+    let mut paths = step_paths();
     if gpu().has_train_steps() {
         paths.push(StepKernels::Persistent);
     }
@@ -619,27 +617,33 @@ fn every_step_kernel_matches_the_reference() {
             };
             let (cpu_params, _) = run(&mut CpuBackend::new());
             let mut results = Vec::new();
-            for kernels in [
-                StepKernels::Separate,
-                StepKernels::Fused,
-                StepKernels::Persistent,
-                StepKernels::Tiled,
-            ] {
-                // Last, so that `results` keeps its indices without it.
-                if kernels == StepKernels::Tiled && !gpu().has_tiled_kernels() {
-                    continue;
-                }
+            let mut paths = step_paths();
+            if gpu().has_train_steps() {
+                paths.push(StepKernels::Persistent);
+            }
+            for kernels in paths {
                 let (params, state) = run(&mut gpu_backend(kernels));
                 let what = format!("{kernels:?} {} on {n}×{d}→{o}", optimizer.name());
                 assert_close(&what, &params, &cpu_params, 1e-5, 1e-4);
-                results.push((params, state));
+                results.push((kernels, params, state));
             }
             let what = format!(
                 "train_steps vs separate kernels, {} on {n}×{d}→{o}",
                 optimizer.name()
             );
-            let (separate, persistent) = (&results[0], &results[2]);
-            assert_close(&what, &persistent.0, &separate.0, 0.0, 1e-6);
+            let result = |kernels| {
+                results
+                    .iter()
+                    .find(|r| r.0 == kernels)
+                    .map(|(_, params, state)| (params, state))
+            };
+            let (Some(separate), Some(persistent)) = (
+                result(StepKernels::Separate),
+                result(StepKernels::Persistent),
+            ) else {
+                continue;
+            };
+            assert_close(&what, persistent.0, separate.0, 0.0, 1e-6);
             assert_close(&what, &persistent.1.m, &separate.1.m, 0.0, 1e-6);
             assert_close(&what, &persistent.1.v, &separate.1.v, 0.0, 1e-6);
             assert_close(&what, &persistent.1.v_max, &separate.1.v_max, 0.0, 1e-6);
@@ -748,7 +752,7 @@ fn folded_updates_match_the_unfolded_steps() {
                 (gpu.params().unwrap().values, state, folded)
             };
             if !context.has_rows_step() {
-                assert_eq!(run(StepKernels::RowsFolded).2, [false; 4]);
+                assert_refused(StepKernels::RowsFolded, (n, d, 1), "linear_step_rows");
                 continue;
             }
             let what = format!("{} on {n}×{d}", optimizer.name());

@@ -89,6 +89,7 @@ pub fn run(args: &ShadersArgs) -> anyhow::Result<()> {
             "layout": p.layout,
             "storage_buffers": shaders::storage_buffers(shaders::layout(p.layout)),
             "subgroup_size": p.subgroup_size,
+            "portable": shaders::PORTABLE_KERNELS.contains(&p.layout),
         })).collect::<Vec<_>>(),
     });
     std::fs::write(

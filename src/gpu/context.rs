@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::StepKernels;
 use super::kernels::{Kernels, X_TEXTURE_FORMAT};
 use super::plan::{Profile, Request, Route, StepPath, explain, plan_load};
-use super::shaders::STORAGE_BINDINGS;
+use super::shaders::PORTABLE_STORAGE_BINDINGS;
 use super::verify::{Verdict, Verifier};
 use crate::{Error, Result};
 
@@ -60,14 +60,22 @@ impl GpuContext {
     async fn on_adapter(adapter: wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         // The adapter's real limits: wgpu's defaults would cap a storage binding at 128 MiB
-        // and the workgroup grid below what the hardware offers.
-        let limits = adapter.limits();
-        if limits.max_storage_buffers_per_shader_stage < STORAGE_BINDINGS {
+        // and the workgroup grid below what the hardware offers. As a browser, WebGPU's.
+        let as_browser = as_browser();
+        let limits = if as_browser {
+            log::warn!(
+                "{AS_BROWSER_VAR}: WebGPU's default limits and no subgroups, as a browser gives them"
+            );
+            wgpu::Limits::default()
+        } else {
+            adapter.limits()
+        };
+        if limits.max_storage_buffers_per_shader_stage < PORTABLE_STORAGE_BINDINGS {
             return Err(Error::RequestDevice {
                 adapter: info.name.clone(),
                 message: format!(
                     "the adapter binds {} storage buffers per shader stage; bilevel's kernels need {}",
-                    limits.max_storage_buffers_per_shader_stage, STORAGE_BINDINGS
+                    limits.max_storage_buffers_per_shader_stage, PORTABLE_STORAGE_BINDINGS
                 ),
             });
         }
@@ -80,11 +88,11 @@ impl GpuContext {
             info.driver_info,
             limits.max_storage_buffer_binding_size >> 20
         );
-        let profile = profile(&adapter);
+        let profile = profile(&adapter, &limits, as_browser);
         let subgroup_size = profile.rows_subgroup_size();
-        let tiled_subgroups = profile.tiled_subgroups();
+        let tiled_kernels = profile.tiled_kernels();
         let mut required_features = wgpu::Features::empty();
-        if subgroup_size.is_some() || tiled_subgroups {
+        if subgroup_size.is_some() || tiled_kernels {
             required_features |= wgpu::Features::SUBGROUP;
         }
         // `bilevel bench` times GPUs by their own clocks where they have them.
@@ -118,7 +126,7 @@ impl GpuContext {
                 Some(format!("{reason:?}: {message}"));
         });
 
-        let kernels = Kernels::new(&device, &limits, subgroup_size, tiled_subgroups);
+        let kernels = Kernels::new(&device, &limits, subgroup_size, tiled_kernels);
         let stand_in = |label: &str| {
             device
                 .create_texture(&wgpu::TextureDescriptor {
@@ -227,6 +235,12 @@ impl GpuContext {
         self.kernels.steps.is_some()
     }
 
+    /// Whether the fused step (`linear_step`) was built: the adapter binds its storage
+    /// buffers.
+    pub fn has_fused_step(&self) -> bool {
+        self.kernels.step.is_some()
+    }
+
     /// Whether `linear_step_rows` takes `d` features and `o` outputs here: one output, and
     /// rows that fit its column groups at this adapter's subgroup size.
     pub fn rows_step_takes(&self, d: usize, o: usize) -> bool {
@@ -242,7 +256,7 @@ impl GpuContext {
     /// Whether the tiled kernels (`StepKernels::Tiled`, the register-tile GEMM probe) can run
     /// here: subgroups of at least 8 invocations (likewise).
     pub fn has_tiled_kernels(&self) -> bool {
-        self.usable_profile().tiled_subgroups()
+        self.usable_profile().tiled_kernels()
     }
 
     /// The adapter's name.
@@ -436,13 +450,25 @@ fn subgroup_sizes(info: &wgpu::AdapterInfo) -> (u32, u32) {
     }
 }
 
-/// What the plan needs to know of `adapter`.
-fn profile(adapter: &wgpu::Adapter) -> Profile {
-    let (info, limits) = (adapter.get_info(), adapter.limits());
+/// Opens the device as a browser's WebGPU gives one to a page that asks for no limits and no
+/// subgroups: WebGPU's default limits (8 storage buffers per shader stage, 128 MiB bindings,
+/// 16 KiB of workgroup memory), only timestamps (which browsers offer) among the optional
+/// features. For testing the portable path on any adapter.
+pub const AS_BROWSER_VAR: &str = "BILEVEL_AS_BROWSER";
+
+/// Whether [`AS_BROWSER_VAR`] is set (to anything but `0` or nothing).
+fn as_browser() -> bool {
+    std::env::var(AS_BROWSER_VAR).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// What the plan needs to know of `adapter` opened with `limits` (`as_browser`: without
+/// optional features).
+fn profile(adapter: &wgpu::Adapter, limits: &wgpu::Limits, as_browser: bool) -> Profile {
+    let info = adapter.get_info();
     Profile {
         driver: format!("{} | {} {}", info.name, info.driver, info.driver_info),
         cpu: info.device_type == wgpu::DeviceType::Cpu,
-        subgroups: adapter.features().contains(wgpu::Features::SUBGROUP),
+        subgroups: !as_browser && adapter.features().contains(wgpu::Features::SUBGROUP),
         subgroup_sizes: subgroup_sizes(&info),
         max_binding: limits
             .max_storage_buffer_binding_size
@@ -530,8 +556,14 @@ pub fn adapters() -> Vec<AdapterReport> {
             .await;
         all.into_iter()
             .map(|a| {
-                let (info, limits, features) = (a.get_info(), a.limits(), a.features());
-                let profile = profile(&a);
+                let as_browser = as_browser();
+                let (info, features) = (a.get_info(), a.features());
+                let limits = if as_browser {
+                    wgpu::Limits::default()
+                } else {
+                    a.limits()
+                };
+                let profile = profile(&a, &limits, as_browser);
                 let plans = TYPICAL_SHAPES
                     .iter()
                     .map(|&(shape, (n, d, o))| {
@@ -578,7 +610,7 @@ pub fn adapters() -> Vec<AdapterReport> {
                     max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
                     timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
                     shader_f16: features.contains(wgpu::Features::SHADER_F16),
-                    subgroups: features.contains(wgpu::Features::SUBGROUP),
+                    subgroups: profile.subgroups,
                     subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
                     rows_workgroup: profile.rows_subgroup_size(),
                 }

@@ -6,9 +6,10 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use super::shaders::{
-    FOLDED_STORAGE_BINDINGS, OPTIMIZER, STEPS_STORAGE_BINDINGS, Slot, TILE_OUTPUT_COUNTS,
-    TILED_COLUMN_GROUPS, TILED_FORWARD_ROWS, WG, WORKGROUP_SIZE, layout, pack_constants,
-    partial_tile, rows_constants, rows_step_source, shader_source, tile_outputs,
+    FOLDED_STORAGE_BINDINGS, OPTIMIZER, PORTABLE_OUT_LANES, STEP_STORAGE_BINDINGS,
+    STEPS_STORAGE_BINDINGS, Slot, TILE_OUTPUT_COUNTS, TILED_COLUMN_GROUPS, TILED_FORWARD_ROWS, WG,
+    WORKGROUP_SIZE, layout, pack_constants, partial_tile, portable_constants, portable_label,
+    portable_tile, rows_constants, rows_step_source, shader_source, tile_outputs,
     tiled_forward_constants, tiled_forward_label, tiled_partial_constants, tiled_partial_label,
     tiled_source, x_from,
 };
@@ -29,14 +30,18 @@ pub(crate) struct Kernels {
     pub(crate) bce: Kernel,
     pub(crate) backward_partial: Kernel,
     pub(crate) backward_total: Kernel,
+    /// `linear_forward.tile` and `linear_backward.partial_tile` at each of
+    /// [`PORTABLE_OUT_LANES`]: the portable path for many outputs.
+    forward_tiles: [LazyPipeline; 2],
+    partial_tiles: [LazyPipeline; 2],
     /// Whether the adapter's subgroups have at least 8 invocations, as the tiled kernels need.
-    pub(crate) tiled_subgroups: bool,
+    pub(crate) tiled_kernels: bool,
     /// `linear_forward` and `linear_backward.partial` as register tiles, built at their first
     /// use (see [`Kernels::tiled`]).
     tiled: OnceLock<TiledKernels>,
-    pub(crate) step: Kernel,
-    /// `step` for a batch segment of consecutive rows: no row index reads.
-    pub(crate) step_contiguous: LazyPipeline,
+    /// `linear_step`, and it for a batch segment of consecutive rows (no row index reads),
+    /// where the adapter allows their bindings.
+    pub(crate) step: Option<(Kernel, LazyPipeline)>,
     /// The bandwidth probe reading X's buffer.
     pub(crate) probe: Kernel,
     /// `probe` reading X's texture.
@@ -315,7 +320,7 @@ impl Kernels {
     /// The tiled kernels, their module (four column groups unrolled) built at the first call:
     /// most runs never dispatch them. `None` without subgroups of at least 8 invocations.
     pub(crate) fn tiled(&self, device: &wgpu::Device) -> Option<&TiledKernels> {
-        self.tiled_subgroups.then(|| {
+        self.tiled_kernels.then(|| {
             self.tiled
                 .get_or_init(|| TiledKernels::new(device, self.x_texture_shift))
         })
@@ -331,6 +336,7 @@ impl Kernels {
         x_texture: bool,
     ) -> Option<Arc<RowsStep>> {
         let size = self.subgroup_size?;
+        let (step_kernel, _) = self.step.as_ref()?;
         let mut built = self
             .rows_steps
             .lock()
@@ -350,7 +356,7 @@ impl Kernels {
             let pair = |layout: &wgpu::PipelineLayout, label: &str, entry: &str, constants| {
                 rows_pair(device, layout, label, &module, entry, constants)
             };
-            let on_step = &self.step.pipeline_layout;
+            let on_step = &step_kernel.pipeline_layout;
             Arc::new(RowsStep {
                 outputs: pair(on_step, &label, "main", &constants),
                 train: pair(on_step, &label, "main", &training),
@@ -368,13 +374,13 @@ impl Kernels {
     }
 
     /// Every kernel on `device`: `linear_step_rows` where subgroups have the one size
-    /// `subgroup_size`, the tiled kernels where `tiled_subgroups` (subgroups of at least 8
+    /// `subgroup_size`, the tiled kernels where `tiled_kernels` (subgroups of at least 8
     /// invocations).
     pub(crate) fn new(
         device: &wgpu::Device,
         limits: &wgpu::Limits,
         subgroup_size: Option<u32>,
-        tiled_subgroups: bool,
+        tiled_kernels: bool,
     ) -> Self {
         let module = |file: &str| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -391,14 +397,18 @@ impl Kernels {
             |name: &str, module: &wgpu::ShaderModule, entry: &str, constants: &[(&str, f64)]| {
                 Kernel::new(device, name, module, entry, layout(name), constants)
             };
-        let step_kernel = build("linear_step", &step, "main", &WG);
-        let step_contiguous = step_kernel.variant(
-            device,
-            "linear_step (contiguous rows)",
-            &step,
-            "main",
-            &[WG[0], ("CONTIGUOUS", 1.0)],
-        );
+        let step_kernel = (limits.max_storage_buffers_per_shader_stage >= STEP_STORAGE_BINDINGS)
+            .then(|| {
+                let kernel = build("linear_step", &step, "main", &WG);
+                let contiguous = kernel.variant(
+                    device,
+                    "linear_step (contiguous rows)",
+                    &step,
+                    "main",
+                    &[WG[0], ("CONTIGUOUS", 1.0)],
+                );
+                (kernel, contiguous)
+            });
         let steps =
             (limits.max_storage_buffers_per_shader_stage >= STEPS_STORAGE_BINDINGS).then(|| {
                 let adam = build("train_steps", &train_steps, "main", &WG);
@@ -415,25 +425,46 @@ impl Kernels {
         let probe_kernel = build("probe_read", &probe, "main", &WG);
         let rows_folded = (limits.max_storage_buffers_per_shader_stage >= FOLDED_STORAGE_BINDINGS)
             .then(|| Layout::named(device, "linear_step_rows.main_folded"));
+        let forward = build(
+            "linear_forward",
+            &module("linear_forward.wgsl"),
+            "main",
+            &WG,
+        );
+        let backward_partial = build("linear_backward.partial", &backward, "partial", &WG);
+        let forward_tiles = PORTABLE_OUT_LANES.map(|lanes| {
+            forward.variant(
+                device,
+                &portable_label("linear_forward.tile", lanes),
+                &module("linear_forward.wgsl"),
+                "tile",
+                &portable_constants(lanes),
+            )
+        });
+        let partial_tiles = PORTABLE_OUT_LANES.map(|lanes| {
+            backward_partial.variant(
+                device,
+                &portable_label("linear_backward.partial_tile", lanes),
+                &backward,
+                "partial_tile",
+                &portable_constants(lanes),
+            )
+        });
         Self {
             steps,
             rows_steps: Mutex::new(HashMap::new()),
             subgroup_size,
             x_texture_shift,
             rows_folded,
-            forward: build(
-                "linear_forward",
-                &module("linear_forward.wgsl"),
-                "main",
-                &WG,
-            ),
+            forward,
             bce: build("bce", &module("bce.wgsl"), "main", &WG),
-            backward_partial: build("linear_backward.partial", &backward, "partial", &WG),
+            backward_partial,
+            forward_tiles,
+            partial_tiles,
             backward_total: build("linear_backward.total", &backward, "total", &WG),
-            tiled_subgroups,
+            tiled_kernels,
             tiled: OnceLock::new(),
             step: step_kernel,
-            step_contiguous,
             probe_texture: probe_kernel.variant(
                 device,
                 "probe_read (texture)",
@@ -447,6 +478,18 @@ impl Kernels {
             reduce: build("reduce", &module("reduce.wgsl"), "main", &WG),
             sgd: build("sgd", &module("sgd.wgsl"), "main", &OPTIMIZER),
             adam: build("adam", &module("adam.wgsl"), "main", &OPTIMIZER),
+        }
+    }
+}
+
+impl Kernels {
+    /// The portable path's forward pass and gradient partials for `o` outputs (their tile
+    /// by [`portable_tile`]).
+    pub(crate) fn portable(&self, o: u32) -> (&LazyPipeline, &LazyPipeline) {
+        match portable_tile(o).and_then(|lanes| PORTABLE_OUT_LANES.iter().position(|&l| l == lanes))
+        {
+            Some(i) => (&self.forward_tiles[i], &self.partial_tiles[i]),
+            None => (&self.forward.pipeline, &self.backward_partial.pipeline),
         }
     }
 }

@@ -11,6 +11,8 @@ pub mod shaders;
 mod verify;
 
 pub use backend::{Counters, GemmProbe, GpuBackend, StepKernels, XSource};
-pub use context::{AdapterReport, GpuContext, PlanReport, SUBGROUP_SIZES_VAR, adapters};
+pub use context::{
+    AS_BROWSER_VAR, AdapterReport, GpuContext, PlanReport, SUBGROUP_SIZES_VAR, adapters,
+};
 pub use shaders::{LOADS, PRELUDE, SHADERS, WORKGROUP_SIZE, rows_step_source, tiled_source};
 pub use verify::{CACHE_DIR_VAR, Verdict};

@@ -5,7 +5,8 @@
 use crate::{Error, Result};
 
 use super::shaders::{
-    MAX_COLUMN_GROUPS, OPTIMIZER_PARAMS_PER_INVOCATION, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE,
+    MAX_COLUMN_GROUPS, OPTIMIZER_PARAMS_PER_INVOCATION, STEP_STORAGE_BINDINGS,
+    STEPS_STORAGE_BINDINGS, TILED_STORAGE_BINDINGS, WORKGROUP_SIZE,
 };
 use super::{StepKernels, XSource};
 
@@ -161,12 +162,22 @@ impl Profile {
     pub fn rows_subgroup_size(&self) -> Option<u32> {
         let (min, max) = self.subgroup_sizes;
         let ratio = self.tuning().rows_max_size_ratio;
-        (self.subgroups && min >= 2 && max <= min.saturating_mul(ratio)).then_some(min)
+        (self.subgroups
+            && min >= 2
+            && max <= min.saturating_mul(ratio)
+            && self.binds(STEP_STORAGE_BINDINGS))
+        .then_some(min)
     }
 
-    /// `linear_tiled` hands its shared weights and δ out from 8 lanes of every subgroup.
-    pub fn tiled_subgroups(&self) -> bool {
-        self.subgroups && self.subgroup_sizes.0 >= 8
+    /// Whether the tiled kernels run here: `linear_tiled` hands its shared weights and δ out
+    /// from 8 lanes of every subgroup, and binds [`TILED_STORAGE_BINDINGS`] storage buffers.
+    pub fn tiled_kernels(&self) -> bool {
+        self.subgroups && self.subgroup_sizes.0 >= 8 && self.binds(TILED_STORAGE_BINDINGS)
+    }
+
+    /// Whether a kernel binding `storage_buffers` storage buffers runs here.
+    pub fn binds(&self, storage_buffers: u32) -> bool {
+        self.storage_buffers_per_stage >= storage_buffers
     }
 
     /// log2 of the width in texels of X's textures.
@@ -299,7 +310,7 @@ pub fn plan_load(
     let rows_wanted = match (request.kernels, rows_groups) {
         (StepKernels::Rows | StepKernels::RowsFolded, None) => {
             return Err(Error::Config(format!(
-                "linear_step_rows needs one output, subgroups of one fixed size and rows of at most {} vec4 per invocation; this adapter with {d} features and {o} outputs has not",
+                "linear_step_rows needs one output, subgroups of one fixed size, {STEP_STORAGE_BINDINGS} storage buffers per shader stage and rows of at most {} vec4 per invocation; this adapter with {d} features and {o} outputs has not",
                 profile.max_column_groups(),
             )));
         }
@@ -329,18 +340,6 @@ pub fn plan_load(
         .min(n)
         .max(1);
     let chunk_count = n.div_ceil(rows_per_chunk);
-    if let Some(budget) = budget
-        && linear_forward_loop_iterations(d) > budget
-    {
-        return Err(Error::TooLarge {
-            what: format!(
-                "a row of {d} features on this adapter (its loops stop after 65,535 iterations)"
-            ),
-            size: linear_forward_loop_iterations(d),
-            limit_name: "loop iterations per invocation",
-            limit: budget,
-        });
-    }
     // The fused step sums blocks that stay in cache between its two passes and fit its lane
     // sums and the loop budget; the other kernels sum longer blocks, which leaves fewer
     // partials to write and to add up.
@@ -364,11 +363,19 @@ pub fn plan_load(
         (StepKernels::Auto, Some(groups)) => rows_wanted && rows_fits(groups, rows_block),
         _ => rows_wanted,
     };
+    let step_binds = profile.binds(STEP_STORAGE_BINDINGS);
+    if request.kernels == StepKernels::Fused && !step_binds {
+        return Err(Error::Config(format!(
+            "the fused step binds {STEP_STORAGE_BINDINGS} storage buffers; this adapter binds {} per shader stage",
+            profile.storage_buffers_per_stage
+        )));
+    }
     let mut fused = !rows
         && match request.kernels {
             StepKernels::Fused => true,
             StepKernels::Auto => {
                 o == 1
+                    && step_binds
                     && x_stride >= FUSED_MIN_WIDTH
                     && fused_fits(fused_rows)
                     && !path_dropped(StepPath::Fused)
@@ -427,11 +434,10 @@ pub fn plan_load(
     }
     let tiled_fits = budget.is_none_or(|b| tiled_loop_iterations(d, rows_per_block) <= b);
     if request.kernels == StepKernels::Tiled {
-        if !profile.tiled_subgroups() {
-            return Err(Error::Config(
-                "the tiled kernels need subgroups of at least 8 invocations; this adapter has not"
-                    .into(),
-            ));
+        if !profile.tiled_kernels() {
+            return Err(Error::Config(format!(
+                "the tiled kernels need subgroups of at least 8 invocations and {TILED_STORAGE_BINDINGS} storage buffers per shader stage; this adapter has not"
+            )));
         }
         if !tiled_fits {
             return Err(Error::Config(format!(
@@ -441,7 +447,7 @@ pub fn plan_load(
     }
     let tiled = !rows
         && !fused
-        && profile.tiled_subgroups()
+        && profile.tiled_kernels()
         && match request.kernels {
             StepKernels::Tiled => true,
             StepKernels::Auto => tiled_fits && !path_dropped(StepPath::Tiled),
@@ -462,6 +468,22 @@ pub fn plan_load(
     } else {
         StepPath::Separate
     };
+    // The portable kernels are the last resort: where their loops do not fit, nothing does.
+    let portable_loops =
+        portable_forward_loop_iterations(d).max(portable_partial_loop_iterations(rows_per_block));
+    if let Some(budget) = budget
+        && path == StepPath::Separate
+        && portable_loops > budget
+    {
+        return Err(Error::TooLarge {
+            what: format!(
+                "a block of {rows_per_block} rows of {d} features on this adapter (its loops stop after 65,535 iterations)"
+            ),
+            size: portable_loops,
+            limit_name: "loop iterations per invocation",
+            limit: budget,
+        });
+    }
     if path_dropped(path) {
         return Err(Error::Config(format!(
             "no step path computes {n}×{d}→{o} correctly on this adapter: verification dropped {}",
@@ -561,9 +583,17 @@ fn rows_per_block(d: usize, o: usize) -> u32 {
 // the shader's loops counted for its busiest invocation, then doubled, because llvmpipe's own
 // count runs above the structural count (docs/kernel-notes.md).
 
-/// `linear_forward`: one dot product of d terms.
-fn linear_forward_loop_iterations(d: usize) -> u64 {
-    32 + 2 * d as u64
+/// `linear_forward`: per pass of 16 features, its loop, the stages of X and W (at most 8
+/// iterations each) and the 4 vec4 of products; then the row bases (2) and stores (4).
+fn portable_forward_loop_iterations(d: usize) -> u64 {
+    32 + 2 * (16 * d.div_ceil(16) as u64 + 6)
+}
+
+/// `linear_backward`'s partials over a block of `r` rows: `partial_tile`'s, the busier, per
+/// pass of 16 rows its loop, the stages of δ and X (at most 8 each) and the 16 rows; then
+/// the stores (4 outputs × 4 columns).
+fn portable_partial_loop_iterations(r: u32) -> u64 {
+    32 + 2 * (33 * u64::from(r).div_ceil(16) + 16)
 }
 
 /// `linear_tiled`: `forward` takes four weight rows and four rows of X per column group;
@@ -655,12 +685,24 @@ pub fn explain(profile: &Profile, plan: &LoadPlan, (n, d, o): (usize, usize, usi
             "{o} output(s): register tiles, shared values handed out by {}-lane subgroups",
             lanes(profile.subgroup_sizes)
         ),
-        StepPath::Separate if !profile.subgroups => "no subgroups".into(),
-        StepPath::Separate if !profile.tiled_subgroups() => format!(
-            "subgroups of {} lanes, fewer than the tiled kernels' 8",
-            lanes(profile.subgroup_sizes)
-        ),
-        StepPath::Separate => "the other paths do not take this shape here".into(),
+        StepPath::Separate => {
+            let why = if !profile.binds(STEP_STORAGE_BINDINGS) {
+                format!(
+                    "{} storage buffers per shader stage, fewer than the other paths' {STEP_STORAGE_BINDINGS}",
+                    profile.storage_buffers_per_stage
+                )
+            } else if !profile.subgroups {
+                "no subgroups".into()
+            } else if !profile.tiled_kernels() {
+                format!(
+                    "subgroups of {} lanes, fewer than the tiled kernels' 8",
+                    lanes(profile.subgroup_sizes)
+                )
+            } else {
+                "the other paths do not take this shape here".into()
+            };
+            format!("{why}: the portable kernels, workgroup-memory tiles")
+        }
     };
     let from = if plan.route.x_texture {
         "X from textures (CPU adapter)"

@@ -66,7 +66,13 @@ fn profiles() -> Vec<(&'static str, Profile)> {
             gpu(true, Some((16, 16)), 128 << 20, 1_000_000),
         ),
         ("no subgroups (GL)", gpu(false, None, 128 << 20, 12)),
-        ("browser WebGPU", gpu(false, None, 128 << 20, 10)),
+        // A page asking for nothing gets WebGPU's defaults: 8 storage buffers, no subgroups
+        // (bilevel asks for the adapter's limits, which browsers may raise).
+        ("browser WebGPU", gpu(false, None, 128 << 20, 8)),
+        (
+            "browser WebGPU, subgroups",
+            gpu(false, Some((4, 128)), 128 << 20, 10),
+        ),
     ]
 }
 
@@ -109,10 +115,16 @@ fn every_profile_gets_a_valid_plan_for_every_shape() {
                     assert!(o == 1 && groups <= p.max_column_groups(), "{what}");
                     assert_eq!(plan.x_stride, (groups * size * 4) as usize, "{what}");
                 }
-                StepPath::Tiled => assert!(p.tiled_subgroups(), "{what}"),
+                StepPath::Tiled => assert!(p.tiled_kernels(), "{what}"),
                 StepPath::Fused => assert_eq!(o, 1, "{what}"),
                 StepPath::Separate => {}
             }
+            let binds = match plan.route.path {
+                StepPath::Rows | StepPath::Fused => STEP_STORAGE_BINDINGS,
+                StepPath::Tiled => TILED_STORAGE_BINDINGS,
+                StepPath::Separate => crate::gpu::shaders::PORTABLE_STORAGE_BINDINGS,
+            };
+            assert!(p.binds(binds), "{what}");
             assert!(!plan.route.x_texture || p.cpu, "{what}");
             assert!(
                 plan.x_stride >= d && plan.x_stride.is_multiple_of(4),
@@ -162,6 +174,8 @@ fn each_class_of_adapter_takes_its_path() {
         ("lavapipe, 8 lanes", rows, tiled),
         ("lavapipe, 4 lanes", fused, separate),
         ("no subgroups (GL)", fused, separate),
+        ("browser WebGPU", separate, separate),
+        ("browser WebGPU, subgroups", fused, separate),
     ] {
         assert_eq!(path(name, s2).path, one_output, "{name}, S2");
         assert_eq!(path(name, s3).path, many, "{name}, S3");
@@ -272,6 +286,24 @@ fn requests_an_adapter_cannot_serve_are_refused_by_name() {
             (10, 8, 2),
             "subgroups",
         ),
+        (
+            "browser WebGPU",
+            StepKernels::Fused,
+            (10, 8, 1),
+            "storage buffers",
+        ),
+        (
+            "browser WebGPU",
+            StepKernels::Rows,
+            (10, 8, 1),
+            "storage buffers",
+        ),
+        (
+            "browser WebGPU",
+            StepKernels::Tiled,
+            (10, 8, 2),
+            "storage buffers",
+        ),
     ] {
         let request = Request { kernels, ..auto() };
         let err = plan_load(&profile(name), shape, request, &[]).unwrap_err();
@@ -280,7 +312,7 @@ fn requests_an_adapter_cannot_serve_are_refused_by_name() {
 }
 
 /// `devices` says where full-batch steps run as `train_steps`: small batches on CPU adapters
-/// whose stages bind its 17 storage buffers, never on GPUs.
+/// whose stages bind its 16 storage buffers, never on GPUs.
 #[test]
 fn the_explanation_names_train_steps_where_auto_takes_them() {
     let shape = (569, 30, 1);

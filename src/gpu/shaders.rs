@@ -316,8 +316,7 @@ pub const LAYOUTS: &[(&str, &[Slot])] = &[
             Write(4),
             Write(5),
             Write(6),
-            Write(7),
-            Read(8),
+            Read(7),
         ],
     ),
     ("probe_read", &[Uniform(0), Read(1), Write(2), Texture(3)]),
@@ -385,7 +384,6 @@ const STEPS: &[Slot] = &[
     Args(13),
     Write(14),
     Write(15),
-    Write(16),
 ];
 
 /// `linear_tiled.forward`'s.
@@ -418,8 +416,24 @@ pub fn layout(name: &str) -> &'static [Slot] {
 pub(crate) const STEPS_STORAGE_BINDINGS: u32 = storage_buffers(STEPS);
 /// Storage buffers `linear_step_rows.wgsl`'s `main_folded` binds.
 pub(crate) const FOLDED_STORAGE_BINDINGS: u32 = storage_buffers(FOLDED);
-/// Storage buffers the other training kernels bind at most (`linear_step`).
-pub(crate) const STORAGE_BINDINGS: u32 = storage_buffers(STEP);
+/// Storage buffers `linear_step` and `linear_step_rows` bind.
+pub(crate) const STEP_STORAGE_BINDINGS: u32 = storage_buffers(STEP);
+/// Storage buffers `linear_tiled.forward` binds (the most of the tiled kernels).
+pub(crate) const TILED_STORAGE_BINDINGS: u32 = storage_buffers(TILED_FORWARD);
+/// The kernels every run needs: the portable path's and the optimizers' (see
+/// [`PORTABLE_STORAGE_BINDINGS`]).
+pub const PORTABLE_KERNELS: [&str; 7] = [
+    "linear_forward",
+    "bce",
+    "linear_backward.partial",
+    "linear_backward.total",
+    "reduce",
+    "sgd",
+    "adam",
+];
+/// Storage buffers the kernels every run needs bind at most: WebGPU's default
+/// `maxStorageBuffersPerShaderStage`, so that every WebGPU implementation runs them.
+pub const PORTABLE_STORAGE_BINDINGS: u32 = 8;
 
 /// One override constant: its name and value.
 pub type Constant = (&'static str, f64);
@@ -511,6 +525,56 @@ pub(crate) fn tiled_partial_label(outputs: u32, groups: u32, x_texture: bool) ->
 /// `linear_tiled.pack_weights`' overrides.
 pub(crate) fn pack_constants(shift: u32) -> Vec<Constant> {
     tiled_common(shift)
+}
+
+/// Output lanes of the portable path's `tile` entry points (`linear_forward.tile`,
+/// `linear_backward.partial_tile`): 8 or 32 outputs per workgroup (see [`portable_tile`]).
+pub(crate) const PORTABLE_OUT_LANES: [u32; 2] = [2, 8];
+
+/// The portable path's tile for `o` outputs: `None` for one output per invocation (`main`,
+/// `partial`: few outputs, X read once per output), else the `tile` entry points' output
+/// lanes, the fewest of [`PORTABLE_OUT_LANES`] whose four outputs per lane cover `o`.
+pub fn portable_tile(o: u32) -> Option<u32> {
+    match o {
+        0..=3 => None,
+        4..=8 => Some(PORTABLE_OUT_LANES[0]),
+        _ => Some(PORTABLE_OUT_LANES[1]),
+    }
+}
+
+/// Workgroups of `linear_forward` for a batch segment of `count` rows and `o` outputs (as
+/// the shader tiles them, see [`portable_tile`]).
+pub fn portable_forward_groups(count: u32, o: u32) -> u32 {
+    match portable_tile(o) {
+        None => count.div_ceil(WORKGROUP_SIZE) * o,
+        Some(lanes) => {
+            let rows = 4 * (WORKGROUP_SIZE / lanes);
+            count.div_ceil(rows) * o.div_ceil(4 * lanes)
+        }
+    }
+}
+
+/// Workgroups of `linear_backward`'s partials per row block for `d` features and `o`
+/// outputs: columns 0 ..= d (the last is the bias') in vec4 groups, tiled as the shader does.
+pub fn portable_partial_tiles(d: u32, o: u32) -> u32 {
+    let column_groups = d / 4 + 1;
+    match portable_tile(o) {
+        None => column_groups.div_ceil(WORKGROUP_SIZE) * o,
+        Some(lanes) => column_groups.div_ceil(WORKGROUP_SIZE / lanes) * o.div_ceil(4 * lanes),
+    }
+}
+
+/// The overrides of the portable path's `tile` entry points at `out_lanes`.
+pub(crate) fn portable_constants(out_lanes: u32) -> Vec<Constant> {
+    vec![
+        ("WG", f64::from(WORKGROUP_SIZE)),
+        ("OUT_LANES", f64::from(out_lanes)),
+    ]
+}
+
+/// The label of the portable path's `tile` entry point of `kernel` at `out_lanes`.
+pub(crate) fn portable_label(kernel: &str, out_lanes: u32) -> String {
+    format!("{kernel} ({out_lanes} output lanes)")
 }
 
 /// The one override of most kernels.
@@ -628,6 +692,24 @@ pub fn pipelines(sizes: &[u32], rows_groups: &[u32], shift: u32) -> Vec<Pipeline
     ];
     for (name, module, entry, constants) in simple {
         push(name.into(), module, entry, constants.to_vec(), name, None);
+    }
+    for lanes in PORTABLE_OUT_LANES {
+        push(
+            portable_label("linear_forward.tile", lanes),
+            "linear_forward.wgsl",
+            "tile",
+            portable_constants(lanes),
+            "linear_forward",
+            None,
+        );
+        push(
+            portable_label("linear_backward.partial_tile", lanes),
+            "linear_backward.wgsl",
+            "partial_tile",
+            portable_constants(lanes),
+            "linear_backward.partial",
+            None,
+        );
     }
     let with = |base: &[Constant], extra: Constant| [base, &[extra]].concat();
     push(
@@ -767,8 +849,15 @@ mod tests {
 
     #[test]
     fn storage_buffer_counts_follow_the_layouts() {
-        assert_eq!(STORAGE_BINDINGS, 10);
-        assert_eq!(STEPS_STORAGE_BINDINGS, 17);
+        assert_eq!(STEP_STORAGE_BINDINGS, 10);
+        assert_eq!(TILED_STORAGE_BINDINGS, 10);
+        for name in PORTABLE_KERNELS {
+            assert!(
+                storage_buffers(layout(name)) <= PORTABLE_STORAGE_BINDINGS,
+                "{name}"
+            );
+        }
+        assert_eq!(STEPS_STORAGE_BINDINGS, 16);
         assert_eq!(FOLDED_STORAGE_BINDINGS, 18);
         // The folded layout is linear_step's, then the previous update's bindings.
         assert_eq!(&FOLDED[..STEP.len()], STEP);

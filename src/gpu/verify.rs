@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::context::GpuContext;
 use super::plan::{Route, StepPath};
-use super::shaders::{SHADERS, WORKGROUP_SIZE, partial_tile};
+use super::shaders::{SHADERS, WORKGROUP_SIZE, partial_tile, portable_tile};
 use super::{GpuBackend, StepKernels, XSource, probe};
 use crate::selfcheck::{Comparison, compare_kernels, compare_runs, random_problem};
 use crate::{
@@ -170,7 +170,7 @@ fn build_id() -> String {
 pub(crate) fn subgroups_work(ctx: &GpuContext) -> Result<bool> {
     let profile = ctx.profile();
     let mut sizes = Vec::new();
-    if profile.tiled_subgroups() {
+    if profile.tiled_kernels() {
         sizes.push(WORKGROUP_SIZE);
     }
     sizes.extend(profile.rows_subgroup_size());
@@ -217,8 +217,8 @@ pub(crate) fn route_works(ctx: &Arc<GpuContext>, route: Route, d: usize, o: usiz
 }
 
 /// What of the shape selects `route`'s pipelines: `linear_step_rows`' column groups, the
-/// tiled kernels' output tile and column groups; nothing for the fused and separate kernels,
-/// whose pipelines serve every shape.
+/// tiled kernels' output tile and column groups; the portable kernels' tile; nothing for the
+/// fused step, whose pipeline serves every shape.
 fn configuration(ctx: &GpuContext, route: Route, d: usize, o: usize) -> Option<String> {
     match route.path {
         StepPath::Rows => {
@@ -231,7 +231,11 @@ fn configuration(ctx: &GpuContext, route: Route, d: usize, o: usize) -> Option<S
             let (outputs, groups) = partial_tile(o as u32, d.div_ceil(4) as u32);
             Some(format!("{outputs}-output tiles, {groups} column groups"))
         }
-        StepPath::Fused | StepPath::Separate => None,
+        StepPath::Separate => Some(match portable_tile(o as u32) {
+            None => "one output per invocation".into(),
+            Some(lanes) => format!("tiles of {lanes} output lanes"),
+        }),
+        StepPath::Fused => None,
     }
 }
 
@@ -261,7 +265,13 @@ fn check_shape(ctx: &GpuContext, route: Route, d: usize, o: usize) -> (usize, us
             (features as usize, outputs as usize)
         }
         StepPath::Fused => (515, 1),
-        StepPath::Separate => (130, 3),
+        // Features over several passes and vec4 groups; the tile's outputs full (and one
+        // more past 8 output lanes' 32).
+        StepPath::Separate => match portable_tile(o as u32) {
+            None => (130, 3),
+            Some(lanes) if 4 * lanes >= 32 => (130, 33),
+            Some(lanes) => (130, 4 * lanes as usize),
+        },
     }
 }
 

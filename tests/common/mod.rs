@@ -24,11 +24,15 @@ pub fn gpu() -> Arc<GpuContext> {
         .clone()
 }
 
-/// The multi-dispatch step paths this adapter takes: the fused step, the separate kernels
-/// and the tiled kernels where its subgroups have at least 8 invocations (elsewhere
-/// `tiled_kernels_match_reference_at_every_tile` proves asking for them is a clear error).
+/// The multi-dispatch step paths this adapter takes: the separate (portable) kernels, the
+/// fused step where the adapter binds its storage buffers, and the tiled kernels where its
+/// subgroups have at least 8 invocations (elsewhere `tiled_kernels_match_reference_at_every_tile`
+/// proves asking for them is a clear error).
 pub fn step_paths() -> Vec<StepKernels> {
-    let mut paths = vec![StepKernels::Fused, StepKernels::Separate];
+    let mut paths = vec![StepKernels::Separate];
+    if gpu().has_fused_step() {
+        paths.insert(0, StepKernels::Fused);
+    }
     if gpu().has_tiled_kernels() {
         paths.push(StepKernels::Tiled);
     }
@@ -36,16 +40,23 @@ pub fn step_paths() -> Vec<StepKernels> {
 }
 
 /// Runs this test binary's other tests again at lavapipe's 4- and 16-lane subgroups
-/// (`LP_NATIVE_VECTOR_WIDTH` 128 and 512 bits; 8 lanes at its default 256 here), and at 8
+/// (`LP_NATIVE_VECTOR_WIDTH` 128 and 512 bits; 8 lanes at its default 256 here), at 8
 /// lanes planned as an adapter of varying sizes (`BILEVEL_SUBGROUP_SIZES=4,8`: the rows
-/// step's workgroups of 4 inside 8-lane subgroups, as on AMD RDNA or Intel), and asserts they
-/// pass: GPUs have other subgroup sizes than 8 (32 on NVIDIA, 64 on AMD). lavapipe reads the
-/// variable when it loads, hence a process each. `this` is the calling test's name, which the
-/// reruns skip. On other adapters the variables change nothing and the reruns repeat the
-/// adapter's own tests.
+/// step's workgroups of 4 inside 8-lane subgroups, as on AMD RDNA or Intel), and as a browser
+/// gives the adapter (`BILEVEL_AS_BROWSER`: WebGPU's default limits, no subgroups, so the
+/// portable kernels only), and asserts they pass: GPUs have other subgroup sizes than 8 (32
+/// on NVIDIA, 64 on AMD). lavapipe reads the variable when it loads, hence a process each.
+/// `this` is the calling test's name, which the reruns skip. On other adapters the width
+/// changes nothing and those reruns repeat the adapter's own tests.
 pub fn rerun_at_lavapipes_other_subgroup_sizes(this: &str) {
     let exe = std::env::current_exe().expect("the test binary's path");
-    for (bits, sizes) in [("128", None), ("512", None), ("256", Some("4,8"))] {
+    let configurations = [
+        ("128", None, false),
+        ("512", None, false),
+        ("256", Some("4,8"), false),
+        ("256", None, true),
+    ];
+    for (bits, sizes, as_browser) in configurations {
         let mut command = std::process::Command::new(&exe);
         command
             .args(["--skip", this])
@@ -53,10 +64,13 @@ pub fn rerun_at_lavapipes_other_subgroup_sizes(this: &str) {
         if let Some(sizes) = sizes {
             command.env(bilevel::gpu::SUBGROUP_SIZES_VAR, sizes);
         }
+        if as_browser {
+            command.env(bilevel::gpu::AS_BROWSER_VAR, "1");
+        }
         let out = command.output().expect("the test binary runs again");
         assert!(
             out.status.success(),
-            "the tests at lavapipe's {bits}-bit vectors (subgroup sizes {sizes:?}) failed:\n{}\n{}",
+            "the tests at lavapipe's {bits}-bit vectors (subgroup sizes {sizes:?}, as a browser: {as_browser}) failed:\n{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );

@@ -92,7 +92,6 @@ impl GpuBackend {
         batch: usize,
         row_outputs: bool,
     ) -> u32 {
-        let param_groups = (run.n_params as u32).div_ceil(WORKGROUP_SIZE);
         run.pack_weights(pass, ctx);
         run.push_segments(batch, |run, work, segment| {
             let SegmentDispatch {
@@ -105,7 +104,9 @@ impl GpuBackend {
             let chunk = &work.chunks[chunk];
             let elements = count * run.o as u32;
             let k = &ctx.kernels;
-            if let (StepPath::Rows, Some(rows_step)) = (run.path, &run.rows_step) {
+            if let (StepPath::Rows, Some(rows_step), Some(group)) =
+                (run.path, &run.rows_step, &chunk.step)
+            {
                 let pair = match (row_outputs, &run.rows_train) {
                     (true, _) => &rows_step.outputs,
                     (false, Some(train)) => train,
@@ -116,18 +117,16 @@ impl GpuBackend {
                 } else {
                     &pair.indexed
                 };
-                dispatch_on(pass, ctx, pipeline, &chunk.step, &[offset], blocks);
-            } else if contiguous {
-                dispatch_on(
-                    pass,
-                    ctx,
-                    &k.step_contiguous,
-                    &chunk.step,
-                    &[offset],
-                    blocks,
-                );
-            } else if run.path == StepPath::Fused {
-                dispatch(pass, ctx, &k.step, &chunk.step, &[offset], blocks);
+                dispatch_on(pass, ctx, pipeline, group, &[offset], blocks);
+            } else if let (StepPath::Fused, Some((step, step_contiguous)), Some(group)) =
+                (run.path, &k.step, &chunk.step)
+            {
+                let pipeline = if contiguous {
+                    step_contiguous
+                } else {
+                    &step.pipeline
+                };
+                dispatch_on(pass, ctx, pipeline, group, &[offset], blocks);
             } else if let (StepPath::Tiled, Some(tiled), Some(tf), Some(tp)) = (
                 run.path,
                 k.tiled(&ctx.device),
@@ -149,18 +148,14 @@ impl GpuBackend {
                 dispatch_on(pass, ctx, forward, tf, &[offset], forward_groups);
                 dispatch_on(pass, ctx, partial, tp, &[offset], blocks * partial_tiles);
             } else {
+                let o = run.o as u32;
+                let (forward, partial) = k.portable(o);
+                let groups = portable_forward_groups(count, o);
+                dispatch_on(pass, ctx, forward, &chunk.forward, &[offset], groups);
                 let groups = elements.div_ceil(WORKGROUP_SIZE);
-                dispatch(pass, ctx, &k.forward, &chunk.forward, &[offset], groups);
                 dispatch(pass, ctx, &k.bce, &chunk.bce, &[offset], groups);
-                let groups = param_groups * blocks;
-                dispatch(
-                    pass,
-                    ctx,
-                    &k.backward_partial,
-                    &chunk.partial,
-                    &[offset],
-                    groups,
-                );
+                let groups = portable_partial_tiles(run.d as u32, o) * blocks;
+                dispatch_on(pass, ctx, partial, &chunk.partial, &[offset], groups);
             }
         })
     }

@@ -87,8 +87,8 @@ impl GpuBackend {
         // The folded step reads the moments as vec4 up to a padded row's width.
         let moment_bytes = p_bytes.max(x_stride as u64 * 4);
         let m = self.storage("adam m", moment_bytes)?;
-        let v = self.storage("adam v", moment_bytes)?;
-        let v_max = self.storage("adam v_max", p_bytes)?;
+        // v, then amsgrad's v_max at P: one binding for both (WebGPU's default limit).
+        let v = self.storage("adam v, v_max", moment_bytes.max(2 * p_bytes))?;
         let pos_weight = self.storage("pos_weight", o as u64 * 4)?;
         let reduce_partials = self.storage(
             "reduce partials",
@@ -254,7 +254,6 @@ impl GpuBackend {
             momentum,
             m,
             v,
-            v_max,
             reduce_partials,
             step_list,
             scalars,

@@ -28,7 +28,10 @@ use super::plan::{
     LoadPlan, Request, STEP_LIST, StepPath, partials_bytes, plan_load, takes_persistent_steps,
     tiled_loop_iterations, train_steps_per_dispatch,
 };
-use super::shaders::{OPTIMIZER_PARAMS_PER_INVOCATION, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE};
+use super::shaders::{
+    OPTIMIZER_PARAMS_PER_INVOCATION, STEPS_STORAGE_BINDINGS, WORKGROUP_SIZE,
+    portable_forward_groups, portable_partial_tiles,
+};
 use super::verify;
 
 mod encode;
@@ -358,7 +361,7 @@ impl Backend for GpuBackend {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("begin phase"),
             });
-        for buffer in [&run.momentum, &run.m, &run.v, &run.v_max] {
+        for buffer in [&run.momentum, &run.m, &run.v] {
             encoder.clear_buffer(buffer, 0, None);
         }
         submit(&ctx, &counters, encoder);
@@ -443,7 +446,8 @@ impl Backend for GpuBackend {
         q.write_buffer(&run.momentum, 0, bytemuck::cast_slice(&state.momentum));
         q.write_buffer(&run.m, 0, bytemuck::cast_slice(&state.m));
         q.write_buffer(&run.v, 0, bytemuck::cast_slice(&state.v));
-        q.write_buffer(&run.v_max, 0, bytemuck::cast_slice(&state.v_max));
+        let v_max_at = run.n_params as u64 * 4;
+        q.write_buffer(&run.v, v_max_at, bytemuck::cast_slice(&state.v_max));
         self.context.wait("writing optimizer state")
     }
 
@@ -453,7 +457,7 @@ impl Backend for GpuBackend {
             momentum: self.read_f32(&run.momentum, run.n_params)?,
             m: self.read_f32(&run.m, run.n_params)?,
             v: self.read_f32(&run.v, run.n_params)?,
-            v_max: self.read_f32(&run.v_max, run.n_params)?,
+            v_max: self.read_f32_from(&run.v, run.n_params, run.n_params)?,
         })
     }
 

@@ -103,14 +103,17 @@ impl GpuBackend {
                         } else {
                             &probe.indexed
                         };
-                        dispatch_on(
-                            &mut pass,
-                            &ctx,
-                            pipeline,
-                            &work.chunks[segment.chunk].step,
-                            &[segment.offset],
-                            segment.blocks,
-                        );
+                        // The rows step exists only where its bind group does.
+                        if let Some(group) = &work.chunks[segment.chunk].step {
+                            dispatch_on(
+                                &mut pass,
+                                &ctx,
+                                pipeline,
+                                group,
+                                &[segment.offset],
+                                segment.blocks,
+                            );
+                        }
                     });
                     done += 1;
                 }

@@ -147,8 +147,8 @@ pub(super) struct Run {
     pub(super) pos_weight: wgpu::Buffer,
     pub(super) momentum: wgpu::Buffer,
     pub(super) m: wgpu::Buffer,
+    /// Adam's v, then amsgrad's v_max from float `n_params` on.
     pub(super) v: wgpu::Buffer,
-    pub(super) v_max: wgpu::Buffer,
     pub(super) reduce_partials: wgpu::Buffer,
     /// `train_steps`' step list.
     pub(super) step_list: wgpu::Buffer,
@@ -507,6 +507,16 @@ impl GpuBackend {
 
     /// Reads `len` f32 from the start of `src` through the reusable staging buffer.
     pub(super) fn read_f32(&self, src: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        self.read_f32_from(src, 0, len)
+    }
+
+    /// `len` floats of `src` from float `first` on.
+    pub(super) fn read_f32_from(
+        &self,
+        src: &wgpu::Buffer,
+        first: usize,
+        len: usize,
+    ) -> Result<Vec<f32>> {
         let run = self.run()?;
         let ctx = &self.context;
         let piece = run.staging.size() as usize / 4;
@@ -519,7 +529,13 @@ impl GpuBackend {
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                     label: Some("read-back"),
                 });
-            encoder.copy_buffer_to_buffer(src, start as u64 * 4, &run.staging, 0, take as u64 * 4);
+            encoder.copy_buffer_to_buffer(
+                src,
+                (first + start) as u64 * 4,
+                &run.staging,
+                0,
+                take as u64 * 4,
+            );
             submit(&self.context, &self.counters, encoder);
             self.counters.read_backs.fetch_add(1, Ordering::Relaxed);
             let slice = run.staging.slice(..take as u64 * 4);

@@ -17,7 +17,8 @@ pub(super) struct ChunkWork {
     /// Where the steps are the tiled kernels.
     pub(super) tiled_forward: Option<wgpu::BindGroup>,
     pub(super) tiled_partial: Option<wgpu::BindGroup>,
-    pub(super) step: wgpu::BindGroup,
+    /// `linear_step`'s and `linear_step_rows`', where the adapter binds them.
+    pub(super) step: Option<wgpu::BindGroup>,
     pub(super) reduce_loss: wgpu::BindGroup,
 }
 
@@ -226,23 +227,25 @@ impl GpuBackend {
                     ],
                 )
             });
-            let step = self.bind(
-                "linear_step",
-                &k.step,
-                &[
-                    (0, whole(&run.dims)),
-                    (1, run.ring.binding()),
-                    (2, whole(&chunk.x)),
-                    (3, whole(&index)),
-                    (4, whole(&run.params)),
-                    (5, whole(&chunk.y)),
-                    (6, whole(&run.pos_weight)),
-                    (7, whole(&delta)),
-                    (8, whole(&loss)),
-                    (9, whole(&partials)),
-                    (18, chunk.texture(&self.context)),
-                ],
-            );
+            let step = k.step.as_ref().map(|(step, _)| {
+                self.bind(
+                    "linear_step",
+                    step,
+                    &[
+                        (0, whole(&run.dims)),
+                        (1, run.ring.binding()),
+                        (2, whole(&chunk.x)),
+                        (3, whole(&index)),
+                        (4, whole(&run.params)),
+                        (5, whole(&chunk.y)),
+                        (6, whole(&run.pos_weight)),
+                        (7, whole(&delta)),
+                        (8, whole(&loss)),
+                        (9, whole(&partials)),
+                        (18, chunk.texture(&self.context)),
+                    ],
+                )
+            });
             let reduce_loss = self.bind(
                 "reduce loss",
                 &k.reduce,
@@ -305,8 +308,7 @@ impl GpuBackend {
                     (4, whole(params)),
                     (5, whole(m)),
                     (6, whole(v)),
-                    (7, whole(&run.v_max)),
-                    (8, whole(partials)),
+                    (7, whole(partials)),
                 ],
             )
         };
@@ -332,7 +334,6 @@ impl GpuBackend {
                     (13, whole(&run.adam_args)),
                     (14, whole(&run.m)),
                     (15, whole(&run.v)),
-                    (16, whole(&run.v_max)),
                 ],
             )),
             _ => None,
@@ -343,7 +344,8 @@ impl GpuBackend {
                 let moment_bytes = p_bytes.max(run.x_stride as u64 * 4);
                 let params = self.storage("parameters (second set)", p_bytes)?;
                 let m = self.storage("adam m (second set)", moment_bytes)?;
-                let v = self.storage("adam v (second set)", moment_bytes)?;
+                let v =
+                    self.storage("adam v, v_max (second set)", moment_bytes.max(2 * p_bytes))?;
                 let partials_b = self.storage("gradient partials (second set)", partials_bytes)?;
                 let sets = [
                     (&run.params, &run.m, &run.v, &partials),
