@@ -33,13 +33,13 @@
 // host (gpu::SHADERS) puts before this file.
 
 override WG: u32 = 64u;
-// `partial_tile`: lanes along the outputs (a power of two dividing WG).
+// `partial_tile`: lanes along the outputs (4 or 8).
 override OUT_LANES: u32 = 8u;
 
 // Rows `partial_tile` stages per pass.
 const PASS_ROWS: u32 = 16u;
-// The most vec4 columns a `partial_tile` workgroup takes (WG / OUT_LANES at OUT_LANES = 2).
-const MAX_TILE_COLUMNS: u32 = 32u;
+// The most vec4 columns a `partial_tile` workgroup takes (WG / OUT_LANES at OUT_LANES = 4).
+const MAX_TILE_COLUMNS: u32 = 16u;
 // The most outputs a `partial_tile` workgroup takes (4 · OUT_LANES at OUT_LANES = 8).
 const MAX_TILE_OUTPUTS: u32 = 32u;
 

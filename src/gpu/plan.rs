@@ -583,10 +583,10 @@ fn rows_per_block(d: usize, o: usize) -> u32 {
 // the shader's loops counted for its busiest invocation, then doubled, because llvmpipe's own
 // count runs above the structural count (docs/kernel-notes.md).
 
-/// `linear_forward`: per pass of 16 features, its loop, the stages of X and W (at most 8
-/// iterations each) and the 4 vec4 of products; then the row bases (2) and stores (4).
+/// `linear_forward`: per pass of 32 features, its loop, the stages of X (8 iterations) and W
+/// (at most 16) and the 8 vec4 of products; then the row bases (1) and stores (4).
 fn portable_forward_loop_iterations(d: usize) -> u64 {
-    32 + 2 * (16 * d.div_ceil(16) as u64 + 6)
+    32 + 2 * (33 * d.div_ceil(32) as u64 + 5)
 }
 
 /// `linear_backward`'s partials over a block of `r` rows: `partial_tile`'s, the busier, per

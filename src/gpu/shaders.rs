@@ -528,8 +528,8 @@ pub(crate) fn pack_constants(shift: u32) -> Vec<Constant> {
 }
 
 /// Output lanes of the portable path's `tile` entry points (`linear_forward.tile`,
-/// `linear_backward.partial_tile`): 8 or 32 outputs per workgroup (see [`portable_tile`]).
-pub(crate) const PORTABLE_OUT_LANES: [u32; 2] = [2, 8];
+/// `linear_backward.partial_tile`): 16 or 32 outputs per workgroup (see [`portable_tile`]).
+pub(crate) const PORTABLE_OUT_LANES: [u32; 2] = [4, 8];
 
 /// The portable path's tile for `o` outputs: `None` for one output per invocation (`main`,
 /// `partial`: few outputs, X read once per output), else the `tile` entry points' output
@@ -537,7 +537,7 @@ pub(crate) const PORTABLE_OUT_LANES: [u32; 2] = [2, 8];
 pub fn portable_tile(o: u32) -> Option<u32> {
     match o {
         0..=3 => None,
-        4..=8 => Some(PORTABLE_OUT_LANES[0]),
+        4..=16 => Some(PORTABLE_OUT_LANES[0]),
         _ => Some(PORTABLE_OUT_LANES[1]),
     }
 }
