@@ -55,6 +55,10 @@ pub struct Tuning {
     /// whose workgroup has the smallest size: a pipeline given wider subgroups runs that
     /// fraction of their lanes.
     pub rows_max_size_ratio: u32,
+    /// Multiply-adds one submission of training steps may carry (`None`: as many steps as
+    /// the argument ring holds): a GPU that runs one command buffer for about 2 s is reset by
+    /// Windows (TDR) and by some Linux drivers, and a long submission delays the display.
+    pub submission_work: Option<u64>,
 }
 
 /// [`Tuning`] of CPU adapters (lavapipe, SwiftShader, WARP).
@@ -68,6 +72,7 @@ const CPU_TUNING: Tuning = Tuning {
     persistent_steps: true,
     probe_run: 1024,
     rows_max_size_ratio: 4,
+    submission_work: None,
 };
 
 /// [`Tuning`] of GPUs.
@@ -81,6 +86,8 @@ const GPU_TUNING: Tuning = Tuning {
     persistent_steps: false,
     probe_run: 1,
     rows_max_size_ratio: 4,
+    // 8.6 GFLOP: ~1 ms on a discrete GPU, ~40 ms on a slow integrated one.
+    submission_work: Some(1 << 32),
 };
 
 /// Row width (floats) from which the fused step beats the tiled kernels for one output.
@@ -565,6 +572,22 @@ pub fn takes_persistent_steps(profile: &Profile, work: usize, steps_per_dispatch
         && steps_per_dispatch >= MIN_STEPS_PER_DISPATCH
 }
 
+/// Training steps one submission carries, where the tuning bounds it, for steps whose widest
+/// batch is `rows` rows of `x_stride` floats to `o` outputs (a forward pass and a gradient:
+/// two multiply-adds per weight and row): at least one.
+pub fn steps_per_submission(
+    profile: &Profile,
+    (rows, x_stride, o): (usize, usize, usize),
+) -> Option<usize> {
+    let per_step = (2 * rows as u64 * x_stride as u64 * o as u64).max(1);
+    let budget = profile.tuning().submission_work?;
+    Some(
+        usize::try_from(budget / per_step)
+            .unwrap_or(usize::MAX)
+            .max(1),
+    )
+}
+
 /// Rows per gradient block: with few outputs, as many as the lane-parallel dot products hold
 /// (o·R·WG ≤ DOTS) up to a block of X that stays in cache between the fused step's two passes
 /// over it; with many outputs, enough rows that the partials (P per block) stay well below X.
@@ -718,8 +741,12 @@ pub fn explain(profile: &Profile, plan: &LoadPlan, (n, d, o): (usize, usize, usi
     } else {
         String::new()
     };
+    let submission = match steps_per_submission(profile, (n, plan.x_stride, o)) {
+        Some(steps) => format!("; full-batch steps up to {steps} a submission"),
+        None => String::new(),
+    };
     format!(
-        "{why}; {from}; {} chunk(s), {} rows per gradient block{steps}",
+        "{why}; {from}; {} chunk(s), {} rows per gradient block{steps}{submission}",
         plan.chunk_count, plan.rows_per_block
     )
 }

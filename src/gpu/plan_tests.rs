@@ -451,3 +451,28 @@ fn known_faults_match_their_driver_and_lanes_only() {
     assert_eq!(plan.route.path, StepPath::Rows);
     assert!(!plan.route.x_texture);
 }
+
+/// On GPUs a submission of steps carries at most `submission_work` multiply-adds (OS
+/// watchdogs reset a GPU busy for ~2 s), at least one step; CPU adapters have no watchdog and
+/// take as many steps as the argument ring holds.
+#[test]
+fn gpu_submissions_stay_short() {
+    let nvidia = profile("NVIDIA, Vulkan");
+    let budget = nvidia.tuning().submission_work.unwrap();
+    // S2: 65,536 × 1,024 → 1, 2·2^26 multiply-adds a step.
+    assert_eq!(
+        steps_per_submission(&nvidia, (65_536, 1_024, 1)),
+        Some((budget >> 27) as usize)
+    );
+    // S3: 2^31 a step: two.
+    assert_eq!(steps_per_submission(&nvidia, (16_384, 1_024, 64)), Some(2));
+    // A step above the budget still runs, alone.
+    assert_eq!(steps_per_submission(&nvidia, (1 << 20, 4_096, 64)), Some(1));
+    for (name, p) in profiles() {
+        let steps = steps_per_submission(&p, (569, 32, 1));
+        assert_eq!(steps.is_none(), p.cpu, "{name}");
+        if let Some(steps) = steps {
+            assert!(steps as u64 * 2 * 569 * 32 <= budget, "{name}");
+        }
+    }
+}

@@ -381,6 +381,9 @@ impl GpuBackend {
         }
         let folded = Self::folds(run, &ctx, kernels, optimizer, batches, budget);
         let slots_per_step = run.chunks.len() as u64 + 1;
+        // As many steps a submission as the plan allows and the argument ring holds.
+        let per_submission = plan::steps_per_submission(ctx.profile(), (widest, x_stride, run.o))
+            .unwrap_or(usize::MAX);
         let mut done = 0;
         // With `folded`, once a step has run: the set its parameters and partials are in (0:
         // the run's own, 1: the second) and its arguments, for the update still to apply.
@@ -394,7 +397,12 @@ impl GpuBackend {
             {
                 let mut pass = compute_pass(&mut encoder, "steps", run.timer());
                 // One slot more than a step takes, for a folded run's last update.
-                while done < count && run.ring.free_slots() > slots_per_step {
+                let mut in_submission = 0;
+                while done < count
+                    && in_submission < per_submission
+                    && run.ring.free_slots() > slots_per_step
+                {
+                    in_submission += 1;
                     let step = StepArgs::new(optimizer, first_t + done as u64);
                     let batch = batches[done];
                     if folded {
