@@ -90,7 +90,8 @@ impl GpuContext {
         );
         let profile = profile(&adapter, &limits, as_browser);
         let subgroup_size = profile.rows_subgroup_size();
-        let tiled_kernels = profile.tiled_kernels();
+        // Built (lazily) wherever the lane probe may yet find subgroups wide enough.
+        let tiled_kernels = profile.may_take_tiled_kernels();
         let mut required_features = wgpu::Features::empty();
         if subgroup_size.is_some() || tiled_kernels {
             required_features |= wgpu::Features::SUBGROUP;
@@ -187,16 +188,22 @@ impl GpuContext {
         &self.profile
     }
 
-    /// [`GpuContext::profile`] as verification found it: without subgroups where the lane
-    /// probe found them other than the kernels assume (with verification on).
+    /// [`GpuContext::profile`] as verification found it (with verification on): without
+    /// subgroups where the lane probe found them other than the kernels assume, with the
+    /// smallest subgroup it saw in workgroups of 64.
     pub fn usable_profile(&self) -> Profile {
-        let works = !self.verifier.enabled()
+        let verify = self.verifier.enabled();
+        let works = !verify
             || super::verify::subgroups_work(self).unwrap_or_else(|e| {
                 log::warn!("the lane probe could not run ({e}): no subgroup paths");
                 false
             });
+        let subgroups = self.profile.subgroups && works;
         Profile {
-            subgroups: self.profile.subgroups && works,
+            subgroups,
+            observed_min_subgroup: (verify && subgroups)
+                .then(|| super::verify::observed_min_subgroup(self))
+                .flatten(),
             ..self.profile.clone()
         }
     }
@@ -475,6 +482,7 @@ fn profile(adapter: &wgpu::Adapter, limits: &wgpu::Limits, as_browser: bool) -> 
             .min(limits.max_buffer_size),
         max_texture_dimension_2d: limits.max_texture_dimension_2d,
         storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
+        observed_min_subgroup: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod args;
 mod backend;
+mod catalog;
 mod context;
 mod kernels;
 pub mod plan;

@@ -5,8 +5,8 @@
 use crate::{Error, Result};
 
 use super::shaders::{
-    MAX_COLUMN_GROUPS, OPTIMIZER_PARAMS_PER_INVOCATION, STEP_STORAGE_BINDINGS,
-    STEPS_STORAGE_BINDINGS, TILED_STORAGE_BINDINGS, WORKGROUP_SIZE,
+    MAX_COLUMN_GROUPS, STEP_STORAGE_BINDINGS, STEPS_STORAGE_BINDINGS, TILED_STORAGE_BINDINGS,
+    WORKGROUP_SIZE,
 };
 use super::{StepKernels, XSource};
 
@@ -113,6 +113,11 @@ pub struct Profile {
     pub max_texture_dimension_2d: u32,
     /// `max_storage_buffers_per_shader_stage`.
     pub storage_buffers_per_stage: u32,
+    /// The smallest subgroup the lane probe saw in workgroups of 64, where verification ran
+    /// it: an adapter that reports a smaller minimum than the tiled kernels need (Metal
+    /// reports 4 on Apple GPUs, whose SIMD groups are 32 wide) may then take them, its route
+    /// check deciding.
+    pub observed_min_subgroup: Option<u32>,
 }
 
 /// A route a driver is known to get wrong in a way a check cannot survive (the process
@@ -177,9 +182,20 @@ impl Profile {
     }
 
     /// Whether the tiled kernels run here: `linear_tiled` hands its shared weights and δ out
-    /// from 8 lanes of every subgroup, and binds [`TILED_STORAGE_BINDINGS`] storage buffers.
+    /// from 8 lanes of every subgroup (of the sizes reported, or seen by the lane probe), and
+    /// binds [`TILED_STORAGE_BINDINGS`] storage buffers.
     pub fn tiled_kernels(&self) -> bool {
-        self.subgroups && self.subgroup_sizes.0 >= 8 && self.binds(TILED_STORAGE_BINDINGS)
+        let min = self
+            .subgroup_sizes
+            .0
+            .max(self.observed_min_subgroup.unwrap_or(0));
+        self.subgroups && min >= 8 && self.binds(TILED_STORAGE_BINDINGS)
+    }
+
+    /// Whether the tiled kernels may run here once the lane probe has seen wide enough
+    /// subgroups: what the device is opened and the kernels built for.
+    pub fn may_take_tiled_kernels(&self) -> bool {
+        self.subgroups && self.binds(TILED_STORAGE_BINDINGS)
     }
 
     /// Whether a kernel binding `storage_buffers` storage buffers runs here.
@@ -602,81 +618,11 @@ fn rows_per_block(d: usize, o: usize) -> u32 {
     }
 }
 
-// Upper bounds on the loop iterations of one invocation, for llvmpipe's limit (LOOP_BUDGET):
-// the shader's loops counted for its busiest invocation, then doubled, because llvmpipe's own
-// count runs above the structural count (docs/kernel-notes.md).
-
-/// `linear_forward`: per pass of 32 features, its loop, the stages of X (8 iterations) and W
-/// (at most 16) and the 8 vec4 of products; then the row bases (1) and stores (4).
-fn portable_forward_loop_iterations(d: usize) -> u64 {
-    32 + 2 * (33 * d.div_ceil(32) as u64 + 5)
-}
-
-/// `linear_backward`'s partials over a block of `r` rows: `partial_tile`'s, the busier, per
-/// pass of 16 rows its loop, the stages of δ and X (at most 8 each) and the 16 rows; then
-/// the stores (4 outputs × 4 columns).
-fn portable_partial_loop_iterations(r: u32) -> u64 {
-    32 + 2 * (33 * u64::from(r).div_ceil(16) + 16)
-}
-
-/// `linear_tiled`: `forward` takes four weight rows and four rows of X per column group;
-/// `partial` loops over one block's `r` rows for each of its column groups.
-pub(crate) fn tiled_loop_iterations(d: usize, r: u32) -> u64 {
-    let s4 = d.div_ceil(4) as u64;
-    let forward = 5 * s4 + 16;
-    let partial = (s4 + 1).div_ceil(u64::from(WORKGROUP_SIZE)) * (u64::from(r) + 12);
-    32 + 2 * forward.max(partial)
-}
-
-/// `adam`, `sgd` and `linear_backward.total`: one iteration per gradient block, for each of
-/// an invocation's parameters (one in `total`).
-fn blocks_loop_iterations(blocks: u64) -> u64 {
-    32 + 2 * u64::from(OPTIMIZER_PARAMS_PER_INVOCATION) * (blocks + 1)
-}
-
-/// `linear_step_rows` with `groups` column groups per invocation over a block of `r` rows:
-/// the column groups are unrolled in the source, so the loops are the rows', the last
-/// group's weights (at most 3) and each group's stores of its partials (4).
-pub(crate) fn rows_step_loop_iterations(groups: u32, r: u32) -> u64 {
-    let (groups, r) = (u64::from(groups), u64::from(r));
-    32 + 2 * (r + 3 + groups * 4)
-}
-
 /// Bytes of the gradient partials of `blocks` row blocks: each block's start on a vec4
 /// (`shaders/common.wgsl`'s `partial_stride`), and a padded row of X's width (`x_stride`) past
 /// the last one's, where the folded step's vec4 reads of padding columns end.
 pub(crate) fn partials_bytes(blocks: u64, n_params: usize, x_stride: usize) -> u64 {
     (blocks * n_params.next_multiple_of(4) as u64 + x_stride as u64) * 4
-}
-
-/// One step of `train_steps` on a batch of `count` rows.
-fn train_steps_loop_iterations(count: usize, d: usize, o: usize, r: u32) -> u64 {
-    let (count, o, r, wg) = (
-        count as u64,
-        o as u64,
-        u64::from(r),
-        u64::from(WORKGROUP_SIZE),
-    );
-    let s4 = d.div_ceil(4) as u64;
-    let forward = (count * o).div_ceil(wg) * (s4 + 6);
-    let gradient = (o * (s4 + 1)).div_ceil(wg) * (count + count.div_ceil(r) + 8);
-    32 + 2 * (forward + gradient)
-}
-
-/// `linear_step` over a block of `r` rows.
-fn step_loop_iterations(d: usize, o: usize, r: u32) -> u64 {
-    let (o, r, wg) = (o as u64, u64::from(r), u64::from(WORKGROUP_SIZE));
-    let s4 = d.div_ceil(4) as u64;
-    let m = 4;
-    let tiles = s4.div_ceil(m * wg);
-    let pairs = (r * o).div_ceil(wg);
-    let forward = if o * r * wg <= u64::from(STEP_DOTS) {
-        o * tiles * (m + r * (m + 1)) + pairs * (wg + 1)
-    } else {
-        pairs * (s4 + 4)
-    };
-    let gradient = tiles * o * (m + r * (m + 1) + 5 * m) + o.div_ceil(wg) * (r + 1);
-    32 + 2 * (forward + gradient)
 }
 
 /// Why `plan` is the plan for `n`×`d`→`o` on `profile`, in a line.
@@ -705,8 +651,14 @@ pub fn explain(profile: &Profile, plan: &LoadPlan, (n, d, o): (usize, usize, usi
         ),
         StepPath::Fused => "one output of long rows that linear_step_rows does not take".into(),
         StepPath::Tiled => format!(
-            "{o} output(s): register tiles, shared values handed out by {}-lane subgroups",
-            lanes(profile.subgroup_sizes)
+            "{o} output(s): register tiles, shared values handed out by {}-lane subgroups{}",
+            lanes(profile.subgroup_sizes),
+            match profile.observed_min_subgroup {
+                Some(seen) if seen > profile.subgroup_sizes.0 => {
+                    format!(" ({seen} or more seen by the lane probe)")
+                }
+                _ => String::new(),
+            }
         ),
         StepPath::Separate => {
             let why = if !profile.binds(STEP_STORAGE_BINDINGS) {
@@ -754,6 +706,10 @@ pub fn explain(profile: &Profile, plan: &LoadPlan, (n, d, o): (usize, usize, usi
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[path = "plan_loops.rs"]
+mod loops;
+pub(crate) use loops::*;
 
 /// `StepKernels::Auto` folds Adam into the next step where the update its blocks repeat
 /// reads at most this many floats in all (blocks × (the previous step's partials and three
@@ -803,11 +759,4 @@ pub fn fold_updates(q: &FoldQuery<'_>) -> bool {
                 || u64::from(blocks) * u64::from(blocks + 3) * q.n_params as u64
                     <= FOLD_MAX_REPEATED_READS)
     })
-}
-
-/// What `main_folded` adds to `linear_step_rows`' loops with `blocks` partials to sum: two
-/// loops over them (the weights', the bias') and the last group's partials (at most 3 per
-/// block) and update (at most 3).
-pub(crate) fn folded_loop_iterations(blocks: u32) -> u64 {
-    2 * (5 * u64::from(blocks) + 3)
 }

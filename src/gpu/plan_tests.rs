@@ -14,6 +14,7 @@ fn gpu(cpu: bool, subgroups: Option<(u32, u32)>, max_binding: u64, storage: u32)
         max_binding,
         max_texture_dimension_2d: if cpu { 16_384 } else { 8_192 },
         storage_buffers_per_stage: storage,
+        observed_min_subgroup: None,
     }
 }
 
@@ -192,6 +193,18 @@ fn each_class_of_adapter_takes_its_path() {
         Some(64)
     );
     assert_eq!(profile("Apple, Metal").rows_subgroup_size(), None);
+    // Metal reports 4–64 on Apple GPUs, whose SIMD groups are 32 wide: where the lane probe
+    // sees 32 in workgroups of 64, the tiled kernels are open (their route check decides);
+    // where it sees 4, they are not.
+    let seen = |min| Profile {
+        observed_min_subgroup: Some(min),
+        ..profile("Apple, Metal")
+    };
+    let tiled_at = |p: &Profile| plan_load(p, s3, auto(), &[]).unwrap().route.path;
+    assert_eq!(tiled_at(&seen(32)), tiled);
+    assert_eq!(tiled_at(&seen(4)), separate);
+    let plan = plan_load(&seen(32), s3, auto(), &[]).unwrap();
+    assert!(explain(&seen(32), &plan, s3).contains("32 or more seen by the lane probe"));
 }
 
 /// A route verification dropped is avoided where the plan chooses, and taken where the

@@ -12,13 +12,13 @@ const LANE_WORDS: usize = 7;
 const PROBE_WORKGROUPS: u32 = 4;
 
 /// Runs the lane probe in workgroups of `wg` invocations and checks what it wrote against
-/// subgroups of `sizes` (smallest, largest). `Ok(Err(why))`: the adapter's subgroups are not
-/// what the kernels assume.
+/// subgroups of `sizes` (smallest, largest): `Ok(Ok(seen))` with the smallest and largest
+/// size it saw; `Ok(Err(why))`: the adapter's subgroups are not what the kernels assume.
 pub(crate) fn lanes(
     ctx: &GpuContext,
     wg: u32,
     sizes: (u32, u32),
-) -> Result<std::result::Result<(), String>> {
+) -> Result<std::result::Result<(u32, u32), String>> {
     let invocations = (wg * PROBE_WORKGROUPS) as usize;
     let words = run(
         ctx,
@@ -26,7 +26,15 @@ pub(crate) fn lanes(
         wg,
         (invocations * LANE_WORDS * 4) as u64,
     )?;
-    Ok(check_lanes(bytemuck::cast_slice(&words), wg, sizes))
+    let words: &[u32] = bytemuck::cast_slice(&words);
+    Ok(check_lanes(words, wg, sizes).map(|()| seen_sizes(words)))
+}
+
+/// The smallest and largest subgroup size `probe_lanes.wgsl`'s words report.
+pub(crate) fn seen_sizes(words: &[u32]) -> (u32, u32) {
+    let sizes = words.chunks_exact(LANE_WORDS).map(|w| w[0]);
+    let min = sizes.clone().min().unwrap_or(0);
+    (min, sizes.max().unwrap_or(0))
 }
 
 /// Dispatches `file` (entry `main`, override `WG` = `wg`) over `PROBE_WORKGROUPS`
@@ -166,6 +174,11 @@ mod tests {
             assert_eq!(check_lanes(&correct(size, size), size, (4, 64)), Ok(()));
         }
         assert_eq!(check_lanes(&correct(128, 128), 128, (128, 128)), Ok(()));
+        assert_eq!(seen_sizes(&correct(64, 16)), (16, 16));
+        // Subgroups of 32 in one workgroup and 8 in the others.
+        let mut mixed = correct(64, 8);
+        mixed[..64 * LANE_WORDS].copy_from_slice(&correct(64, 32)[..64 * LANE_WORDS]);
+        assert_eq!(seen_sizes(&mixed), (8, 32));
     }
 
     /// A varying-size adapter running a workgroup smaller than its subgroups (the rows step at

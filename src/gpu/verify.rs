@@ -41,6 +41,9 @@ pub struct Verdict {
     pub pass: bool,
     /// The failing comparison with its numbers, or what was checked.
     pub detail: String,
+    /// The smallest and largest subgroup sizes a lane probe saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizes: Option<(u32, u32)>,
 }
 
 /// The verdicts for one adapter, driver and build, kept in memory and in the cache file.
@@ -164,28 +167,37 @@ fn build_id() -> String {
     format!("{} ({hex})", env!("CARGO_PKG_VERSION"))
 }
 
+/// The lane probe's verdict in the tiled kernels' workgroups (of 64).
+fn probe_what(wg: u32) -> String {
+    format!("probe: subgroups in workgroups of {wg}")
+}
+
 /// Whether the adapter's subgroups are what the subgroup kernels assume: the lane probe in
-/// the tiled kernels' workgroups and in the rows step's (one subgroup each), where the
-/// adapter has either. `false` drops every subgroup path.
+/// the tiled kernels' workgroups (of 64, wherever the adapter has subgroups: what it sees
+/// there may open the tiled kernels, see [`observed_min_subgroup`]) and in the rows step's
+/// (one subgroup each). `false` drops every subgroup path.
 pub(crate) fn subgroups_work(ctx: &GpuContext) -> Result<bool> {
     let profile = ctx.profile();
     let mut sizes = Vec::new();
-    if profile.tiled_kernels() {
+    if profile.may_take_tiled_kernels() {
         sizes.push(WORKGROUP_SIZE);
     }
     sizes.extend(profile.rows_subgroup_size());
     sizes.dedup();
     for wg in sizes {
-        let what = format!("probe: subgroups in workgroups of {wg}");
-        let verdict = ctx.verifier().verdict(&what, || {
+        let verdict = ctx.verifier().verdict(&probe_what(wg), || {
             Ok(match probe::lanes(ctx, wg, profile.subgroup_sizes)? {
-                Ok(()) => Verdict {
+                Ok((min, max)) => Verdict {
                     pass: true,
-                    detail: "sizes, lanes, sums, shuffles and broadcasts as assumed".into(),
+                    detail: format!(
+                        "sizes ({min}–{max} seen), lanes, sums, shuffles and broadcasts as assumed"
+                    ),
+                    sizes: Some((min, max)),
                 },
                 Err(why) => Verdict {
                     pass: false,
                     detail: why,
+                    sizes: None,
                 },
             })
         })?;
@@ -194,6 +206,16 @@ pub(crate) fn subgroups_work(ctx: &GpuContext) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// The smallest subgroup the lane probe saw in workgroups of 64, once [`subgroups_work`] has
+/// passed it.
+pub(crate) fn observed_min_subgroup(ctx: &GpuContext) -> Option<u32> {
+    let verdict = ctx
+        .verifier()
+        .verdicts()
+        .remove(&probe_what(WORKGROUP_SIZE))?;
+    verdict.pass.then_some(verdict.sizes?.0)
 }
 
 /// Whether `route` computes a problem of `d` features and `o` outputs as the CPU reference
@@ -210,6 +232,7 @@ pub(crate) fn route_works(ctx: &Arc<GpuContext>, route: Route, d: usize, o: usiz
                 Some(fault) => Ok(Verdict {
                     pass: false,
                     detail: format!("known fault, not run: {}", fault.what),
+                    sizes: None,
                 }),
                 None => check_route(ctx, route, d, o),
             })?;
@@ -340,6 +363,7 @@ fn check_route(ctx: &Arc<GpuContext>, route: Route, d: usize, o: usize) -> Resul
                 "{} comparisons with the CPU reference within tolerance",
                 out.len()
             ),
+            sizes: None,
         },
         Some(c) => Verdict {
             pass: false,
@@ -351,6 +375,7 @@ fn check_route(ctx: &Arc<GpuContext>, route: Route, d: usize, o: usize) -> Resul
                 c.atol,
                 c.rtol
             ),
+            sizes: None,
         },
     })
 }
