@@ -110,22 +110,17 @@ pub fn pipelines(sizes: &[u32], rows_groups: &[u32], shift: u32) -> Vec<Pipeline
         push(name.into(), module, entry, constants.to_vec(), name, None);
     }
     for lanes in PORTABLE_OUT_LANES {
-        push(
-            portable_label("linear_forward.tile", lanes),
-            "linear_forward.wgsl",
-            "tile",
-            portable_constants(lanes),
-            "linear_forward",
-            None,
-        );
-        push(
-            portable_label("linear_backward.partial_tile", lanes),
-            "linear_backward.wgsl",
-            "partial_tile",
-            portable_constants(lanes),
-            "linear_backward.partial",
-            None,
-        );
+        for (label, module, entry, layout) in PORTABLE_TILE_ENTRIES {
+            let constants = portable_constants(lanes);
+            push(
+                portable_label(label, lanes),
+                module,
+                entry,
+                constants,
+                layout,
+                None,
+            );
+        }
     }
     let with = |base: &[Constant], extra: Constant| [base, &[extra]].concat();
     push(

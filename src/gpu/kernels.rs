@@ -6,12 +6,12 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use super::shaders::{
-    FOLDED_STORAGE_BINDINGS, OPTIMIZER, PORTABLE_OUT_LANES, STEP_STORAGE_BINDINGS,
-    STEPS_STORAGE_BINDINGS, Slot, TILE_OUTPUT_COUNTS, TILED_COLUMN_GROUPS, TILED_FORWARD_ROWS, WG,
-    WORKGROUP_SIZE, layout, pack_constants, partial_tile, portable_constants, portable_label,
-    portable_tile, rows_constants, rows_step_source, shader_source, tile_outputs,
-    tiled_forward_constants, tiled_forward_label, tiled_partial_constants, tiled_partial_label,
-    tiled_source, x_from,
+    FOLDED_STORAGE_BINDINGS, OPTIMIZER, PORTABLE_OUT_LANES, PORTABLE_TILE_ENTRIES, PortableTile,
+    STEP_STORAGE_BINDINGS, STEPS_STORAGE_BINDINGS, Slot, TILE_OUTPUT_COUNTS, TILED_COLUMN_GROUPS,
+    TILED_FORWARD_ROWS, WG, WORKGROUP_SIZE, layout, pack_constants, partial_tile,
+    portable_constants, portable_label, portable_tile, rows_constants, rows_step_source,
+    shader_source, tile_outputs, tiled_forward_constants, tiled_forward_label,
+    tiled_partial_constants, tiled_partial_label, tiled_source, x_from,
 };
 
 /// The format of X's textures: one vec4 word of X per texel, read as a storage texture.
@@ -425,31 +425,25 @@ impl Kernels {
         let probe_kernel = build("probe_read", &probe, "main", &WG);
         let rows_folded = (limits.max_storage_buffers_per_shader_stage >= FOLDED_STORAGE_BINDINGS)
             .then(|| Layout::named(device, "linear_step_rows.main_folded"));
-        let forward = build(
-            "linear_forward",
-            &module("linear_forward.wgsl"),
-            "main",
-            &WG,
-        );
+        let forward_module = module("linear_forward.wgsl");
+        let forward = build("linear_forward", &forward_module, "main", &WG);
         let backward_partial = build("linear_backward.partial", &backward, "partial", &WG);
-        let forward_tiles = PORTABLE_OUT_LANES.map(|lanes| {
-            forward.variant(
-                device,
-                &portable_label("linear_forward.tile", lanes),
-                &module("linear_forward.wgsl"),
-                "tile",
-                &portable_constants(lanes),
-            )
-        });
-        let partial_tiles = PORTABLE_OUT_LANES.map(|lanes| {
-            backward_partial.variant(
-                device,
-                &portable_label("linear_backward.partial_tile", lanes),
-                &backward,
-                "partial_tile",
-                &portable_constants(lanes),
-            )
-        });
+        // The portable `tile` entry points at each output-lane count, on their kernel's layout.
+        let tiles =
+            |base: &Kernel, module: &wgpu::ShaderModule, (label, _, entry, _): PortableTile| {
+                PORTABLE_OUT_LANES.map(|lanes| {
+                    base.variant(
+                        device,
+                        &portable_label(label, lanes),
+                        module,
+                        entry,
+                        &portable_constants(lanes),
+                    )
+                })
+            };
+        let [forward_tile, partial_tile] = PORTABLE_TILE_ENTRIES;
+        let forward_tiles = tiles(&forward, &forward_module, forward_tile);
+        let partial_tiles = tiles(&backward_partial, &backward, partial_tile);
         Self {
             steps,
             rows_steps: Mutex::new(HashMap::new()),

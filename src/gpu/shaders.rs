@@ -529,6 +529,26 @@ pub(crate) fn pack_constants(shift: u32) -> Vec<Constant> {
 /// `linear_backward.partial_tile`): 16 or 32 outputs per workgroup (see [`portable_tile`]).
 pub(crate) const PORTABLE_OUT_LANES: [u32; 2] = [4, 8];
 
+/// One of the portable path's `tile` entry points: its label, module file, entry point and
+/// layout.
+pub(crate) type PortableTile = (&'static str, &'static str, &'static str, &'static str);
+
+/// The portable path's `tile` entry points: the forward pass's and the gradient partials'.
+pub(crate) const PORTABLE_TILE_ENTRIES: [PortableTile; 2] = [
+    (
+        "linear_forward.tile",
+        "linear_forward.wgsl",
+        "tile",
+        "linear_forward",
+    ),
+    (
+        "linear_backward.partial_tile",
+        "linear_backward.wgsl",
+        "partial_tile",
+        "linear_backward.partial",
+    ),
+];
+
 /// The portable path's tile for `o` outputs: `None` for one output per invocation (`main`,
 /// `partial`: few outputs, X read once per output), else the `tile` entry points' output
 /// lanes, the fewest of [`PORTABLE_OUT_LANES`] whose four outputs per lane cover `o`.

@@ -98,15 +98,19 @@ impl Verifier {
             .clone()
     }
 
-    /// The verdict on `what`, computing it with `check` the first time.
-    fn verdict(&self, what: &str, check: impl FnOnce() -> Result<Verdict>) -> Result<Verdict> {
-        if let Some(v) = self
-            .verdicts
+    /// The verdict on `what`, if one is known.
+    fn known(&self, what: &str) -> Option<Verdict> {
+        self.verdicts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(what)
-        {
-            return Ok(v.clone());
+            .cloned()
+    }
+
+    /// The verdict on `what`, computing it with `check` the first time.
+    fn verdict(&self, what: &str, check: impl FnOnce() -> Result<Verdict>) -> Result<Verdict> {
+        if let Some(v) = self.known(what) {
+            return Ok(v);
         }
         let verdict = check()?;
         if verdict.pass {
@@ -211,10 +215,7 @@ pub(crate) fn subgroups_work(ctx: &GpuContext) -> Result<bool> {
 /// The smallest subgroup the lane probe saw in workgroups of 64, once [`subgroups_work`] has
 /// passed it.
 pub(crate) fn observed_min_subgroup(ctx: &GpuContext) -> Option<u32> {
-    let verdict = ctx
-        .verifier()
-        .verdicts()
-        .remove(&probe_what(WORKGROUP_SIZE))?;
+    let verdict = ctx.verifier().known(&probe_what(WORKGROUP_SIZE))?;
     verdict.pass.then_some(verdict.sizes?.0)
 }
 
