@@ -19,6 +19,8 @@ fn step(c: &mut Criterion) {
         // Repeat the planted rows up to n: cheap to make, the same work per step.
         let x: Vec<f32> = planted
             .x
+            .dense()
+            .expect("generated dense")
             .iter()
             .copied()
             .cycle()

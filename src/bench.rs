@@ -273,7 +273,7 @@ fn random_data(shape: &Shape) -> Result<(Dataset, Params)> {
     let mut rng = ChaCha8Rng::seed_from_u64(shape.n as u64 ^ shape.d as u64);
     let x = (0..shape.n * shape.d)
         .map(|_| rng.random_range(-1.0f32..=1.0))
-        .collect();
+        .collect::<Vec<f32>>();
     let y = (0..shape.n * shape.o)
         .map(|_| if rng.random_bool(0.5) { 1.0 } else { 0.0 })
         .collect();

@@ -3,7 +3,9 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::{Dataset, Params, Result};
+use rand::seq::SliceRandom;
+
+use crate::{Csr, Dataset, Params, Result};
 
 /// `n` rows of `d` features uniform in [−1, 1] and `o` outputs drawn as Bernoulli(σ(x·w* + b*))
 /// from a planted model with weights of scale 3/√d, all from `seed`.
@@ -32,6 +34,70 @@ pub fn synthetic(n: usize, d: usize, o: usize, seed: u64) -> Result<(Dataset, Pa
         }
     }
     Ok((Dataset::new(n, d, o, x, y)?, planted))
+}
+
+/// `n` sparse rows shaped like rcv1's tf-idf vectors: `per_row` distinct columns of `d`, drawn
+/// by a Zipf law (column popularity ∝ 1/rank, the ranks scattered over the columns), positive
+/// values, each row scaled to unit L2 norm; one output drawn as Bernoulli(σ(x·w* + b*)) from a
+/// planted model with weights uniform in ±8 (a row's logit then spreads over about ±3). All
+/// from `seed`; `per_row` ≤ `d`.
+///
+/// Returns the data and the planted parameters.
+pub fn synthetic_sparse(
+    n: usize,
+    d: usize,
+    per_row: usize,
+    seed: u64,
+) -> Result<(Dataset, Params)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut column_of_rank: Vec<u32> = (0..d as u32).collect();
+    column_of_rank.shuffle(&mut rng);
+    // The cumulative Zipf weights of the ranks, for drawing by binary search.
+    let mut cumulative = Vec::with_capacity(d);
+    let mut total = 0.0f64;
+    for rank in 0..d {
+        total += 1.0 / (rank + 1) as f64;
+        cumulative.push(total);
+    }
+    let weight: Vec<f32> = (0..d).map(|_| rng.random_range(-8.0f32..=8.0)).collect();
+    let bias = [rng.random_range(-0.5f32..=0.5)];
+    let planted = Params::from_parts(d, 1, &weight, &bias)?;
+    let per_row = per_row.min(d);
+    let mut row_start = Vec::with_capacity(n + 1);
+    row_start.push(0u64);
+    let mut cols = Vec::with_capacity(n * per_row);
+    let mut values = Vec::with_capacity(n * per_row);
+    let mut y = Vec::with_capacity(n);
+    let mut row: Vec<(u32, f32)> = Vec::with_capacity(per_row);
+    for _ in 0..n {
+        row.clear();
+        while row.len() < per_row {
+            let u = rng.random::<f64>() * total;
+            let rank = cumulative.partition_point(|&c| c <= u).min(d - 1);
+            let j = column_of_rank[rank];
+            if !row.iter().any(|&(c, _)| c == j) {
+                row.push((j, rng.random_range(0.1f32..=1.0)));
+            }
+        }
+        row.sort_unstable_by_key(|&(j, _)| j);
+        let norm = row
+            .iter()
+            .map(|&(_, v)| (v as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let mut z = bias[0] as f64;
+        for &(j, v) in &row {
+            let v = (v as f64 / norm) as f32;
+            z += v as f64 * weight[j as usize] as f64;
+            cols.push(j);
+            values.push(v);
+        }
+        row_start.push(cols.len() as u64);
+        let p = crate::cpu::sigmoid(z);
+        y.push(if rng.random::<f64>() < p { 1.0 } else { 0.0 });
+    }
+    let x = Csr::new(n, d, row_start, cols, values)?;
+    Ok((Dataset::new(n, d, 1, x, y)?, planted))
 }
 
 /// Parameters drawn uniform in ±1/√d, as `torch.nn.Linear` initialises them, from `seed`.

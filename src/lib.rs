@@ -35,6 +35,7 @@ pub mod model_file;
 pub mod phase;
 pub mod plot;
 pub mod selfcheck;
+pub mod sparse;
 pub mod standardize;
 pub mod trainer;
 
@@ -44,6 +45,7 @@ pub use model::{Dataset, Params};
 pub use phase::{
     AdamConfig, Batching, Optimizer, ParamMask, ParamSubset, Phase, SgdConfig, StopReason, StopRule,
 };
+pub use sparse::{Csr, Features};
 pub use trainer::{
     Check, DataShape, Event, PhaseReport, RunReport, TrainOptions, TrainState, run_digest, train,
     train_loaded, train_with,

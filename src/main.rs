@@ -36,6 +36,8 @@ enum Command {
     /// The training step's speed on shapes S1–S5 against a bandwidth probe, a GEMM probe and
     /// the CPU reference.
     Bench(cli::bench::BenchArgs),
+    /// Write generated data (a planted model, dense or sparse) as LIBSVM text.
+    Generate(cli::generate::GenerateArgs),
     /// Write every shader module and pipeline the host can build (for other compilers).
     Shaders(cli::shaders::ShadersArgs),
     /// Run every kernel and short two-phase runs on the GPU and the CPU reference; exit
@@ -67,6 +69,7 @@ fn run(bars: indicatif::MultiProgress) -> anyhow::Result<ExitCode> {
         Some(Command::Eval(args)) => cli::predict::eval(args)?,
         Some(Command::Devices(args)) => cli::devices::devices(args)?,
         Some(Command::Bench(args)) => cli::bench::run(args)?,
+        Some(Command::Generate(args)) => cli::generate::run(args)?,
         Some(Command::Shaders(args)) => cli::shaders::run(args)?,
         Some(Command::Check) => {
             if !cli::devices::check()? {

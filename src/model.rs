@@ -1,5 +1,6 @@
 //! The model's parameters and the data it is trained on.
 
+use crate::sparse::Features;
 use crate::{Error, Result};
 
 /// Training data: X (n×d), targets Y (n×o) in [0, 1], optional per-output `pos_weight`.
@@ -11,8 +12,8 @@ pub struct Dataset {
     pub d: usize,
     /// Outputs.
     pub o: usize,
-    /// Row-major n×d features.
-    pub x: Vec<f32>,
+    /// n×d features, dense or sparse.
+    pub x: Features,
     /// Row-major n×o targets.
     pub y: Vec<f32>,
     /// PyTorch `BCEWithLogitsLoss(pos_weight=…)`: one weight per output, or `None` (all 1).
@@ -21,17 +22,28 @@ pub struct Dataset {
 
 impl Dataset {
     /// Checks shapes and values: finite features, targets in [0, 1], positive finite weights.
-    pub fn new(n: usize, d: usize, o: usize, x: Vec<f32>, y: Vec<f32>) -> Result<Self> {
+    /// `x` is dense (a row-major `Vec<f32>`) or sparse ([`crate::sparse::Csr`]).
+    pub fn new(n: usize, d: usize, o: usize, x: impl Into<Features>, y: Vec<f32>) -> Result<Self> {
+        let x = x.into();
         if n == 0 || d == 0 || o == 0 {
             return Err(Error::Shape(format!(
                 "n, d and o must be ≥ 1 (got n={n}, d={d}, o={o})"
             )));
         }
-        if x.len() != n * d {
-            return Err(Error::Shape(format!(
-                "X has {} values, expected n·d = {n}·{d}",
-                x.len()
-            )));
+        match &x {
+            Features::Dense(x) if x.len() != n * d => {
+                return Err(Error::Shape(format!(
+                    "X has {} values, expected n·d = {n}·{d}",
+                    x.len()
+                )));
+            }
+            Features::Sparse(x) if (x.n, x.d) != (n, d) => {
+                return Err(Error::Shape(format!(
+                    "X is {}×{}, expected n×d = {n}×{d}",
+                    x.n, x.d
+                )));
+            }
+            _ => {}
         }
         if y.len() != n * o {
             return Err(Error::Shape(format!(
@@ -39,12 +51,14 @@ impl Dataset {
                 y.len()
             )));
         }
-        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        // Sparse rows were checked when they were built (`Csr::new`).
+        let dense = x.dense().unwrap_or(&[]);
+        if let Some(i) = dense.iter().position(|v| !v.is_finite()) {
             return Err(Error::Config(format!(
                 "X[{}, {}] is {}: features must be finite",
                 i / d,
                 i % d,
-                x[i]
+                dense[i]
             )));
         }
         if let Some(i) = y.iter().position(|v| !(0.0..=1.0).contains(v)) {

@@ -62,7 +62,7 @@ pub(crate) fn random_problem(n: usize, d: usize, o: usize, seed: u64) -> Result<
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let x = (0..n * d)
         .map(|_| rng.random_range(-1.0f32..=1.0))
-        .collect();
+        .collect::<Vec<f32>>();
     let y = (0..n * o)
         .map(|_| if rng.random_bool(0.5) { 1.0 } else { 0.0 })
         .collect();

@@ -165,7 +165,15 @@ pub fn run_digest(
         "bilevel run v1 n={} d={} o={} validation={validation:?}",
         data.n, data.d, data.o
     ));
-    h.update(bytemuck::cast_slice::<f32, u8>(&data.x));
+    match &data.x {
+        crate::Features::Dense(x) => h.update(bytemuck::cast_slice::<f32, u8>(x)),
+        crate::Features::Sparse(x) => {
+            h.update(format!("sparse nnz={}", x.nnz()));
+            h.update(bytemuck::cast_slice::<u64, u8>(&x.row_start));
+            h.update(bytemuck::cast_slice::<u32, u8>(&x.cols));
+            h.update(bytemuck::cast_slice::<f32, u8>(&x.values));
+        }
+    }
     h.update(bytemuck::cast_slice::<f32, u8>(&data.y));
     h.update(format!("{:?}", data.pos_weight));
     h.update(bytemuck::cast_slice::<f32, u8>(&init.values));

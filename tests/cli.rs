@@ -455,6 +455,216 @@ fn heart_scale_trains_through_the_libsvm_reader() {
 }
 
 #[test]
+fn heart_scale_trains_the_same_sparse_and_dense() {
+    let dir = scratch("heart-sparse");
+    let mut accuracies = Vec::new();
+    for (layout, model) in [("on", "sparse.safetensors"), ("off", "dense.safetensors")] {
+        let report_path = dir.join(format!("{layout}.json"));
+        let model = dir.join(model);
+        let o = bilevel(&[
+            "train",
+            data("heart_scale.libsvm").to_str().unwrap(),
+            "--sparse",
+            layout,
+            "--compare",
+            "--report",
+            report_path.to_str().unwrap(),
+            "-o",
+            model.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("GPU vs CPU reference"),
+            "{}",
+            stdout(&o)
+        );
+        let r = report(&report_path);
+        assert_eq!(
+            r["configuration"]["sparse"].as_bool(),
+            Some(layout == "on"),
+            "{r}"
+        );
+        accuracies.push(r["metrics"]["train"][0]["accuracy"].as_f64().unwrap());
+        // eval reads the file sparse or dense as asked, and agrees with the training report.
+        let e = bilevel(&[
+            "eval",
+            model.to_str().unwrap(),
+            data("heart_scale.libsvm").to_str().unwrap(),
+            "--sparse",
+            layout,
+            "--json",
+        ]);
+        assert!(e.status.success(), "{}", stderr(&e));
+        let metrics: serde_json::Value = serde_json::from_str(&stdout(&e)).unwrap();
+        let eval_accuracy = metrics[0]["accuracy"].as_f64();
+        assert_eq!(
+            eval_accuracy,
+            Some(accuracies[accuracies.len() - 1]),
+            "{metrics}"
+        );
+    }
+    assert!(accuracies[0] >= 0.84, "{accuracies:?}");
+    assert_eq!(accuracies[0], accuracies[1]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// scipy's `save_npz` files, CSR and CSC, train as the LIBSVM file they were made from.
+#[test]
+fn heart_scale_trains_from_scipy_npz_csr_and_csc() {
+    let dir = scratch("heart-npz");
+    let y = data("heart_scale_y.npy");
+    let mut losses = Vec::new();
+    for file in [
+        "heart_scale.libsvm",
+        "heart_scale.npz",
+        "heart_scale_csc.npz",
+    ] {
+        let report_path = dir.join(format!("{file}.json"));
+        let mut args = vec![
+            "train",
+            "--backend",
+            "cpu",
+            "--sparse",
+            "on",
+            "--report",
+            report_path.to_str().unwrap(),
+        ];
+        let path = data(file);
+        args.push(path.to_str().unwrap());
+        if file.ends_with(".npz") {
+            args.extend(["--y", y.to_str().unwrap()]);
+        }
+        let o = bilevel(&args);
+        assert!(o.status.success(), "{file}: {}", stderr(&o));
+        let r = report(&report_path);
+        losses.push(r["metrics"]["train"][0]["log_loss"].as_f64().unwrap());
+    }
+    // The same rows and values in the same order: the same run, bit for bit.
+    assert_eq!(losses[0], losses[1], "{losses:?}");
+    assert_eq!(losses[0], losses[2], "{losses:?}");
+    let o = bilevel(&["train", data("heart_scale.npz").to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("heart_scale.npz:0: the file has no label column"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sparse_input_errors_name_the_line() {
+    let dir = scratch("sparse-errors");
+    let repeated = file(&dir, "dup.libsvm", b"+1 1:0.5 3:1\n-1 2:1 2:0.5\n");
+    let o = bilevel(&["train", repeated.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("dup.libsvm:2: feature index 2 appears twice"),
+        "{}",
+        stderr(&o)
+    );
+    let unsorted = file(&dir, "unsorted.libsvm", b"+1 1:0.5 3:1\n-1 3:1 2:0.5\n");
+    let o = bilevel(&["train", unsorted.to_str().unwrap()]);
+    assert!(
+        stderr(&o).contains("unsorted.libsvm:2: feature index 2 does not increase"),
+        "{}",
+        stderr(&o)
+    );
+    // Far wider than its nonzeros: fine sparse, refused dense.
+    let wide = file(
+        &dir,
+        "wide.libsvm",
+        b"+1 1:1 16000000:1\n-1 2:1\n".repeat(40).as_slice(),
+    );
+    let o = bilevel(&["train", wide.to_str().unwrap(), "--sparse", "off"]);
+    assert!(
+        stderr(&o).contains("stored dense would take") && stderr(&o).contains("--sparse"),
+        "{}",
+        stderr(&o)
+    );
+    let o = bilevel(&["train", wide.to_str().unwrap(), "--global-steps", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for spec in ["10,5,6,0", "10,0,1,0", "10,5,2", "a,5,2,0"] {
+        let o = bilevel(&["train", "--synthetic-sparse", spec]);
+        assert!(
+            !o.status.success() && stderr(&o).contains("--synthetic-sparse"),
+            "{spec}: {}",
+            stderr(&o)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `generate` writes the rows `train --synthetic-sparse` trains on: the file trains the same.
+#[test]
+fn generated_files_train_as_the_generated_data() {
+    let dir = scratch("generate");
+    let path = dir.join("g.libsvm");
+    let spec = "300,40,6,4";
+    let o = bilevel(&[
+        "generate",
+        "--synthetic-sparse",
+        spec,
+        "-o",
+        path.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 300);
+    assert!(text.lines().all(|l| l.split(' ').count() == 7), "{text}");
+    let mut losses = Vec::new();
+    for source in [["--synthetic-sparse", spec], ["--sparse", "on"]] {
+        let report_path = dir.join("r.json");
+        let mut args = vec![
+            "train",
+            "--backend",
+            "cpu",
+            "--report",
+            report_path.to_str().unwrap(),
+        ];
+        args.extend(source);
+        if source[0] == "--sparse" {
+            args.push(path.to_str().unwrap());
+        }
+        let o = bilevel(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        losses.push(report(&report_path)["metrics"]["train"][0]["log_loss"].as_f64());
+    }
+    assert!(losses[0].is_some());
+    assert_eq!(losses[0], losses[1]);
+    let o = bilevel(&["generate", "-o", path.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sparse_data_is_standardised_without_centring() {
+    let dir = scratch("sparse-std");
+    let model = dir.join("m.safetensors");
+    let o = bilevel(&[
+        "train",
+        "--synthetic-sparse",
+        "600,400,12,3",
+        "--standardize",
+        "--compare",
+        "-o",
+        model.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("without centring"), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("GPU vs CPU reference"),
+        "{}",
+        stdout(&o)
+    );
+    let saved = bilevel::model_file::load_model(&model).unwrap();
+    let s = saved.standardizer.unwrap();
+    assert!(!s.centred);
+    assert!(s.mean.iter().all(|&m| m == 0.0));
+    assert!(s.std.iter().any(|&v| v != 1.0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn digits_train_as_ten_one_vs_rest_outputs() {
     let dir = scratch("digits");
     let model = dir.join("digits.safetensors");
@@ -1203,8 +1413,8 @@ fn shaders_dump_writes_every_module_and_pipeline() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("pipelines.json")).unwrap()).unwrap();
     let modules = manifest["modules"].as_array().unwrap();
-    // The 11 kernels and probes, linear_step_rows at 1 and 5 column groups, linear_tiled.
-    assert_eq!(modules.len(), 14, "{manifest}");
+    // The 12 kernels and probes, linear_step_rows at 1 and 5 column groups, linear_tiled.
+    assert_eq!(modules.len(), 15, "{manifest}");
     for m in modules {
         let source = std::fs::read_to_string(dir.join(m["file"].as_str().unwrap())).unwrap();
         assert_eq!(

@@ -7,12 +7,17 @@ mod common;
 use std::path::Path;
 
 use bilevel::config::RunConfig;
-use bilevel::io::{CsvOptions, LibsvmOptions, read_csv_from, read_libsvm_from, read_npy_bytes};
+use bilevel::io::{
+    CsvOptions, LibsvmOptions, read_csv_from, read_libsvm_from, read_npy_bytes, read_npz_from,
+};
 use bilevel::model_file::{checkpoint_from_bytes, model_from_bytes};
+use bilevel::sparse::Layout;
 use proptest::prelude::*;
 
 const CSV: &str = "a,b,label\n1,2,0\n3.5,-4e2,1\n5,6,1\n";
 const LIBSVM: &str = "# comment\n1 1:0.5 3:-1\n0 2:0.25\n0,2 1:1 4:2e-3\n";
+/// scipy's `save_npz(…, compressed=False)` of a 3×4 CSR matrix (tests/data/README.md).
+const NPZ: &[u8] = include_bytes!("data/tiny_stored.npz");
 const TOML: &str = "[[phase]]\nname = \"local\"\noptimizer = \"sgd\"\nparams = \"features:0..3\"\nsteps = 10\n\n[[phase]]\noptimizer = \"adamw\"\nsteps = 5\nbetas = [0.9, 0.99]\n";
 
 fn origin() -> &'static Path {
@@ -60,6 +65,7 @@ fn read_everything(bytes: &[u8]) {
         )
         .err(),
         read_npy_bytes(bytes, origin()).err(),
+        read_npz_from(std::io::Cursor::new(bytes), origin()).err(),
         model_from_bytes(bytes, origin()).err(),
         checkpoint_from_bytes(bytes, origin()).err(),
         std::str::from_utf8(bytes).ok().and_then(|t| {
@@ -112,6 +118,11 @@ proptest! {
     }
 
     #[test]
+    fn mutated_npz_never_panics(bytes in mutated(NPZ.to_vec())) {
+        read_everything(&bytes);
+    }
+
+    #[test]
     fn mutated_npy_never_panics(bytes in mutated(npy())) {
         read_everything(&bytes);
     }
@@ -124,6 +135,40 @@ proptest! {
     #[test]
     fn mutated_run_file_never_panics(bytes in mutated(TOML.as_bytes().to_vec())) {
         read_everything(&bytes);
+    }
+
+    /// Any sparse rows written as LIBSVM text read back as the same CSR arrays (the explicit
+    /// zeros kept), with nothing dense on the way.
+    #[test]
+    fn libsvm_rows_read_back_as_the_same_csr(
+        rows in proptest::collection::vec(
+            proptest::collection::btree_map(1u32..60, -64i32..64, 0..8),
+            1..24,
+        ),
+    ) {
+        let mut text = String::new();
+        for (i, row) in rows.iter().enumerate() {
+            text.push_str(if i % 3 == 0 { "+1" } else { "-1" });
+            for (j, v) in row {
+                text.push_str(&format!(" {j}:{}", *v as f32 / 8.0));
+            }
+            text.push('\n');
+        }
+        let table = read_libsvm_from(text.as_bytes(), origin(), &LibsvmOptions::default()).unwrap();
+        let x = table.x.sparse().expect("LIBSVM reads sparse");
+        let widest = rows.iter().flat_map(|r| r.keys()).max().copied().unwrap_or(1);
+        prop_assert_eq!((x.n, x.d), (rows.len(), widest as usize));
+        let mut start = 0u64;
+        for (i, row) in rows.iter().enumerate() {
+            let (cols, values) = x.row(i);
+            let want: Vec<(u32, f32)> = row.iter().map(|(&j, &v)| (j - 1, v as f32 / 8.0)).collect();
+            let got: Vec<(u32, f32)> = cols.iter().copied().zip(values.iter().copied()).collect();
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(x.row_start[i], start);
+            start += row.len() as u64;
+        }
+        let rebuilt = bilevel::Csr::new(x.n, x.d, x.row_start.clone(), x.cols.clone(), x.values.clone());
+        prop_assert!(rebuilt.is_ok());
     }
 
     #[test]
@@ -143,6 +188,11 @@ fn the_valid_inputs_parse() {
     let t = read_libsvm_from(LIBSVM.as_bytes(), origin(), &LibsvmOptions::default()).unwrap();
     assert_eq!((t.n, t.d, t.o()), (3, 4, 3));
     assert_eq!(read_npy_bytes(&npy(), origin()).unwrap().0, vec![2, 3]);
+    let tiny = read_npz_from(std::io::Cursor::new(NPZ), origin()).unwrap();
+    assert_eq!(
+        tiny.to_dense(),
+        [0.0, 1.5, 0.0, -2.0, 0.0, 0.0, 0.0, 0.0, 3.0, 0.0, 0.25, 0.0]
+    );
     assert_eq!(model_from_bytes(&model(), origin()).unwrap().params.o, 2);
     assert_eq!(
         RunConfig::from_toml(TOML, origin())
@@ -215,11 +265,15 @@ fn claimed_sizes_do_not_drive_allocations() {
             .contains("above the 16777216 features allowed"),
         "{err}"
     );
+    // Read sparse it is three nonzeros; dense it would be 192 MB, which is refused.
     let many_rows = "+1 16000000:1\n".repeat(3);
-    let err =
-        read_libsvm_from(many_rows.as_bytes(), origin(), &LibsvmOptions::default()).unwrap_err();
+    let table =
+        read_libsvm_from(many_rows.as_bytes(), origin(), &LibsvmOptions::default()).unwrap();
+    assert_eq!(table.x.sparse().map(|x| x.nnz()), Some(3));
+    let err = table.with_layout(Layout::Dense, origin()).unwrap_err();
     assert!(
-        err.to_string().contains("far more memory than a file of"),
+        err.to_string()
+            .contains("far more than its 3 nonzeros justify"),
         "{err}"
     );
 }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod data;
 pub mod devices;
+pub mod generate;
 pub mod predict;
 pub mod progress;
 pub mod shaders;

@@ -7,7 +7,8 @@ use bilevel::cpu;
 use bilevel::io::{Table, write_atomically};
 use bilevel::metrics;
 use bilevel::model_file::{SavedModel, load_model};
-use bilevel::{Error, Result};
+use bilevel::sparse::Layout;
+use bilevel::{Error, Features, Result};
 use clap::Args;
 
 use super::data::DataArgs;
@@ -35,7 +36,7 @@ pub struct PredictArgs {
 pub struct EvalArgs {
     /// Model written by `bilevel train`.
     pub model: PathBuf,
-    /// Labelled data: CSV, LIBSVM or NPY (with --y).
+    /// Labelled data: CSV, LIBSVM, NPY or scipy NPZ (with --y).
     pub data: PathBuf,
     #[command(flatten)]
     pub source: DataArgs,
@@ -75,11 +76,18 @@ fn logits(model: &SavedModel, path: &Path, source: &DataArgs) -> Result<(Vec<f32
         });
     }
     if let Some(s) = &model.standardizer {
+        if s.centred && table.x.is_sparse() {
+            // Centring turns every zero into a nonzero.
+            table = table.with_layout(Layout::Dense, path)?;
+        }
         s.apply(&mut table.x);
     }
     let rows: Vec<u32> = (0..table.n as u32).collect();
     let mut z = vec![0.0; table.n * o];
-    cpu::linear_forward(d, o, &table.x, &rows, &model.params.values, &mut z);
+    match &table.x {
+        Features::Dense(x) => cpu::linear_forward(d, o, x, &rows, &model.params.values, &mut z),
+        Features::Sparse(x) => cpu::sparse_forward(x, o, &rows, &model.params.values, &mut z),
+    }
     Ok((z, table))
 }
 

@@ -21,7 +21,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::data::{DataArgs, synthetic};
+use super::data::{DataArgs, synthetic, synthetic_sparse};
 use super::progress::PhaseBars;
 use super::table::print_metrics;
 
@@ -59,7 +59,7 @@ impl OptimizerName {
 /// Options of `bilevel train`.
 #[derive(Args, Debug, Default)]
 pub struct TrainArgs {
-    /// Data file: CSV, LIBSVM/svmlight or NPY (default: the bundled breast-cancer data,
+    /// Data file: CSV, LIBSVM/svmlight, NPY or scipy sparse NPZ (default: the bundled breast-cancer data,
     /// standardised).
     #[arg(value_name = "DATA")]
     pub data: Option<PathBuf>,
@@ -68,6 +68,15 @@ pub struct TrainArgs {
     /// Generated data instead of a file: a planted linear model, N rows, D features, O outputs.
     #[arg(long, value_name = "N,D,O,SEED", conflicts_with = "data")]
     pub synthetic: Option<String>,
+    /// Generated sparse data instead of a file, shaped like rcv1: N rows of NNZ_PER_ROW
+    /// nonzeros among D features (popular columns drawn Zipf-like), rows L2-normalised, one
+    /// output from a planted model.
+    #[arg(
+        long,
+        value_name = "N,D,NNZ_PER_ROW,SEED",
+        conflicts_with_all = ["data", "synthetic"]
+    )]
+    pub synthetic_sparse: Option<String>,
     /// Z-score the features with statistics of the training rows (stored with the model).
     #[arg(long)]
     pub standardize: bool,
@@ -298,15 +307,20 @@ struct Prepared {
 }
 
 fn prepare(args: &TrainArgs) -> anyhow::Result<Prepared> {
-    let (table, source) = match (&args.data, &args.synthetic) {
-        (Some(path), _) => (args.source.read(path, None)?, path.display().to_string()),
-        (None, Some(spec)) => (synthetic(spec)?, format!("synthetic {spec}")),
-        (None, None) => (
+    let (table, source) = match (&args.data, &args.synthetic, &args.synthetic_sparse) {
+        (Some(path), _, _) => (args.source.read(path, None)?, path.display().to_string()),
+        (None, Some(spec), _) => (synthetic(spec)?, format!("synthetic {spec}")),
+        (None, None, Some(spec)) => (synthetic_sparse(spec)?, format!("synthetic sparse {spec}")),
+        (None, None, None) => (
             args.source.bundled()?,
             "bundled breast_cancer.csv".to_string(),
         ),
     };
     let origin = args.data.clone().unwrap_or_else(|| PathBuf::from(&source));
+    let table = match &args.data {
+        Some(_) => table,
+        None => table.with_layout(args.source.layout(), &origin)?,
+    };
     let feature_names = table.feature_names.clone();
     let label_names = table.label_names.clone();
     let mut data = table.into_dataset(&origin)?;
@@ -325,7 +339,7 @@ fn prepare(args: &TrainArgs) -> anyhow::Result<Prepared> {
             .into());
         }
         let extra = extra.into_dataset(path)?;
-        data.x.extend(extra.x);
+        data.x.append(data.d, extra.x);
         data.y.extend(extra.y);
         data.n += extra.n;
     } else if let Some(fraction) = args.validation {
@@ -342,10 +356,7 @@ fn prepare(args: &TrainArgs) -> anyhow::Result<Prepared> {
         let mut order: Vec<usize> = (0..data.n).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(args.seed));
         let (d, o) = (data.d, data.o);
-        let x = order
-            .iter()
-            .flat_map(|&i| data.x[i * d..(i + 1) * d].iter().copied())
-            .collect();
+        let x = data.x.select_rows(d, &order);
         let y = order
             .iter()
             .flat_map(|&i| data.y[i * o..(i + 1) * o].iter().copied())
@@ -354,11 +365,17 @@ fn prepare(args: &TrainArgs) -> anyhow::Result<Prepared> {
         train_rows = data.n - held_out;
     }
     // The bundled data is always standardised: its raw features span five orders of magnitude.
-    let bundled = args.data.is_none() && args.synthetic.is_none();
+    let bundled = bundled_data(args);
     let standardizer =
         (args.standardize || bundled).then(|| Standardizer::fit(&data.x, data.d, train_rows));
     if let Some(s) = &standardizer {
         s.apply(&mut data.x);
+        if !s.centred {
+            eprintln!(
+                "bilevel: sparse features scaled to unit variance without centring (centring \
+                 would make every zero a nonzero); the model file records it"
+            );
+        }
     }
     let pos_weight = if let Some(w) = &args.pos_weight {
         Some(w.clone())
@@ -458,6 +475,7 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
         "feature_names": feature_names,
         "label_names": label_names,
         "standardize": standardizer.is_some(),
+        "sparse": data.x.is_sparse(),
         "pos_weight": data.pos_weight,
         "seed": args.seed,
         "backend": backend.describe(),
@@ -466,8 +484,7 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
     backend.load(&data, &init)?;
     // The backend holds the data now. Keep the host copy only for a run on the CPU reference
     // beside it: peak memory stays near one copy of X on the host plus the device's.
-    let compare = args.backend == BackendChoice::Gpu
-        && (args.compare || (args.data.is_none() && args.synthetic.is_none()));
+    let compare = args.backend == BackendChoice::Gpu && (args.compare || bundled_data(args));
     let (reference_data, labels) = if compare {
         let labels = data.y.clone();
         (Some(data), labels)
@@ -610,6 +627,11 @@ fn print_comparison(gpu: &RunReport, cpu: &RunReport) {
         "GPU vs CPU reference: max |Δparam| {max_param:.3e}, max relative loss difference over {} checks {max_loss:.3e}",
         gpu.phases.iter().map(|p| p.checks.len()).sum::<usize>()
     );
+}
+
+/// Whether the run trains the bundled data (no file, nothing generated).
+fn bundled_data(args: &TrainArgs) -> bool {
+    args.data.is_none() && args.synthetic.is_none() && args.synthetic_sparse.is_none()
 }
 
 /// The closing table: one line per phase.

@@ -7,6 +7,7 @@ mod linear_backward;
 mod linear_forward;
 mod reduce;
 mod sgd;
+mod sparse_linear;
 
 pub use adam::adam;
 pub use bce::{bce, sigmoid};
@@ -14,10 +15,12 @@ pub use linear_backward::linear_backward;
 pub use linear_forward::linear_forward;
 pub use reduce::{masked_sum_of_squares, sum};
 pub use sgd::sgd;
+pub use sparse_linear::{sparse_backward, sparse_forward};
 
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
 use crate::{
-    Backend, Dataset, Error, Evaluation, Optimizer, OptimizerState, ParamMask, Params, Result,
+    Backend, Dataset, Error, Evaluation, Features, Optimizer, OptimizerState, ParamMask, Params,
+    Result,
 };
 
 /// The reference backend.
@@ -63,7 +66,10 @@ impl CpuBackend {
         let (d, o) = (data.d, data.o);
         let len = rows.len() * o;
         let mut z = vec![0.0; len];
-        linear_forward(d, o, &data.x, rows, &self.params, &mut z);
+        match &data.x {
+            Features::Dense(x) => linear_forward(d, o, x, rows, &self.params, &mut z),
+            Features::Sparse(x) => sparse_forward(x, o, rows, &self.params, &mut z),
+        }
         let (mut delta, mut loss) = (vec![0.0; len], vec![0.0; len]);
         let inv_count = 1.0 / len as f64;
         bce(
@@ -77,6 +83,18 @@ impl CpuBackend {
             &mut loss,
         );
         Ok((z, delta, loss))
+    }
+
+    /// The gradient of batch `batch` from its δ.
+    fn backward(&self, batch: usize, delta: &[f32]) -> Result<Vec<f32>> {
+        let data = self.data()?;
+        let rows = self.batch(batch)?;
+        let mut grad = vec![0.0; self.params.len()];
+        match &data.x {
+            Features::Dense(x) => linear_backward(data.d, data.o, x, rows, delta, &mut grad),
+            Features::Sparse(x) => sparse_backward(x, data.o, rows, delta, &mut grad),
+        }
+        Ok(grad)
     }
 
     fn update(&mut self, grad: &[f32], t: u64) -> Result<()> {
@@ -172,16 +190,7 @@ impl Backend for CpuBackend {
 
     fn evaluate(&mut self, batch: usize) -> Result<Evaluation> {
         let (_, delta, loss) = self.forward_bce(batch)?;
-        let data = self.data()?;
-        let mut grad = vec![0.0; self.params.len()];
-        linear_backward(
-            data.d,
-            data.o,
-            &data.x,
-            self.batch(batch)?,
-            &delta,
-            &mut grad,
-        );
+        let grad = self.backward(batch, &delta)?;
         let mask = &self.phase()?.1;
         Ok(Evaluation {
             loss: sum(&loss) / loss.len() as f64,
@@ -210,17 +219,7 @@ impl Backend for CpuBackend {
 
     fn gradient(&mut self, batch: usize) -> Result<Vec<f32>> {
         let (_, delta, _) = self.forward_bce(batch)?;
-        let data = self.data()?;
-        let mut grad = vec![0.0; self.params.len()];
-        linear_backward(
-            data.d,
-            data.o,
-            &data.x,
-            self.batch(batch)?,
-            &delta,
-            &mut grad,
-        );
-        Ok(grad)
+        self.backward(batch, &delta)
     }
 
     fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {

@@ -52,6 +52,21 @@ pub(crate) struct StepEntry {
     pub(crate) _pad: [u32; 2],
 }
 
+/// `sparse_linear.wgsl`'s `SparseJob`: the segments or owners of one dispatch and how the
+/// dense operand is indexed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct SparseJob {
+    pub(crate) first: u32,
+    pub(crate) count: u32,
+    pub(crate) segments_at: u32,
+    pub(crate) owners_at: u32,
+    pub(crate) ids_at: u32,
+    pub(crate) a: u32,
+    pub(crate) b: u32,
+    pub(crate) forward: u32,
+}
+
 /// The `ReduceJob` arguments.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -129,6 +144,11 @@ pub fn arg_structs() -> Vec<ArgStruct> {
             StepEntry,
             "StepEntry",
             [row_offset, count, t, inv_count, step_size, bc2_sqrt]
+        ),
+        arg_struct!(
+            SparseJob,
+            "SparseJob",
+            [first, count, segments_at, owners_at, ids_at, a, b, forward]
         ),
         arg_struct!(
             ReduceJob,

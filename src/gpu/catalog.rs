@@ -83,7 +83,7 @@ pub fn pipelines(sizes: &[u32], rows_groups: &[u32], shift: u32) -> Vec<Pipeline
             subgroup_size: size,
         })
     };
-    let simple: [(&str, &str, &str, &[Constant]); 11] = [
+    let simple: [(&str, &str, &str, &[Constant]); 14] = [
         ("linear_forward", "linear_forward.wgsl", "main", &WG),
         ("bce", "bce.wgsl", "main", &WG),
         (
@@ -99,6 +99,9 @@ pub fn pipelines(sizes: &[u32], rows_groups: &[u32], shift: u32) -> Vec<Pipeline
             &WG,
         ),
         ("linear_step", "linear_step.wgsl", "main", &WG),
+        ("sparse_linear.gather", "sparse_linear.wgsl", "gather", &WG),
+        ("sparse_linear.sum", "sparse_linear.wgsl", "sum", &WG),
+        ("sparse_linear.clear", "sparse_linear.wgsl", "clear", &WG),
         ("reduce", "reduce.wgsl", "main", &WG),
         ("sgd", "sgd.wgsl", "main", &OPTIMIZER),
         ("adam", "adam.wgsl", "main", &OPTIMIZER),

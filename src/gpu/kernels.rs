@@ -47,6 +47,12 @@ pub(crate) struct Kernels {
     /// `probe` reading X's texture.
     pub(crate) probe_texture: LazyPipeline,
     pub(crate) gemm: Kernel,
+    /// `sparse_linear`'s passes: products of sparse rows or columns with W or δ by segments,
+    /// their sums by row or column, and the gradient of the columns a batch holds none of
+    /// cleared.
+    pub(crate) sparse_gather: Kernel,
+    pub(crate) sparse_sum: Kernel,
+    pub(crate) sparse_clear: Kernel,
     pub(crate) reduce: Kernel,
     pub(crate) sgd: Kernel,
     pub(crate) adam: Kernel,
@@ -425,6 +431,7 @@ impl Kernels {
         let probe_kernel = build("probe_read", &probe, "main", &WG);
         let rows_folded = (limits.max_storage_buffers_per_shader_stage >= FOLDED_STORAGE_BINDINGS)
             .then(|| Layout::named(device, "linear_step_rows.main_folded"));
+        let sparse = module("sparse_linear.wgsl");
         let forward_module = module("linear_forward.wgsl");
         let forward = build("linear_forward", &forward_module, "main", &WG);
         let backward_partial = build("linear_backward.partial", &backward, "partial", &WG);
@@ -469,6 +476,9 @@ impl Kernels {
             probe: probe_kernel,
             // A fixed 16×16 tile: no override to set.
             gemm: build("probe_gemm", &module("probe_gemm.wgsl"), "main", &[]),
+            sparse_gather: build("sparse_linear.gather", &sparse, "gather", &WG),
+            sparse_sum: build("sparse_linear.sum", &sparse, "sum", &WG),
+            sparse_clear: build("sparse_linear.clear", &sparse, "clear", &WG),
             reduce: build("reduce", &module("reduce.wgsl"), "main", &WG),
             sgd: build("sgd", &module("sgd.wgsl"), "main", &OPTIMIZER),
             adam: build("adam", &module("adam.wgsl"), "main", &OPTIMIZER),

@@ -7,8 +7,10 @@ mod catalog;
 mod context;
 mod kernels;
 pub mod plan;
+pub mod plan_sparse;
 mod probe;
 pub mod shaders;
+pub mod sparse_layout;
 mod verify;
 
 pub use backend::{Counters, GemmProbe, GpuBackend, StepKernels, XSource};

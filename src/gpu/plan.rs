@@ -304,6 +304,24 @@ pub struct LoadPlan {
     pub rows_groups: Option<u32>,
 }
 
+impl LoadPlan {
+    /// The layout of sparse data's dense buffers: no chunks of rows (its nonzeros have
+    /// their own, see [`super::plan_sparse`]).
+    pub fn sparse(n: usize, d: usize) -> Self {
+        LoadPlan {
+            route: Route {
+                path: StepPath::Separate,
+                x_texture: false,
+            },
+            x_stride: d,
+            rows_per_chunk: n,
+            chunk_count: 0,
+            rows_per_block: 1,
+            rows_groups: None,
+        }
+    }
+}
+
 /// Lays out and chooses the kernels for `n`×`d`→`o` on `profile`. `dropped` lists routes
 /// verification found wrong on this adapter: a choice left to the plan avoids them (a path
 /// whose buffer route is dropped is not taken; a dropped texture route reads buffers), a

@@ -52,6 +52,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         with_loads!("linear_step_rows.wgsl"),
     ),
     ("linear_tiled.wgsl", with_loads!("linear_tiled.wgsl")),
+    ("sparse_linear.wgsl", with_prelude!("sparse_linear.wgsl")),
     ("reduce.wgsl", include_str!("../../shaders/reduce.wgsl")),
     ("sgd.wgsl", with_prelude!("sgd.wgsl")),
     ("adam.wgsl", with_prelude!("adam.wgsl")),
@@ -291,6 +292,9 @@ pub const LAYOUTS: &[(&str, &[Slot])] = &[
         "linear_tiled.pack_weights",
         &[Args(0), Read(4), WriteTexture(20)],
     ),
+    ("sparse_linear.gather", SPARSE),
+    ("sparse_linear.sum", SPARSE),
+    ("sparse_linear.clear", SPARSE),
     ("reduce", &[Ring(0), Read(1), Read(2), Write(3)]),
     (
         "sgd",
@@ -320,6 +324,18 @@ pub const LAYOUTS: &[(&str, &[Slot])] = &[
     ("probe_read", &[Uniform(0), Read(1), Write(2), Texture(3)]),
     ("probe_gemm", &[Uniform(0), Read(1), Read(2), Write(3)]),
     ("probe_lanes", &[Write(0)]),
+];
+
+/// `sparse_linear`'s layout, both entry points.
+const SPARSE: &[Slot] = &[
+    Args(0),
+    Ring(1),
+    Read(2),
+    Read(3),
+    Read(4),
+    Read(5),
+    Write(6),
+    Write(7),
 ];
 
 /// `linear_step`'s layout, which `linear_step_rows`' `main` and `probe` share.
@@ -420,8 +436,11 @@ pub(crate) const STEP_STORAGE_BINDINGS: u32 = storage_buffers(STEP);
 pub(crate) const TILED_STORAGE_BINDINGS: u32 = storage_buffers(TILED_FORWARD);
 /// The kernels every run needs: the portable path's and the optimizers' (see
 /// [`PORTABLE_STORAGE_BINDINGS`]).
-pub const PORTABLE_KERNELS: [&str; 7] = [
+pub const PORTABLE_KERNELS: [&str; 10] = [
     "linear_forward",
+    "sparse_linear.gather",
+    "sparse_linear.sum",
+    "sparse_linear.clear",
     "bce",
     "linear_backward.partial",
     "linear_backward.total",

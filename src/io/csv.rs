@@ -243,7 +243,7 @@ fn read_csv_sized(
     Ok(Table {
         n,
         d: feature_cols.len(),
-        x,
+        x: x.into(),
         y,
         feature_names: feature_cols.iter().map(|&c| names[c].clone()).collect(),
         label_names,

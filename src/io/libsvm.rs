@@ -5,9 +5,9 @@ use std::io::BufRead;
 use std::path::Path;
 
 use super::{Table, parse_error};
-use crate::{Error, Result};
+use crate::{Csr, Error, Features, Result};
 
-/// Feature indices above this are refused: the matrix is stored dense.
+/// Feature indices above this are refused.
 pub const MAX_FEATURES: usize = 1 << 24;
 
 /// How to read a LIBSVM file.
@@ -21,12 +21,6 @@ pub struct LibsvmOptions {
     pub outputs: Option<usize>,
 }
 
-struct Line {
-    number: usize,
-    labels: Vec<String>,
-    pairs: Vec<(usize, f32)>,
-}
-
 /// Reads `path` as LIBSVM text.
 pub fn read_libsvm(path: &Path, options: &LibsvmOptions) -> Result<Table> {
     let file = std::fs::File::open(path).map_err(|e| Error::Io {
@@ -36,20 +30,25 @@ pub fn read_libsvm(path: &Path, options: &LibsvmOptions) -> Result<Table> {
     read_libsvm_from(file, path, options)
 }
 
-/// The dense matrix may take this many bytes per byte of input (beyond a 64 MiB allowance):
-/// an index far beyond the data cannot make the reader allocate more than the file justifies.
+/// Y may take this many bytes per byte of input (beyond a 64 MiB allowance): a class index
+/// far beyond the data cannot make the reader allocate more than the file justifies.
 const DENSE_BYTES_PER_INPUT_BYTE: usize = 64;
 
-/// Reads LIBSVM text from `input`; `path` names it in errors.
+/// Reads LIBSVM text from `input` straight into sparse rows (nothing dense on the way: the
+/// memory taken is the rows' arrays and the labels); `path` names it in errors.
 pub fn read_libsvm_from(
     input: impl std::io::Read,
     path: &Path,
     options: &LibsvmOptions,
 ) -> Result<Table> {
     let mut input_bytes = 0usize;
-    let mut lines = Vec::new();
+    let (mut row_start, mut cols, mut values) = (vec![0u64], Vec::new(), Vec::new());
+    // Per row: its line number and labels as written (parsed once the kind is known).
+    let mut numbers = Vec::new();
+    let (mut label_text, mut label_end) = (String::new(), Vec::new());
     let mut max_index = 0usize;
     let mut multi_label = options.outputs.is_some_and(|o| o > 1);
+    let limit = options.features.unwrap_or(MAX_FEATURES);
     for (i, text) in std::io::BufReader::new(input).lines().enumerate() {
         let number = i + 1;
         let text =
@@ -60,18 +59,13 @@ pub fn read_libsvm_from(
         let Some(&first) = tokens.peek() else {
             continue;
         };
-        let labels: Vec<String> = if first.contains(':') {
-            Vec::new() // a multi-label line with no labels
+        let label = if first.contains(':') {
+            "" // a multi-label line with no labels
         } else {
             tokens.next();
             multi_label |= first.contains(',');
             first
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
         };
-        let mut pairs = Vec::new();
         let mut previous = 0;
         for token in tokens {
             let (index, value) = token.split_once(':').ok_or_else(|| {
@@ -91,7 +85,6 @@ pub fn read_libsvm_from(
                     format!("feature index {index} is below 1 (indices are 1-based)"),
                 ));
             }
-            let limit = options.features.unwrap_or(MAX_FEATURES);
             if index as u64 > limit as u64 {
                 return Err(parse_error(
                     path,
@@ -100,7 +93,14 @@ pub fn read_libsvm_from(
                 ));
             }
             let index = index as usize;
-            if index <= previous {
+            if index == previous {
+                return Err(parse_error(
+                    path,
+                    number,
+                    format!("feature index {index} appears twice"),
+                ));
+            }
+            if index < previous {
                 return Err(parse_error(
                     path,
                     number,
@@ -123,43 +123,28 @@ pub fn read_libsvm_from(
                 ));
             }
             max_index = max_index.max(index);
-            pairs.push((index, value));
+            cols.push((index - 1) as u32);
+            values.push(value);
         }
-        lines.push(Line {
-            number,
-            labels,
-            pairs,
-        });
+        row_start.push(cols.len() as u64);
+        numbers.push(number);
+        label_text.push_str(label);
+        label_end.push(label_text.len());
     }
-    if lines.is_empty() {
+    if numbers.is_empty() {
         return Err(parse_error(path, 1, "the file has no data lines"));
     }
-    let n = lines.len();
+    let n = numbers.len();
+    let labels: Vec<&str> = (0..n)
+        .map(|i| &label_text[if i == 0 { 0 } else { label_end[i - 1] }..label_end[i]])
+        .collect();
     let d = options.features.unwrap_or(max_index).max(1);
     let allowance = (64 << 20) + input_bytes.saturating_mul(DENSE_BYTES_PER_INPUT_BYTE);
-    let Some(dense) = n
-        .checked_mul(d)
-        .filter(|&len| len.saturating_mul(4) <= allowance)
-    else {
-        return Err(parse_error(
-            path,
-            1,
-            format!(
-                "{n} rows × {d} features stored dense would take far more memory than a file of {input_bytes} bytes justifies"
-            ),
-        ));
-    };
-    let mut x = vec![0.0f32; dense];
-    for (row, line) in lines.iter().enumerate() {
-        for &(index, value) in &line.pairs {
-            x[row * d + index - 1] = value;
-        }
-    }
     let (y, label_names) = if multi_label {
         let mut classes = Vec::with_capacity(n);
-        for line in &lines {
-            let mut ids = Vec::with_capacity(line.labels.len());
-            for label in &line.labels {
+        for (label, &number) in labels.iter().zip(&numbers) {
+            let mut ids = Vec::new();
+            for label in label.split(',').filter(|s| !s.is_empty()) {
                 let id: usize = label
                     .parse()
                     .ok()
@@ -167,7 +152,7 @@ pub fn read_libsvm_from(
                     .ok_or_else(|| {
                         parse_error(
                             path,
-                            line.number,
+                            number,
                             format!("label '{label}' is not a class index 0, 1, 2, …"),
                         )
                     })?;
@@ -193,7 +178,7 @@ pub fn read_libsvm_from(
                 if k >= o {
                     return Err(parse_error(
                         path,
-                        lines[row].number,
+                        numbers[row],
                         format!("class {k} is not below the {o} outputs"),
                     ));
                 }
@@ -203,17 +188,17 @@ pub fn read_libsvm_from(
         (y, (0..o).map(|k| format!("class {k}")).collect())
     } else {
         let mut y = Vec::with_capacity(n);
-        for line in &lines {
-            let [label] = line.labels.as_slice() else {
-                return Err(parse_error(path, line.number, "the line has no label"));
-            };
+        for (label, &number) in labels.iter().zip(&numbers) {
+            if label.is_empty() {
+                return Err(parse_error(path, number, "the line has no label"));
+            }
             let value = match label.parse::<f64>() {
                 Ok(1.0) => 1.0,
                 Ok(0.0 | -1.0) => 0.0,
                 _ => {
                     return Err(parse_error(
                         path,
-                        line.number,
+                        number,
                         format!("label '{label}' is not -1, +1, 0 or 1"),
                     ));
                 }
@@ -222,12 +207,64 @@ pub fn read_libsvm_from(
         }
         (y, vec!["label".to_string()])
     };
+    let x = Csr {
+        n,
+        d,
+        row_start,
+        cols,
+        values,
+    };
     Ok(Table {
         n,
         d,
-        x,
+        x: Features::Sparse(x),
         y: Some(y),
         feature_names: (1..=d).map(|j| format!("f{j}")).collect(),
         label_names,
     })
+}
+
+/// Writes `x` (n×d) with targets `y` (n×o) as LIBSVM text: labels +1/−1 for one output, else
+/// the comma-separated classes whose target is at least ½; 1-based indices of the stored
+/// values, each printed in the shortest form that reads back as the same f32.
+pub fn write_libsvm(
+    out: &mut dyn std::io::Write,
+    x: &Features,
+    (n, d, o): (usize, usize, usize),
+    y: &[f32],
+    path: &Path,
+) -> Result<()> {
+    let io = |e: std::io::Error| Error::Io {
+        path: path.into(),
+        message: e.to_string(),
+    };
+    for i in 0..n {
+        let targets = &y[i * o..(i + 1) * o];
+        if o == 1 {
+            write!(out, "{}", if targets[0] >= 0.5 { "+1" } else { "-1" }).map_err(io)?;
+        } else {
+            let classes: Vec<String> = (0..o)
+                .filter(|&k| targets[k] >= 0.5)
+                .map(|k| k.to_string())
+                .collect();
+            write!(out, "{}", classes.join(",")).map_err(io)?;
+        }
+        match x {
+            Features::Dense(x) => {
+                for (j, &v) in x[i * d..(i + 1) * d].iter().enumerate() {
+                    if v != 0.0 {
+                        write!(out, " {}:{v}", j + 1).map_err(io)?;
+                    }
+                }
+            }
+            Features::Sparse(x) => {
+                let (cols, values) = x.row(i);
+                for (&j, &v) in cols.iter().zip(values) {
+                    write!(out, " {}:{v}", j + 1).map_err(io)?;
+                }
+            }
+        }
+        writeln!(out).map_err(io)?;
+    }
+    Ok(())
 }

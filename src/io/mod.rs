@@ -1,4 +1,5 @@
-//! Reading data sets (CSV, LIBSVM/svmlight, NPY) and writing files atomically.
+//! Reading data sets (CSV, LIBSVM/svmlight, NPY, scipy's sparse NPZ) and writing files
+//! atomically.
 //!
 //! Every reader returns a [`Table`] or an [`Error::Parse`] naming the file, the line and what
 //! is wrong; none panics on malformed input.
@@ -6,15 +7,18 @@
 mod csv;
 mod libsvm;
 mod npy;
+mod npz;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use self::csv::{CsvOptions, read_csv, read_csv_from};
-pub use libsvm::{LibsvmOptions, read_libsvm, read_libsvm_from};
+pub use libsvm::{LibsvmOptions, read_libsvm, read_libsvm_from, write_libsvm};
 pub use npy::{read_npy, read_npy_bytes};
+pub use npz::{read_npz, read_npz_from};
 
-use crate::{Dataset, Error, Result};
+use crate::sparse::Layout;
+use crate::{Csr, Dataset, Error, Features, Result};
 
 /// Features and (when the file has them) targets, with column names.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,8 +27,8 @@ pub struct Table {
     pub n: usize,
     /// Features.
     pub d: usize,
-    /// Row-major n×d features.
-    pub x: Vec<f32>,
+    /// n×d features: dense from CSV and NPY, sparse from LIBSVM and NPZ.
+    pub x: Features,
     /// Row-major n×o targets in [0, 1], when the file has labels.
     pub y: Option<Vec<f32>>,
     /// One name per feature.
@@ -37,6 +41,37 @@ impl Table {
     /// Outputs (0 without labels).
     pub fn o(&self) -> usize {
         self.label_names.len()
+    }
+
+    /// The table with its features laid out as `layout` asks; `file` names it in the error
+    /// when dense features would take far more memory than the nonzeros justify.
+    pub fn with_layout(mut self, layout: Layout, file: &Path) -> Result<Self> {
+        let sparse = layout.is_sparse(&self.x, self.n, self.d);
+        self.x = match (self.x, sparse) {
+            (Features::Dense(x), true) => Features::Sparse(Csr::from_dense(self.n, self.d, &x)),
+            (Features::Sparse(x), false) => {
+                let bytes = (self.n as u64)
+                    .saturating_mul(self.d as u64)
+                    .saturating_mul(4);
+                if bytes > DENSE_ALLOWANCE + DENSE_PER_SPARSE_BYTE * x.bytes() {
+                    return Err(parse_error(
+                        file,
+                        1,
+                        format!(
+                            "{} rows × {} features stored dense would take {:.1} GiB, far more \
+                             than its {} nonzeros justify: train them sparse (--sparse auto or on)",
+                            self.n,
+                            self.d,
+                            bytes as f64 / (1u64 << 30) as f64,
+                            x.nnz()
+                        ),
+                    ));
+                }
+                Features::Dense(x.to_dense())
+            }
+            (x, _) => x,
+        };
+        Ok(self)
     }
 
     /// The table as a training set; `file` names it in the error when it has no labels.
@@ -52,6 +87,12 @@ impl Table {
         }
     }
 }
+
+/// Dense features may always take this many bytes…
+const DENSE_ALLOWANCE: u64 = 64 << 20;
+/// …and beyond it this many per byte of their sparse arrays: an index far beyond the data
+/// cannot make bilevel allocate more than the file justifies.
+const DENSE_PER_SPARSE_BYTE: u64 = 32;
 
 /// The parse error for `file` at 1-based `line`.
 pub(crate) fn parse_error(file: &Path, line: usize, message: impl Into<String>) -> Error {

@@ -19,6 +19,39 @@ fn read_array(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
 
 /// Parses one NPY array (f32 or f64, C order) as f32 with its shape; `path` names it in errors.
 pub fn read_npy_bytes(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    let (file, shape) = open(bytes, path, 4)?;
+    let header_error =
+        |e: std::io::Error| parse_error(path, 1, format!("not a valid NPY file: {e}"));
+    let dtype = file.dtype().descr();
+    let values = match file.try_data::<f32>() {
+        Ok(data) => data
+            .collect::<std::io::Result<Vec<f32>>>()
+            .map_err(header_error)?,
+        Err(file) => match file.try_data::<f64>() {
+            Ok(data) => data
+                .map(|v| v.map(|v: f64| v as f32))
+                .collect::<std::io::Result<Vec<f32>>>()
+                .map_err(header_error)?,
+            Err(_) => {
+                return Err(parse_error(
+                    path,
+                    1,
+                    format!("dtype {dtype} is neither f32 nor f64"),
+                ));
+            }
+        },
+    };
+    Ok((shape, values))
+}
+
+/// Opens one NPY array of C order whose elements take at least `element_bytes` each, after
+/// checking that its header and its shape fit the bytes present: nothing is allocated for what
+/// the file only claims. Returns it with its shape.
+pub(super) fn open<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+    element_bytes: usize,
+) -> Result<(npyz::NpyFile<&'a [u8]>, Vec<usize>)> {
     // The header's length field must fit the file before the NPY reader allocates for it.
     let header_end = match bytes.get(6..8) {
         Some([1, _]) => bytes
@@ -89,7 +122,7 @@ pub fn read_npy_bytes(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f32>
     // The element count must match the bytes present before anything is allocated for it.
     let count = shape.iter().try_fold(1usize, |acc, &s| acc.checked_mul(s));
     match count {
-        Some(c) if c.saturating_mul(4) <= bytes.len() => {}
+        Some(c) if c.saturating_mul(element_bytes) <= bytes.len() => {}
         _ => {
             return Err(parse_error(
                 path,
@@ -98,26 +131,7 @@ pub fn read_npy_bytes(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f32>
             ));
         }
     }
-    let dtype = file.dtype().descr();
-    let values = match file.try_data::<f32>() {
-        Ok(data) => data
-            .collect::<std::io::Result<Vec<f32>>>()
-            .map_err(header_error)?,
-        Err(file) => match file.try_data::<f64>() {
-            Ok(data) => data
-                .map(|v| v.map(|v: f64| v as f32))
-                .collect::<std::io::Result<Vec<f32>>>()
-                .map_err(header_error)?,
-            Err(_) => {
-                return Err(parse_error(
-                    path,
-                    1,
-                    format!("dtype {dtype} is neither f32 nor f64"),
-                ));
-            }
-        },
-    };
-    Ok((shape, values))
+    Ok((file, shape))
 }
 
 /// Reads features from `x_path` and, when given, targets from `y_path`.
@@ -152,39 +166,46 @@ pub fn read_npy(x_path: &Path, y_path: Option<&Path>) -> Result<Table> {
     let (y, label_names) = match y_path {
         None => (None, Vec::new()),
         Some(y_path) => {
-            let (y_shape, y) = read_array(y_path)?;
-            let o = match y_shape[..] {
-                [rows] | [rows, 1] if rows == n => 1,
-                [rows, o] if rows == n => o,
-                _ => {
-                    return Err(parse_error(
-                        y_path,
-                        1,
-                        format!("Y has shape {y_shape:?} but X has {n} rows"),
-                    ));
-                }
-            };
-            if let Some(i) = y.iter().position(|v| !(0.0..=1.0).contains(v)) {
-                return Err(parse_error(
-                    y_path,
-                    1,
-                    format!(
-                        "Y[{}, {}] is {}: targets must lie in [0, 1]",
-                        i / o,
-                        i % o,
-                        y[i]
-                    ),
-                ));
-            }
-            (Some(y), (0..o).map(|k| format!("output {k}")).collect())
+            let (y, names) = read_targets(y_path, n)?;
+            (Some(y), names)
         }
     };
     Ok(Table {
         n,
         d,
-        x,
+        x: x.into(),
         y,
         feature_names: (0..d).map(|j| format!("x{j}")).collect(),
         label_names,
     })
+}
+
+/// Targets for `n` rows from the NPY file `y_path` (n or n×o values in [0, 1]), with one
+/// name per output.
+pub(super) fn read_targets(y_path: &Path, n: usize) -> Result<(Vec<f32>, Vec<String>)> {
+    let (y_shape, y) = read_array(y_path)?;
+    let o = match y_shape[..] {
+        [rows] | [rows, 1] if rows == n => 1,
+        [rows, o] if rows == n => o,
+        _ => {
+            return Err(parse_error(
+                y_path,
+                1,
+                format!("Y has shape {y_shape:?} but X has {n} rows"),
+            ));
+        }
+    };
+    if let Some(i) = y.iter().position(|v| !(0.0..=1.0).contains(v)) {
+        return Err(parse_error(
+            y_path,
+            1,
+            format!(
+                "Y[{}, {}] is {}: targets must lie in [0, 1]",
+                i / o,
+                i % o,
+                y[i]
+            ),
+        ));
+    }
+    Ok((y, (0..o).map(|k| format!("output {k}")).collect()))
 }

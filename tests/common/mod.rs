@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: one GPU context, seeded data, tolerant comparison.
 #![allow(dead_code)]
 
+pub mod compare;
+
 use std::sync::{Arc, OnceLock};
 
 use bilevel::backend::Backend;
@@ -135,7 +137,7 @@ pub fn problem(n: usize, d: usize, o: usize, seed: u64, x_scale: f32) -> (Datase
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let x = (0..n * d)
         .map(|_| rng.random_range(-x_scale..=x_scale))
-        .collect();
+        .collect::<Vec<f32>>();
     let y = (0..n * o)
         .map(|_| match rng.random_range(0..4) {
             0 => rng.random::<f32>(),
@@ -228,4 +230,44 @@ pub fn npy_bytes(shape: &[usize], values: &[f64], descr: &str) -> Vec<u8> {
         }
     }
     bytes
+}
+
+/// A seeded sparse problem: each entry of X nonzero with probability `density` (uniform in
+/// ±1 where it is), targets and parameters as [`problem`]'s.
+pub fn sparse_problem(n: usize, d: usize, o: usize, density: f64, seed: u64) -> (Dataset, Params) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut row_start = vec![0u64];
+    let (mut cols, mut values) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        for j in 0..d as u32 {
+            if rng.random_bool(density) {
+                cols.push(j);
+                values.push(rng.random_range(-1.0f32..=1.0));
+            }
+        }
+        row_start.push(cols.len() as u64);
+    }
+    let x = bilevel::Csr::new(n, d, row_start, cols, values).unwrap();
+    with_targets(x, o, seed)
+}
+
+/// `x` with seeded targets (a mix of hard and soft labels) and parameters uniform in ±1/√d.
+pub fn with_targets(x: bilevel::Csr, o: usize, seed: u64) -> (Dataset, Params) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let (n, d) = (x.n, x.d);
+    let y = (0..n * o)
+        .map(|_| match rng.random_range(0..4) {
+            0 => rng.random::<f32>(),
+            1 | 2 => 1.0,
+            _ => 0.0,
+        })
+        .collect();
+    let bound = 1.0 / (d as f32).sqrt();
+    let values = (0..o * d + o)
+        .map(|_| rng.random_range(-bound..=bound))
+        .collect();
+    (
+        Dataset::new(n, d, o, x, y).unwrap(),
+        Params { d, o, values },
+    )
 }

@@ -2,6 +2,8 @@
 //! run's buffers created.
 
 use super::*;
+use crate::Features;
+use crate::gpu::plan_sparse::plan_sparse;
 
 impl GpuBackend {
     /// The load's plan on this adapter. What the plan chooses (the kernels under
@@ -44,7 +46,14 @@ impl GpuBackend {
         let ctx = Arc::clone(&self.context);
         let (n, d, o) = (data.n, data.d, data.o);
         let n_params = o * d + o;
-        let plan = self.plan(n, d, o)?;
+        // Sparse data has no chunks of dense rows: its own arrays come after the run's.
+        let (plan, x_dense, sparse_plan) = match &data.x {
+            Features::Dense(x) => (self.plan(n, d, o)?, x.as_slice(), None),
+            Features::Sparse(x) => {
+                let sparse = plan_sparse(self.max_binding, (n, d, o), x.nnz())?;
+                (LoadPlan::sparse(n, d), &[][..], Some(sparse))
+            }
+        };
         let LoadPlan {
             route,
             x_stride,
@@ -87,12 +96,16 @@ impl GpuBackend {
         // The folded step reads the moments as vec4 up to a padded row's width.
         let moment_bytes = p_bytes.max(x_stride as u64 * 4);
         let m = self.storage("adam m", moment_bytes)?;
-        // v, then amsgrad's v_max at P: one binding for both (WebGPU's default limit).
-        let v = self.storage("adam v, v_max", moment_bytes.max(2 * p_bytes))?;
+        // v, then amsgrad's v_max at P: one binding for both (WebGPU's default limit), where
+        // one binding holds both (else amsgrad is refused: `begin_phase`).
+        let amsgrad_room = 2 * p_bytes <= self.max_binding;
+        let v_bytes = moment_bytes.max(if amsgrad_room { 2 * p_bytes } else { p_bytes });
+        let v = self.storage("adam v, v_max", v_bytes)?;
         let pos_weight = self.storage("pos_weight", o as u64 * 4)?;
         let reduce_partials = self.storage(
             "reduce partials",
-            (chunk_count as u64 + 1) * u64::from(REDUCE_GROUPS) * 4,
+            // The loss's partials by chunk (sparse data: one), then the gradient's.
+            (chunk_count.max(1) as u64 + 1) * u64::from(REDUCE_GROUPS) * 4,
         )?;
         let step_list = self.storage(
             "step list",
@@ -130,7 +143,7 @@ impl GpuBackend {
             let rows_per_piece = (UPLOAD_BYTES / (4 * x_stride.max(o)) as u64).max(1) as usize;
             for start in (0..rows).step_by(rows_per_piece) {
                 let end = (start + rows_per_piece).min(rows);
-                let rows_of_x = &data.x[(first_row + start) * d..(first_row + end) * d];
+                let rows_of_x = &x_dense[(first_row + start) * d..(first_row + end) * d];
                 let offset = (start * x_stride * 4) as u64;
                 if x_stride == d {
                     ctx.queue
@@ -254,6 +267,7 @@ impl GpuBackend {
             momentum,
             m,
             v,
+            amsgrad_room,
             reduce_partials,
             step_list,
             scalars,
@@ -272,7 +286,12 @@ impl GpuBackend {
             packed_weights,
             gemm: None,
             timer: None,
+            sparse: None,
         });
+        if let (Features::Sparse(x), Some(plan)) = (&data.x, sparse_plan) {
+            let sparse = self.upload_sparse(x, &data.y, plan)?;
+            self.run_mut()?.sparse = Some(sparse);
+        }
         ctx.wait("uploading the data")
     }
 }

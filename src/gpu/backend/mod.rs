@@ -38,6 +38,7 @@ mod encode;
 mod load;
 mod probes;
 mod resources;
+mod sparse;
 mod work;
 
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
@@ -47,6 +48,7 @@ use crate::{
 };
 use encode::{dispatch_on, trained_columns, whole, write_mask};
 use resources::{ArgRing, Chunk, PackedWeights, PassTimer, Run, compute_pass, texture_binding};
+use sparse::{SparseOutput, SparseRun};
 use work::{BatchPlan, ChunkWork, Need, Segment, SegmentDispatch, Work};
 
 /// Slots in the per-submission argument ring.
@@ -328,6 +330,9 @@ impl Backend for GpuBackend {
     }
 
     fn set_batches(&mut self, batches: &[Vec<u32>]) -> Result<()> {
+        if self.is_sparse() {
+            return self.plan_sparse_batches(batches);
+        }
         self.plan_batches(batches)
     }
 
@@ -335,6 +340,7 @@ impl Backend for GpuBackend {
         optimizer.validate()?;
         let ctx = Arc::clone(&self.context);
         let counters = Arc::clone(&self.counters);
+        let max_binding = self.max_binding;
         let run = self.run_mut()?;
         if mask.0.len() != run.n_params {
             return Err(Error::Shape(format!(
@@ -342,6 +348,16 @@ impl Backend for GpuBackend {
                 mask.0.len(),
                 run.n_params
             )));
+        }
+        if let (Optimizer::Adam(c), false) = (optimizer, run.amsgrad_room)
+            && c.amsgrad
+        {
+            return Err(Error::TooLarge {
+                what: "adam's v and amsgrad's v_max (one binding)".into(),
+                size: 2 * run.n_params as u64 * 4,
+                limit_name: "max_storage_buffer_binding_size",
+                limit: max_binding,
+            });
         }
         write_mask(&ctx.queue, &run.mask, &mask.0);
         match optimizer {
@@ -377,14 +393,24 @@ impl Backend for GpuBackend {
             _ => None,
         };
         run.phase = Some((optimizer.clone(), mask.0.clone()));
+        self.begin_sparse_phase(&mask.0)?;
         ctx.wait("starting a phase")
     }
 
     fn run_steps(&mut self, batches: &[usize], first_t: u64) -> Result<()> {
+        if self.is_sparse() {
+            if let Some(&batch) = batches.iter().max() {
+                self.check_batch(batch)?;
+            }
+            return self.sparse_steps(batches, first_t);
+        }
         self.step_batches(batches, first_t)
     }
 
     fn evaluate(&mut self, batch: usize) -> Result<Evaluation> {
+        if self.is_sparse() {
+            return self.sparse_evaluate(batch);
+        }
         self.evaluate_batch(batch)
     }
 
@@ -413,6 +439,10 @@ impl Backend for GpuBackend {
     }
 
     fn logits(&mut self, batch: usize) -> Result<Vec<f32>> {
+        if self.is_sparse() {
+            self.sparse_gradient(batch)?;
+            return self.read_sparse(batch, SparseOutput::Logits);
+        }
         // The fused steps keep no logits: run the separate kernels for this one.
         let run = self.run_mut()?;
         let path = run.path;
@@ -426,6 +456,13 @@ impl Backend for GpuBackend {
     }
 
     fn loss_and_delta(&mut self, batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        if self.is_sparse() {
+            self.sparse_gradient(batch)?;
+            return Ok((
+                self.read_sparse(batch, SparseOutput::Loss)?,
+                self.read_sparse(batch, SparseOutput::Delta)?,
+            ));
+        }
         self.compute_gradient(batch)?;
         Ok((
             self.read_chunked(batch, |c| &c.loss)?,
@@ -434,7 +471,11 @@ impl Backend for GpuBackend {
     }
 
     fn gradient(&mut self, batch: usize) -> Result<Vec<f32>> {
-        self.compute_gradient(batch)?;
+        if self.is_sparse() {
+            self.sparse_gradient(batch)?;
+        } else {
+            self.compute_gradient(batch)?;
+        }
         let run = self.run()?;
         self.read_f32(&run.grad, run.n_params)
     }
@@ -446,8 +487,10 @@ impl Backend for GpuBackend {
         q.write_buffer(&run.momentum, 0, bytemuck::cast_slice(&state.momentum));
         q.write_buffer(&run.m, 0, bytemuck::cast_slice(&state.m));
         q.write_buffer(&run.v, 0, bytemuck::cast_slice(&state.v));
-        let v_max_at = run.n_params as u64 * 4;
-        q.write_buffer(&run.v, v_max_at, bytemuck::cast_slice(&state.v_max));
+        if run.amsgrad_room {
+            let v_max_at = run.n_params as u64 * 4;
+            q.write_buffer(&run.v, v_max_at, bytemuck::cast_slice(&state.v_max));
+        }
         self.context.wait("writing optimizer state")
     }
 
@@ -457,7 +500,11 @@ impl Backend for GpuBackend {
             momentum: self.read_f32(&run.momentum, run.n_params)?,
             m: self.read_f32(&run.m, run.n_params)?,
             v: self.read_f32(&run.v, run.n_params)?,
-            v_max: self.read_f32_from(&run.v, run.n_params, run.n_params)?,
+            v_max: if run.amsgrad_room {
+                self.read_f32_from(&run.v, run.n_params, run.n_params)?
+            } else {
+                vec![0.0; run.n_params]
+            },
         })
     }
 

@@ -147,8 +147,10 @@ pub(super) struct Run {
     pub(super) pos_weight: wgpu::Buffer,
     pub(super) momentum: wgpu::Buffer,
     pub(super) m: wgpu::Buffer,
-    /// Adam's v, then amsgrad's v_max from float `n_params` on.
+    /// Adam's v, then amsgrad's v_max from float `n_params` on where `amsgrad_room`.
     pub(super) v: wgpu::Buffer,
+    /// Whether `v` has room for v_max: false where 2 × the parameters exceed one binding.
+    pub(super) amsgrad_room: bool,
     pub(super) reduce_partials: wgpu::Buffer,
     /// `train_steps`' step list.
     pub(super) step_list: wgpu::Buffer,
@@ -177,13 +179,16 @@ pub(super) struct Run {
     pub(super) gemm: Option<GemmProbes>,
     /// GPU timestamps for `bilevel bench` (created by the first [`GpuBackend::start_timer`]).
     pub(super) timer: Option<PassTimer>,
+    /// Sparse data's nonzeros and what its batches need, for a run on sparse data (which has
+    /// no `chunks`).
+    pub(super) sparse: Option<SparseRun>,
 }
 
 impl Run {
     /// Whether X's chunks have textures (every chunk has one or none), which
     /// `linear_step_rows` and the bandwidth probe read.
     pub(super) fn reads_textures(&self) -> bool {
-        self.chunks[0].x_texture.is_some()
+        self.chunks.first().is_some_and(|c| c.x_texture.is_some())
     }
 
     /// Fills W's texture from the parameters where the tiled forward pass reads it: once per

@@ -141,7 +141,11 @@ impl GpuBackend {
         let run = self.run()?;
         let k = &self.context.kernels;
         let o = run.o as u64;
-        let partials_bytes = partials_bytes(blocks.max(1), run.n_params, run.x_stride);
+        // Sparse runs hand the optimizers their gradient whole (no partials to sum).
+        let partials_bytes = match run.sparse {
+            Some(_) => 16,
+            None => partials_bytes(blocks.max(1), run.n_params, run.x_stride),
+        };
         let partials = self.storage("gradient partials", partials_bytes)?;
         let mut chunks = Vec::with_capacity(run.chunks.len());
         for (c, (chunk, need)) in run.chunks.iter().zip(needs).enumerate() {
