@@ -1,13 +1,35 @@
-//! Criterion benchmarks of the training step on shapes S1–S5 and of the bandwidth probe.
+//! Criterion benchmarks of the training step on shapes S1–S6 and of the bandwidth probe.
 //! `cargo bench` runs them at full size; under `cargo test` each runs once at 1/64 size.
 //! `bilevel bench` reports the same shapes with the ratios (probe, GEMM, CPU) in one run.
 
 use std::sync::Arc;
 
-use bilevel::bench::shapes;
+use bilevel::bench::{Shape, shapes};
 use bilevel::gpu::{GpuBackend, GpuContext};
 use bilevel::{AdamConfig, Backend, Dataset, Optimizer, ParamSubset, SgdConfig, data};
 use criterion::{Criterion, criterion_group, criterion_main};
+
+/// The planted rows of a dense shape, repeated up to n: cheap to make, the same work per step.
+fn dense(shape: &Shape) -> Dataset {
+    let (planted, _) = data::synthetic(shape.n.min(256), shape.d, shape.o, 1).expect("data");
+    let x: Vec<f32> = planted
+        .x
+        .dense()
+        .expect("generated dense")
+        .iter()
+        .copied()
+        .cycle()
+        .take(shape.n * shape.d)
+        .collect();
+    let y: Vec<f32> = planted
+        .y
+        .iter()
+        .copied()
+        .cycle()
+        .take(shape.n * shape.o)
+        .collect();
+    Dataset::new(shape.n, shape.d, shape.o, x, y).expect("dataset")
+}
 
 fn step(c: &mut Criterion) {
     let full = std::env::args().any(|a| a == "--bench");
@@ -15,25 +37,14 @@ fn step(c: &mut Criterion) {
     let mut group = c.benchmark_group("step");
     group.sample_size(10);
     for shape in shapes(if full { 1 } else { 64 }) {
-        let (planted, _) = data::synthetic(shape.n.min(256), shape.d, shape.o, 1).expect("data");
-        // Repeat the planted rows up to n: cheap to make, the same work per step.
-        let x: Vec<f32> = planted
-            .x
-            .dense()
-            .expect("generated dense")
-            .iter()
-            .copied()
-            .cycle()
-            .take(shape.n * shape.d)
-            .collect();
-        let y: Vec<f32> = planted
-            .y
-            .iter()
-            .copied()
-            .cycle()
-            .take(shape.n * shape.o)
-            .collect();
-        let dataset = Dataset::new(shape.n, shape.d, shape.o, x, y).expect("dataset");
+        let dataset = match shape.nnz_per_row {
+            Some(per_row) => {
+                data::synthetic_sparse(shape.n, shape.d, per_row, 1)
+                    .expect("data")
+                    .0
+            }
+            None => dense(&shape),
+        };
         let init = data::linear_init(shape.d, shape.o, 2);
         let mut gpu = GpuBackend::new(context.clone());
         gpu.load(&dataset, &init).expect("load");

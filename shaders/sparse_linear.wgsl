@@ -76,9 +76,12 @@ fn gather(
     let k = sk.y;
     let start = segments[job.segments_at + 2u * s];
     let end = segments[job.segments_at + 2u * s + 1u];
+    // The job's scalars in registers: the loop's stores could alias the job's buffer.
+    let a = job.a;
+    let base = k * job.b;
     var acc = 0.0;
     for (var e = start; e < end; e++) {
-        acc += value[e] * dense[index[e] * job.a + k * job.b];
+        acc += value[e] * dense[index[e] * a + base];
     }
     partial[s * dims.o + k] = acc;
 }

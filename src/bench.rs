@@ -1,4 +1,4 @@
-//! `bilevel bench`: the training step's speed on the shapes S1–S5, against a bandwidth probe
+//! `bilevel bench`: the training step's speed on the shapes S1–S6, against a bandwidth probe
 //! (one read of X), a tiled-GEMM probe and the CPU reference, measured in one run.
 //!
 //! Times are wall clock around a device wait (`GpuBackend::finish`) or the GPU's timestamps,
@@ -24,7 +24,7 @@ use crate::{
 /// One benchmark shape.
 #[derive(Clone, Debug)]
 pub struct Shape {
-    /// S1…S5.
+    /// S1…S6.
     pub name: &'static str,
     /// What it stands for.
     pub about: &'static str,
@@ -38,6 +38,8 @@ pub struct Shape {
     pub batch: Option<usize>,
     /// SGD on a feature range (S5) instead of Adam on all.
     pub local: bool,
+    /// Sparse rows of this many nonzeros, rcv1-like (S6), instead of dense ones.
+    pub nnz_per_row: Option<usize>,
 }
 
 /// The shapes, with every size divided by `shrink` (1 = full size; tests use more).
@@ -52,6 +54,7 @@ pub fn shapes(shrink: usize) -> Vec<Shape> {
             o: 1,
             batch: None,
             local: false,
+            nnz_per_row: None,
         },
         Shape {
             name: "S2",
@@ -61,6 +64,7 @@ pub fn shapes(shrink: usize) -> Vec<Shape> {
             o: 1,
             batch: None,
             local: false,
+            nnz_per_row: None,
         },
         Shape {
             name: "S3",
@@ -70,6 +74,7 @@ pub fn shapes(shrink: usize) -> Vec<Shape> {
             o: 64,
             batch: None,
             local: false,
+            nnz_per_row: None,
         },
         Shape {
             name: "S4",
@@ -79,6 +84,7 @@ pub fn shapes(shrink: usize) -> Vec<Shape> {
             o: 1,
             batch: Some((1024 / shrink).max(1)),
             local: false,
+            nnz_per_row: None,
         },
         Shape {
             name: "S5",
@@ -88,6 +94,17 @@ pub fn shapes(shrink: usize) -> Vec<Shape> {
             o: 1,
             batch: None,
             local: true,
+            nnz_per_row: None,
+        },
+        Shape {
+            name: "S6",
+            about: "sparse, rcv1-shaped (76 nonzeros a row): full batch, Adam",
+            n: s(200_000),
+            d: 47_236,
+            o: 1,
+            batch: None,
+            local: false,
+            nnz_per_row: Some(76),
         },
     ]
 }
@@ -95,7 +112,7 @@ pub fn shapes(shrink: usize) -> Vec<Shape> {
 /// One shape's figures.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ShapeResult {
-    /// S1…S5.
+    /// S1…S6.
     pub name: String,
     /// What it stands for.
     pub about: String,
@@ -268,8 +285,13 @@ fn paired(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> f64 {
     median(a.iter().zip(b).map(|(&a, &b)| f(a, b)).collect())
 }
 
-/// Random data of a shape (values in ±1, balanced 0/1 targets), seeded.
+/// Random data of a shape (values in ±1, balanced 0/1 targets; sparse: `--synthetic-sparse`'s
+/// rows), seeded.
 fn random_data(shape: &Shape) -> Result<(Dataset, Params)> {
+    if let Some(per_row) = shape.nnz_per_row {
+        let (data, _) = data::synthetic_sparse(shape.n, shape.d, per_row, 0)?;
+        return Ok((data, data::linear_init(shape.d, shape.o, 1)));
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(shape.n as u64 ^ shape.d as u64);
     let x = (0..shape.n * shape.d)
         .map(|_| rng.random_range(-1.0f32..=1.0))
@@ -329,7 +351,12 @@ pub fn run(
         };
         gpu.set_batches(&batches)?;
         gpu.begin_phase(&optimizer, &mask)?;
-        let x_bytes = (shape.n * shape.d * 4) as f64;
+        // What one read of X takes: its values (sparse: its columns and values).
+        let x_values = match data.x.sparse() {
+            Some(x) => 2 * x.nnz() as usize,
+            None => shape.n * shape.d,
+        };
+        let x_bytes = (x_values * 4) as f64;
         let mut r = ShapeResult {
             name: shape.name.into(),
             about: shape.about.into(),
@@ -428,9 +455,14 @@ pub fn run(
         }
         let step = r.step_ms / 1e3;
         r.steps_per_s = 1.0 / step;
-        let rows_per_step = shape.batch.unwrap_or(shape.n) as f64;
-        r.x_gb_per_s = rows_per_step * shape.d as f64 * 4.0 / step / 1e9;
-        r.gflop_per_s = 4.0 * rows_per_step * (shape.d * shape.o) as f64 / step / 1e9;
+        let share = shape.batch.unwrap_or(shape.n) as f64 / shape.n as f64;
+        r.x_gb_per_s = share * x_bytes / step / 1e9;
+        // Sparse: two multiply-adds per nonzero and output, as dense (forward, gradient).
+        let products = match data.x.sparse() {
+            Some(x) => x.nnz() as f64,
+            None => (shape.n * shape.d) as f64,
+        };
+        r.gflop_per_s = 4.0 * share * products * shape.o as f64 / step / 1e9;
         if shape.o > 1 {
             // The best GEMM this adapter has among the two: the step is measured against it.
             let flop = 2.0 * (gpu.gemm_probe_rows() * shape.d * shape.o) as f64;

@@ -33,7 +33,7 @@ enum Command {
     Eval(EvalArgs),
     /// Every adapter wgpu sees, its limits and features, and which one bilevel uses.
     Devices(DevicesArgs),
-    /// The training step's speed on shapes S1–S5 against a bandwidth probe, a GEMM probe and
+    /// The training step's speed on shapes S1–S6 against a bandwidth probe, a GEMM probe and
     /// the CPU reference.
     Bench(cli::bench::BenchArgs),
     /// Write generated data (a planted model, dense or sparse) as LIBSVM text.

@@ -342,7 +342,39 @@ pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
     if context.has_rows_step() {
         minibatch_run(&context, &mut out)?;
     }
+    sparse(&context, &mut out)?;
     Ok(out)
+}
+
+/// rcv1-like sparse rows (one output and four, the nonzeros in one chunk and in chunks of
+/// 500): the sparse kernels, and a two-phase run on a feature range then minibatches.
+fn sparse(context: &Arc<GpuContext>, out: &mut Vec<Comparison>) -> Result<()> {
+    let (planted, _) = data::synthetic_sparse(400, 300, 10, 5)?;
+    for (o, chunk) in [(1, None), (4, Some(500))] {
+        let mut rng = ChaCha8Rng::seed_from_u64(o as u64);
+        let y = (0..planted.n * o)
+            .map(|_| if rng.random_bool(0.5) { 1.0 } else { 0.0 })
+            .collect();
+        let data = Dataset::new(planted.n, planted.d, o, planted.x.clone(), y)?;
+        let params = data::linear_init(data.d, o, 6);
+        let mut gpu = match chunk {
+            Some(entries) => GpuBackend::with_chunk_entries(context.clone(), entries),
+            None => GpuBackend::new(context.clone()),
+        };
+        gpu.load(&data, &params)?;
+        let shape = format!("n=400 d=300 o={o}, sparse, {} chunk(s)", gpu.chunk_count());
+        compare_kernels(&mut gpu, &data, &params, &shape, out)?;
+    }
+    let init = data::linear_init(planted.d, 1, 7);
+    let mut phases = Phase::default_run(planted.d, 50, 100);
+    phases[0].params = ParamSubset::Features(20..120);
+    phases[1].batching = Batching::MiniBatch { size: 128, seed: 3 };
+    for p in &mut phases {
+        p.stop = StopRule::steps(p.stop.max_steps, 25);
+    }
+    let mut gpu = GpuBackend::new(context.clone());
+    let what = ("two-phase run  ", "sparse");
+    compare_runs(&mut gpu, &planted, &init, &phases, what, out)
 }
 
 /// The loss at every check of a run, phase after phase.

@@ -84,15 +84,17 @@ fn bits(r: &RunReport) -> (Vec<u32>, Vec<Vec<(u64, u64)>>) {
 /// Runs `phases`, cut when `cut` says so (the state goes through a checkpoint file), then
 /// resumed from the file with a fresh backend.
 fn cut_and_resume(
-    make: &dyn Fn() -> Box<dyn Backend>,
+    (make, label): (&dyn Fn() -> Box<dyn Backend>, &str),
     data: &Dataset,
     init: &Params,
     phases: &[Phase],
     cut: Cut,
 ) -> (RunReport, TrainState) {
+    // Tests run in parallel: the file is this test's and this cut's.
     let file = std::env::temp_dir().join(format!(
-        "bilevel-resume-{}-{:?}.ckpt",
+        "bilevel-resume-{}-{}-{:?}.ckpt",
         std::process::id(),
+        label.replace([',', ' '], "-"),
         cut
     ));
     let stop = AtomicBool::new(false);
@@ -145,13 +147,17 @@ enum Cut {
 }
 
 fn check_all(make: &dyn Fn() -> Box<dyn Backend>, label: &str) {
-    let (data, init) = problem(80, 11, 2, 33, 1.0);
+    check_data(make, label, &problem(80, 11, 2, 33, 1.0));
+}
+
+fn check_data(make: &dyn Fn() -> Box<dyn Backend>, label: &str, (data, init): &(Dataset, Params)) {
+    let (data, init) = (data, init);
     for minibatch in [false, true] {
         let phases = phases(minibatch);
         let whole = train_with(
             make().as_mut(),
-            &data,
-            &init,
+            data,
+            init,
             &phases,
             TrainOptions {
                 validation: Some(60..data.n),
@@ -168,7 +174,7 @@ fn check_all(make: &dyn Fn() -> Box<dyn Backend>, label: &str) {
             Cut::AfterPhase(1),
             Cut::Checkpoint(7),
         ] {
-            let (resumed, state) = cut_and_resume(make, &data, &init, &phases, cut);
+            let (resumed, state) = cut_and_resume((make, label), data, init, &phases, cut);
             assert_eq!(
                 bits(&resumed),
                 bits(&whole),
@@ -188,4 +194,10 @@ fn resumed_runs_are_bitwise_identical_on_the_cpu() {
 #[test]
 fn resumed_runs_are_bitwise_identical_on_the_gpu() {
     check_all(&|| Box::new(GpuBackend::new(gpu())), "gpu");
+}
+
+#[test]
+fn resumed_sparse_runs_are_bitwise_identical_on_the_gpu() {
+    let sparse = common::sparse_problem(80, 11, 2, 0.3, 34);
+    check_data(&|| Box::new(GpuBackend::new(gpu())), "gpu, sparse", &sparse);
 }

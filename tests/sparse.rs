@@ -1,7 +1,7 @@
 //! Sparse data on the GPU against the CPU reference: edge shapes and structures (empty rows
 //! and columns, one nonzero, columns holding every row, rows of every column, d = 2^24, up to
-//! 70 outputs), whole runs (phases on feature ranges, minibatches), dense and sparse runs of
-//! the same data, and bitwise reproducibility.
+//! 70 outputs), nonzeros in chunks and above one binding, whole runs (phases on feature
+//! ranges, minibatches), dense and sparse runs of the same data, and bitwise reproducibility.
 
 mod common;
 
@@ -111,6 +111,56 @@ fn sparse_features_up_to_two_to_the_24_match_reference() {
     compare_kernels(&mut GpuBackend::new(gpu()), &data, &params, 3);
 }
 
+/// Nonzeros split into chunks (as beyond a binding) give the same results: chunks of 100
+/// entries here, so rows, columns and batches straddle chunk ends.
+#[test]
+fn sparse_chunks_match_reference() {
+    let mut seed = 40;
+    for (n, d, o, density) in [(300, 50, 1, 0.1), (129, 700, 3, 0.02), (64, 5, 2, 0.9)] {
+        seed += 1;
+        let (data, params) = sparse_problem(n, d, o, density, seed);
+        let mut gpu = GpuBackend::with_chunk_entries(gpu(), 100);
+        compare_kernels(&mut gpu, &data, &params, seed);
+        let nnz = data.x.sparse().unwrap().nnz();
+        assert!(
+            gpu.chunk_count() as u64 >= nnz / 100,
+            "{nnz} nonzeros in {} chunks",
+            gpu.chunk_count()
+        );
+    }
+}
+
+/// More nonzeros than one storage binding holds (lavapipe: 128 MiB, 2^25 four-byte values):
+/// the data is chunked, not refused, and matches the reference.
+#[test]
+fn sparse_data_above_one_binding_matches_reference() {
+    let context = gpu();
+    let per_binding = context.max_binding_bytes() / 4;
+    let per_row = 64usize;
+    let n = (per_binding as usize).div_ceil(per_row) + 1000;
+    let d = 4096u32;
+    let mut row_start = Vec::with_capacity(n + 1);
+    row_start.push(0u64);
+    let (mut cols, mut values) = (
+        Vec::with_capacity(n * per_row),
+        Vec::with_capacity(n * per_row),
+    );
+    for i in 0..n {
+        for m in 0..per_row {
+            // 64 distinct, increasing columns a row, spread differently from row to row.
+            cols.push((m as u32) * (d / per_row as u32) + (i as u32 * 7 + m as u32) % 64);
+            values.push(((i + m) % 11) as f32 / 8.0 - 0.5);
+        }
+        row_start.push(cols.len() as u64);
+    }
+    let x = Csr::new(n, d as usize, row_start, cols, values).unwrap();
+    assert!(x.nnz() > per_binding);
+    let (data, params) = with_targets(x, 1, 5);
+    let mut gpu = GpuBackend::new(context);
+    compare_kernels(&mut gpu, &data, &params, 5);
+    assert!(gpu.chunk_count() >= 2, "{} chunk(s)", gpu.chunk_count());
+}
+
 fn sgd(name: &str, params: ParamSubset, steps: u64) -> Phase {
     Phase {
         name: name.into(),
@@ -148,7 +198,10 @@ fn sparse_runs_match_reference() {
             sgd("local", ParamSubset::Features(40..120), 30),
             adam(40, batching.clone()),
         ];
-        let g = train(&mut GpuBackend::new(gpu()), &data, &init, &phases).unwrap();
+        // Chunks of 1,000 nonzeros: the data's 7,500 and each epoch's columns in several.
+        let mut chunked = GpuBackend::with_chunk_entries(gpu(), 1000);
+        let g = train(&mut chunked, &data, &init, &phases).unwrap();
+        assert!(chunked.chunk_count() >= 7);
         let c = train(&mut CpuBackend::new(), &data, &init, &phases).unwrap();
         for (gp, cp) in g.phases.iter().zip(&c.phases) {
             assert_eq!(gp.steps, cp.steps);
@@ -214,4 +267,28 @@ fn dense_and_sparse_runs_agree_and_sparse_runs_repeat_bitwise() {
         };
         assert_eq!(losses(a), losses(b), "phase {}", a.name);
     }
+}
+
+/// The sparse kernels use no subgroups and bind 8 storage buffers: a browser's WebGPU
+/// (`BILEVEL_AS_BROWSER`: its default limits, no subgroups) runs them. This binary's other
+/// tests again so, but for the largest.
+#[test]
+fn sparse_tests_pass_as_a_browser() {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--skip",
+            "sparse_tests_pass_as_a_browser",
+            "--skip",
+            "sparse_data_above_one_binding",
+        ])
+        .env(bilevel::gpu::AS_BROWSER_VAR, "1")
+        .output()
+        .expect("the test binary runs again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 6 passed"),
+        "as a browser:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

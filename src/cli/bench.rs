@@ -12,8 +12,8 @@ use super::train::write_json;
 /// Options of `bilevel bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Shapes to run (S1…S5), comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = ["S1".to_string(), "S2".into(), "S3".into(), "S4".into(), "S5".into()])]
+    /// Shapes to run (S1…S6), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = ["S1".to_string(), "S2".into(), "S3".into(), "S4".into(), "S5".into(), "S6".into()])]
     pub shapes: Vec<String>,
     /// Timed repeats per measurement (after one warm-up).
     #[arg(long, default_value_t = 7)]
@@ -128,7 +128,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .collect();
     if shapes.is_empty() {
         return Err(
-            bilevel::Error::Config(format!("--shapes {:?}: none of S1…S5", args.shapes)).into(),
+            bilevel::Error::Config(format!("--shapes {:?}: none of S1…S6", args.shapes)).into(),
         );
     }
     let context = GpuContext::new()?;

@@ -7,6 +7,7 @@
 //! order whatever the adapter: bitwise reproducible runs.
 
 use crate::sparse::Csr;
+use crate::{Error, Result};
 
 /// Owners (rows or columns) cut into segments over an array of entries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -18,12 +19,21 @@ pub struct Segments {
     /// Each owner's column, ascending (the gradient's; the forward pass's owners are the batch
     /// positions in order and have none).
     pub ids: Vec<u32>,
+    /// Where the entries' chunks change: `[chunk, first segment]`, in segment order (bounds
+    /// are offsets into their chunk's arrays).
+    pub chunks: Vec<[u32; 2]>,
 }
 
 impl Segments {
     /// Cuts each owner's entries `[start, end)` into segments of at most `most`, in order,
-    /// keeping the owners' ids where `with_ids`.
-    fn cut(owners: impl Iterator<Item = (u32, u64, u64)>, most: u32, with_ids: bool) -> Self {
+    /// keeping the owners' ids where `with_ids`; `chunk_of` gives an entry's chunk and that
+    /// chunk's first entry (no segment crosses a chunk's end).
+    fn cut(
+        owners: impl Iterator<Item = (u32, u64, u64)>,
+        most: u32,
+        with_ids: bool,
+        chunk_of: impl Fn(u64) -> (u32, u64, u64),
+    ) -> Self {
         let mut out = Segments {
             owners: vec![0],
             ..Segments::default()
@@ -31,8 +41,12 @@ impl Segments {
         for (id, start, end) in owners {
             let mut at = start;
             while at < end {
-                let to = end.min(at + u64::from(most));
-                out.bounds.push([at as u32, to as u32]);
+                let (chunk, first, chunk_end) = chunk_of(at);
+                let to = end.min(at + u64::from(most)).min(chunk_end);
+                if out.chunks.last().is_none_or(|&[c, _]| c != chunk) {
+                    out.chunks.push([chunk, out.bounds.len() as u32]);
+                }
+                out.bounds.push([(at - first) as u32, (to - first) as u32]);
                 at = to;
             }
             out.owners.push(out.bounds.len() as u32);
@@ -59,15 +73,114 @@ impl Segments {
         let end = self.ids.partition_point(|&j| j < columns.end);
         first as u32..end as u32
     }
+
+    /// The segments `range` by chunk: `(chunk, segments)`.
+    pub fn by_chunk(&self, range: std::ops::Range<u32>) -> Vec<(u32, std::ops::Range<u32>)> {
+        by_chunk(&self.chunks, self.bounds.len() as u32, range)
+    }
 }
 
-/// The forward pass's segments of batch `rows`: each row's nonzeros in `x`'s own arrays
-/// (whose offsets must fit 32 bits: one binding's worth).
-pub fn row_segments(x: &Csr, rows: &[u32], most: u32) -> Segments {
+/// Segments `range` of `total`, whose chunks change at `chunks` (`[chunk, first segment]`),
+/// by chunk.
+pub fn by_chunk(
+    chunks: &[[u32; 2]],
+    total: u32,
+    range: std::ops::Range<u32>,
+) -> Vec<(u32, std::ops::Range<u32>)> {
+    let ends = chunks.iter().skip(1).map(|&[_, s]| s).chain([total]);
+    chunks
+        .iter()
+        .zip(ends)
+        .map(|(&[chunk, first], end)| (chunk, first.max(range.start)..end.min(range.end)))
+        .filter(|(_, r)| !r.is_empty())
+        .collect()
+}
+
+/// X's rows split into chunks of at most `most` nonzeros each (a chunk of a binding's worth):
+/// each chunk's first entry, and after the last the number of nonzeros.
+pub fn entry_chunks(x: &Csr, most: u64) -> Result<Vec<u64>> {
+    let mut starts = vec![0u64];
+    for i in 0..x.n {
+        let (start, end) = (x.row_start[i], x.row_start[i + 1]);
+        if end - start > most {
+            return Err(Error::TooLarge {
+                what: format!("row {i}'s {} nonzeros", end - start),
+                size: (end - start) * 4,
+                limit_name: "max_storage_buffer_binding_size",
+                limit: most * 4,
+            });
+        }
+        if end - starts[starts.len() - 1] > most {
+            starts.push(start);
+        }
+    }
+    starts.push(x.nnz());
+    Ok(starts)
+}
+
+/// The forward pass's segments of batch `rows`: each row's nonzeros in `x`'s own arrays, split
+/// into the chunks that begin at `chunk_starts` (from [`entry_chunks`]).
+pub fn row_segments(x: &Csr, rows: &[u32], most: u32, chunk_starts: &[u64]) -> Segments {
     let bounds = rows
         .iter()
         .map(|&r| (r, x.row_start[r as usize], x.row_start[r as usize + 1]));
-    Segments::cut(bounds, most, false)
+    Segments::cut(bounds, most, false, |entry| {
+        let c = chunk_starts.partition_point(|&s| s <= entry) - 1;
+        (c as u32, chunk_starts[c], chunk_starts[c + 1])
+    })
+}
+
+/// The gradient's entries of every planned batch, in chunks of at most `most` entries.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Packed {
+    most: u64,
+    /// Per chunk: the entries' batch positions and values.
+    pub chunks: Vec<(Vec<u32>, Vec<f32>)>,
+}
+
+impl Packed {
+    /// Chunks of at most `most` entries (at least one segment's).
+    pub fn new(most: u64) -> Self {
+        Packed {
+            most,
+            chunks: vec![(Vec::new(), Vec::new())],
+        }
+    }
+
+    /// Appends `columns`' entries segment by segment, a segment going to a new chunk where it
+    /// would overflow the last; returns its segments with bounds in their chunks.
+    pub fn push(&mut self, columns: Columns) -> Segments {
+        let mut segments = Segments {
+            chunks: Vec::new(),
+            ..columns.segments
+        };
+        for (s, bound) in segments.bounds.iter_mut().enumerate() {
+            let [start, end] = bound.map(|b| b as usize);
+            if self
+                .chunks
+                .last()
+                .is_some_and(|c| (c.0.len() + end - start) as u64 > self.most)
+            {
+                self.chunks.push((Vec::new(), Vec::new()));
+            }
+            let chunk = self.chunks.len() - 1;
+            let (positions, values) = &mut self.chunks[chunk];
+            if segments
+                .chunks
+                .last()
+                .is_none_or(|&[c, _]| c != chunk as u32)
+            {
+                segments.chunks.push([chunk as u32, s as u32]);
+            }
+            *bound = [
+                positions.len() as u32,
+                (positions.len() + end - start) as u32,
+            ];
+            positions.extend_from_slice(&columns.position[start..end]);
+            values.extend_from_slice(&columns.value[start..end]);
+        }
+        segments
+    }
 }
 
 /// The gradient's operands for batch `rows`: its nonzeros by column (ascending batch position
@@ -118,7 +231,7 @@ pub fn batch_columns(x: &Csr, rows: &[u32], most: u32) -> Columns {
     let held = columns
         .map(|(j, w)| (j as u32, w[0], w[1]))
         .filter(|&(_, a, b)| b > a);
-    let segments = Segments::cut(held, most, true);
+    let segments = Segments::cut(held, most, true, |_| (0, 0, u64::MAX));
     Columns {
         position,
         value,
@@ -144,9 +257,35 @@ mod tests {
 
     #[test]
     fn rows_are_cut_into_bounded_segments_in_order() {
-        let s = row_segments(&example(), &[0, 1, 2], 3);
+        let x = example();
+        let one = entry_chunks(&x, 100).unwrap();
+        assert_eq!(one, [0, 6]);
+        let s = row_segments(&x, &[0, 1, 2], 3, &one);
         assert_eq!(s.bounds, [[0, 2], [2, 5], [5, 6]]);
         assert_eq!(s.owners, [0, 1, 1, 3]);
+        assert_eq!(s.chunks, [[0, 0]]);
+        // Chunks of at most 4 entries: rows 0–1 (2 entries), then row 2 (4).
+        let two = entry_chunks(&x, 4).unwrap();
+        assert_eq!(two, [0, 2, 6]);
+        let s = row_segments(&x, &[0, 2], 3, &two);
+        assert_eq!(s.bounds, [[0, 2], [0, 3], [3, 4]]);
+        assert_eq!(s.chunks, [[0, 0], [1, 1]]);
+        assert_eq!(s.by_chunk(1..3), [(1, 1..3)]);
+        assert_eq!(s.by_chunk(0..3), [(0, 0..1), (1, 1..3)]);
+        assert!(entry_chunks(&x, 3).is_err());
+    }
+
+    #[test]
+    fn packed_columns_fill_chunks_segment_by_segment() {
+        let x = example();
+        let mut packed = Packed::new(4);
+        // 6 entries + 2 bias entries in segments of ≤ 2: [0,2] [2,3] [3,5] [5,6] [6,8].
+        let s = packed.push(batch_columns(&x, &[0, 2], 2));
+        assert_eq!(s.bounds, [[0, 2], [2, 3], [0, 2], [2, 3], [0, 2]]);
+        assert_eq!(s.chunks, [[0, 0], [1, 2], [2, 4]]);
+        let lengths: Vec<usize> = packed.chunks.iter().map(|c| c.0.len()).collect();
+        assert_eq!(lengths, [3, 3, 2]);
+        assert_eq!(packed.chunks[1], (vec![0, 1, 1], vec![2.0, 5.0, 6.0]));
     }
 
     #[test]

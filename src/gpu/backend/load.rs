@@ -50,7 +50,8 @@ impl GpuBackend {
         let (plan, x_dense, sparse_plan) = match &data.x {
             Features::Dense(x) => (self.plan(n, d, o)?, x.as_slice(), None),
             Features::Sparse(x) => {
-                let sparse = plan_sparse(self.max_binding, (n, d, o), x.nnz())?;
+                let sparse = plan_sparse(self.max_binding, (n, d, o), self.chunk_entries)?;
+                log::debug!("sparse data: {} nonzeros", x.nnz());
                 (LoadPlan::sparse(n, d), &[][..], Some(sparse))
             }
         };
@@ -289,7 +290,7 @@ impl GpuBackend {
             sparse: None,
         });
         if let (Features::Sparse(x), Some(plan)) = (&data.x, sparse_plan) {
-            let sparse = self.upload_sparse(x, &data.y, plan)?;
+            let sparse = self.upload_sparse(x, &data.y, plan, &self.run()?.reduce_partials)?;
             self.run_mut()?.sparse = Some(sparse);
         }
         ctx.wait("uploading the data")

@@ -146,6 +146,8 @@ pub struct GpuBackend {
     max_binding: u64,
     /// Rows one chunk may hold beyond what the binding limit allows (tests ask for few).
     chunk_rows: usize,
+    /// Nonzeros one chunk of sparse data may hold beyond what the binding limit allows.
+    chunk_entries: Option<u64>,
     /// Which kernels compute a step's gradient.
     kernels: StepKernels,
     /// Where loads have the kernels read X from (`None`: chosen per run).
@@ -193,6 +195,7 @@ impl GpuBackend {
             context,
             max_binding,
             chunk_rows: usize::MAX,
+            chunk_entries: None,
             kernels: StepKernels::Auto,
             x_source: None,
             counters: Arc::default(),
@@ -206,6 +209,16 @@ impl GpuBackend {
     pub fn with_chunk_rows(context: Arc<GpuContext>, rows: usize) -> Self {
         Self {
             chunk_rows: rows.max(1),
+            ..Self::new(context)
+        }
+    }
+
+    /// A backend that splits sparse data's nonzeros into chunks of at most `entries` (fewer
+    /// where one binding holds fewer; at least one segment's), as it must beyond the binding
+    /// limit: exercises chunking with small data.
+    pub fn with_chunk_entries(context: Arc<GpuContext>, entries: u64) -> Self {
+        Self {
+            chunk_entries: Some(entries),
             ..Self::new(context)
         }
     }
@@ -278,9 +291,13 @@ impl GpuBackend {
         })
     }
 
-    /// Number of row chunks X was split into for the loaded run (0 before a load).
+    /// Number of row chunks X was split into for the loaded run (sparse data: chunks of its
+    /// nonzeros; 0 before a load).
     pub fn chunk_count(&self) -> usize {
-        self.run.as_ref().map_or(0, |r| r.chunks.len())
+        self.run.as_ref().map_or(0, |r| match &r.sparse {
+            Some(sparse) => sparse.chunk_count(),
+            None => r.chunks.len(),
+        })
     }
 
     fn run(&self) -> Result<&Run> {

@@ -6,7 +6,8 @@ use super::*;
 impl GpuBackend {
     /// Bandwidth probe: submits one read of every chunk of X from `source` (summing it,
     /// nothing else) and returns without waiting; time it around [`GpuBackend::finish`].
-    /// [`XSource::Texture`] needs a run that reads X from textures.
+    /// [`XSource::Texture`] needs a run that reads X from textures. On sparse data: one read
+    /// of its columns and its values.
     pub fn probe_read(&mut self, source: XSource) -> Result<()> {
         if source == XSource::Texture && self.x_source()? != XSource::Texture {
             return Err(Error::Config(
@@ -26,12 +27,20 @@ impl GpuBackend {
             });
         {
             let mut pass = compute_pass(&mut encoder, "probe", run.timer());
-            for chunk in &run.chunks {
-                let groups = chunk
-                    .probe_len4
+            // X's chunks, or sparse X's columns and values.
+            let probes: Vec<(&wgpu::BindGroup, u32)> = match &run.sparse {
+                Some(sparse) => sparse.probes.iter().map(|(g, len4)| (g, *len4)).collect(),
+                None => run
+                    .chunks
+                    .iter()
+                    .map(|c| (&c.probe, c.probe_len4))
+                    .collect(),
+            };
+            for (group, len4) in probes {
+                let groups = len4
                     .div_ceil(WORKGROUP_SIZE * self.probe_run())
                     .clamp(1, PROBE_GROUPS);
-                dispatch_on(&mut pass, ctx, pipeline, &chunk.probe, &[], groups);
+                dispatch_on(&mut pass, ctx, pipeline, group, &[], groups);
             }
         }
         submit(ctx, &self.counters, encoder);

@@ -9,7 +9,9 @@ use bytemuck::Zeroable;
 
 use super::super::args::SparseJob;
 use super::super::plan_sparse::SparsePlan;
-use super::super::sparse_layout::{Segments, batch_columns, row_segments};
+use super::super::sparse_layout::{
+    Packed, Segments, batch_columns, by_chunk, entry_chunks, row_segments,
+};
 use super::encode::dispatch;
 use super::*;
 use crate::sparse::Csr;
@@ -19,9 +21,10 @@ pub(super) struct SparseRun {
     /// The host's copy of X, which each plan's batch columns are laid out from.
     x: Csr,
     plan: SparsePlan,
-    /// X's columns and values (CSR order): what the forward passes read.
-    cols: wgpu::Buffer,
-    values: wgpu::Buffer,
+    /// Where X's chunks of nonzeros begin (then the number of nonzeros), and each chunk's
+    /// columns and values (CSR order): what the forward passes read.
+    chunk_starts: Vec<u64>,
+    chunks: Vec<[wgpu::Buffer; 2]>,
     /// All n×o targets.
     y: wgpu::Buffer,
     /// The planned batches, laid out again when a phase trains other columns.
@@ -30,10 +33,20 @@ pub(super) struct SparseRun {
     trained: (Range<u32>, bool),
     batch_plans: Vec<SparseBatch>,
     work: Option<SparseWork>,
+    /// The bandwidth probe over each chunk's columns and values, with their vec4 counts: one
+    /// read of the CSR arrays a step reads.
+    pub(super) probes: Vec<(wgpu::BindGroup, u32)>,
+}
+
+impl SparseRun {
+    /// Chunks of X's nonzeros.
+    pub(super) fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
 }
 
 /// One `sparse_linear` pass: its segments and owners in the plan's layout buffer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Pass {
     segments_at: u32,
     owners_at: u32,
@@ -43,6 +56,9 @@ struct Pass {
     segments: u32,
     first_owner: u32,
     owners: u32,
+    /// Where the segments' chunk changes (`[chunk, first segment]`), and all segments.
+    chunks: Vec<[u32; 2]>,
+    total: u32,
 }
 
 /// Where one planned batch's operands are.
@@ -63,22 +79,17 @@ struct SparseWork {
     z: wgpu::Buffer,
     delta: wgpu::Buffer,
     loss: wgpu::Buffer,
-    forward: wgpu::BindGroup,
-    gradient: wgpu::BindGroup,
+    /// Per chunk of X's nonzeros, and per chunk of the batches' columns.
+    forward: Vec<wgpu::BindGroup>,
+    gradient: Vec<wgpu::BindGroup>,
     bce: wgpu::BindGroup,
     reduce_loss: wgpu::BindGroup,
 }
 
-/// Appends `segments` to the layout words (bounds moved by `base` entries) and returns their
-/// pass over every owner.
-fn push_pass(layout: &mut Vec<u32>, segments: &Segments, base: u32) -> Pass {
+/// Appends `segments` to the layout words and returns their pass over every owner.
+fn push_pass(layout: &mut Vec<u32>, segments: &Segments) -> Pass {
     let segments_at = layout.len() as u32;
-    layout.extend(
-        segments
-            .bounds
-            .iter()
-            .flat_map(|[a, b]| [a + base, b + base]),
-    );
+    layout.extend(segments.bounds.iter().flatten());
     let owners_at = layout.len() as u32;
     layout.extend_from_slice(&segments.owners);
     let ids_at = layout.len() as u32;
@@ -91,18 +102,20 @@ fn push_pass(layout: &mut Vec<u32>, segments: &Segments, base: u32) -> Pass {
         segments: segments.len() as u32,
         first_owner: 0,
         owners: segments.owners.len() as u32 - 1,
+        chunks: segments.chunks.clone(),
+        total: segments.len() as u32,
     }
 }
 
 /// The part of `pass` for the owners `range`, `owners[i]` being owner i's first segment.
-fn sub_pass(pass: Pass, owners: &[u32], range: Range<u32>) -> Pass {
+fn sub_pass(pass: &Pass, owners: &[u32], range: Range<u32>) -> Pass {
     let (a, b) = (range.start as usize, range.end as usize);
     Pass {
         first_segment: owners[a],
         segments: owners[b] - owners[a],
         first_owner: range.start,
         owners: range.end - range.start,
-        ..pass
+        ..pass.clone()
     }
 }
 
@@ -141,40 +154,75 @@ fn trained_ranges((columns, bias): &(Range<u32>, bool), d: usize) -> Vec<Range<u
 
 impl GpuBackend {
     /// Uploads `x`'s nonzeros and the targets `y` for a run the caller has just created.
-    pub(super) fn upload_sparse(&self, x: &Csr, y: &[f32], plan: SparsePlan) -> Result<SparseRun> {
+    pub(super) fn upload_sparse(
+        &self,
+        x: &Csr,
+        y: &[f32],
+        plan: SparsePlan,
+        reduce_partials: &wgpu::Buffer,
+    ) -> Result<SparseRun> {
         let ctx = &self.context;
         let nnz = x.nnz();
-        let cols = self.storage("x columns", nnz * 4)?;
-        let values = self.storage("x values", nnz * 4)?;
+        let chunk_starts = entry_chunks(x, plan.chunk_entries)?;
         let targets = self.storage("y", y.len() as u64 * 4)?;
-        let piece = (UPLOAD_BYTES / 4) as usize;
-        for start in (0..nnz as usize).step_by(piece) {
-            let end = (start + piece).min(nnz as usize);
-            let at = start as u64 * 4;
-            ctx.queue
-                .write_buffer(&cols, at, bytemuck::cast_slice(&x.cols[start..end]));
-            ctx.queue
-                .write_buffer(&values, at, bytemuck::cast_slice(&x.values[start..end]));
-            ctx.queue.submit([]);
-            ctx.wait("uploading the data")?;
-        }
         ctx.queue.write_buffer(&targets, 0, bytemuck::cast_slice(y));
+        let k = &ctx.kernels;
+        let mut chunks = Vec::with_capacity(chunk_starts.len() - 1);
+        let mut probes = Vec::with_capacity(2 * chunks.capacity());
+        for (c, w) in chunk_starts.windows(2).enumerate() {
+            let (first, end) = (w[0] as usize, w[1] as usize);
+            let cols = self.storage(&format!("x columns, chunk {c}"), (end - first) as u64 * 4)?;
+            let values = self.storage(&format!("x values, chunk {c}"), (end - first) as u64 * 4)?;
+            // In pieces, each flushed before the next: the staging memory stays small.
+            let piece = (UPLOAD_BYTES / 4) as usize;
+            for start in (first..end).step_by(piece) {
+                let stop = (start + piece).min(end);
+                let at = (start - first) as u64 * 4;
+                ctx.queue
+                    .write_buffer(&cols, at, bytemuck::cast_slice(&x.cols[start..stop]));
+                ctx.queue
+                    .write_buffer(&values, at, bytemuck::cast_slice(&x.values[start..stop]));
+                ctx.queue.submit([]);
+                ctx.wait("uploading the data")?;
+            }
+            for (what, buffer) in [("columns", &cols), ("values", &values)] {
+                let len4 = (buffer.size() / 16) as u32;
+                let job = self.uniform("probe job", 16);
+                let words = [len4, self.probe_run(), k.x_texture_shift, 0];
+                ctx.queue
+                    .write_buffer(&job, 0, bytemuck::cast_slice(&words));
+                let group = self.bind(
+                    &format!("probe_read (x {what}, chunk {c})"),
+                    &k.probe,
+                    &[
+                        (0, whole(&job)),
+                        (1, whole(buffer)),
+                        (2, whole(reduce_partials)),
+                        (3, texture_binding(ctx, None)),
+                    ],
+                );
+                probes.push((group, len4));
+            }
+            chunks.push([cols, values]);
+        }
         log::debug!(
-            "loaded sparse {}×{}: {nnz} nonzeros, segments of ≤ {}",
+            "loaded sparse {}×{}: {nnz} nonzeros in {} chunk(s), segments of ≤ {}",
             x.n,
             x.d,
+            chunks.len(),
             plan.segment
         );
         Ok(SparseRun {
             x: x.clone(),
             plan,
-            cols,
-            values,
+            chunk_starts,
+            chunks,
             y: targets,
             batches: Vec::new(),
             trained: (0..x.d as u32, true),
             batch_plans: Vec::new(),
             work: None,
+            probes,
         })
     }
 
@@ -199,25 +247,23 @@ impl GpuBackend {
         let sparse = self.sparse()?;
         let (x, most) = (&sparse.x, sparse.plan.segment);
         let mut layout: Vec<u32> = Vec::new();
-        let (mut rows, mut position, mut value) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rows = Vec::new();
+        // Every batch's columns, in chunks of a binding's worth.
+        let mut packed = Packed::new(sparse.plan.chunk_entries);
         let mut plans = Vec::with_capacity(batches.len());
         let mut most_segments = 1usize;
         for batch in batches {
-            let forward_segments = row_segments(x, batch, most);
-            let forward = push_pass(&mut layout, &forward_segments, 0);
-            let columns = batch_columns(x, batch, most);
-            let base = u32::try_from(position.len()).map_err(|_| {
-                Error::Config("the planned batches hold more than 2^32 nonzeros".into())
-            })?;
-            let gradient = push_pass(&mut layout, &columns.segments, base);
-            let segments = &columns.segments;
+            let forward_segments = row_segments(x, batch, most, &sparse.chunk_starts);
+            let forward = push_pass(&mut layout, &forward_segments);
+            let segments = packed.push(batch_columns(x, batch, most));
+            let gradient = push_pass(&mut layout, &segments);
             let trained = trained_ranges(&sparse.trained, d)
                 .into_iter()
-                .map(|range| sub_pass(gradient, &segments.owners, segments.owners_of(range)))
+                .map(|range| sub_pass(&gradient, &segments.owners, segments.owners_of(range)))
                 .collect();
             most_segments = most_segments
                 .max(forward_segments.len())
-                .max(columns.segments.len());
+                .max(segments.len());
             plans.push(SparseBatch {
                 rows: batch.len() as u32,
                 rows_at: rows.len() as u32,
@@ -226,8 +272,6 @@ impl GpuBackend {
                 trained,
             });
             rows.extend_from_slice(batch);
-            position.extend_from_slice(&columns.position);
-            value.extend_from_slice(&columns.value);
         }
         let widest = batches.iter().map(Vec::len).max().unwrap_or(1);
         let k = &self.context.kernels;
@@ -239,8 +283,24 @@ impl GpuBackend {
         };
         let row_list = upload("sparse batch rows", bytemuck::cast_slice(&rows))?;
         let layout = upload("sparse segments", bytemuck::cast_slice(&layout))?;
-        let position = upload("batch columns: positions", bytemuck::cast_slice(&position))?;
-        let value = upload("batch columns: values", bytemuck::cast_slice(&value))?;
+        let columns = packed
+            .chunks
+            .iter()
+            .enumerate()
+            .map(|(c, (positions, values))| {
+                Ok([
+                    upload(
+                        &format!("batch columns: positions, chunk {c}"),
+                        bytemuck::cast_slice(positions),
+                    )?,
+                    upload(
+                        &format!("batch columns: values, chunk {c}"),
+                        bytemuck::cast_slice(values),
+                    )?,
+                ])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        drop(packed);
         let per_row = (widest * o) as u64 * 4;
         let partial = self.storage("sparse partials", (most_segments * o) as u64 * 4)?;
         let z = self.storage("logits", per_row)?;
@@ -265,18 +325,23 @@ impl GpuBackend {
                 ],
             )
         };
-        let forward = bind(
-            "sparse_linear forward",
-            &sparse.cols,
-            &sparse.values,
-            [&run.params, &z],
-        );
-        let gradient = bind(
-            "sparse_linear gradient",
-            &position,
-            &value,
-            [&delta, &run.grad],
-        );
+        let forward = sparse
+            .chunks
+            .iter()
+            .enumerate()
+            .map(|(c, [cols, values])| {
+                let label = format!("sparse_linear forward, chunk {c}");
+                bind(&label, cols, values, [&run.params, &z])
+            })
+            .collect();
+        let gradient = columns
+            .iter()
+            .enumerate()
+            .map(|(c, [positions, values])| {
+                let label = format!("sparse_linear gradient, chunk {c}");
+                bind(&label, positions, values, [&delta, &run.grad])
+            })
+            .collect();
         let bce = self.bind(
             "bce (sparse)",
             &k.bce,
@@ -379,7 +444,7 @@ impl GpuBackend {
         let encode = |ring: &mut ArgRing,
                       pass: &mut wgpu::ComputePass<'_>,
                       p: &Pass,
-                      group: &wgpu::BindGroup,
+                      chunk_groups: &[wgpu::BindGroup],
                       (a, b, forward): (u32, u32, u32)| {
             let job = |first, count| SparseJob {
                 first,
@@ -391,16 +456,16 @@ impl GpuBackend {
                 b,
                 forward,
             };
-            let gather = ring.push(&job(p.first_segment, p.segments));
-            dispatch(
-                pass,
-                ctx,
-                &k.sparse_gather,
-                group,
-                &[gather],
-                groups(p.segments),
-            );
+            // Each chunk's segments with its entries' bind group; the sums read partials only.
+            let segments = p.first_segment..p.first_segment + p.segments;
+            for (chunk, range) in by_chunk(&p.chunks, p.total, segments) {
+                let gather = ring.push(&job(range.start, range.end - range.start));
+                let group = &chunk_groups[chunk as usize];
+                let groups = groups(range.end - range.start);
+                dispatch(pass, ctx, &k.sparse_gather, group, &[gather], groups);
+            }
             let sum = ring.push(&job(p.first_owner, p.owners));
+            let group = &chunk_groups[0];
             dispatch(pass, ctx, &k.sparse_sum, group, &[sum], groups(p.owners));
         };
         encode(ring, pass, &plan.forward, &work.forward, (1, d, 1));
@@ -426,7 +491,14 @@ impl GpuBackend {
                 ..SparseJob::zeroed()
             });
             let groups = groups(columns.end - columns.start);
-            dispatch(pass, ctx, &k.sparse_clear, &work.gradient, &[job], groups);
+            dispatch(
+                pass,
+                ctx,
+                &k.sparse_clear,
+                &work.gradient[0],
+                &[job],
+                groups,
+            );
         }
         for p in passes {
             encode(ring, pass, p, &work.gradient, (o, 1, 0));
@@ -448,8 +520,13 @@ impl GpuBackend {
         let per_row = nnz.div_ceil(run.n.max(1)).max(1);
         let per_submission = plan::steps_per_submission(ctx.profile(), (widest, per_row, run.o))
             .unwrap_or(usize::MAX);
-        // Forward (2), bce (1), the gradient (≤ 2 cleared, ≤ 4) and the update (1).
-        const SLOTS_PER_STEP: u64 = 10;
+        // Forward (a gather per chunk, a sum), bce, the gradient (≤ 2 cleared, ≤ 2 passes of
+        // a gather per chunk and a sum) and the update.
+        let slots_per_step = run
+            .sparse
+            .as_ref()
+            .and_then(|s| s.work.as_ref())
+            .map_or(0, |w| (w.forward.len() + 2 * w.gradient.len()) as u64 + 7);
         let mut done = 0;
         while done < batches.len() {
             let mut encoder = ctx
@@ -462,7 +539,7 @@ impl GpuBackend {
                 let mut in_submission = 0;
                 while done < batches.len()
                     && in_submission < per_submission
-                    && run.ring.free_slots() > SLOTS_PER_STEP
+                    && run.ring.free_slots() > slots_per_step
                 {
                     Self::encode_sparse_gradient(run, &ctx, &mut pass, batches[done], false)?;
                     let info = run.ring.push(&StepArgs {
