@@ -60,6 +60,8 @@ def main():
     data = os.path.join(folder, "data.libsvm")
     subprocess.run([args.bin, "generate", "--synthetic-sparse", args.spec, "-o", data], check=True)
     x, y = load_svmlight_file(data, n_features=d, dtype=np.float32)
+    # liblinear and saga take 32-bit indices only.
+    x.indices, x.indptr = x.indices.astype(np.int32), x.indptr.astype(np.int32)
     y = (y > 0).astype(np.float64)
     print(f"{n} rows × {d} features, {x.nnz} nonzeros; C = {args.C} "
           f"(weight decay {args.weight_decay:.3g})")

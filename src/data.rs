@@ -36,11 +36,16 @@ pub fn synthetic(n: usize, d: usize, o: usize, seed: u64) -> Result<(Dataset, Pa
     Ok((Dataset::new(n, d, o, x, y)?, planted))
 }
 
-/// `n` sparse rows shaped like rcv1's tf-idf vectors: `per_row` distinct columns of `d`, drawn
-/// by a Zipf law (column popularity ∝ 1/rank, the ranks scattered over the columns), positive
-/// values, each row scaled to unit L2 norm; one output drawn as Bernoulli(σ(x·w* + b*)) from a
+/// Column popularity ∝ rank^−0.9 in [`synthetic_sparse`]: 76 draws a row over 47,236 columns
+/// then hold 68.6 distinct columns on average, rcv1's 13.7 M nonzeros in 200,000 rows.
+const ZIPF_EXPONENT: f64 = 0.9;
+
+/// `n` sparse rows shaped like rcv1's tf-idf vectors: `per_row` columns of `d` drawn by a Zipf
+/// law (popularity ∝ rank^−0.9, the ranks scattered over the columns), a column drawn twice
+/// kept once (so rows hold fewer, popular columns in most), positive values, each row scaled to
+/// unit L2 norm; one output drawn as Bernoulli(σ(x·w* + b*)) from a
 /// planted model with weights uniform in ±8 (a row's logit then spreads over about ±3). All
-/// from `seed`; `per_row` ≤ `d`.
+/// from `seed`.
 ///
 /// Returns the data and the planted parameters.
 pub fn synthetic_sparse(
@@ -56,7 +61,7 @@ pub fn synthetic_sparse(
     let mut cumulative = Vec::with_capacity(d);
     let mut total = 0.0f64;
     for rank in 0..d {
-        total += 1.0 / (rank + 1) as f64;
+        total += ((rank + 1) as f64).powf(-ZIPF_EXPONENT);
         cumulative.push(total);
     }
     let weight: Vec<f32> = (0..d).map(|_| rng.random_range(-8.0f32..=8.0)).collect();
@@ -71,15 +76,14 @@ pub fn synthetic_sparse(
     let mut row: Vec<(u32, f32)> = Vec::with_capacity(per_row);
     for _ in 0..n {
         row.clear();
-        while row.len() < per_row {
+        for _ in 0..per_row {
             let u = rng.random::<f64>() * total;
             let rank = cumulative.partition_point(|&c| c <= u).min(d - 1);
-            let j = column_of_rank[rank];
-            if !row.iter().any(|&(c, _)| c == j) {
-                row.push((j, rng.random_range(0.1f32..=1.0)));
-            }
+            row.push((column_of_rank[rank], rng.random_range(0.1f32..=1.0)));
         }
-        row.sort_unstable_by_key(|&(j, _)| j);
+        // A popular column drawn twice is one term of the row (its first value).
+        row.sort_by_key(|&(j, _)| j);
+        row.dedup_by_key(|&mut (j, _)| j);
         let norm = row
             .iter()
             .map(|&(_, v)| (v as f64).powi(2))

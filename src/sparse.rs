@@ -178,9 +178,9 @@ pub enum Layout {
     Dense,
 }
 
-/// `Layout::Auto` goes sparse at or below this fraction of nonzeros (BENCHMARKS.md, "Sparse
-/// or dense").
-pub const AUTO_SPARSE_DENSITY: f64 = 0.1;
+/// `Layout::Auto` goes sparse at or below this fraction of nonzeros: where the slower layout
+/// costs least over the shapes measured (BENCHMARKS.md, "Sparse or dense").
+pub const AUTO_SPARSE_DENSITY: f64 = 0.05;
 
 impl Layout {
     /// Whether `x` (n×d) is to be sparse.

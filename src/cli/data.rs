@@ -29,7 +29,7 @@ pub enum Format {
 /// Whether the features stay sparse in memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Sparse {
-    /// Sparse where at most 10 % of the values are nonzero.
+    /// Sparse where at most 5 % of the values are nonzero.
     #[default]
     Auto,
     /// Always sparse.
@@ -57,7 +57,7 @@ pub struct DataArgs {
     /// Targets of NPY or NPZ data: a .npy file of n or n×o values in [0, 1].
     #[arg(long, value_name = "FILE.npy")]
     pub y: Option<PathBuf>,
-    /// Keep the features sparse (LIBSVM files are read sparse): auto when at most 10 % of
+    /// Keep the features sparse (LIBSVM files are read sparse): auto when at most 5 % of
     /// the values are nonzero.
     #[arg(long, value_enum, default_value_t = Sparse::Auto)]
     pub sparse: Sparse,
