@@ -4,6 +4,8 @@
 //! Offsets into the nonzeros are 64-bit, so a matrix may hold more than 2³² of them; column
 //! indices are 32-bit (features are at most 2²⁴, as for dense data).
 
+use std::sync::Arc;
+
 use crate::{Error, Result};
 
 /// An n×d matrix in compressed sparse rows: row i's nonzeros are `cols[row_start[i] ..
@@ -198,8 +200,8 @@ impl Layout {
 pub enum Features {
     /// Row-major n×d values.
     Dense(Vec<f32>),
-    /// Compressed sparse rows.
-    Sparse(Csr),
+    /// Compressed sparse rows, shared: a backend keeps the rows without copying them.
+    Sparse(Arc<Csr>),
 }
 
 impl From<Vec<f32>> for Features {
@@ -210,7 +212,7 @@ impl From<Vec<f32>> for Features {
 
 impl From<Csr> for Features {
     fn from(x: Csr) -> Self {
-        Features::Sparse(x)
+        Features::Sparse(Arc::new(x))
     }
 }
 
@@ -255,7 +257,7 @@ impl Features {
                     .flat_map(|&i| x[i * d..(i + 1) * d].iter().copied())
                     .collect(),
             ),
-            Features::Sparse(x) => Features::Sparse(x.select_rows(order)),
+            Features::Sparse(x) => x.select_rows(order).into(),
         }
     }
 
@@ -264,9 +266,9 @@ impl Features {
         match (self, other) {
             (Features::Dense(x), Features::Dense(more)) => x.extend(more),
             (Features::Dense(x), Features::Sparse(more)) => x.extend(more.to_dense()),
-            (Features::Sparse(x), Features::Sparse(more)) => x.append(&more),
+            (Features::Sparse(x), Features::Sparse(more)) => Arc::make_mut(x).append(&more),
             (Features::Sparse(x), Features::Dense(more)) => {
-                x.append(&Csr::from_dense(more.len() / d.max(1), d, &more))
+                Arc::make_mut(x).append(&Csr::from_dense(more.len() / d.max(1), d, &more))
             }
         }
     }

@@ -101,6 +101,7 @@ impl Standardizer {
                 }
             }
             Features::Sparse(x) => {
+                let x = std::sync::Arc::make_mut(x);
                 for (v, &j) in x.values.iter_mut().zip(&x.cols) {
                     let j = j as usize;
                     *v = (*v - self.mean[j]) / self.std[j];

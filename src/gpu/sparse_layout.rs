@@ -150,6 +150,16 @@ impl Packed {
     /// Appends `columns`' entries segment by segment, a segment going to a new chunk where it
     /// would overflow the last; returns its segments with bounds in their chunks.
     pub fn push(&mut self, columns: Columns) -> Segments {
+        let entries = columns.position.len();
+        let chunk = self.chunks.len() - 1;
+        if self.chunks[chunk].0.is_empty() && entries as u64 <= self.most {
+            // The batch fills an empty chunk: its arrays become the chunk's, uncopied.
+            self.chunks[chunk] = (columns.position, columns.value);
+            return Segments {
+                chunks: vec![[chunk as u32, 0]],
+                ..columns.segments
+            };
+        }
         let mut segments = Segments {
             chunks: Vec::new(),
             ..columns.segments

@@ -207,6 +207,10 @@ pub fn read_libsvm_from(
         }
         (y, vec!["label".to_string()])
     };
+    // Growing left up to twice the room the arrays need.
+    cols.shrink_to_fit();
+    values.shrink_to_fit();
+    row_start.shrink_to_fit();
     let x = Csr {
         n,
         d,
@@ -217,7 +221,7 @@ pub fn read_libsvm_from(
     Ok(Table {
         n,
         d,
-        x: Features::Sparse(x),
+        x: x.into(),
         y: Some(y),
         feature_names: (1..=d).map(|j| format!("f{j}")).collect(),
         label_names,

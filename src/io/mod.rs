@@ -48,7 +48,7 @@ impl Table {
     pub fn with_layout(mut self, layout: Layout, file: &Path) -> Result<Self> {
         let sparse = layout.is_sparse(&self.x, self.n, self.d);
         self.x = match (self.x, sparse) {
-            (Features::Dense(x), true) => Features::Sparse(Csr::from_dense(self.n, self.d, &x)),
+            (Features::Dense(x), true) => Csr::from_dense(self.n, self.d, &x).into(),
             (Features::Sparse(x), false) => {
                 let bytes = (self.n as u64)
                     .saturating_mul(self.d as u64)

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::libsvm::MAX_FEATURES;
 use super::npy::{open, read_targets};
 use super::{Table, parse_error};
-use crate::{Csr, Error, Features, Result};
+use crate::{Csr, Error, Result};
 
 /// An array may take this many bytes once decompressed per byte of the file (deflate reaches
 /// about 1,000), beyond a 64 MiB allowance: a zip bomb is refused before it is inflated.
@@ -32,7 +32,7 @@ pub fn read_npz(x_path: &Path, y_path: Option<&Path>) -> Result<Table> {
     Ok(Table {
         n,
         d,
-        x: Features::Sparse(x),
+        x: x.into(),
         y,
         feature_names: (0..d).map(|j| format!("x{j}")).collect(),
         label_names,

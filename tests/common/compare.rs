@@ -38,7 +38,7 @@ pub fn condition_tolerance(
         Features::Sparse(x) => {
             let x = Csr {
                 values: abs(&x.values),
-                ..x.clone()
+                ..(**x).clone()
             };
             cpu::sparse_forward(&x, data.o, rows, &p, &mut z_scale);
             cpu::sparse_backward(&x, data.o, rows, &dl, &mut g_scale);

@@ -18,8 +18,9 @@ use crate::sparse::Csr;
 
 /// Sparse data on the device and what its planned batches need.
 pub(super) struct SparseRun {
-    /// The host's copy of X, which each plan's batch columns are laid out from.
-    x: Csr,
+    /// X on the host (shared with the caller's data set), which each plan's batch columns are
+    /// laid out from.
+    x: Arc<Csr>,
     plan: SparsePlan,
     /// Where X's chunks of nonzeros begin (then the number of nonzeros), and each chunk's
     /// columns and values (CSR order): what the forward passes read.
@@ -156,7 +157,7 @@ impl GpuBackend {
     /// Uploads `x`'s nonzeros and the targets `y` for a run the caller has just created.
     pub(super) fn upload_sparse(
         &self,
-        x: &Csr,
+        x: &Arc<Csr>,
         y: &[f32],
         plan: SparsePlan,
         reduce_partials: &wgpu::Buffer,
@@ -173,18 +174,8 @@ impl GpuBackend {
             let (first, end) = (w[0] as usize, w[1] as usize);
             let cols = self.storage(&format!("x columns, chunk {c}"), (end - first) as u64 * 4)?;
             let values = self.storage(&format!("x values, chunk {c}"), (end - first) as u64 * 4)?;
-            // In pieces, each flushed before the next: the staging memory stays small.
-            let piece = (UPLOAD_BYTES / 4) as usize;
-            for start in (first..end).step_by(piece) {
-                let stop = (start + piece).min(end);
-                let at = (start - first) as u64 * 4;
-                ctx.queue
-                    .write_buffer(&cols, at, bytemuck::cast_slice(&x.cols[start..stop]));
-                ctx.queue
-                    .write_buffer(&values, at, bytemuck::cast_slice(&x.values[start..stop]));
-                ctx.queue.submit([]);
-                ctx.wait("uploading the data")?;
-            }
+            self.upload_in_pieces(&cols, bytemuck::cast_slice(&x.cols[first..end]))?;
+            self.upload_in_pieces(&values, bytemuck::cast_slice(&x.values[first..end]))?;
             for (what, buffer) in [("columns", &cols), ("values", &values)] {
                 let len4 = (buffer.size() / 16) as u32;
                 let job = self.uniform("probe job", 16);
@@ -213,7 +204,7 @@ impl GpuBackend {
             plan.segment
         );
         Ok(SparseRun {
-            x: x.clone(),
+            x: Arc::clone(x),
             plan,
             chunk_starts,
             chunks,
@@ -224,6 +215,19 @@ impl GpuBackend {
             work: None,
             probes,
         })
+    }
+
+    /// Writes `bytes` to `buffer` in pieces of at most [`UPLOAD_BYTES`], each flushed before
+    /// the next: the staging memory alive at once stays small whatever the data's size.
+    fn upload_in_pieces(&self, buffer: &wgpu::Buffer, bytes: &[u8]) -> Result<()> {
+        let ctx = &self.context;
+        for (i, piece) in bytes.chunks(UPLOAD_BYTES as usize).enumerate() {
+            ctx.queue
+                .write_buffer(buffer, i as u64 * UPLOAD_BYTES, piece);
+            ctx.queue.submit([]);
+            ctx.wait("uploading the data")?;
+        }
+        Ok(())
     }
 
     fn sparse(&self) -> Result<&SparseRun> {
@@ -241,8 +245,13 @@ impl GpuBackend {
     /// [`Backend::set_batches`] on sparse data: each batch's row segments and columns laid out,
     /// the plan's buffers and bind groups created.
     pub(super) fn plan_sparse_batches(&mut self, batches: &[Vec<u32>]) -> Result<()> {
+        check_batches(self.run()?.n, batches)?;
+        // The last plan's buffers go before this one's are made: never two plans' at once.
+        if let Some(sparse) = self.run_mut()?.sparse.as_mut() {
+            sparse.work = None;
+            sparse.batch_plans.clear();
+        }
         let run = self.run()?;
-        check_batches(run.n, batches)?;
         let (d, o) = (run.d, run.o);
         let sparse = self.sparse()?;
         let (x, most) = (&sparse.x, sparse.plan.segment);
@@ -275,32 +284,30 @@ impl GpuBackend {
         }
         let widest = batches.iter().map(Vec::len).max().unwrap_or(1);
         let k = &self.context.kernels;
-        let q = &self.context.queue;
         let upload = |label: &str, words: &[u8]| -> Result<wgpu::Buffer> {
             let buffer = self.storage(label, words.len() as u64)?;
-            q.write_buffer(&buffer, 0, words);
+            self.upload_in_pieces(&buffer, words)?;
             Ok(buffer)
         };
         let row_list = upload("sparse batch rows", bytemuck::cast_slice(&rows))?;
         let layout = upload("sparse segments", bytemuck::cast_slice(&layout))?;
-        let columns = packed
-            .chunks
-            .iter()
+        // Each chunk's host arrays dropped once they are on the device.
+        let columns = std::mem::take(&mut packed.chunks)
+            .into_iter()
             .enumerate()
             .map(|(c, (positions, values))| {
                 Ok([
                     upload(
                         &format!("batch columns: positions, chunk {c}"),
-                        bytemuck::cast_slice(positions),
+                        bytemuck::cast_slice(&positions),
                     )?,
                     upload(
                         &format!("batch columns: values, chunk {c}"),
-                        bytemuck::cast_slice(values),
+                        bytemuck::cast_slice(&values),
                     )?,
                 ])
             })
             .collect::<Result<Vec<_>>>()?;
-        drop(packed);
         let per_row = (widest * o) as u64 * 4;
         let partial = self.storage("sparse partials", (most_segments * o) as u64 * 4)?;
         let z = self.storage("logits", per_row)?;
