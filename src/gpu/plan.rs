@@ -305,15 +305,15 @@ pub struct LoadPlan {
 }
 
 impl LoadPlan {
-    /// The layout of sparse data's dense buffers: no chunks of rows (its nonzeros have
-    /// their own, see [`super::plan_sparse`]).
-    pub fn sparse(n: usize, d: usize) -> Self {
+    /// The layout of sparse data's dense buffers: no chunks of rows and no rows of X (its
+    /// nonzeros have their own buffers, see [`super::plan_sparse`]).
+    pub fn sparse(n: usize) -> Self {
         LoadPlan {
             route: Route {
                 path: StepPath::Separate,
                 x_texture: false,
             },
-            x_stride: d,
+            x_stride: 0,
             rows_per_chunk: n,
             chunk_count: 0,
             rows_per_block: 1,

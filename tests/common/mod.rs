@@ -138,6 +138,12 @@ pub fn problem(n: usize, d: usize, o: usize, seed: u64, x_scale: f32) -> (Datase
     let x = (0..n * d)
         .map(|_| rng.random_range(-x_scale..=x_scale))
         .collect::<Vec<f32>>();
+    let (y, params) = targets_and_params(n, d, o, &mut rng);
+    (Dataset::new(n, d, o, x, y).unwrap(), params)
+}
+
+/// `n`·`o` targets, a mix of hard and soft labels, and parameters uniform in ±1/√d, from `rng`.
+fn targets_and_params(n: usize, d: usize, o: usize, rng: &mut ChaCha8Rng) -> (Vec<f32>, Params) {
     let y = (0..n * o)
         .map(|_| match rng.random_range(0..4) {
             0 => rng.random::<f32>(),
@@ -149,10 +155,7 @@ pub fn problem(n: usize, d: usize, o: usize, seed: u64, x_scale: f32) -> (Datase
     let values = (0..o * d + o)
         .map(|_| rng.random_range(-bound..=bound))
         .collect();
-    (
-        Dataset::new(n, d, o, x, y).unwrap(),
-        Params { d, o, values },
-    )
+    (y, Params { d, o, values })
 }
 
 /// Random values uniform in ±scale.
@@ -255,19 +258,6 @@ pub fn sparse_problem(n: usize, d: usize, o: usize, density: f64, seed: u64) -> 
 pub fn with_targets(x: bilevel::Csr, o: usize, seed: u64) -> (Dataset, Params) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
     let (n, d) = (x.n, x.d);
-    let y = (0..n * o)
-        .map(|_| match rng.random_range(0..4) {
-            0 => rng.random::<f32>(),
-            1 | 2 => 1.0,
-            _ => 0.0,
-        })
-        .collect();
-    let bound = 1.0 / (d as f32).sqrt();
-    let values = (0..o * d + o)
-        .map(|_| rng.random_range(-bound..=bound))
-        .collect();
-    (
-        Dataset::new(n, d, o, x, y).unwrap(),
-        Params { d, o, values },
-    )
+    let (y, params) = targets_and_params(n, d, o, &mut rng);
+    (Dataset::new(n, d, o, x, y).unwrap(), params)
 }

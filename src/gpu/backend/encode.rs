@@ -315,24 +315,78 @@ impl GpuBackend {
         Ok(out)
     }
 
-    /// Runs forward and BCE (and the gradient) of `batch` and waits.
-    pub(super) fn compute_gradient(&mut self, batch: usize) -> Result<()> {
-        self.check_batch(batch)?;
+    /// Encodes one compute pass labelled `label` with `encode` and submits it with the ring's
+    /// arguments (no wait).
+    pub(super) fn submit_pass<T>(
+        &mut self,
+        label: &str,
+        encode: impl FnOnce(&mut Run, &GpuContext, &mut wgpu::ComputePass<'_>) -> Result<T>,
+    ) -> Result<T> {
         let ctx = Arc::clone(&self.context);
         let counters = Arc::clone(&self.counters);
         let run = self.run_mut()?;
         let mut encoder = ctx
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("gradient"),
-            });
-        {
-            let mut pass = compute_pass(&mut encoder, "gradient", None);
-            Self::encode_full_gradient(run, &ctx, &mut pass, batch, 1);
-        }
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        let out = {
+            let mut pass = compute_pass(&mut encoder, label, None);
+            encode(run, &ctx, &mut pass)?
+        };
         run.ring.flush(&ctx.queue);
         submit(&ctx, &counters, encoder);
-        ctx.wait("computing a gradient")
+        Ok(out)
+    }
+
+    /// Runs forward and BCE (and the gradient) of `batch` and waits.
+    pub(super) fn compute_gradient(&mut self, batch: usize) -> Result<()> {
+        self.check_batch(batch)?;
+        self.submit_pass("gradient", |run, ctx, pass| {
+            Self::encode_full_gradient(run, ctx, pass, batch, 1);
+            Ok(())
+        })?;
+        self.context.wait("computing a gradient")
+    }
+
+    /// Encodes the sums of an evaluation into `run.scalars`: the loss (its `loss_partials`
+    /// partials at the start of the reduce partials) and the squared gradient norm over the
+    /// phase's mask (its partials written from `grad_base`).
+    pub(super) fn encode_scalars(
+        run: &mut Run,
+        ctx: &GpuContext,
+        pass: &mut wgpu::ComputePass<'_>,
+        loss_partials: u32,
+        grad_base: u32,
+    ) {
+        let reduce = &ctx.kernels.reduce;
+        let grad_groups = reduce_groups(run.n_params as u32);
+        let mut job = |len, in_offset, out_offset, square_masked| {
+            run.ring.push(&ReduceJob {
+                len,
+                in_offset,
+                out_offset,
+                square_masked,
+            })
+        };
+        let jobs = [
+            job(run.n_params as u32, 0, grad_base, 1),
+            job(loss_partials, 0, 0, 0),
+            job(grad_groups, grad_base, 1, 0),
+        ];
+        dispatch(pass, ctx, reduce, &run.reduce_grad, &[jobs[0]], grad_groups);
+        dispatch(pass, ctx, reduce, &run.reduce_final, &[jobs[1]], 1);
+        dispatch(pass, ctx, reduce, &run.reduce_final, &[jobs[2]], 1);
+    }
+
+    /// Reads what [`GpuBackend::encode_scalars`] summed: the mean loss over `batch`'s
+    /// elements and the gradient norm.
+    pub(super) fn read_evaluation(&self, batch: usize) -> Result<Evaluation> {
+        let run = self.run()?;
+        let elements = run.plan[batch].rows as f64 * run.o as f64;
+        let scalars = self.read_f32(&run.scalars, 2)?;
+        Ok(Evaluation {
+            loss: scalars[0] as f64 / elements,
+            grad_norm: (scalars[1] as f64).sqrt(),
+        })
     }
 
     /// [`Backend::run_steps`]: encodes the steps of `batches` from step `first_t` into as
@@ -457,19 +511,8 @@ impl GpuBackend {
     /// [`Backend::evaluate`]: the loss and gradient norm of `batch`, reduced on the device.
     pub(super) fn evaluate_batch(&mut self, batch: usize) -> Result<Evaluation> {
         self.check_batch(batch)?;
-        let ctx = Arc::clone(&self.context);
-        let counters = Arc::clone(&self.counters);
-        let run = self.run_mut()?;
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("evaluate"),
-            });
-        {
-            let mut pass = compute_pass(&mut encoder, "evaluate", None);
-            Self::encode_full_gradient(run, &ctx, &mut pass, batch, 1);
-            let reduce = &ctx.kernels.reduce;
-            let groups_for = |len: u32| len.div_ceil(WORKGROUP_SIZE).clamp(1, REDUCE_GROUPS);
+        self.submit_pass("evaluate", |run, ctx, pass| {
+            Self::encode_full_gradient(run, ctx, pass, batch, 1);
             let mut loss_partials = 0u32;
             let work = run
                 .work
@@ -481,56 +524,28 @@ impl GpuBackend {
                     continue;
                 }
                 let len = count * run.o as u32;
-                let groups = groups_for(len);
+                let groups = reduce_groups(len);
                 let job = run.ring.push(&ReduceJob {
                     len,
                     in_offset: 0,
                     out_offset: loss_partials,
                     square_masked: 0,
                 });
-                dispatch(&mut pass, &ctx, reduce, &chunk.reduce_loss, &[job], groups);
+                let reduce = &ctx.kernels.reduce;
+                dispatch(pass, ctx, reduce, &chunk.reduce_loss, &[job], groups);
                 loss_partials += groups;
             }
             let grad_base = run.chunks.len() as u32 * REDUCE_GROUPS;
-            let grad_groups = groups_for(run.n_params as u32);
-            let job = run.ring.push(&ReduceJob {
-                len: run.n_params as u32,
-                in_offset: 0,
-                out_offset: grad_base,
-                square_masked: 1,
-            });
-            dispatch(
-                &mut pass,
-                &ctx,
-                reduce,
-                &run.reduce_grad,
-                &[job],
-                grad_groups,
-            );
-            let job = run.ring.push(&ReduceJob {
-                len: loss_partials,
-                in_offset: 0,
-                out_offset: 0,
-                square_masked: 0,
-            });
-            dispatch(&mut pass, &ctx, reduce, &run.reduce_final, &[job], 1);
-            let job = run.ring.push(&ReduceJob {
-                len: grad_groups,
-                in_offset: grad_base,
-                out_offset: 1,
-                square_masked: 0,
-            });
-            dispatch(&mut pass, &ctx, reduce, &run.reduce_final, &[job], 1);
-        }
-        run.ring.flush(&ctx.queue);
-        submit(&ctx, &counters, encoder);
-        let elements = run.plan[batch].rows as f64 * run.o as f64;
-        let scalars = self.read_f32(&self.run()?.scalars, 2)?;
-        Ok(Evaluation {
-            loss: scalars[0] as f64 / elements,
-            grad_norm: (scalars[1] as f64).sqrt(),
-        })
+            Self::encode_scalars(run, ctx, pass, loss_partials, grad_base);
+            Ok(())
+        })?;
+        self.read_evaluation(batch)
     }
+}
+
+/// Workgroups of a first-stage `reduce` over `len` values.
+pub(super) fn reduce_groups(len: u32) -> u32 {
+    len.div_ceil(WORKGROUP_SIZE).clamp(1, REDUCE_GROUPS)
 }
 
 /// Workgroups of `adam` and `sgd` for `n_params` parameters.

@@ -52,7 +52,7 @@ impl GpuBackend {
             Features::Sparse(x) => {
                 let sparse = plan_sparse(self.max_binding, (n, d, o), self.chunk_entries)?;
                 log::debug!("sparse data: {} nonzeros", x.nnz());
-                (LoadPlan::sparse(n, d), &[][..], Some(sparse))
+                (LoadPlan::sparse(n), &[][..], Some(sparse))
             }
         };
         let LoadPlan {

@@ -238,6 +238,11 @@ impl GpuBackend {
     /// first call.
     pub fn probe_gemm(&mut self, kernel: GemmProbe) -> Result<()> {
         let run = self.run()?;
+        if run.chunks.is_empty() {
+            return Err(Error::Config(
+                "the GEMM probes read dense rows of X; this run's data is sparse".into(),
+            ));
+        }
         if !self.has_gemm_probe(kernel) {
             return Err(Error::Config(format!(
                 "the register-tile GEMM probe is linear_tiled.forward, which needs subgroups of at least 8 invocations; {} has not",
@@ -355,9 +360,11 @@ impl GpuBackend {
         kernel == GemmProbe::SharedTiles || self.context.has_tiled_kernels()
     }
 
-    /// Rows the GEMM probe covers (the first chunk's, at most 16 × the grid limit).
+    /// Rows the GEMM probe covers (the first chunk's, at most 16 × the grid limit; 0 on
+    /// sparse data, which has no dense rows).
     pub fn gemm_probe_rows(&self) -> usize {
         let limit = 16 * self.context.limits.max_compute_workgroups_per_dimension as usize;
-        self.run.as_ref().map_or(0, |r| r.chunks[0].rows.min(limit))
+        let first = self.run.as_ref().and_then(|r| r.chunks.first());
+        first.map_or(0, |c| c.rows.min(limit))
     }
 }

@@ -445,6 +445,45 @@ impl GpuBackend {
             })
     }
 
+    /// `bce`'s bind group: targets `y`, the batch's rows (in `y`'s numbering) in `rows`, and
+    /// where the logits are and δ and the loss go.
+    pub(super) fn bind_bce(
+        &self,
+        label: &str,
+        run: &Run,
+        (y, rows): (&wgpu::Buffer, &wgpu::Buffer),
+        [z, delta, loss]: [&wgpu::Buffer; 3],
+    ) -> wgpu::BindGroup {
+        self.bind(
+            label,
+            &self.context.kernels.bce,
+            &[
+                (0, whole(&run.dims)),
+                (1, run.ring.binding()),
+                (2, whole(y)),
+                (3, whole(rows)),
+                (4, whole(z)),
+                (5, whole(&run.pos_weight)),
+                (6, whole(delta)),
+                (7, whole(loss)),
+            ],
+        )
+    }
+
+    /// `reduce`'s bind group summing the per-element losses in `loss` into the run's partials.
+    pub(super) fn bind_reduce_loss(&self, run: &Run, loss: &wgpu::Buffer) -> wgpu::BindGroup {
+        self.bind(
+            "reduce loss",
+            &self.context.kernels.reduce,
+            &[
+                (0, run.ring.binding()),
+                (1, whole(loss)),
+                (2, whole(&run.mask)),
+                (3, whole(&run.reduce_partials)),
+            ],
+        )
+    }
+
     /// `linear_tiled.forward`'s bind group over `chunk`, where the adapter has the tiled
     /// kernels: the batch's `ChunkStep` at `chunk_step`, its row indices in `index`, and where
     /// the logits, δ and loss go (δ also to `delta_texture`, where the run reads textures).

@@ -12,7 +12,7 @@ use super::super::plan_sparse::SparsePlan;
 use super::super::sparse_layout::{
     Packed, Segments, batch_columns, by_chunk, entry_chunks, row_segments,
 };
-use super::encode::dispatch;
+use super::encode::{dispatch, reduce_groups};
 use super::*;
 use crate::sparse::Csr;
 
@@ -349,30 +349,13 @@ impl GpuBackend {
                 bind(&label, positions, values, [&delta, &run.grad])
             })
             .collect();
-        let bce = self.bind(
+        let bce = self.bind_bce(
             "bce (sparse)",
-            &k.bce,
-            &[
-                (0, whole(&run.dims)),
-                (1, run.ring.binding()),
-                (2, whole(&sparse.y)),
-                (3, whole(&row_list)),
-                (4, whole(&z)),
-                (5, whole(&run.pos_weight)),
-                (6, whole(&delta)),
-                (7, whole(&loss)),
-            ],
+            run,
+            (&sparse.y, &row_list),
+            [&z, &delta, &loss],
         );
-        let reduce_loss = self.bind(
-            "reduce loss",
-            &k.reduce,
-            &[
-                (0, run.ring.binding()),
-                (1, whole(&loss)),
-                (2, whole(&run.mask)),
-                (3, whole(&run.reduce_partials)),
-            ],
-        );
+        let reduce_loss = self.bind_reduce_loss(run, &loss);
         let work = SparseWork {
             z,
             delta,
@@ -567,21 +550,10 @@ impl GpuBackend {
     /// Runs the forward pass, BCE and the full gradient of `batch` and waits.
     pub(super) fn sparse_gradient(&mut self, batch: usize) -> Result<()> {
         self.check_batch(batch)?;
-        let ctx = Arc::clone(&self.context);
-        let counters = Arc::clone(&self.counters);
-        let run = self.run_mut()?;
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("sparse gradient"),
-            });
-        {
-            let mut pass = compute_pass(&mut encoder, "sparse gradient", None);
-            Self::encode_sparse_gradient(run, &ctx, &mut pass, batch, true)?;
-        }
-        run.ring.flush(&ctx.queue);
-        submit(&ctx, &counters, encoder);
-        ctx.wait("computing a gradient")
+        self.submit_pass("sparse gradient", |run, ctx, pass| {
+            Self::encode_sparse_gradient(run, ctx, pass, batch, true)
+        })?;
+        self.context.wait("computing a gradient")
     }
 
     /// Reads batch `batch`'s logits, δ or loss (which `pick` chooses) after
@@ -604,21 +576,10 @@ impl GpuBackend {
     /// [`Backend::evaluate`] on sparse data: the loss and gradient norm, reduced on the device.
     pub(super) fn sparse_evaluate(&mut self, batch: usize) -> Result<Evaluation> {
         self.check_batch(batch)?;
-        let ctx = Arc::clone(&self.context);
-        let counters = Arc::clone(&self.counters);
-        let run = self.run_mut()?;
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("sparse evaluate"),
-            });
-        {
-            let mut pass = compute_pass(&mut encoder, "sparse evaluate", None);
-            Self::encode_sparse_gradient(run, &ctx, &mut pass, batch, true)?;
-            let reduce = &ctx.kernels.reduce;
-            let groups_for = |len: u32| len.div_ceil(WORKGROUP_SIZE).clamp(1, REDUCE_GROUPS);
+        self.submit_pass("sparse evaluate", |run, ctx, pass| {
+            Self::encode_sparse_gradient(run, ctx, pass, batch, true)?;
             let len = (run.plan[batch].rows * run.o) as u32;
-            let loss_groups = groups_for(len);
+            let loss_groups = reduce_groups(len);
             let job = run.ring.push(&ReduceJob {
                 len,
                 in_offset: 0,
@@ -629,49 +590,13 @@ impl GpuBackend {
             let Some(work) = work else {
                 return Err(Error::Config("no batches planned".into()));
             };
-            dispatch(
-                &mut pass,
-                &ctx,
-                reduce,
-                &work.reduce_loss,
-                &[job],
-                loss_groups,
-            );
-            // The loss's partials first, the gradient's after them.
-            let grad_base = REDUCE_GROUPS;
-            let grad_groups = groups_for(run.n_params as u32);
-            let jobs = [
-                (run.n_params as u32, 0, grad_base, 1),
-                (loss_groups, 0, 0, 0),
-                (grad_groups, grad_base, 1, 0),
-            ]
-            .map(|(len, in_offset, out_offset, square_masked)| {
-                run.ring.push(&ReduceJob {
-                    len,
-                    in_offset,
-                    out_offset,
-                    square_masked,
-                })
-            });
-            dispatch(
-                &mut pass,
-                &ctx,
-                reduce,
-                &run.reduce_grad,
-                &[jobs[0]],
-                grad_groups,
-            );
-            dispatch(&mut pass, &ctx, reduce, &run.reduce_final, &[jobs[1]], 1);
-            dispatch(&mut pass, &ctx, reduce, &run.reduce_final, &[jobs[2]], 1);
-        }
-        run.ring.flush(&ctx.queue);
-        submit(&ctx, &counters, encoder);
-        let elements = run.plan[batch].rows as f64 * run.o as f64;
-        let scalars = self.read_f32(&self.run()?.scalars, 2)?;
-        Ok(Evaluation {
-            loss: scalars[0] as f64 / elements,
-            grad_norm: (scalars[1] as f64).sqrt(),
-        })
+            let reduce = &ctx.kernels.reduce;
+            dispatch(pass, ctx, reduce, &work.reduce_loss, &[job], loss_groups);
+            // The loss's partials first (one chunk's worth of room), the gradient's after them.
+            Self::encode_scalars(run, ctx, pass, loss_groups, REDUCE_GROUPS);
+            Ok(())
+        })?;
+        self.read_evaluation(batch)
     }
 }
 

@@ -141,11 +141,7 @@ impl GpuBackend {
         let run = self.run()?;
         let k = &self.context.kernels;
         let o = run.o as u64;
-        // Sparse runs hand the optimizers their gradient whole (no partials to sum).
-        let partials_bytes = match run.sparse {
-            Some(_) => 16,
-            None => partials_bytes(blocks.max(1), run.n_params, run.x_stride),
-        };
+        let partials_bytes = partials_bytes(blocks, run.n_params, run.x_stride);
         let partials = self.storage("gradient partials", partials_bytes)?;
         let mut chunks = Vec::with_capacity(run.chunks.len());
         for (c, (chunk, need)) in run.chunks.iter().zip(needs).enumerate() {
@@ -167,20 +163,7 @@ impl GpuBackend {
                     (5, whole(&z)),
                 ],
             );
-            let bce = self.bind(
-                "bce",
-                &k.bce,
-                &[
-                    (0, whole(&run.dims)),
-                    (1, run.ring.binding()),
-                    (2, whole(&chunk.y)),
-                    (3, whole(&index)),
-                    (4, whole(&z)),
-                    (5, whole(&run.pos_weight)),
-                    (6, whole(&delta)),
-                    (7, whole(&loss)),
-                ],
-            );
+            let bce = self.bind_bce("bce", run, (&chunk.y, &index), [&z, &delta, &loss]);
             let partial = self.bind(
                 "linear_backward.partial",
                 &k.backward_partial,
@@ -250,16 +233,7 @@ impl GpuBackend {
                     ],
                 )
             });
-            let reduce_loss = self.bind(
-                "reduce loss",
-                &k.reduce,
-                &[
-                    (0, run.ring.binding()),
-                    (1, whole(&loss)),
-                    (2, whole(&run.mask)),
-                    (3, whole(&run.reduce_partials)),
-                ],
-            );
+            let reduce_loss = self.bind_reduce_loss(run, &loss);
             chunks.push(ChunkWork {
                 room: *need,
                 index,
@@ -398,7 +372,7 @@ impl GpuBackend {
         };
         Ok(Work {
             chunks,
-            blocks: blocks.max(1),
+            blocks,
             steps,
             total,
             sgd,
