@@ -4,6 +4,7 @@
 //
 //   gather:  partial[s·o + k] = Σ_{e ∈ segment s} value[e] · dense[index[e]·a + k·b]
 //   sum:     out(i, k)        = Σ_{s ∈ owner i's segments} partial[s·o + k]  (+ bias)
+//            (the gradient:     out(i, k) += that sum, the slices of a batch in turn)
 //   clear:   out(j, k)        = 0 for the columns j of the job (the gradient's)
 //
 // An owner is a batch row (forward: index = column, dense = W, a = 1, b = d, out = z[i·o + k]
@@ -107,7 +108,8 @@ fn sum(
     if job.forward == 1u {
         out[i * dims.o + k] = acc + dense[dims.o * dims.d + k];
     } else {
-        out[gradient_index(segments[job.ids_at + i], k)] = acc;
+        let g = gradient_index(segments[job.ids_at + i], k);
+        out[g] = out[g] + acc;
     }
 }
 

@@ -346,23 +346,29 @@ pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
     Ok(out)
 }
 
-/// rcv1-like sparse rows (one output and four, the nonzeros in one chunk and in chunks of
-/// 500): the sparse kernels, and a two-phase run on a feature range then minibatches.
+/// rcv1-like sparse rows (one output and four; the nonzeros in one chunk, in chunks of 500,
+/// and batches in slices of 150 rows): the sparse kernels, and a two-phase run on a feature
+/// range then minibatches.
 fn sparse(context: &Arc<GpuContext>, out: &mut Vec<Comparison>) -> Result<()> {
     let (planted, _) = data::synthetic_sparse(400, 300, 10, 5)?;
-    for (o, chunk) in [(1, None), (4, Some(500))] {
+    for (o, chunk, slice) in [(1, None, None), (4, Some(500), None), (4, None, Some(150))] {
         let mut rng = ChaCha8Rng::seed_from_u64(o as u64);
         let y = (0..planted.n * o)
             .map(|_| if rng.random_bool(0.5) { 1.0 } else { 0.0 })
             .collect();
         let data = Dataset::new(planted.n, planted.d, o, planted.x.clone(), y)?;
         let params = data::linear_init(data.d, o, 6);
-        let mut gpu = match chunk {
-            Some(entries) => GpuBackend::with_chunk_entries(context.clone(), entries),
-            None => GpuBackend::new(context.clone()),
+        let mut gpu = match (chunk, slice) {
+            (Some(entries), _) => GpuBackend::with_chunk_entries(context.clone(), entries),
+            (None, Some(rows)) => GpuBackend::with_chunk_rows(context.clone(), rows),
+            (None, None) => GpuBackend::new(context.clone()),
         };
         gpu.load(&data, &params)?;
-        let shape = format!("n=400 d=300 o={o}, sparse, {} chunk(s)", gpu.chunk_count());
+        let shape = format!(
+            "n=400 d=300 o={o}, sparse, {} chunk(s), slices of ≤ {} rows",
+            gpu.chunk_count(),
+            slice.unwrap_or(400)
+        );
         compare_kernels(&mut gpu, &data, &params, &shape, out)?;
     }
     let init = data::linear_init(planted.d, 1, 7);

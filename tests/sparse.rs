@@ -1,7 +1,8 @@
 //! Sparse data on the GPU against the CPU reference: edge shapes and structures (empty rows
 //! and columns, one nonzero, columns holding every row, rows of every column, d = 2^24, up to
-//! 70 outputs), nonzeros in chunks and above one binding, whole runs (phases on feature
-//! ranges, minibatches), dense and sparse runs of the same data, and bitwise reproducibility.
+//! 70 outputs), nonzeros in chunks and above one binding, batches in slices of rows and rows
+//! whose targets exceed one binding, whole runs (phases on feature ranges, minibatches), dense
+//! and sparse runs of the same data, and bitwise reproducibility.
 
 mod common;
 
@@ -161,6 +162,51 @@ fn sparse_data_above_one_binding_matches_reference() {
     assert!(gpu.chunk_count() >= 2, "{} chunk(s)", gpu.chunk_count());
 }
 
+/// Batches stepped in slices of a few rows (as where their targets exceed a binding) give the
+/// same results: slices of 7 rows here, so slices straddle workgroups and end part-filled.
+#[test]
+fn sparse_slices_match_reference() {
+    let mut seed = 60;
+    for (n, d, o, density) in [
+        (1, 5, 1, 0.5),
+        (7, 30, 2, 0.2),
+        (8, 30, 3, 0.2),
+        (200, 90, 17, 0.05),
+    ] {
+        seed += 1;
+        let (data, params) = sparse_problem(n, d, o, density, seed);
+        let mut gpu = GpuBackend::with_chunk_rows(gpu(), 7);
+        compare_kernels(&mut gpu, &data, &params, seed);
+        assert_eq!(gpu.slice_count(), n.div_ceil(7), "n={n}");
+    }
+}
+
+/// More rows than one binding holds the targets of (lavapipe: 128 MiB; 64 outputs, 524,288
+/// rows): batches are stepped in slices, not refused, and match the reference.
+#[test]
+fn sparse_rows_above_one_binding_match_reference() {
+    let context = gpu();
+    let o = 64;
+    let n = (context.max_binding_bytes() / (4 * o as u64)) as usize + 1000;
+    let d = 100u32;
+    let mut row_start = Vec::with_capacity(n + 1);
+    row_start.push(0u64);
+    let (mut cols, mut values) = (Vec::with_capacity(2 * n), Vec::with_capacity(2 * n));
+    for i in 0..n as u32 {
+        // Two nonzeros a row (none in every 97th), columns spread from row to row.
+        if i % 97 != 0 {
+            cols.extend([i % 50, 50 + i * 7 % 50]);
+            values.extend([((i % 13) as f32 - 6.0) / 8.0, 0.25]);
+        }
+        row_start.push(cols.len() as u64);
+    }
+    let x = Csr::new(n, d as usize, row_start, cols, values).unwrap();
+    let (data, params) = with_targets(x, o, 9);
+    let mut gpu = GpuBackend::new(context);
+    compare_kernels(&mut gpu, &data, &params, 9);
+    assert_eq!(gpu.slice_count(), 2);
+}
+
 fn sgd(name: &str, params: ParamSubset, steps: u64) -> Phase {
     Phase {
         name: name.into(),
@@ -222,6 +268,17 @@ fn sparse_runs_match_reference() {
             1e-4,
             1e-4,
         );
+        // Batches in slices of 30 rows: the same run.
+        let mut sliced = GpuBackend::with_chunk_rows(gpu(), 30);
+        let s = train(&mut sliced, &data, &init, &phases).unwrap();
+        assert!(sliced.slice_count() >= 3, "{} slices", sliced.slice_count());
+        assert_close(
+            &format!("{batching:?}: final parameters, batches in slices"),
+            &s.params.values,
+            &c.params.values,
+            1e-4,
+            1e-4,
+        );
         // The local phase moved its own columns' weights only.
         let local = train(&mut GpuBackend::new(gpu()), &data, &init, &phases[..1]).unwrap();
         for k in 0..3 {
@@ -271,7 +328,7 @@ fn dense_and_sparse_runs_agree_and_sparse_runs_repeat_bitwise() {
 
 /// The sparse kernels use no subgroups and bind 8 storage buffers: a browser's WebGPU
 /// (`BILEVEL_AS_BROWSER`: its default limits, no subgroups) runs them. This binary's other
-/// tests again so, but for the largest.
+/// tests again so, but for the two largest.
 #[test]
 fn sparse_tests_pass_as_a_browser() {
     let exe = std::env::current_exe().expect("the test binary's path");
@@ -281,13 +338,15 @@ fn sparse_tests_pass_as_a_browser() {
             "sparse_tests_pass_as_a_browser",
             "--skip",
             "sparse_data_above_one_binding",
+            "--skip",
+            "sparse_rows_above_one_binding",
         ])
         .env(bilevel::gpu::AS_BROWSER_VAR, "1")
         .output()
         .expect("the test binary runs again");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && stdout.contains("test result: ok. 6 passed"),
+        out.status.success() && stdout.contains("test result: ok. 7 passed"),
         "as a browser:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -69,15 +69,20 @@ impl Segments {
 
     /// The owners whose ids lie in `columns`.
     pub fn owners_of(&self, columns: std::ops::Range<u32>) -> std::ops::Range<u32> {
-        let first = self.ids.partition_point(|&j| j < columns.start);
-        let end = self.ids.partition_point(|&j| j < columns.end);
-        first as u32..end as u32
+        owners_of(&self.ids, columns)
     }
 
     /// The segments `range` by chunk: `(chunk, segments)`.
     pub fn by_chunk(&self, range: std::ops::Range<u32>) -> Vec<(u32, std::ops::Range<u32>)> {
         by_chunk(&self.chunks, self.bounds.len() as u32, range)
     }
+}
+
+/// The owners, of ascending `ids`, whose ids lie in `columns`.
+pub fn owners_of(ids: &[u32], columns: std::ops::Range<u32>) -> std::ops::Range<u32> {
+    let first = ids.partition_point(|&j| j < columns.start);
+    let end = ids.partition_point(|&j| j < columns.end);
+    first as u32..end as u32
 }
 
 /// Segments `range` of `total`, whose chunks change at `chunks` (`[chunk, first segment]`),
@@ -193,6 +198,53 @@ impl Packed {
     }
 }
 
+/// The targets of every planned slice of a batch, in batch order: `bce` reads a slice's from
+/// one chunk of at most `rows` rows (a binding's worth).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Targets {
+    rows: usize,
+    o: usize,
+    /// Per chunk, its rows' o targets each.
+    pub chunks: Vec<Vec<f32>>,
+}
+
+impl Targets {
+    /// Chunks of at most `rows` rows of `o` targets.
+    pub fn new(rows: usize, o: usize) -> Self {
+        Targets {
+            rows,
+            o,
+            chunks: vec![Vec::new()],
+        }
+    }
+
+    /// Appends the targets in `y` (n×o) of `slice` (at most the chunks' rows) and returns
+    /// their chunk and first row there; a slice that would overflow the last chunk starts one.
+    pub fn push(&mut self, slice: &[u32], y: &[f32]) -> (u32, u32) {
+        let o = self.o;
+        let last = self.chunks.len() - 1;
+        if self.chunks[last].len() / o + slice.len() > self.rows {
+            self.chunks.push(Vec::with_capacity(slice.len() * o));
+        }
+        let c = self.chunks.len() - 1;
+        let chunk = &mut self.chunks[c];
+        let first = chunk.len() / o;
+        for &r in slice {
+            chunk.extend_from_slice(&y[r as usize * o..(r as usize + 1) * o]);
+        }
+        (c as u32, first as u32)
+    }
+
+    /// Rows of the fullest chunk.
+    pub fn most_rows(&self) -> usize {
+        self.chunks
+            .iter()
+            .map(|c| c.len() / self.o)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
 /// The gradient's operands for batch `rows`: its nonzeros by column (ascending batch position
 /// within a column), then column d holding a 1 for every position (the bias); the columns the
 /// batch holds no nonzero of are not owners.
@@ -296,6 +348,19 @@ mod tests {
         let lengths: Vec<usize> = packed.chunks.iter().map(|c| c.0.len()).collect();
         assert_eq!(lengths, [3, 3, 2]);
         assert_eq!(packed.chunks[1], (vec![0, 1, 1], vec![2.0, 5.0, 6.0]));
+    }
+
+    #[test]
+    fn targets_pack_slices_in_batch_order_by_chunk() {
+        // 4 rows × 2 outputs; chunks of at most 3 rows.
+        let y = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
+        let mut t = Targets::new(3, 2);
+        assert_eq!(t.push(&[1, 3], &y), (0, 0));
+        assert_eq!(t.push(&[0], &y), (0, 2));
+        assert_eq!(t.push(&[0, 2], &y), (1, 0));
+        assert_eq!(t.chunks[0], [2.0, 3.0, 6.0, 7.0, 0.0, 1.0]);
+        assert_eq!(t.chunks[1], [0.0, 1.0, 4.0, 5.0]);
+        assert_eq!(t.most_rows(), 3);
     }
 
     #[test]

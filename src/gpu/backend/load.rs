@@ -50,7 +50,12 @@ impl GpuBackend {
         let (plan, x_dense, sparse_plan) = match &data.x {
             Features::Dense(x) => (self.plan(n, d, o)?, x.as_slice(), None),
             Features::Sparse(x) => {
-                let sparse = plan_sparse(self.max_binding, (n, d, o), self.chunk_entries)?;
+                let sparse = plan_sparse(
+                    self.max_binding,
+                    (d, o),
+                    self.chunk_entries,
+                    self.chunk_rows,
+                )?;
                 log::debug!("sparse data: {} nonzeros", x.nnz());
                 (LoadPlan::sparse(n), &[][..], Some(sparse))
             }
@@ -74,6 +79,8 @@ impl GpuBackend {
         };
         let path = route.path;
         let p_bytes = n_params as u64 * 4;
+        // The loss is reduced per chunk of dense rows, or per slice of a sparse batch.
+        let loss_chunks = sparse_plan.map_or(chunk_count, |p| n.div_ceil(p.slice_rows));
 
         let dims = self.args("dims", std::mem::size_of::<Dims>() as u64);
         ctx.queue.write_buffer(
@@ -105,8 +112,8 @@ impl GpuBackend {
         let pos_weight = self.storage("pos_weight", o as u64 * 4)?;
         let reduce_partials = self.storage(
             "reduce partials",
-            // The loss's partials by chunk (sparse data: one), then the gradient's.
-            (chunk_count.max(1) as u64 + 1) * u64::from(REDUCE_GROUPS) * 4,
+            // The loss's partials by chunk or slice, then the gradient's.
+            (loss_chunks.max(1) as u64 + 1) * u64::from(REDUCE_GROUPS) * 4,
         )?;
         let step_list = self.storage(
             "step list",

@@ -300,6 +300,13 @@ impl GpuBackend {
         })
     }
 
+    /// Slices of rows the largest planned batch of sparse data is stepped in (0 for dense data
+    /// or before batches are planned): more than one where its targets exceed one binding.
+    pub fn slice_count(&self) -> usize {
+        let sparse = self.run.as_ref().and_then(|r| r.sparse.as_ref());
+        sparse.map_or(0, SparseRun::slice_count)
+    }
+
     fn run(&self) -> Result<&Run> {
         self.run
             .as_ref()

@@ -1,16 +1,20 @@
 //! A run on sparse data: X's nonzeros uploaded once as CSR, each planned batch's rows and
 //! columns cut into segments on the host (`gpu::sparse_layout`), and a step as
 //! `sparse_linear`'s forward passes, `bce`, its gradient passes and the optimizer kernel.
+//! A batch of more rows than one binding holds targets of is stepped in slices of rows, each
+//! slice adding its columns' sums to the gradient.
 //!
 //! The gradient is a sum over each column's entries in ascending batch position, cut into
 //! segments summed in order: no atomics, so runs are bitwise reproducible.
+
+use std::collections::BTreeMap;
 
 use bytemuck::Zeroable;
 
 use super::super::args::SparseJob;
 use super::super::plan_sparse::SparsePlan;
 use super::super::sparse_layout::{
-    Packed, Segments, batch_columns, by_chunk, entry_chunks, row_segments,
+    Packed, Segments, Targets, batch_columns, by_chunk, entry_chunks, owners_of, row_segments,
 };
 use super::encode::{dispatch, reduce_groups};
 use super::*;
@@ -26,10 +30,8 @@ pub(super) struct SparseRun {
     /// columns and values (CSR order): what the forward passes read.
     chunk_starts: Vec<u64>,
     chunks: Vec<[wgpu::Buffer; 2]>,
-    /// All n×o targets.
-    y: wgpu::Buffer,
-    /// The planned batches, laid out again when a phase trains other columns.
-    batches: Vec<Vec<u32>>,
+    /// All n×o targets, which each plan lays out in batch order.
+    y: Vec<f32>,
     /// Feature columns whose gradient a step computes (the phase's), and whether the biases'.
     trained: (Range<u32>, bool),
     batch_plans: Vec<SparseBatch>,
@@ -43,6 +45,15 @@ impl SparseRun {
     /// Chunks of X's nonzeros.
     pub(super) fn chunk_count(&self) -> usize {
         self.chunks.len()
+    }
+
+    /// Slices of the planned batch of most.
+    pub(super) fn slice_count(&self) -> usize {
+        self.batch_plans
+            .iter()
+            .map(|b| b.slices.len())
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -62,29 +73,72 @@ struct Pass {
     total: u32,
 }
 
-/// Where one planned batch's operands are.
+/// One planned batch: its rows in slices of at most a binding's worth of targets.
 #[derive(Clone, Debug)]
 struct SparseBatch {
     rows: u32,
-    /// Its rows in the plan's row list.
-    rows_at: u32,
+    slices: Vec<Slice>,
+}
+
+impl SparseBatch {
+    /// Argument slots a step of this batch takes at most: the clears and the update's, then
+    /// per slice a gather per chunk and a sum for the forward pass, `bce`, and per gradient
+    /// pass (≤ 2) a gather per chunk and a sum.
+    fn slots(&self) -> u64 {
+        let slice = |s: &Slice| s.forward.chunks.len() + 2 + 2 * (s.gradient.chunks.len() + 1);
+        8 + self.slices.iter().map(slice).sum::<usize>() as u64
+    }
+}
+
+/// Where one slice of a batch's operands are.
+#[derive(Clone, Debug)]
+struct Slice {
+    rows: u32,
+    /// Its targets' chunk and first row there.
+    y_chunk: u32,
+    y_row: u32,
     forward: Pass,
-    /// Every column and the bias.
+    /// Every column and the bias; its owners' first segments and columns.
     gradient: Pass,
+    owners: Vec<u32>,
+    ids: Vec<u32>,
     /// What a step of the current phase computes: the trained columns, then the bias.
     trained: Vec<Pass>,
 }
 
+impl Slice {
+    /// The gradient passes of a phase training `trained`.
+    fn trained_passes(&self, trained: &(Range<u32>, bool), d: usize) -> Vec<Pass> {
+        trained_ranges(trained, d)
+            .into_iter()
+            .map(|range| sub_pass(&self.gradient, &self.owners, owners_of(&self.ids, range)))
+            .collect()
+    }
+}
+
 /// The buffers and bind groups of one plan.
 struct SparseWork {
-    z: wgpu::Buffer,
-    delta: wgpu::Buffer,
-    loss: wgpu::Buffer,
-    /// Per chunk of X's nonzeros, and per chunk of the batches' columns.
-    forward: Vec<wgpu::BindGroup>,
-    gradient: Vec<wgpu::BindGroup>,
-    bce: wgpu::BindGroup,
-    reduce_loss: wgpu::BindGroup,
+    /// Per slice of a batch: logits, δ and losses.
+    z: Vec<wgpu::Buffer>,
+    delta: Vec<wgpu::Buffer>,
+    loss: Vec<wgpu::Buffer>,
+    /// `sparse_linear`'s bind groups by (chunk of entries, slice): over X's chunks (the
+    /// forward pass) and the batches' columns' (the gradient).
+    forward: BTreeMap<(u32, u32), wgpu::BindGroup>,
+    gradient: BTreeMap<(u32, u32), wgpu::BindGroup>,
+    /// `bce`'s by (chunk of targets, slice), and the loss's reduction by slice.
+    bce: BTreeMap<(u32, u32), wgpu::BindGroup>,
+    reduce_loss: Vec<wgpu::BindGroup>,
+}
+
+/// The bind group `key` of `groups`, which planning made for every pair a pass uses.
+fn bind_group(
+    groups: &BTreeMap<(u32, u32), wgpu::BindGroup>,
+    key: (u32, u32),
+) -> Result<&wgpu::BindGroup> {
+    groups
+        .get(&key)
+        .ok_or_else(|| Error::Config(format!("no bind group planned for {key:?}")))
 }
 
 /// Appends `segments` to the layout words and returns their pass over every owner.
@@ -165,8 +219,6 @@ impl GpuBackend {
         let ctx = &self.context;
         let nnz = x.nnz();
         let chunk_starts = entry_chunks(x, plan.chunk_entries)?;
-        let targets = self.storage("y", y.len() as u64 * 4)?;
-        ctx.queue.write_buffer(&targets, 0, bytemuck::cast_slice(y));
         let k = &ctx.kernels;
         let mut chunks = Vec::with_capacity(chunk_starts.len() - 1);
         let mut probes = Vec::with_capacity(2 * chunks.capacity());
@@ -208,8 +260,7 @@ impl GpuBackend {
             plan,
             chunk_starts,
             chunks,
-            y: targets,
-            batches: Vec::new(),
+            y: y.to_vec(),
             trained: (0..x.d as u32, true),
             batch_plans: Vec::new(),
             work: None,
@@ -242,8 +293,8 @@ impl GpuBackend {
         self.run.as_ref().is_some_and(|r| r.sparse.is_some())
     }
 
-    /// [`Backend::set_batches`] on sparse data: each batch's row segments and columns laid out,
-    /// the plan's buffers and bind groups created.
+    /// [`Backend::set_batches`] on sparse data: each batch's slices' row segments, columns and
+    /// targets laid out, the plan's buffers and bind groups created.
     pub(super) fn plan_sparse_batches(&mut self, batches: &[Vec<u32>]) -> Result<()> {
         check_batches(self.run()?.n, batches)?;
         // The last plan's buffers go before this one's are made: never two plans' at once.
@@ -254,44 +305,75 @@ impl GpuBackend {
         let run = self.run()?;
         let (d, o) = (run.d, run.o);
         let sparse = self.sparse()?;
-        let (x, most) = (&sparse.x, sparse.plan.segment);
+        let (x, most, slice_rows) = (&sparse.x, sparse.plan.segment, sparse.plan.slice_rows);
         let mut layout: Vec<u32> = Vec::new();
-        let mut rows = Vec::new();
-        // Every batch's columns, in chunks of a binding's worth.
+        // Every slice's columns, in chunks of a binding's worth, and its targets.
         let mut packed = Packed::new(sparse.plan.chunk_entries);
+        let mut targets = Targets::new(slice_rows, o);
         let mut plans = Vec::with_capacity(batches.len());
         let mut most_segments = 1usize;
+        // The most rows each slice index holds, over the batches.
+        let mut widths: Vec<usize> = Vec::new();
         for batch in batches {
-            let forward_segments = row_segments(x, batch, most, &sparse.chunk_starts);
-            let forward = push_pass(&mut layout, &forward_segments);
-            let segments = packed.push(batch_columns(x, batch, most));
-            let gradient = push_pass(&mut layout, &segments);
-            let trained = trained_ranges(&sparse.trained, d)
-                .into_iter()
-                .map(|range| sub_pass(&gradient, &segments.owners, segments.owners_of(range)))
-                .collect();
-            most_segments = most_segments
-                .max(forward_segments.len())
-                .max(segments.len());
-            plans.push(SparseBatch {
+            let mut slices = Vec::with_capacity(batch.len().div_ceil(slice_rows));
+            for (s, rows) in batch.chunks(slice_rows).enumerate() {
+                let forward_segments = row_segments(x, rows, most, &sparse.chunk_starts);
+                let forward = push_pass(&mut layout, &forward_segments);
+                let columns = packed.push(batch_columns(x, rows, most));
+                let gradient = push_pass(&mut layout, &columns);
+                let (y_chunk, y_row) = targets.push(rows, &sparse.y);
+                most_segments = most_segments.max(forward_segments.len()).max(columns.len());
+                if widths.len() == s {
+                    widths.push(0);
+                }
+                widths[s] = widths[s].max(rows.len());
+                let mut slice = Slice {
+                    rows: rows.len() as u32,
+                    y_chunk,
+                    y_row,
+                    forward,
+                    gradient,
+                    owners: columns.owners,
+                    ids: columns.ids,
+                    trained: Vec::new(),
+                };
+                slice.trained = slice.trained_passes(&sparse.trained, d);
+                slices.push(slice);
+            }
+            let plan = SparseBatch {
                 rows: batch.len() as u32,
-                rows_at: rows.len() as u32,
-                forward,
-                gradient,
-                trained,
-            });
-            rows.extend_from_slice(batch);
+                slices,
+            };
+            if plan.slots() > RING_SLOTS / 2 {
+                return Err(Error::Config(format!(
+                    "a step of a batch of {} rows would take {} dispatches (its nonzeros in too many chunks)",
+                    batch.len(),
+                    plan.slots()
+                )));
+            }
+            plans.push(plan);
         }
-        let widest = batches.iter().map(Vec::len).max().unwrap_or(1);
         let k = &self.context.kernels;
         let upload = |label: &str, words: &[u8]| -> Result<wgpu::Buffer> {
             let buffer = self.storage(label, words.len() as u64)?;
             self.upload_in_pieces(&buffer, words)?;
             Ok(buffer)
         };
-        let row_list = upload("sparse batch rows", bytemuck::cast_slice(&rows))?;
         let layout = upload("sparse segments", bytemuck::cast_slice(&layout))?;
+        // bce finds a slice's targets at [row_offset + p] through this identity row list.
+        let identity: Vec<u32> = (0..targets.most_rows() as u32).collect();
+        let identity = upload("sparse target rows", bytemuck::cast_slice(&identity))?;
         // Each chunk's host arrays dropped once they are on the device.
+        let y = std::mem::take(&mut targets.chunks)
+            .into_iter()
+            .enumerate()
+            .map(|(c, y)| {
+                upload(
+                    &format!("sparse targets, chunk {c}"),
+                    bytemuck::cast_slice(&y),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
         let columns = std::mem::take(&mut packed.chunks)
             .into_iter()
             .enumerate()
@@ -308,11 +390,18 @@ impl GpuBackend {
                 ])
             })
             .collect::<Result<Vec<_>>>()?;
-        let per_row = (widest * o) as u64 * 4;
         let partial = self.storage("sparse partials", (most_segments * o) as u64 * 4)?;
-        let z = self.storage("logits", per_row)?;
-        let delta = self.storage("delta", per_row)?;
-        let loss = self.storage("loss", per_row)?;
+        let per_slice = |what: &str| -> Result<Vec<wgpu::Buffer>> {
+            let sized = |(s, &rows): (usize, &usize)| {
+                self.storage(&format!("{what}, slice {s}"), (rows * o) as u64 * 4)
+            };
+            widths.iter().enumerate().map(sized).collect()
+        };
+        let (z, delta, loss) = (
+            per_slice("logits")?,
+            per_slice("delta")?,
+            per_slice("loss")?,
+        );
         let bind = |label: &str,
                     index: &wgpu::Buffer,
                     value: &wgpu::Buffer,
@@ -332,30 +421,52 @@ impl GpuBackend {
                 ],
             )
         };
-        let forward = sparse
-            .chunks
-            .iter()
-            .enumerate()
-            .map(|(c, [cols, values])| {
-                let label = format!("sparse_linear forward, chunk {c}");
-                bind(&label, cols, values, [&run.params, &z])
+        // The (chunk, slice) pairs the passes use, and chunk 0 with every slice (the sums').
+        let pairs = |pass: fn(&Slice) -> &Pass| {
+            let mut used: Vec<(u32, u32)> = (0..widths.len() as u32).map(|s| (0, s)).collect();
+            for batch in &plans {
+                for (s, slice) in batch.slices.iter().enumerate() {
+                    used.extend(pass(slice).chunks.iter().map(|&[c, _]| (c, s as u32)));
+                }
+            }
+            used.sort_unstable();
+            used.dedup();
+            used
+        };
+        let forward = pairs(|s| &s.forward)
+            .into_iter()
+            .map(|(c, s)| {
+                let label = format!("sparse_linear forward, chunk {c}, slice {s}");
+                let [cols, values] = &sparse.chunks[c as usize];
+                let group = bind(&label, cols, values, [&run.params, &z[s as usize]]);
+                ((c, s), group)
             })
             .collect();
-        let gradient = columns
-            .iter()
-            .enumerate()
-            .map(|(c, [positions, values])| {
-                let label = format!("sparse_linear gradient, chunk {c}");
-                bind(&label, positions, values, [&delta, &run.grad])
+        let gradient = pairs(|s| &s.gradient)
+            .into_iter()
+            .map(|(c, s)| {
+                let label = format!("sparse_linear gradient, chunk {c}, slice {s}");
+                let [positions, values] = &columns[c as usize];
+                let group = bind(&label, positions, values, [&delta[s as usize], &run.grad]);
+                ((c, s), group)
             })
             .collect();
-        let bce = self.bind_bce(
-            "bce (sparse)",
-            run,
-            (&sparse.y, &row_list),
-            [&z, &delta, &loss],
-        );
-        let reduce_loss = self.bind_reduce_loss(run, &loss);
+        let mut bce = BTreeMap::new();
+        for batch in &plans {
+            for (s, slice) in batch.slices.iter().enumerate() {
+                let s = s as u32;
+                bce.entry((slice.y_chunk, s)).or_insert_with(|| {
+                    let (c, s) = (slice.y_chunk as usize, s as usize);
+                    self.bind_bce(
+                        &format!("bce (sparse), targets {c}, slice {s}"),
+                        run,
+                        (&y[c], &identity),
+                        [&z[s], &delta[s], &loss[s]],
+                    )
+                });
+            }
+        }
+        let reduce_loss = loss.iter().map(|l| self.bind_reduce_loss(run, l)).collect();
         let work = SparseWork {
             z,
             delta,
@@ -380,33 +491,30 @@ impl GpuBackend {
         let Some(sparse) = run.sparse.as_mut() else {
             return Err(Error::Config("the run's data is not sparse".into()));
         };
-        sparse.batches = batches.to_vec();
         sparse.batch_plans = plans;
         sparse.work = Some(work);
         self.context.check("planning sparse batches")
     }
 
     /// Starts a phase on sparse data: its steps compute the gradient of the columns it trains
-    /// only, so the batches are laid out again when those change.
+    /// only, which each slice's columns give the passes of.
     pub(super) fn begin_sparse_phase(&mut self, mask: &[bool]) -> Result<()> {
         let run = self.run_mut()?;
-        let trained = trained_columns(mask, run.d, run.o);
+        let (d, trained) = (run.d, trained_columns(mask, run.d, run.o));
         let Some(sparse) = run.sparse.as_mut() else {
             return Ok(());
         };
-        if sparse.trained == trained {
-            return Ok(());
+        for batch in &mut sparse.batch_plans {
+            for slice in &mut batch.slices {
+                slice.trained = slice.trained_passes(&trained, d);
+            }
         }
         sparse.trained = trained;
-        let batches = std::mem::take(&mut sparse.batches);
-        if batches.is_empty() {
-            return Ok(());
-        }
-        self.plan_sparse_batches(&batches)
+        Ok(())
     }
 
     /// Encodes the forward pass, BCE and the gradient of `batch` (every column's with `full`,
-    /// else the phase's) into `pass`.
+    /// else the phase's) into `pass`, slice by slice.
     fn encode_sparse_gradient(
         run: &mut Run,
         ctx: &GpuContext,
@@ -416,15 +524,13 @@ impl GpuBackend {
     ) -> Result<()> {
         let (d, o) = (run.d as u32, run.o as u32);
         let Run { ring, sparse, .. } = run;
+        let Some(sparse) = sparse.as_ref() else {
+            return Err(Error::Config("the run's data is not sparse".into()));
+        };
         let cleared = if full {
             std::iter::once(0..d + 1).collect()
         } else {
-            sparse
-                .as_ref()
-                .map_or(Vec::new(), |s| trained_ranges(&s.trained, d as usize))
-        };
-        let Some(sparse) = sparse.as_ref() else {
-            return Err(Error::Config("the run's data is not sparse".into()));
+            trained_ranges(&sparse.trained, d as usize)
         };
         let (Some(work), Some(plan)) = (&sparse.work, sparse.batch_plans.get(batch)) else {
             return Err(Error::Config(format!("batch {batch} was not planned")));
@@ -434,8 +540,9 @@ impl GpuBackend {
         let encode = |ring: &mut ArgRing,
                       pass: &mut wgpu::ComputePass<'_>,
                       p: &Pass,
-                      chunk_groups: &[wgpu::BindGroup],
-                      (a, b, forward): (u32, u32, u32)| {
+                      (chunk_groups, slice): (&BTreeMap<(u32, u32), wgpu::BindGroup>, u32),
+                      (a, b, forward): (u32, u32, u32)|
+         -> Result<()> {
             let job = |first, count| SparseJob {
                 first,
                 count,
@@ -450,30 +557,17 @@ impl GpuBackend {
             let segments = p.first_segment..p.first_segment + p.segments;
             for (chunk, range) in by_chunk(&p.chunks, p.total, segments) {
                 let gather = ring.push(&job(range.start, range.end - range.start));
-                let group = &chunk_groups[chunk as usize];
+                let group = bind_group(chunk_groups, (chunk, slice))?;
                 let groups = groups(range.end - range.start);
                 dispatch(pass, ctx, &k.sparse_gather, group, &[gather], groups);
             }
             let sum = ring.push(&job(p.first_owner, p.owners));
-            let group = &chunk_groups[0];
+            let group = bind_group(chunk_groups, (0, slice))?;
             dispatch(pass, ctx, &k.sparse_sum, group, &[sum], groups(p.owners));
+            Ok(())
         };
-        encode(ring, pass, &plan.forward, &work.forward, (1, d, 1));
-        let step = ring.push(&ChunkStep {
-            count: plan.rows,
-            row_offset: plan.rows_at,
-            block_base: 0,
-            inv_count: (1.0 / (plan.rows as f64 * o as f64)) as f32,
-            rows_per_block: 1,
-            _pad: [0; 3],
-        });
-        dispatch(pass, ctx, &k.bce, &work.bce, &[step], groups(plan.rows));
-        let passes = if full {
-            std::slice::from_ref(&plan.gradient)
-        } else {
-            &plan.trained[..]
-        };
-        // The gradient of the columns the batch holds no nonzero of is 0.
+        // The gradient starts at 0: the columns a batch holds none of stay so, and each slice
+        // adds its sums to the others'.
         for columns in cleared {
             let job = ring.push(&SparseJob {
                 first: columns.start,
@@ -481,17 +575,31 @@ impl GpuBackend {
                 ..SparseJob::zeroed()
             });
             let groups = groups(columns.end - columns.start);
-            dispatch(
-                pass,
-                ctx,
-                &k.sparse_clear,
-                &work.gradient[0],
-                &[job],
-                groups,
-            );
+            let group = bind_group(&work.gradient, (0, 0))?;
+            dispatch(pass, ctx, &k.sparse_clear, group, &[job], groups);
         }
-        for p in passes {
-            encode(ring, pass, p, &work.gradient, (o, 1, 0));
+        let inv_count = (1.0 / (plan.rows as f64 * o as f64)) as f32;
+        for (s, slice) in plan.slices.iter().enumerate() {
+            let s = s as u32;
+            encode(ring, pass, &slice.forward, (&work.forward, s), (1, d, 1))?;
+            let step = ring.push(&ChunkStep {
+                count: slice.rows,
+                row_offset: slice.y_row,
+                block_base: 0,
+                inv_count,
+                rows_per_block: 1,
+                _pad: [0; 3],
+            });
+            let group = bind_group(&work.bce, (slice.y_chunk, s))?;
+            dispatch(pass, ctx, &k.bce, group, &[step], groups(slice.rows));
+            let passes = if full {
+                std::slice::from_ref(&slice.gradient)
+            } else {
+                &slice.trained[..]
+            };
+            for p in passes {
+                encode(ring, pass, p, (&work.gradient, s), (o, 1, 0))?;
+            }
         }
         Ok(())
     }
@@ -510,13 +618,10 @@ impl GpuBackend {
         let per_row = nnz.div_ceil(run.n.max(1)).max(1);
         let per_submission = plan::steps_per_submission(ctx.profile(), (widest, per_row, run.o))
             .unwrap_or(usize::MAX);
-        // Forward (a gather per chunk, a sum), bce, the gradient (≤ 2 cleared, ≤ 2 passes of
-        // a gather per chunk and a sum) and the update.
-        let slots_per_step = run
-            .sparse
-            .as_ref()
-            .and_then(|s| s.work.as_ref())
-            .map_or(0, |w| (w.forward.len() + 2 * w.gradient.len()) as u64 + 7);
+        let slots_per_step = run.sparse.as_ref().map_or(0, |s| {
+            let plans = batches.iter().filter_map(|&b| s.batch_plans.get(b));
+            plans.map(SparseBatch::slots).max().unwrap_or(0)
+        });
         let mut done = 0;
         while done < batches.len() {
             let mut encoder = ctx
@@ -557,20 +662,23 @@ impl GpuBackend {
     }
 
     /// Reads batch `batch`'s logits, δ or loss (which `pick` chooses) after
-    /// [`GpuBackend::sparse_gradient`].
+    /// [`GpuBackend::sparse_gradient`], slice after slice.
     pub(super) fn read_sparse(&self, batch: usize, pick: SparseOutput) -> Result<Vec<f32>> {
         let sparse = self.sparse()?;
-        let work = sparse
-            .work
-            .as_ref()
-            .ok_or_else(|| Error::Config("no batches planned".into()))?;
-        let buffer = match pick {
+        let (Some(work), Some(plan)) = (&sparse.work, sparse.batch_plans.get(batch)) else {
+            return Err(Error::Config(format!("batch {batch} was not planned")));
+        };
+        let buffers = match pick {
             SparseOutput::Logits => &work.z,
             SparseOutput::Delta => &work.delta,
             SparseOutput::Loss => &work.loss,
         };
-        let run = self.run()?;
-        self.read_f32(buffer, run.plan[batch].rows * run.o)
+        let o = self.run()?.o;
+        let mut out = Vec::with_capacity(plan.rows as usize * o);
+        for (slice, buffer) in plan.slices.iter().zip(buffers) {
+            out.extend(self.read_f32(buffer, slice.rows as usize * o)?);
+        }
+        Ok(out)
     }
 
     /// [`Backend::evaluate`] on sparse data: the loss and gradient norm, reduced on the device.
@@ -578,22 +686,28 @@ impl GpuBackend {
         self.check_batch(batch)?;
         self.submit_pass("sparse evaluate", |run, ctx, pass| {
             Self::encode_sparse_gradient(run, ctx, pass, batch, true)?;
-            let len = (run.plan[batch].rows * run.o) as u32;
-            let loss_groups = reduce_groups(len);
-            let job = run.ring.push(&ReduceJob {
-                len,
-                in_offset: 0,
-                out_offset: 0,
-                square_masked: 0,
-            });
-            let work = run.sparse.as_ref().and_then(|s| s.work.as_ref());
-            let Some(work) = work else {
-                return Err(Error::Config("no batches planned".into()));
+            let Some(sparse) = run.sparse.as_ref() else {
+                return Err(Error::Config("the run's data is not sparse".into()));
             };
-            let reduce = &ctx.kernels.reduce;
-            dispatch(pass, ctx, reduce, &work.reduce_loss, &[job], loss_groups);
-            // The loss's partials first (one chunk's worth of room), the gradient's after them.
-            Self::encode_scalars(run, ctx, pass, loss_groups, REDUCE_GROUPS);
+            let (Some(work), Some(plan)) = (&sparse.work, sparse.batch_plans.get(batch)) else {
+                return Err(Error::Config(format!("batch {batch} was not planned")));
+            };
+            // Each slice's loss partials, then the gradient's after room for every slice's.
+            let mut loss_partials = 0;
+            for (slice, group) in plan.slices.iter().zip(&work.reduce_loss) {
+                let len = slice.rows * run.o as u32;
+                let groups = reduce_groups(len);
+                let job = run.ring.push(&ReduceJob {
+                    len,
+                    in_offset: 0,
+                    out_offset: loss_partials,
+                    square_masked: 0,
+                });
+                dispatch(pass, ctx, &ctx.kernels.reduce, group, &[job], groups);
+                loss_partials += groups;
+            }
+            let room = run.n.div_ceil(sparse.plan.slice_rows) as u32;
+            Self::encode_scalars(run, ctx, pass, loss_partials, room * REDUCE_GROUPS);
             Ok(())
         })?;
         self.read_evaluation(batch)
