@@ -80,10 +80,7 @@ pub trait Backend {
     /// metrics are computed from once the caller has freed its copy. Replaces the planned
     /// batches.
     fn predict(&mut self, rows: Range<usize>) -> Result<Vec<f32>> {
-        let rows = u32::try_from(rows.start)
-            .and_then(|a| Ok(a..u32::try_from(rows.end)?))
-            .map_err(|_| crate::Error::Shape("row numbers beyond 2^32".into()))?;
-        self.set_batches(&[rows.collect()])?;
+        self.set_batches(&[batch_of(rows)?])?;
         self.logits(0)
     }
     /// Cross-checking: per-element loss and δ = dℓ/dz / (count·o) of batch `batch`.
@@ -97,6 +94,14 @@ pub trait Backend {
     /// Cross-checking: applies one update of the current phase's optimizer with gradient
     /// `grad` as step `t`, without computing a gradient.
     fn apply_update(&mut self, grad: &[f32], t: u64) -> Result<()>;
+}
+
+/// `rows` as a batch of row numbers.
+pub(crate) fn batch_of(rows: Range<usize>) -> Result<Vec<u32>> {
+    let rows = u32::try_from(rows.start)
+        .and_then(|a| Ok(a..u32::try_from(rows.end)?))
+        .map_err(|_| crate::Error::Shape("row numbers beyond 2^32".into()))?;
+    Ok(rows.collect())
 }
 
 /// `sgd.wgsl`'s `SgdConfig`: SGD's scalars for a phase.

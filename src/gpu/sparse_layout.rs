@@ -6,6 +6,8 @@
 //! segments of at most `most` nonzeros in entry order, so the kernels' sums run in one fixed
 //! order whatever the adapter: bitwise reproducible runs.
 
+use std::ops::Range;
+
 use crate::sparse::Csr;
 use crate::{Error, Result};
 
@@ -68,18 +70,18 @@ impl Segments {
     }
 
     /// The owners whose ids lie in `columns`.
-    pub fn owners_of(&self, columns: std::ops::Range<u32>) -> std::ops::Range<u32> {
+    pub fn owners_of(&self, columns: Range<u32>) -> Range<u32> {
         owners_of(&self.ids, columns)
     }
 
     /// The segments `range` by chunk: `(chunk, segments)`.
-    pub fn by_chunk(&self, range: std::ops::Range<u32>) -> Vec<(u32, std::ops::Range<u32>)> {
+    pub fn by_chunk(&self, range: Range<u32>) -> Vec<(u32, Range<u32>)> {
         by_chunk(&self.chunks, self.bounds.len() as u32, range)
     }
 }
 
 /// The owners, of ascending `ids`, whose ids lie in `columns`.
-pub fn owners_of(ids: &[u32], columns: std::ops::Range<u32>) -> std::ops::Range<u32> {
+pub fn owners_of(ids: &[u32], columns: Range<u32>) -> Range<u32> {
     let first = ids.partition_point(|&j| j < columns.start);
     let end = ids.partition_point(|&j| j < columns.end);
     first as u32..end as u32
@@ -90,8 +92,8 @@ pub fn owners_of(ids: &[u32], columns: std::ops::Range<u32>) -> std::ops::Range<
 pub fn by_chunk(
     chunks: &[[u32; 2]],
     total: u32,
-    range: std::ops::Range<u32>,
-) -> Vec<(u32, std::ops::Range<u32>)> {
+    range: Range<u32>,
+) -> Vec<(u32, Range<u32>)> {
     let ends = chunks.iter().skip(1).map(|&[_, s]| s).chain([total]);
     chunks
         .iter()
@@ -135,51 +137,36 @@ pub fn row_segments(x: &Csr, rows: &[u32], most: u32, chunk_starts: &[u64]) -> S
     })
 }
 
-/// The gradient's entries of every planned batch, in chunks of at most `most` entries.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Packed {
+/// Chunks of at most `most` entries that every planned batch's column segments are packed
+/// into, in order: a segment that would overflow the last chunk starts the next, so the
+/// chunks end to end hold the batches' column orders end to end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packing {
     most: u64,
-    /// Per chunk: the entries' batch positions and values.
-    pub chunks: Vec<(Vec<u32>, Vec<f32>)>,
+    /// Entries of each chunk.
+    pub lengths: Vec<u64>,
 }
 
-impl Packed {
+impl Packing {
     /// Chunks of at most `most` entries (at least one segment's).
     pub fn new(most: u64) -> Self {
-        Packed {
+        Packing {
             most,
-            chunks: vec![(Vec::new(), Vec::new())],
+            lengths: vec![0],
         }
     }
 
-    /// Appends `columns`' entries segment by segment, a segment going to a new chunk where it
-    /// would overflow the last; returns its segments with bounds in their chunks.
-    pub fn push(&mut self, columns: Columns) -> Segments {
-        let entries = columns.position.len();
-        let chunk = self.chunks.len() - 1;
-        if self.chunks[chunk].0.is_empty() && entries as u64 <= self.most {
-            // The batch fills an empty chunk: its arrays become the chunk's, uncopied.
-            self.chunks[chunk] = (columns.position, columns.value);
-            return Segments {
-                chunks: vec![[chunk as u32, 0]],
-                ..columns.segments
-            };
-        }
-        let mut segments = Segments {
-            chunks: Vec::new(),
-            ..columns.segments
-        };
+    /// Appends a batch's column `segments` (bounds in its column order) and returns them with
+    /// bounds in their chunks.
+    pub fn push(&mut self, mut segments: Segments) -> Segments {
+        segments.chunks.clear();
         for (s, bound) in segments.bounds.iter_mut().enumerate() {
-            let [start, end] = bound.map(|b| b as usize);
-            if self
-                .chunks
-                .last()
-                .is_some_and(|c| (c.0.len() + end - start) as u64 > self.most)
-            {
-                self.chunks.push((Vec::new(), Vec::new()));
+            let len = u64::from(bound[1] - bound[0]);
+            let last = self.lengths.len() - 1;
+            if self.lengths[last] + len > self.most {
+                self.lengths.push(0);
             }
-            let chunk = self.chunks.len() - 1;
-            let (positions, values) = &mut self.chunks[chunk];
+            let chunk = self.lengths.len() - 1;
             if segments
                 .chunks
                 .last()
@@ -187,14 +174,72 @@ impl Packed {
             {
                 segments.chunks.push([chunk as u32, s as u32]);
             }
-            *bound = [
-                positions.len() as u32,
-                (positions.len() + end - start) as u32,
-            ];
-            positions.extend_from_slice(&columns.position[start..end]);
-            values.extend_from_slice(&columns.value[start..end]);
+            let at = self.lengths[chunk];
+            *bound = [at as u32, (at + len) as u32];
+            self.lengths[chunk] += len;
         }
         segments
+    }
+}
+
+/// Where the entries of batch `rows`'s columns begin in its column order, column by column,
+/// the bias's (column d, a 1 for every position) last, then their number: d + 2 values.
+pub fn column_starts(x: &Csr, rows: &[u32]) -> Vec<u64> {
+    let d = x.d;
+    let mut start = vec![0u64; d + 2];
+    for &r in rows {
+        let (cols, _) = x.row(r as usize);
+        for &j in cols {
+            start[j as usize + 1] += 1;
+        }
+    }
+    start[d + 1] = rows.len() as u64;
+    for j in 0..=d {
+        start[j + 1] += start[j];
+    }
+    start
+}
+
+/// The columns of `starts` (from [`column_starts`]) that hold entries, cut into segments of at
+/// most `most` entries; the others are no owners.
+pub fn column_segments(starts: &[u64], most: u32) -> Segments {
+    let held = starts
+        .windows(2)
+        .enumerate()
+        .map(|(j, w)| (j as u32, w[0], w[1]))
+        .filter(|&(_, a, b)| b > a);
+    Segments::cut(held, most, true, |_| (0, 0, u64::MAX))
+}
+
+/// Entries `range` of batch `rows`'s column order (each entry's batch position and value,
+/// positions ascending within a column), into `position` and `value` (`range`'s length
+/// each): a counting sort that keeps the entries in `range` only, so a batch's columns are
+/// laid out in pieces of bounded memory.
+pub fn fill_columns(
+    x: &Csr,
+    rows: &[u32],
+    starts: &[u64],
+    range: Range<u64>,
+    position: &mut [u32],
+    value: &mut [f32],
+) {
+    let d = x.d;
+    let mut next = starts[..=d].to_vec();
+    for (p, &r) in rows.iter().enumerate() {
+        let (cols, values) = x.row(r as usize);
+        for (&j, &v) in cols.iter().zip(values) {
+            let at = next[j as usize];
+            next[j as usize] += 1;
+            if range.contains(&at) {
+                position[(at - range.start) as usize] = p as u32;
+                value[(at - range.start) as usize] = v;
+            }
+        }
+        let at = starts[d] + p as u64;
+        if range.contains(&at) {
+            position[(at - range.start) as usize] = p as u32;
+            value[(at - range.start) as usize] = 1.0;
+        }
     }
 }
 
@@ -245,62 +290,6 @@ impl Targets {
     }
 }
 
-/// The gradient's operands for batch `rows`: its nonzeros by column (ascending batch position
-/// within a column), then column d holding a 1 for every position (the bias); the columns the
-/// batch holds no nonzero of are not owners.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Columns {
-    /// Batch position of each entry.
-    pub position: Vec<u32>,
-    /// Value of each entry.
-    pub value: Vec<f32>,
-    /// The columns the batch holds and the bias's (d) cut into segments.
-    pub segments: Segments,
-}
-
-/// The columns of batch `rows` of `x`, cut into segments of at most `most` entries.
-pub fn batch_columns(x: &Csr, rows: &[u32], most: u32) -> Columns {
-    let d = x.d;
-    // A counting sort by column: stable, so positions ascend within each column.
-    let mut start = vec![0u64; d + 2];
-    for &r in rows {
-        let (cols, _) = x.row(r as usize);
-        for &j in cols {
-            start[j as usize + 1] += 1;
-        }
-    }
-    start[d + 1] = rows.len() as u64;
-    for j in 0..=d {
-        start[j + 1] += start[j];
-    }
-    let total = start[d + 1] as usize;
-    let mut position = vec![0u32; total];
-    let mut value = vec![0.0f32; total];
-    let mut next = start.clone();
-    for (p, &r) in rows.iter().enumerate() {
-        let (cols, values) = x.row(r as usize);
-        for (&j, &v) in cols.iter().zip(values) {
-            let at = &mut next[j as usize];
-            position[*at as usize] = p as u32;
-            value[*at as usize] = v;
-            *at += 1;
-        }
-        let at = start[d] as usize + p;
-        position[at] = p as u32;
-        value[at] = 1.0;
-    }
-    let columns = start.windows(2).enumerate();
-    let held = columns
-        .map(|(j, w)| (j as u32, w[0], w[1]))
-        .filter(|&(_, a, b)| b > a);
-    let segments = Segments::cut(held, most, true, |_| (0, 0, u64::MAX));
-    Columns {
-        position,
-        value,
-        segments,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,17 +326,47 @@ mod tests {
         assert!(entry_chunks(&x, 3).is_err());
     }
 
+    /// Batch `rows`'s whole column order and its segments of at most `most`.
+    fn columns(x: &Csr, rows: &[u32], most: u32) -> (Vec<u32>, Vec<f32>, Segments) {
+        let starts = column_starts(x, rows);
+        let total = starts[x.d + 1] as usize;
+        let (mut position, mut value) = (vec![u32::MAX; total], vec![f32::NAN; total]);
+        fill_columns(x, rows, &starts, 0..total as u64, &mut position, &mut value);
+        (position, value, column_segments(&starts, most))
+    }
+
     #[test]
-    fn packed_columns_fill_chunks_segment_by_segment() {
-        let x = example();
-        let mut packed = Packed::new(4);
+    fn packing_fills_chunks_segment_by_segment() {
+        let mut packing = Packing::new(4);
         // 6 entries + 2 bias entries in segments of ≤ 2: [0,2] [2,3] [3,5] [5,6] [6,8].
-        let s = packed.push(batch_columns(&x, &[0, 2], 2));
+        let (_, _, segments) = columns(&example(), &[0, 2], 2);
+        let s = packing.push(segments);
         assert_eq!(s.bounds, [[0, 2], [2, 3], [0, 2], [2, 3], [0, 2]]);
         assert_eq!(s.chunks, [[0, 0], [1, 2], [2, 4]]);
-        let lengths: Vec<usize> = packed.chunks.iter().map(|c| c.0.len()).collect();
-        assert_eq!(lengths, [3, 3, 2]);
-        assert_eq!(packed.chunks[1], (vec![0, 1, 1], vec![2.0, 5.0, 6.0]));
+        assert_eq!(packing.lengths, [3, 3, 2]);
+        // A second batch continues the last chunk where it fits.
+        let (_, _, segments) = columns(&example(), &[1], 2);
+        let s = packing.push(segments);
+        assert_eq!((s.bounds, s.chunks), (vec![[2, 3]], vec![[2, 0]]));
+        assert_eq!(packing.lengths, [3, 3, 3]);
+    }
+
+    #[test]
+    fn columns_filled_in_pieces_equal_the_whole() {
+        let x = example();
+        let (position, value, _) = columns(&x, &[0, 1, 2], 2);
+        let starts = column_starts(&x, &[0, 1, 2]);
+        for piece in [1, 2, 3, 5] {
+            let (mut p, mut v) = (Vec::new(), Vec::new());
+            for a in (0..position.len() as u64).step_by(piece) {
+                let b = (a + piece as u64).min(position.len() as u64);
+                let (mut pp, mut vv) = (vec![0; (b - a) as usize], vec![0.0; (b - a) as usize]);
+                fill_columns(&x, &[0, 1, 2], &starts, a..b, &mut pp, &mut vv);
+                p.extend(pp);
+                v.extend(vv);
+            }
+            assert_eq!((&p, &v), (&position, &value), "pieces of {piece}");
+        }
     }
 
     #[test]
@@ -365,20 +384,20 @@ mod tests {
 
     #[test]
     fn columns_hold_batch_positions_in_order_and_the_bias_column() {
-        let c = batch_columns(&example(), &[0, 2], 2);
+        let (position, value, segments) = columns(&example(), &[0, 2], 2);
         // Column 0: positions 0, 1; column 1: 1; column 2: 0, 1; column 3: 1; bias: 0, 1.
-        assert_eq!(c.position, [0, 1, 1, 0, 1, 1, 0, 1]);
-        assert_eq!(c.value, [1.0, 3.0, 4.0, 2.0, 5.0, 6.0, 1.0, 1.0]);
-        assert_eq!(c.segments.owners, [0, 1, 2, 3, 4, 5]);
-        assert_eq!(c.segments.ids, [0, 1, 2, 3, 4]);
-        assert_eq!(c.segments.owners_of(1..3), 1..3);
-        assert_eq!(c.segments.owners_of(4..5), 4..5);
-        let c = batch_columns(&example(), &[1], 1);
+        assert_eq!(position, [0, 1, 1, 0, 1, 1, 0, 1]);
+        assert_eq!(value, [1.0, 3.0, 4.0, 2.0, 5.0, 6.0, 1.0, 1.0]);
+        assert_eq!(segments.owners, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(segments.ids, [0, 1, 2, 3, 4]);
+        assert_eq!(segments.owners_of(1..3), 1..3);
+        assert_eq!(segments.owners_of(4..5), 4..5);
+        let (position, value, segments) = columns(&example(), &[1], 1);
         // Only the bias column has an entry: the four feature columns are no owners.
-        assert_eq!((c.position, c.value), (vec![0], vec![1.0]));
-        assert_eq!((c.segments.owners, c.segments.ids), (vec![0, 1], vec![4]));
-        let c = batch_columns(&example(), &[0], 1);
-        assert_eq!(c.segments.ids, [0, 2, 4]);
-        assert_eq!(c.segments.owners_of(1..4), 1..2);
+        assert_eq!((position, value), (vec![0], vec![1.0]));
+        assert_eq!((segments.owners, segments.ids), (vec![0, 1], vec![4]));
+        let (_, _, segments) = columns(&example(), &[0], 1);
+        assert_eq!(segments.ids, [0, 2, 4]);
+        assert_eq!(segments.owners_of(1..4), 1..2);
     }
 }

@@ -48,7 +48,7 @@ use crate::{
 };
 use encode::{dispatch_on, trained_columns, whole, write_mask};
 use resources::{ArgRing, Chunk, PackedWeights, PassTimer, Run, compute_pass, texture_binding};
-use sparse::{SparseOutput, SparseRun};
+use sparse::{Compute, SparseOutput, SparseRun};
 use work::{BatchPlan, ChunkWork, Need, Segment, SegmentDispatch, Work};
 
 /// Slots in the per-submission argument ring.
@@ -355,7 +355,7 @@ impl Backend for GpuBackend {
 
     fn set_batches(&mut self, batches: &[Vec<u32>]) -> Result<()> {
         if self.is_sparse() {
-            return self.plan_sparse_batches(batches);
+            return self.plan_sparse_batches(batches, true);
         }
         self.plan_batches(batches)
     }
@@ -462,9 +462,19 @@ impl Backend for GpuBackend {
         )
     }
 
+    fn predict(&mut self, rows: Range<usize>) -> Result<Vec<f32>> {
+        let batch = crate::backend::batch_of(rows)?;
+        if self.is_sparse() {
+            // Logits only: the batch's columns are not laid out.
+            return self.sparse_predict(batch);
+        }
+        self.set_batches(&[batch])?;
+        self.logits(0)
+    }
+
     fn logits(&mut self, batch: usize) -> Result<Vec<f32>> {
         if self.is_sparse() {
-            self.sparse_gradient(batch)?;
+            self.sparse_compute(batch, Compute::Logits)?;
             return self.read_sparse(batch, SparseOutput::Logits);
         }
         // The fused steps keep no logits: run the separate kernels for this one.
@@ -481,7 +491,7 @@ impl Backend for GpuBackend {
 
     fn loss_and_delta(&mut self, batch: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         if self.is_sparse() {
-            self.sparse_gradient(batch)?;
+            self.sparse_compute(batch, Compute::Logits)?;
             return Ok((
                 self.read_sparse(batch, SparseOutput::Loss)?,
                 self.read_sparse(batch, SparseOutput::Delta)?,
@@ -496,7 +506,7 @@ impl Backend for GpuBackend {
 
     fn gradient(&mut self, batch: usize) -> Result<Vec<f32>> {
         if self.is_sparse() {
-            self.sparse_gradient(batch)?;
+            self.sparse_compute(batch, Compute::Gradient)?;
         } else {
             self.compute_gradient(batch)?;
         }

@@ -14,7 +14,8 @@ use bytemuck::Zeroable;
 use super::super::args::SparseJob;
 use super::super::plan_sparse::SparsePlan;
 use super::super::sparse_layout::{
-    Packed, Segments, Targets, batch_columns, by_chunk, entry_chunks, owners_of, row_segments,
+    Packing, Segments, Targets, by_chunk, column_segments, column_starts, entry_chunks,
+    fill_columns, owners_of, row_segments,
 };
 use super::encode::{dispatch, reduce_groups};
 use super::*;
@@ -35,6 +36,8 @@ pub(super) struct SparseRun {
     /// Feature columns whose gradient a step computes (the phase's), and whether the biases'.
     trained: (Range<u32>, bool),
     batch_plans: Vec<SparseBatch>,
+    /// Whether the plan holds the batches' columns (else it computes logits only: `predict`).
+    with_columns: bool,
     work: Option<SparseWork>,
     /// The bandwidth probe over each chunk's columns and values, with their vec4 counts: one
     /// read of the CSR arrays a step reads.
@@ -263,6 +266,7 @@ impl GpuBackend {
             y: y.to_vec(),
             trained: (0..x.d as u32, true),
             batch_plans: Vec::new(),
+            with_columns: false,
             work: None,
             probes,
         })
@@ -293,9 +297,14 @@ impl GpuBackend {
         self.run.as_ref().is_some_and(|r| r.sparse.is_some())
     }
 
-    /// [`Backend::set_batches`] on sparse data: each batch's slices' row segments, columns and
-    /// targets laid out, the plan's buffers and bind groups created.
-    pub(super) fn plan_sparse_batches(&mut self, batches: &[Vec<u32>]) -> Result<()> {
+    /// [`Backend::set_batches`] on sparse data: each batch's slices' row segments, targets and
+    /// (`with_columns`, else the plan computes logits only) columns laid out, the plan's
+    /// buffers and bind groups created.
+    pub(super) fn plan_sparse_batches(
+        &mut self,
+        batches: &[Vec<u32>],
+        with_columns: bool,
+    ) -> Result<()> {
         check_batches(self.run()?.n, batches)?;
         // The last plan's buffers go before this one's are made: never two plans' at once.
         if let Some(sparse) = self.run_mut()?.sparse.as_mut() {
@@ -307,8 +316,9 @@ impl GpuBackend {
         let sparse = self.sparse()?;
         let (x, most, slice_rows) = (&sparse.x, sparse.plan.segment, sparse.plan.slice_rows);
         let mut layout: Vec<u32> = Vec::new();
-        // Every slice's columns, in chunks of a binding's worth, and its targets.
-        let mut packed = Packed::new(sparse.plan.chunk_entries);
+        // Every slice's column segments, packed into chunks of a binding's worth, and its
+        // targets; the columns' entries are filled in below, piece by piece.
+        let mut packing = Packing::new(sparse.plan.chunk_entries);
         let mut targets = Targets::new(slice_rows, o);
         let mut plans = Vec::with_capacity(batches.len());
         let mut most_segments = 1usize;
@@ -319,7 +329,14 @@ impl GpuBackend {
             for (s, rows) in batch.chunks(slice_rows).enumerate() {
                 let forward_segments = row_segments(x, rows, most, &sparse.chunk_starts);
                 let forward = push_pass(&mut layout, &forward_segments);
-                let columns = packed.push(batch_columns(x, rows, most));
+                let columns = if with_columns {
+                    packing.push(column_segments(&column_starts(x, rows), most))
+                } else {
+                    Segments {
+                        owners: vec![0],
+                        ..Segments::default()
+                    }
+                };
                 let gradient = push_pass(&mut layout, &columns);
                 let (y_chunk, y_row) = targets.push(rows, &sparse.y);
                 most_segments = most_segments.max(forward_segments.len()).max(columns.len());
@@ -374,22 +391,21 @@ impl GpuBackend {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let columns = std::mem::take(&mut packed.chunks)
-            .into_iter()
+        let columns = packing
+            .lengths
+            .iter()
             .enumerate()
-            .map(|(c, (positions, values))| {
+            .map(|(c, &len)| {
                 Ok([
-                    upload(
-                        &format!("batch columns: positions, chunk {c}"),
-                        bytemuck::cast_slice(&positions),
-                    )?,
-                    upload(
-                        &format!("batch columns: values, chunk {c}"),
-                        bytemuck::cast_slice(&values),
-                    )?,
+                    self.storage(&format!("batch columns: positions, chunk {c}"), len * 4)?,
+                    self.storage(&format!("batch columns: values, chunk {c}"), len * 4)?,
                 ])
             })
             .collect::<Result<Vec<_>>>()?;
+        if with_columns {
+            let slices = batches.iter().flat_map(|b| b.chunks(slice_rows));
+            self.upload_columns(x, slices, &columns, &packing.lengths)?;
+        }
         let partial = self.storage("sparse partials", (most_segments * o) as u64 * 4)?;
         let per_slice = |what: &str| -> Result<Vec<wgpu::Buffer>> {
             let sized = |(s, &rows): (usize, &usize)| {
@@ -492,8 +508,56 @@ impl GpuBackend {
             return Err(Error::Config("the run's data is not sparse".into()));
         };
         sparse.batch_plans = plans;
+        sparse.with_columns = with_columns;
         sparse.work = Some(work);
         self.context.check("planning sparse batches")
+    }
+
+    /// Writes the column order of each of `slices` in turn into the chunks `columns` of
+    /// `lengths` entries, in pieces of at most [`UPLOAD_BYTES`]: the host never holds a
+    /// whole batch's columns.
+    fn upload_columns<'a>(
+        &self,
+        x: &Csr,
+        slices: impl Iterator<Item = &'a [u32]>,
+        columns: &[[wgpu::Buffer; 2]],
+        lengths: &[u64],
+    ) -> Result<()> {
+        let ctx = &self.context;
+        let piece = UPLOAD_BYTES / 8;
+        // Where the next entry goes: its chunk and place there.
+        let (mut chunk, mut at) = (0usize, 0u64);
+        let mut pending = 0u64;
+        for rows in slices {
+            let starts = column_starts(x, rows);
+            let total = starts[x.d + 1];
+            let mut done = 0u64;
+            while done < total {
+                while at == lengths[chunk] && chunk + 1 < lengths.len() {
+                    (chunk, at) = (chunk + 1, 0);
+                }
+                let len = piece.min(total - done).min(lengths[chunk] - at);
+                if len == 0 {
+                    return Err(Error::Config("the batches' columns overflow their chunks".into()));
+                }
+                let (mut position, mut value) = (vec![0u32; len as usize], vec![0f32; len as usize]);
+                fill_columns(x, rows, &starts, done..done + len, &mut position, &mut value);
+                let [positions, values] = &columns[chunk];
+                ctx.queue
+                    .write_buffer(positions, at * 4, bytemuck::cast_slice(&position));
+                ctx.queue
+                    .write_buffer(values, at * 4, bytemuck::cast_slice(&value));
+                (done, at) = (done + len, at + len);
+                pending += len * 8;
+                if pending >= UPLOAD_BYTES {
+                    ctx.queue.submit([]);
+                    ctx.wait("uploading the batches' columns")?;
+                    pending = 0;
+                }
+            }
+        }
+        ctx.queue.submit([]);
+        ctx.wait("uploading the batches' columns")
     }
 
     /// Starts a phase on sparse data: its steps compute the gradient of the columns it trains
@@ -513,24 +577,29 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// Encodes the forward pass, BCE and the gradient of `batch` (every column's with `full`,
-    /// else the phase's) into `pass`, slice by slice.
-    fn encode_sparse_gradient(
+    /// Encodes the forward pass and BCE of `batch`, and what else `compute` asks, into
+    /// `pass`, slice by slice.
+    fn encode_sparse(
         run: &mut Run,
         ctx: &GpuContext,
         pass: &mut wgpu::ComputePass<'_>,
         batch: usize,
-        full: bool,
+        compute: Compute,
     ) -> Result<()> {
         let (d, o) = (run.d as u32, run.o as u32);
         let Run { ring, sparse, .. } = run;
         let Some(sparse) = sparse.as_ref() else {
             return Err(Error::Config("the run's data is not sparse".into()));
         };
-        let cleared = if full {
-            std::iter::once(0..d + 1).collect()
-        } else {
-            trained_ranges(&sparse.trained, d as usize)
+        if compute != Compute::Logits && !sparse.with_columns {
+            return Err(Error::Config(format!(
+                "batch {batch} was planned for logits only"
+            )));
+        }
+        let cleared = match compute {
+            Compute::Logits => Vec::new(),
+            Compute::Gradient => std::iter::once(0..d + 1).collect(),
+            Compute::PhaseGradient => trained_ranges(&sparse.trained, d as usize),
         };
         let (Some(work), Some(plan)) = (&sparse.work, sparse.batch_plans.get(batch)) else {
             return Err(Error::Config(format!("batch {batch} was not planned")));
@@ -592,10 +661,10 @@ impl GpuBackend {
             });
             let group = bind_group(&work.bce, (slice.y_chunk, s))?;
             dispatch(pass, ctx, &k.bce, group, &[step], groups(slice.rows));
-            let passes = if full {
-                std::slice::from_ref(&slice.gradient)
-            } else {
-                &slice.trained[..]
+            let passes = match compute {
+                Compute::Logits => &[][..],
+                Compute::Gradient => std::slice::from_ref(&slice.gradient),
+                Compute::PhaseGradient => &slice.trained[..],
             };
             for p in passes {
                 encode(ring, pass, p, (&work.gradient, s), (o, 1, 0))?;
@@ -636,7 +705,7 @@ impl GpuBackend {
                     && in_submission < per_submission
                     && run.ring.free_slots() > slots_per_step
                 {
-                    Self::encode_sparse_gradient(run, &ctx, &mut pass, batches[done], false)?;
+                    Self::encode_sparse(run, &ctx, &mut pass, batches[done], Compute::PhaseGradient)?;
                     let info = run.ring.push(&StepArgs {
                         blocks: 0,
                         ..StepArgs::new(&optimizer, first_t + done as u64)
@@ -652,17 +721,24 @@ impl GpuBackend {
         ctx.check("encoding training steps")
     }
 
-    /// Runs the forward pass, BCE and the full gradient of `batch` and waits.
-    pub(super) fn sparse_gradient(&mut self, batch: usize) -> Result<()> {
+    /// Runs the forward pass and BCE of `batch`, and what else `compute` asks, and waits.
+    pub(super) fn sparse_compute(&mut self, batch: usize, compute: Compute) -> Result<()> {
         self.check_batch(batch)?;
-        self.submit_pass("sparse gradient", |run, ctx, pass| {
-            Self::encode_sparse_gradient(run, ctx, pass, batch, true)
+        self.submit_pass("sparse pass", |run, ctx, pass| {
+            Self::encode_sparse(run, ctx, pass, batch, compute)
         })?;
         self.context.wait("computing a gradient")
     }
 
+    /// [`Backend::predict`] on sparse data: the logits of `rows`, planned without columns.
+    pub(super) fn sparse_predict(&mut self, rows: Vec<u32>) -> Result<Vec<f32>> {
+        self.plan_sparse_batches(&[rows], false)?;
+        self.sparse_compute(0, Compute::Logits)?;
+        self.read_sparse(0, SparseOutput::Logits)
+    }
+
     /// Reads batch `batch`'s logits, δ or loss (which `pick` chooses) after
-    /// [`GpuBackend::sparse_gradient`], slice after slice.
+    /// [`GpuBackend::sparse_compute`], slice after slice.
     pub(super) fn read_sparse(&self, batch: usize, pick: SparseOutput) -> Result<Vec<f32>> {
         let sparse = self.sparse()?;
         let (Some(work), Some(plan)) = (&sparse.work, sparse.batch_plans.get(batch)) else {
@@ -685,7 +761,7 @@ impl GpuBackend {
     pub(super) fn sparse_evaluate(&mut self, batch: usize) -> Result<Evaluation> {
         self.check_batch(batch)?;
         self.submit_pass("sparse evaluate", |run, ctx, pass| {
-            Self::encode_sparse_gradient(run, ctx, pass, batch, true)?;
+            Self::encode_sparse(run, ctx, pass, batch, Compute::Gradient)?;
             let Some(sparse) = run.sparse.as_ref() else {
                 return Err(Error::Config("the run's data is not sparse".into()));
             };
@@ -712,6 +788,17 @@ impl GpuBackend {
         })?;
         self.read_evaluation(batch)
     }
+}
+
+/// What a sparse pass computes after the logits, the loss and δ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Compute {
+    /// Nothing more.
+    Logits,
+    /// The gradient of every column and the biases.
+    Gradient,
+    /// The gradient of the phase's columns (and biases, where it trains them).
+    PhaseGradient,
 }
 
 /// Which per-row result [`GpuBackend::read_sparse`] reads.
