@@ -94,6 +94,94 @@ impl RunConfig {
     }
 }
 
+/// The two-level run as `bilevel train`'s flags and the Python estimator's parameters give it:
+/// a local phase (SGD on the biases by default), then a global one (Adam on everything); each
+/// `None` takes the default. Unknown fields are refused.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwoLevel {
+    /// `sgd` (default), `adam` or `adamw`.
+    pub local_optimizer: Option<String>,
+    /// The local phase's parameters (default `bias`).
+    pub local_params: Option<String>,
+    /// Default 0.1.
+    pub local_lr: Option<f64>,
+    pub local_momentum: Option<f64>,
+    pub local_dampening: Option<f64>,
+    #[serde(default)]
+    pub local_nesterov: bool,
+    pub local_weight_decay: Option<f64>,
+    /// Default 50; 0 skips the phase.
+    pub local_steps: Option<u64>,
+    /// `adam` (default), `adamw` or `sgd`.
+    pub global_optimizer: Option<String>,
+    /// Default 0.05.
+    pub global_lr: Option<f64>,
+    pub global_betas: Option<[f64; 2]>,
+    pub global_eps: Option<f64>,
+    pub global_weight_decay: Option<f64>,
+    #[serde(default)]
+    pub global_amsgrad: bool,
+    /// Default 300; 0 skips the phase.
+    pub global_steps: Option<u64>,
+    /// Minibatch size of both phases (default: full batch).
+    pub batch_size: Option<usize>,
+    /// Shuffling seed.
+    #[serde(default)]
+    pub seed: u64,
+    /// Stop a phase once the relative loss change stays below this for 3 checks.
+    pub tol: Option<f64>,
+    /// Steps between checks (default 10).
+    pub check_every: Option<u64>,
+    /// Early stopping of the global phase on the validation loss.
+    pub patience: Option<u32>,
+}
+
+impl TwoLevel {
+    /// The run's two phases.
+    pub fn run_config(&self) -> RunConfig {
+        let shared = PhaseSpec {
+            batch_size: self.batch_size,
+            seed: Some(self.seed),
+            tol: self.tol,
+            window: self.tol.map(|_| 3),
+            check_every: self.check_every,
+            ..PhaseSpec::default()
+        };
+        let local = PhaseSpec {
+            name: Some("local".into()),
+            optimizer: self.local_optimizer.clone().unwrap_or_else(|| "sgd".into()),
+            params: Some(self.local_params.clone().unwrap_or_else(|| "bias".into())),
+            lr: Some(self.local_lr.unwrap_or(0.1)),
+            momentum: self.local_momentum,
+            dampening: self.local_dampening,
+            nesterov: self.local_nesterov.then_some(true),
+            weight_decay: self.local_weight_decay,
+            steps: self.local_steps.unwrap_or(50),
+            ..shared.clone()
+        };
+        let global = PhaseSpec {
+            name: Some("global".into()),
+            optimizer: self
+                .global_optimizer
+                .clone()
+                .unwrap_or_else(|| "adam".into()),
+            params: Some("all".into()),
+            lr: Some(self.global_lr.unwrap_or(0.05)),
+            betas: self.global_betas,
+            eps: self.global_eps,
+            weight_decay: self.global_weight_decay,
+            amsgrad: self.global_amsgrad.then_some(true),
+            steps: self.global_steps.unwrap_or(300),
+            patience: self.patience,
+            ..shared
+        };
+        RunConfig {
+            phases: vec![local, global],
+        }
+    }
+}
+
 impl PhaseSpec {
     /// The phase this spec describes; `index` names it when it has no name.
     pub fn to_phase(&self, index: usize) -> Result<Phase> {

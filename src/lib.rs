@@ -34,6 +34,7 @@ pub mod model;
 pub mod model_file;
 pub mod phase;
 pub mod plot;
+pub mod prepare;
 pub mod selfcheck;
 pub mod sparse;
 pub mod standardize;

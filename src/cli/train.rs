@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use bilevel::config::{PhaseSpec, RunConfig};
+use bilevel::config::{RunConfig, TwoLevel};
 use bilevel::cpu::CpuBackend;
 use bilevel::gpu::{GpuBackend, GpuContext};
 use bilevel::io::write_atomically;
 use bilevel::metrics::{self, Metrics};
 use bilevel::model_file::{load_checkpoint, load_model, save_checkpoint, save_model};
+use bilevel::prepare;
 use bilevel::standardize::Standardizer;
 use bilevel::{
     Backend, DataShape, Dataset, Error, Params, RunReport, TrainOptions, TrainState, run_digest,
@@ -17,9 +18,6 @@ use bilevel::{
 };
 use clap::{Args, ValueEnum};
 use indicatif::MultiProgress;
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 
 use super::data::{DataArgs, synthetic, synthetic_sparse};
 use super::progress::PhaseBars;
@@ -254,44 +252,29 @@ impl TrainArgs {
                 .into());
             }
         };
-        let shared = PhaseSpec {
+        let two_level = TwoLevel {
+            local_optimizer: self.local_optimizer.map(|o| o.as_str().into()),
+            local_params: self.local_params.clone(),
+            local_lr: self.local_lr,
+            local_momentum: self.local_momentum,
+            local_dampening: self.local_dampening,
+            local_nesterov: self.local_nesterov,
+            local_weight_decay: self.local_weight_decay,
+            local_steps: self.local_steps,
+            global_optimizer: self.global_optimizer.map(|o| o.as_str().into()),
+            global_lr: self.global_lr,
+            global_betas: betas,
+            global_eps: self.global_eps,
+            global_weight_decay: self.global_weight_decay,
+            global_amsgrad: self.global_amsgrad,
+            global_steps: self.global_steps,
             batch_size: self.batch_size,
-            seed: Some(self.seed),
+            seed: self.seed,
             tol: self.tol,
-            window: self.tol.map(|_| 3),
             check_every: self.check_every,
-            ..PhaseSpec::default()
-        };
-        let local_optimizer = self.local_optimizer.unwrap_or(OptimizerName::Sgd);
-        let local = PhaseSpec {
-            name: Some("local".into()),
-            optimizer: local_optimizer.as_str().into(),
-            params: Some(self.local_params.clone().unwrap_or_else(|| "bias".into())),
-            lr: Some(self.local_lr.unwrap_or(0.1)),
-            momentum: self.local_momentum,
-            dampening: self.local_dampening,
-            nesterov: self.local_nesterov.then_some(true),
-            weight_decay: self.local_weight_decay,
-            steps: self.local_steps.unwrap_or(50),
-            ..shared.clone()
-        };
-        let global_optimizer = self.global_optimizer.unwrap_or(OptimizerName::Adam);
-        let global = PhaseSpec {
-            name: Some("global".into()),
-            optimizer: global_optimizer.as_str().into(),
-            params: Some("all".into()),
-            lr: Some(self.global_lr.unwrap_or(0.05)),
-            betas,
-            eps: self.global_eps,
-            weight_decay: self.global_weight_decay,
-            amsgrad: self.global_amsgrad.then_some(true),
-            steps: self.global_steps.unwrap_or(300),
             patience: self.patience,
-            ..shared
         };
-        Ok(RunConfig {
-            phases: vec![local, global],
-        })
+        Ok(two_level.run_config())
     }
 }
 
@@ -352,17 +335,7 @@ fn prepare(args: &TrainArgs) -> anyhow::Result<Prepared> {
         if data.n < 2 {
             return Err(Error::Config("--validation needs at least 2 rows".into()).into());
         }
-        let held_out = ((data.n as f64 * fraction).round() as usize).clamp(1, data.n - 1);
-        let mut order: Vec<usize> = (0..data.n).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(args.seed));
-        let (d, o) = (data.d, data.o);
-        let x = data.x.select_rows(d, &order);
-        let y = order
-            .iter()
-            .flat_map(|&i| data.y[i * o..(i + 1) * o].iter().copied())
-            .collect();
-        data = Dataset { x, y, ..data };
-        train_rows = data.n - held_out;
+        (data, train_rows) = prepare::hold_out(data, fraction, args.seed)?;
     }
     // The bundled data is always standardised: its raw features span five orders of magnitude.
     let bundled = bundled_data(args);
@@ -380,22 +353,7 @@ fn prepare(args: &TrainArgs) -> anyhow::Result<Prepared> {
     let pos_weight = if let Some(w) = &args.pos_weight {
         Some(w.clone())
     } else if args.balance {
-        let o = data.o;
-        Some(
-            (0..o)
-                .map(|k| {
-                    let positives = (0..train_rows)
-                        .filter(|&i| data.y[i * o + k] >= 0.5)
-                        .count() as f32;
-                    let negatives = train_rows as f32 - positives;
-                    if positives > 0.0 && negatives > 0.0 {
-                        negatives / positives
-                    } else {
-                        1.0
-                    }
-                })
-                .collect(),
-        )
+        Some(prepare::balanced_pos_weight(&data, train_rows))
     } else {
         None
     };
