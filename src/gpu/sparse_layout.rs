@@ -89,11 +89,7 @@ pub fn owners_of(ids: &[u32], columns: Range<u32>) -> Range<u32> {
 
 /// Segments `range` of `total`, whose chunks change at `chunks` (`[chunk, first segment]`),
 /// by chunk.
-pub fn by_chunk(
-    chunks: &[[u32; 2]],
-    total: u32,
-    range: Range<u32>,
-) -> Vec<(u32, Range<u32>)> {
+pub fn by_chunk(chunks: &[[u32; 2]], total: u32, range: Range<u32>) -> Vec<(u32, Range<u32>)> {
     let ends = chunks.iter().skip(1).map(|&[_, s]| s).chain([total]);
     chunks
         .iter()

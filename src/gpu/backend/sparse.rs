@@ -538,10 +538,20 @@ impl GpuBackend {
                 }
                 let len = piece.min(total - done).min(lengths[chunk] - at);
                 if len == 0 {
-                    return Err(Error::Config("the batches' columns overflow their chunks".into()));
+                    return Err(Error::Config(
+                        "the batches' columns overflow their chunks".into(),
+                    ));
                 }
-                let (mut position, mut value) = (vec![0u32; len as usize], vec![0f32; len as usize]);
-                fill_columns(x, rows, &starts, done..done + len, &mut position, &mut value);
+                let (mut position, mut value) =
+                    (vec![0u32; len as usize], vec![0f32; len as usize]);
+                fill_columns(
+                    x,
+                    rows,
+                    &starts,
+                    done..done + len,
+                    &mut position,
+                    &mut value,
+                );
                 let [positions, values] = &columns[chunk];
                 ctx.queue
                     .write_buffer(positions, at * 4, bytemuck::cast_slice(&position));
@@ -705,7 +715,13 @@ impl GpuBackend {
                     && in_submission < per_submission
                     && run.ring.free_slots() > slots_per_step
                 {
-                    Self::encode_sparse(run, &ctx, &mut pass, batches[done], Compute::PhaseGradient)?;
+                    Self::encode_sparse(
+                        run,
+                        &ctx,
+                        &mut pass,
+                        batches[done],
+                        Compute::PhaseGradient,
+                    )?;
                     let info = run.ring.push(&StepArgs {
                         blocks: 0,
                         ..StepArgs::new(&optimizer, first_t + done as u64)

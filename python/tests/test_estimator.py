@@ -1,0 +1,183 @@
+"""BilevelClassifier against the command line (bit for bit), scikit-learn's LogisticRegression,
+and scikit-learn's conventions: targets, errors, pickling, pipelines and search."""
+
+import json
+import os
+import pickle
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from bilevel import BilevelClassifier
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data"
+
+
+def load_csv(name):
+    """A test data set's features (float32) and last column (the label)."""
+    table = np.loadtxt(DATA / name, delimiter=",", skiprows=1)
+    return table[:, :-1].astype(np.float32), table[:, -1]
+
+
+def breast_cancer():
+    """scikit-learn's breast-cancer data, standardised (float32)."""
+    X, y = load_csv("breast_cancer.csv")
+    return StandardScaler().fit_transform(X).astype(np.float32), y.astype(int)
+
+
+def read_safetensors(path):
+    """The tensors of a safetensors file (all f32 here), by name."""
+    raw = Path(path).read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    data = raw[8 + size :]
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        assert info["dtype"] == "F32", info
+        start, end = info["data_offsets"]
+        tensors[name] = np.frombuffer(data[start:end], dtype="<f4").reshape(info["shape"])
+    return tensors
+
+
+def cli():
+    """The command line built beside the package (BILEVEL_BIN, or target/debug/bilevel)."""
+    path = Path(os.environ.get("BILEVEL_BIN", ROOT / "target" / "debug" / "bilevel"))
+    if not path.exists():
+        pytest.fail(f"{path} not found: build it with `cargo build` (or set BILEVEL_BIN)")
+    return path
+
+
+def test_coefficients_equal_the_command_lines_bit_for_bit(tmp_path):
+    X, y = breast_cancer()
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y.astype(np.float32))
+    flags = ["--local-steps", "20", "--global-steps", "60", "--global-lr", "0.1", "--seed", "3"]
+    flags += ["--validation", "0.2", "--batch-size", "128"]
+    model = tmp_path / "model.safetensors"
+    subprocess.run(
+        [cli(), "train", tmp_path / "X.npy", "--y", tmp_path / "y.npy", *flags, "-o", model],
+        check=True,
+        capture_output=True,
+    )
+    want = read_safetensors(model)
+    clf = BilevelClassifier(
+        local_steps=20,
+        global_steps=60,
+        global_lr=0.1,
+        random_state=3,
+        validation_fraction=0.2,
+        batch_size=128,
+    ).fit(X, y)
+    assert clf.coef_.dtype == np.float32
+    np.testing.assert_array_equal(clf.coef_, want["weight"])
+    np.testing.assert_array_equal(clf.intercept_, want["bias"])
+    # Both phases ran and reported a validation loss at their checks.
+    assert [p["name"] for p in clf.history_] == ["local", "global"]
+    assert clf.n_iter_.tolist() == [80]
+    assert all(c["val_loss"] is not None for c in clf.history_[1]["checks"])
+
+
+def test_binary_log_loss_near_logistic_regression():
+    X, y = breast_cancer()
+    reference = LogisticRegression(C=1e4, max_iter=10_000).fit(X, y)
+    want = log_loss(y, reference.predict_proba(X))
+    clf = BilevelClassifier(global_steps=3000, global_lr=0.2).fit(X, y)
+    got = log_loss(y, clf.predict_proba(X))
+    assert got <= want * 1.02 + 1e-3, f"bilevel {got:.5f} against LogisticRegression {want:.5f}"
+    assert clf.score(X, y) >= reference.score(X, y) - 0.01
+    assert clf.predict(X).dtype == y.dtype
+    assert clf.predict_proba(X).shape == (len(y), 2)
+    np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1.0)
+
+
+def test_multiclass_accuracy_near_logistic_regression():
+    X, y = load_csv("digits.csv")
+    X = X / 16.0
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
+    reference = LogisticRegression(max_iter=5_000).fit(X_train, y_train)
+    clf = BilevelClassifier(global_steps=600, global_lr=0.05).fit(X_train, y_train)
+    assert clf.coef_.shape == (10, 64)
+    np.testing.assert_array_equal(clf.classes_, np.arange(10.0))
+    got, want = clf.score(X_test, y_test), reference.score(X_test, y_test)
+    assert got >= want - 0.01, f"bilevel {got:.4f} against LogisticRegression {want:.4f}"
+    assert set(np.unique(clf.predict(X_test))) <= set(clf.classes_)
+
+
+def test_multilabel_targets_train_one_output_each():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    Y = np.column_stack([X[:, 0] > 0, X[:, 1] + X[:, 2] > 0, X[:, 3] < 0.5]).astype(int)
+    clf = BilevelClassifier(global_steps=300, global_lr=0.1).fit(X, Y)
+    assert clf.coef_.shape == (3, 8)
+    assert clf.predict(X).shape == Y.shape
+    assert clf.predict_proba(X).shape == Y.shape
+    assert (clf.predict(X) == Y).mean() > 0.9
+
+
+def test_cpu_reference_and_gpu_agree():
+    X, y = breast_cancer()
+    options = dict(local_steps=10, global_steps=40)
+    gpu = BilevelClassifier(**options).fit(X, y)
+    cpu = BilevelClassifier(device="cpu", **options).fit(X, y)
+    np.testing.assert_allclose(gpu.coef_, cpu.coef_, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda X, y: (np.where(np.arange(X.size).reshape(X.shape) == 5, np.nan, X), y), "NaN"),
+        (lambda X, y: (X, np.linspace(0, 1, len(y))), "Unknown label type"),
+        (lambda X, y: (X, np.zeros(len(y), dtype=int)), "at least 2 classes"),
+        (lambda X, y: (X[:, 0], y), "2D array"),
+        (lambda X, y: (X, y[:-1]), "inconsistent numbers of samples"),
+    ],
+)
+def test_bad_input_raises_value_error(change, message):
+    X, y = change(*breast_cancer())
+    with pytest.raises(ValueError, match=message):
+        BilevelClassifier(global_steps=5).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(device="tpu"), "device 'tpu'"),
+        (dict(global_optimizer="lbfgs"), "lbfgs"),
+        (dict(local_params="features:9..3"), "feature range 9..3"),
+        (dict(class_weight={0: 1.0}), "class_weight"),
+    ],
+)
+def test_bad_options_raise_value_error(options, message):
+    X, y = breast_cancer()
+    with pytest.raises(ValueError, match=message):
+        BilevelClassifier(global_steps=5, **options).fit(X, y)
+
+
+def test_pickled_estimator_predicts_the_same():
+    X, y = breast_cancer()
+    clf = BilevelClassifier(global_steps=50).fit(X, y)
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.decision_function(X), clf.decision_function(X))
+
+
+def test_pipeline_in_a_grid_search_and_repeatable_cross_validation():
+    X, y = load_csv("breast_cancer.csv")
+    y = y.astype(int)
+    pipeline = make_pipeline(StandardScaler(), BilevelClassifier(local_steps=10, global_steps=60))
+    search = GridSearchCV(pipeline, {"bilevelclassifier__global_lr": [0.01, 0.1]}, cv=3)
+    search.fit(X, y)
+    assert search.best_params_["bilevelclassifier__global_lr"] in (0.01, 0.1)
+    assert search.best_score_ > 0.9
+    first = cross_val_score(pipeline, X, y, cv=3)
+    second = cross_val_score(pipeline, X, y, cv=3)
+    np.testing.assert_array_equal(first, second)
