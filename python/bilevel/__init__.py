@@ -11,6 +11,6 @@ import os
 if not any(os.environ.get(v) for v in ("XDG_RUNTIME_DIR", "NODEVICE_SELECT", "MESA_VK_DEVICE_SELECT")):
     os.environ["NODEVICE_SELECT"] = "1"
 
-from .estimator import BilevelClassifier  # noqa: E402
+from .estimator import BilevelClassifier, load  # noqa: E402
 
-__all__ = ["BilevelClassifier"]
+__all__ = ["BilevelClassifier", "load"]

@@ -1,8 +1,10 @@
 """`BilevelClassifier`: the engine's two-level run as a scikit-learn classifier."""
 
 import json
+import os
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import type_of_target
@@ -50,8 +52,12 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
         Rows held out (shuffled by ``random_state``) to report a validation loss on.
     pos_weight : array of float, optional
         PyTorch's ``pos_weight``: one factor on the positives' loss per output.
-    class_weight : {"balanced"}, optional
-        Weigh each output's positives by negatives ÷ positives of the training rows.
+    class_weight : "balanced" or dict, optional
+        ``"balanced"``: each output's positives weighed by its negatives ÷ positives in the
+        training rows (``bilevel train --balance``). A dict ``{class: weight}`` (binary and
+        multi-class ``y``): each output's positives weighed by their class's weight over the
+        mean weight of its negatives — for binary ``y`` exactly the class-weighted loss up to
+        a constant factor; for one-vs-rest outputs the negatives' classes share one weight.
     random_state : int, optional
         Seed of the shuffles (minibatches, the validation split); default 0.
     device : {"gpu", "cpu"}
@@ -125,14 +131,35 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
+        tags.input_tags.sparse = True
         return tags
 
-    def _options(self):
+    def _pos_weight(self, targets):
+        """The outputs' positive weights from ``pos_weight`` or a ``class_weight`` dict."""
+        if self.pos_weight is not None:
+            if self.class_weight is not None:
+                raise ValueError("give pos_weight or class_weight, not both")
+            return [float(w) for w in np.ravel(self.pos_weight)]
+        if not isinstance(self.class_weight, dict):
+            if self.class_weight not in (None, "balanced"):
+                raise ValueError(
+                    f"class_weight={self.class_weight!r}: give None, 'balanced' or a dict"
+                )
+            return None
+        if self._kind == "multilabel-indicator":
+            raise ValueError("class_weight as a dict needs binary or multi-class y; give pos_weight")
+        w = np.array([self.class_weight.get(c, 1.0) for c in self.classes_], dtype=np.float64)
+        if not np.all(np.isfinite(w) & (w > 0)):
+            raise ValueError(f"class_weight={self.class_weight!r}: weights must be positive")
+        if self._kind == "binary":
+            return [float(w[1] / w[0])]
+        counts = targets.sum(axis=0, dtype=np.float64)
+        weighed = w * counts
+        negatives = (weighed.sum() - weighed) / np.maximum(counts.sum() - counts, 1.0)
+        return [float(x) for x in w / np.where(negatives > 0, negatives, w)]
+
+    def _options(self, targets):
         """The run's options as the engine takes them (JSON)."""
-        if self.class_weight not in (None, "balanced"):
-            raise ValueError(
-                f"class_weight={self.class_weight!r}: only None and 'balanced' are supported"
-            )
         if self.random_state is not None and not isinstance(self.random_state, (int, np.integer)):
             raise ValueError(f"random_state={self.random_state!r}: give an int seed or None")
         run = {
@@ -157,12 +184,11 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
             "check_every": self.check_every,
             "patience": self.patience,
         }
-        pos_weight = None if self.pos_weight is None else [float(w) for w in np.ravel(self.pos_weight)]
         return json.dumps(
             {
                 "run": run,
                 "validation_fraction": self.validation_fraction,
-                "pos_weight": pos_weight,
+                "pos_weight": self._pos_weight(targets),
                 "balance": self.class_weight == "balanced",
                 "device": self.device,
             }
@@ -198,13 +224,35 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
         return np.ascontiguousarray(targets, dtype=np.float32)
 
     def fit(self, X, y):
-        """Trains on ``X`` (n_samples × n_features) and ``y``; returns ``self``."""
+        """Trains on ``X`` (n_samples × n_features: an array, or a scipy.sparse matrix, which
+        trains as sparse data) and ``y``; returns ``self``."""
         X, y = validate_data(
-            self, X, y, dtype=[np.float32, np.float64], multi_output=True, y_numeric=False
+            self,
+            X,
+            y,
+            accept_sparse=["csr", "csc"],
+            dtype=[np.float32, np.float64],
+            multi_output=True,
+            y_numeric=False,
         )
         targets = self._targets(y)
-        options = self._options()
-        params, history = _native.fit(np.ascontiguousarray(X, dtype=np.float32), targets, options)
+        options = self._options(targets)
+        if sp.issparse(X):
+            X = X.tocsr()
+            if not X.has_canonical_format:
+                X = X.copy()
+                X.sum_duplicates()
+            params, history = _native.fit_sparse(
+                X.shape,
+                X.indptr.astype(np.int64, copy=False),
+                X.indices.astype(np.int64, copy=False),
+                X.data.astype(np.float32, copy=False),
+                targets,
+                options,
+            )
+        else:
+            X = np.ascontiguousarray(X, dtype=np.float32)
+            params, history = _native.fit(X, targets, options)
         outputs, features = targets.shape[1], X.shape[1]
         self.coef_ = params[: outputs * features].reshape(outputs, features)
         self.intercept_ = params[outputs * features :]
@@ -212,12 +260,27 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_ = np.array([sum(phase["steps"] for phase in self.history_)])
         return self
 
+    def _linear(self):
+        """W and b (float64) as they apply to raw inputs: a loaded model's standardisation
+        ((x − mean) / std) folded in."""
+        weight, bias = self.coef_.astype(np.float64), self.intercept_.astype(np.float64)
+        standardizer = getattr(self, "_standardizer", None)
+        if standardizer is not None:
+            mean, std, centred = standardizer
+            weight = weight / np.asarray(std, dtype=np.float64)
+            if centred:
+                bias = bias - weight @ np.asarray(mean, dtype=np.float64)
+        return weight, bias
+
     def decision_function(self, X):
         """The logits X·Wᵀ + b: shape (n_samples,) for binary ``y``, else one column per
         output."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        z = X.astype(np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_
+        X = validate_data(
+            self, X, accept_sparse=["csr", "csc"], dtype=[np.float64, np.float32], reset=False
+        )
+        weight, bias = self._linear()
+        z = np.asarray(X @ weight.T) + bias
         return z[:, 0] if self._kind == "binary" else z
 
     def predict_proba(self, X):
@@ -238,3 +301,73 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
         if self._kind == "multiclass":
             return self.classes_[np.argmax(z, axis=1)]
         return (z > 0).astype(int)
+
+    def save(self, path):
+        """Writes the fitted model to ``path`` as ``bilevel train -o`` does: a safetensors file
+        (``weight`` o×d, ``bias`` o) that ``bilevel predict``, :func:`bilevel.load` and
+        ``torch.nn.Linear.load_state_dict`` read, with this estimator's parameters, classes
+        and feature names in its metadata."""
+        check_is_fitted(self)
+        params = {k: _jsonable(v) for k, v in self.get_params().items()}
+        if isinstance(self.class_weight, dict):
+            params["class_weight"] = {"items": [[_jsonable(k), float(v)] for k, v in self.class_weight.items()]}
+        names = getattr(self, "feature_names_in_", None)
+        config = {
+            "data": "python",
+            "features": int(self.n_features_in_),
+            "outputs": int(self.coef_.shape[0]),
+            "feature_names": [] if names is None else [str(n) for n in names],
+            "label_names": [str(c) for c in self.classes_],
+            "python": {
+                "kind": self._kind,
+                "classes": _jsonable(self.classes_),
+                "params": params,
+            },
+        }
+        _native.save_model(
+            os.fspath(path),
+            np.ascontiguousarray(self.coef_, dtype=np.float32),
+            np.ascontiguousarray(self.intercept_, dtype=np.float32),
+            json.dumps(config),
+            getattr(self, "_standardizer", None),
+        )
+
+
+def _jsonable(value):
+    """``value`` with numpy's scalars and arrays as Python's."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def load(path):
+    """A fitted :class:`BilevelClassifier` from a model file written by
+    :meth:`BilevelClassifier.save`, by ``bilevel train -o`` (one output: binary with classes
+    0 and 1; more: multi-label; its standardisation applied to inputs as ``bilevel predict``
+    applies it) or by PyTorch (``weight`` and ``bias``)."""
+    weight, bias, config, standardizer = _native.load_model(os.fspath(path))
+    config = json.loads(config) if config else {}
+    saved = config.get("python")
+    clf = BilevelClassifier()
+    outputs, features = weight.shape
+    if saved:
+        params = dict(saved["params"])
+        if isinstance(params.get("class_weight"), dict):
+            params["class_weight"] = {k: v for k, v in params["class_weight"]["items"]}
+        clf.set_params(**params)
+        clf._kind = saved["kind"]
+        clf.classes_ = np.asarray(saved["classes"])
+        if config.get("feature_names"):
+            clf.feature_names_in_ = np.asarray(config["feature_names"], dtype=object)
+    else:
+        clf._kind = "binary" if outputs == 1 else "multilabel-indicator"
+        clf.classes_ = np.arange(2) if outputs == 1 else np.arange(outputs)
+    clf.coef_, clf.intercept_ = weight, bias
+    clf.n_features_in_ = features
+    if standardizer is not None:
+        clf._standardizer = standardizer
+    return clf

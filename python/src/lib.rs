@@ -11,8 +11,13 @@ use std::time::Duration;
 use bilevel::config::TwoLevel;
 use bilevel::cpu::CpuBackend;
 use bilevel::gpu::{GpuBackend, GpuContext};
-use bilevel::{Backend, Dataset, Error, Params, TrainOptions, prepare, train_with};
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use bilevel::model_file;
+use bilevel::standardize::Standardizer;
+use bilevel::{Backend, Csr, Dataset, Error, Features, Params, TrainOptions, prepare, train_with};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use serde::Deserialize;
@@ -90,20 +95,66 @@ fn fit<'py>(
     y: PyReadonlyArray2<'py, f32>,
     options: &str,
 ) -> PyResult<(Bound<'py, PyArray1<f32>>, String)> {
+    let (n, d) = (x.shape()[0], x.shape()[1]);
+    train(py, Features::Dense(row_major(&x)), (n, d), &y, options)
+}
+
+/// [`fit`] on sparse rows: scipy's CSR arrays of an n×d matrix (indices sorted and unique
+/// within each row, as `sum_duplicates` leaves them), trained as sparse data.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn fit_sparse<'py>(
+    py: Python<'py>,
+    shape: (usize, usize),
+    indptr: PyReadonlyArray1<'py, i64>,
+    indices: PyReadonlyArray1<'py, i64>,
+    data: PyReadonlyArray1<'py, f32>,
+    y: PyReadonlyArray2<'py, f32>,
+    options: &str,
+) -> PyResult<(Bound<'py, PyArray1<f32>>, String)> {
+    let unsigned = |v: &i64, what: &str| {
+        u64::try_from(*v).map_err(|_| PyValueError::new_err(format!("a negative {what}: {v}")))
+    };
+    let row_start = indptr
+        .as_array()
+        .iter()
+        .map(|v| unsigned(v, "row pointer"))
+        .collect::<PyResult<Vec<u64>>>()?;
+    let cols = indices
+        .as_array()
+        .iter()
+        .map(|v| {
+            u32::try_from(*v)
+                .map_err(|_| PyValueError::new_err(format!("column index {v} is out of range")))
+        })
+        .collect::<PyResult<Vec<u32>>>()?;
+    let values = data.as_array().to_vec();
+    let x = Csr::new(shape.0, shape.1, row_start, cols, values).map_err(to_py)?;
+    train(py, Features::Sparse(Arc::new(x)), shape, &y, options)
+}
+
+/// Trains `x` (n×d) on the targets `y` with `options` on a thread of its own, taking
+/// Python's signals meanwhile.
+fn train<'py>(
+    py: Python<'py>,
+    x: Features,
+    (n, d): (usize, usize),
+    y: &PyReadonlyArray2<'py, f32>,
+    options: &str,
+) -> PyResult<(Bound<'py, PyArray1<f32>>, String)> {
     let options: FitOptions = serde_json::from_str(options)
         .map_err(|e| PyValueError::new_err(format!("bilevel options: {e}")))?;
-    let ([n, d], [rows, o]) = ([x.shape()[0], x.shape()[1]], [y.shape()[0], y.shape()[1]]);
+    let (rows, o) = (y.shape()[0], y.shape()[1]);
     if rows != n {
         return Err(PyValueError::new_err(format!(
             "X has {n} rows but y has {rows}"
         )));
     }
     let phases = options.run.run_config().phases().map_err(to_py)?;
-    let (x, y) = (row_major(&x), row_major(&y));
+    let y = row_major(y);
     let stop = Arc::new(AtomicBool::new(false));
     let (done, finished) = mpsc::channel();
     let flag = Arc::clone(&stop);
-    // The run on a thread of its own, so that this one can take Python's signals meanwhile.
     let worker = std::thread::spawn(move || {
         let run = || -> bilevel::Result<(Vec<f32>, String)> {
             let mut data = Dataset::new(n, d, o, x, y)?;
@@ -167,9 +218,64 @@ fn fit<'py>(
     Ok((params.into_pyarray(py), history))
 }
 
+/// Writes the model `weight` (o×d) and `bias` (o) to `path` as `bilevel train -o` does (a
+/// safetensors file, written atomically), with `config` (JSON) as its configuration and the
+/// standardisation (mean, standard deviation, centred) a loaded model came with.
+#[pyfunction]
+#[pyo3(signature = (path, weight, bias, config, standardizer=None))]
+fn save_model(
+    path: std::path::PathBuf,
+    weight: PyReadonlyArray2<'_, f32>,
+    bias: PyReadonlyArray1<'_, f32>,
+    config: &str,
+    standardizer: Option<(Vec<f32>, Vec<f32>, bool)>,
+) -> PyResult<()> {
+    let (o, d) = (weight.shape()[0], weight.shape()[1]);
+    let bias = bias.as_array().to_vec();
+    let params = Params::from_parts(d, o, &row_major(&weight), &bias).map_err(to_py)?;
+    let config: serde_json::Value = serde_json::from_str(config)
+        .map_err(|e| PyValueError::new_err(format!("model configuration: {e}")))?;
+    let standardizer = standardizer.map(|(mean, std, centred)| Standardizer { mean, std, centred });
+    model_file::save_model(&path, &params, standardizer.as_ref(), &config, false).map_err(to_py)
+}
+
+/// A model file's weight (o×d), bias, configuration (JSON, where bilevel wrote one) and
+/// standardisation (mean, standard deviation, centred).
+type LoadedModel<'py> = (
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray1<f32>>,
+    Option<String>,
+    Option<(Vec<f32>, Vec<f32>, bool)>,
+);
+
+/// Reads a model written by `bilevel train -o`, [`save_model`] or PyTorch, as `bilevel
+/// predict` reads it.
+#[pyfunction]
+fn load_model<'py>(py: Python<'py>, path: std::path::PathBuf) -> PyResult<LoadedModel<'py>> {
+    let model = model_file::load_model(&path).map_err(to_py)?;
+    let (d, o) = (model.params.d, model.params.o);
+    let weight = model
+        .params
+        .weight()
+        .to_vec()
+        .into_pyarray(py)
+        .reshape([o, d])?;
+    let config = model.metadata.get(model_file::CONFIG_KEY).cloned();
+    let standardizer = model.standardizer.map(|s| (s.mean, s.std, s.centred));
+    Ok((
+        weight,
+        model.params.bias().to_vec().into_pyarray(py),
+        config,
+        standardizer,
+    ))
+}
+
 /// The engine behind the `bilevel` package.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fit, m)?)?;
+    m.add_function(wrap_pyfunction!(fit_sparse, m)?)?;
+    m.add_function(wrap_pyfunction!(save_model, m)?)?;
+    m.add_function(wrap_pyfunction!(load_model, m)?)?;
     Ok(())
 }

@@ -9,13 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as scipy_sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
 from bilevel import BilevelClassifier
+from bilevel import load as bilevel_load
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -124,6 +128,20 @@ def test_multilabel_targets_train_one_output_each():
     assert (clf.predict(X) == Y).mean() > 0.9
 
 
+def test_sparse_input_trains_as_sparse_data_like_dense():
+    X, y = load_csv("digits.csv")
+    X = X / 16.0
+    options = dict(local_steps=10, global_steps=60)
+    dense = BilevelClassifier(**options).fit(X, y)
+    for layout in ("csr", "csc"):
+        sparse = BilevelClassifier(**options).fit(scipy_sparse.csr_matrix(X).asformat(layout), y)
+        # The sums run in other orders: close, not equal.
+        np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=1e-3, atol=1e-5)
+        np.testing.assert_array_equal(
+            sparse.predict(scipy_sparse.csr_matrix(X)), sparse.predict(X)
+        )
+
+
 def test_cpu_reference_and_gpu_agree():
     X, y = breast_cancer()
     options = dict(local_steps=10, global_steps=40)
@@ -154,7 +172,9 @@ def test_bad_input_raises_value_error(change, message):
         (dict(device="tpu"), "device 'tpu'"),
         (dict(global_optimizer="lbfgs"), "lbfgs"),
         (dict(local_params="features:9..3"), "feature range 9..3"),
-        (dict(class_weight={0: 1.0}), "class_weight"),
+        (dict(class_weight="even"), "class_weight"),
+        (dict(class_weight={0: -1.0}), "positive"),
+        (dict(class_weight="balanced", pos_weight=[2.0]), "not both"),
     ],
 )
 def test_bad_options_raise_value_error(options, message):
@@ -181,3 +201,96 @@ def test_pipeline_in_a_grid_search_and_repeatable_cross_validation():
     first = cross_val_score(pipeline, X, y, cv=3)
     second = cross_val_score(pipeline, X, y, cv=3)
     np.testing.assert_array_equal(first, second)
+
+
+@parametrize_with_checks([BilevelClassifier(local_steps=10, global_steps=100)])
+def test_scikit_learns_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_class_weights_move_the_decision():
+    X, y = breast_cancer()
+    plain = BilevelClassifier(global_steps=100).fit(X, y)
+    heavy = BilevelClassifier(global_steps=100, class_weight={0: 1.0, 1: 50.0}).fit(X, y)
+    # Weighing the positives up predicts more of them, and "balanced" is negatives/positives.
+    assert heavy.predict(X).sum() > plain.predict(X).sum()
+    assert heavy._pos_weight(None) == [50.0]
+
+
+def predict_with_cli(model, data):
+    """``bilevel predict``'s probabilities (one column per output)."""
+    out = subprocess.run([cli(), "predict", model, data], check=True, capture_output=True)
+    return np.loadtxt(out.stdout.decode().splitlines()[1:], delimiter=",", ndmin=2)
+
+
+def test_saved_models_are_the_command_lines_and_load_back(tmp_path):
+    import pandas as pd
+
+    X, y = breast_cancer()
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    labels = np.where(y == 1, "malignant", "benign")
+    clf = BilevelClassifier(global_steps=50, class_weight={"benign": 1.0, "malignant": 2.0})
+    clf.fit(frame, labels)
+    path = tmp_path / "model.safetensors"
+    clf.save(path)
+    # The command line reads it: the same probabilities (its logits are f32 on the GPU).
+    np.save(tmp_path / "X.npy", X)
+    cli_p = predict_with_cli(path, tmp_path / "X.npy")
+    np.testing.assert_allclose(cli_p[:, 0], clf.predict_proba(frame)[:, 1], rtol=1e-5, atol=1e-6)
+    again = bilevel_load(path)
+    assert again.get_params() == clf.get_params()
+    np.testing.assert_array_equal(again.classes_, clf.classes_)
+    np.testing.assert_array_equal(again.feature_names_in_, clf.feature_names_in_)
+    np.testing.assert_array_equal(again.predict(frame), clf.predict(frame))
+    tensors = read_safetensors(path)
+    np.testing.assert_array_equal(tensors["weight"], clf.coef_)
+
+
+def test_command_line_models_load_with_their_standardisation(tmp_path):
+    path = tmp_path / "model.safetensors"
+    subprocess.run(
+        [cli(), "train", DATA / "breast_cancer.csv", "--standardize", "--global-steps", "50",
+         "-o", path],
+        check=True,
+        capture_output=True,
+    )
+    clf = bilevel_load(path)
+    X, y = load_csv("breast_cancer.csv")
+    np.testing.assert_array_equal(clf.classes_, [0, 1])
+    cli_p = predict_with_cli(path, DATA / "breast_cancer.csv")
+    np.testing.assert_allclose(clf.predict_proba(X)[:, 1], cli_p[:, 0], rtol=1e-4, atol=1e-6)
+    assert clf.score(X, y.astype(int)) > 0.95
+
+
+INTERRUPTED_FIT = """
+import os, signal, sys, threading, time
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_estimator import breast_cancer
+from bilevel import BilevelClassifier
+
+X, y = breast_cancer()
+sent = []
+def interrupt():
+    time.sleep(1.5)
+    sent.append(time.monotonic())
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=interrupt).start()
+clf = BilevelClassifier(global_steps=10**8)
+try:
+    clf.fit(X, y)
+    print("finished")
+except KeyboardInterrupt:
+    print("interrupted", time.monotonic() - sent[0], hasattr(clf, "coef_"))
+"""
+
+
+def test_ctrl_c_interrupts_training_within_a_second():
+    import sys
+
+    script = INTERRUPTED_FIT.format(tests=str(Path(__file__).parent))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    words = out.stdout.decode().split()
+    assert words[:1] == ["interrupted"], out.stdout.decode() + out.stderr.decode()
+    assert float(words[1]) < 1.0, f"KeyboardInterrupt {words[1]} s after the signal"
+    assert words[2] == "False", "the estimator must stay unfitted"
