@@ -58,6 +58,10 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
         multi-class ``y``): each output's positives weighed by their class's weight over the
         mean weight of its negatives — for binary ``y`` exactly the class-weighted loss up to
         a constant factor; for one-vs-rest outputs the negatives' classes share one weight.
+    standardize : bool
+        Z-score the features with the training rows' statistics, as ``bilevel train
+        --standardize`` (a scipy.sparse X is scaled, not centred). ``coef_`` and ``intercept_``
+        then apply to the standardised features; predictions standardise X first.
     random_state : int, optional
         Seed of the shuffles (minibatches, the validation split); default 0.
     device : {"gpu", "cpu"}
@@ -100,6 +104,7 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
         validation_fraction=None,
         pos_weight=None,
         class_weight=None,
+        standardize=False,
         random_state=None,
         device="gpu",
     ):
@@ -125,6 +130,7 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.pos_weight = pos_weight
         self.class_weight = class_weight
+        self.standardize = standardize
         self.random_state = random_state
         self.device = device
 
@@ -190,6 +196,7 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
                 "validation_fraction": self.validation_fraction,
                 "pos_weight": self._pos_weight(targets),
                 "balance": self.class_weight == "balanced",
+                "standardize": bool(self.standardize),
                 "device": self.device,
             }
         )
@@ -242,7 +249,7 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
             if not X.has_canonical_format:
                 X = X.copy()
                 X.sum_duplicates()
-            params, history = _native.fit_sparse(
+            params, history, standardizer = _native.fit_sparse(
                 X.shape,
                 X.indptr.astype(np.int64, copy=False),
                 X.indices.astype(np.int64, copy=False),
@@ -252,11 +259,12 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
             )
         else:
             X = np.ascontiguousarray(X, dtype=np.float32)
-            params, history = _native.fit(X, targets, options)
+            params, history, standardizer = _native.fit(X, targets, options)
         outputs, features = targets.shape[1], X.shape[1]
         self.coef_ = params[: outputs * features].reshape(outputs, features)
         self.intercept_ = params[outputs * features :]
         self.history_ = json.loads(history)
+        self._standardizer = standardizer
         self.n_iter_ = np.array([sum(phase["steps"] for phase in self.history_)])
         return self
 

@@ -36,6 +36,9 @@ struct FitOptions {
     /// Each output's positives weighed by negatives ÷ positives of the training rows.
     #[serde(default)]
     balance: bool,
+    /// Z-score the features with the training rows' statistics (sparse data: scaled only).
+    #[serde(default)]
+    standardize: bool,
     /// `gpu` or `cpu` (the f64 reference).
     device: String,
 }
@@ -84,9 +87,20 @@ fn row_major(array: &PyReadonlyArray2<'_, f32>) -> Vec<f32> {
     }
 }
 
+/// The parameters `[W | b]`, the phases' reports (JSON) and the standardisation (mean,
+/// standard deviation, centred) the features were trained with.
+type FitResult<'py> = (
+    Bound<'py, PyArray1<f32>>,
+    String,
+    Option<(Vec<f32>, Vec<f32>, bool)>,
+);
+
+/// What the training thread hands back: [`FitResult`]'s parts.
+type Fitted = (Vec<f32>, String, Option<(Vec<f32>, Vec<f32>, bool)>);
+
 /// Trains on `x` (n×d) and targets `y` (n×o, each in [0, 1]) as `bilevel train` would with the
-/// options `options` (JSON) and returns the parameters `[W (o×d, row-major) | b]` and every
-/// phase's report (JSON). The GIL is released while it trains; Ctrl-C stops the run within a
+/// options `options` (JSON) and returns the parameters `[W (o×d, row-major) | b]`, every
+/// phase's report (JSON) and the standardisation, where asked. The GIL is released while it trains; Ctrl-C stops the run within a
 /// step and raises `KeyboardInterrupt`.
 #[pyfunction]
 fn fit<'py>(
@@ -94,7 +108,7 @@ fn fit<'py>(
     x: PyReadonlyArray2<'py, f32>,
     y: PyReadonlyArray2<'py, f32>,
     options: &str,
-) -> PyResult<(Bound<'py, PyArray1<f32>>, String)> {
+) -> PyResult<FitResult<'py>> {
     let (n, d) = (x.shape()[0], x.shape()[1]);
     train(py, Features::Dense(row_major(&x)), (n, d), &y, options)
 }
@@ -111,7 +125,7 @@ fn fit_sparse<'py>(
     data: PyReadonlyArray1<'py, f32>,
     y: PyReadonlyArray2<'py, f32>,
     options: &str,
-) -> PyResult<(Bound<'py, PyArray1<f32>>, String)> {
+) -> PyResult<FitResult<'py>> {
     let unsigned = |v: &i64, what: &str| {
         u64::try_from(*v).map_err(|_| PyValueError::new_err(format!("a negative {what}: {v}")))
     };
@@ -141,7 +155,7 @@ fn train<'py>(
     (n, d): (usize, usize),
     y: &PyReadonlyArray2<'py, f32>,
     options: &str,
-) -> PyResult<(Bound<'py, PyArray1<f32>>, String)> {
+) -> PyResult<FitResult<'py>> {
     let options: FitOptions = serde_json::from_str(options)
         .map_err(|e| PyValueError::new_err(format!("bilevel options: {e}")))?;
     let (rows, o) = (y.shape()[0], y.shape()[1]);
@@ -156,12 +170,18 @@ fn train<'py>(
     let (done, finished) = mpsc::channel();
     let flag = Arc::clone(&stop);
     let worker = std::thread::spawn(move || {
-        let run = || -> bilevel::Result<(Vec<f32>, String)> {
+        let run = || -> bilevel::Result<Fitted> {
             let mut data = Dataset::new(n, d, o, x, y)?;
             let seed = options.run.seed;
             let mut train_rows = n;
             if let Some(fraction) = options.validation_fraction {
                 (data, train_rows) = prepare::hold_out(data, fraction, seed)?;
+            }
+            let standardizer = options
+                .standardize
+                .then(|| Standardizer::fit(&data.x, d, train_rows));
+            if let Some(s) = &standardizer {
+                s.apply(&mut data.x);
             }
             let pos_weight = match (options.pos_weight, options.balance) {
                 (Some(w), _) => Some(w),
@@ -181,7 +201,8 @@ fn train<'py>(
             let report = train_with(backend.as_mut(), &data, &init, &phases, train_options)?;
             let history = serde_json::to_string(&report.phases)
                 .map_err(|e| Error::Config(format!("the run's report: {e}")))?;
-            Ok((report.params.values, history))
+            let standardizer = standardizer.map(|s| (s.mean, s.std, s.centred));
+            Ok((report.params.values, history, standardizer))
         };
         // The receiver outlives the run unless Python itself is going away.
         let _ = done.send(run());
@@ -214,8 +235,8 @@ fn train<'py>(
     };
     let _ = py.detach(|| worker.join());
     let result = outcome?;
-    let (params, history) = result.map_err(to_py)?;
-    Ok((params.into_pyarray(py), history))
+    let (params, history, standardizer) = result.map_err(to_py)?;
+    Ok((params.into_pyarray(py), history, standardizer))
 }
 
 /// Writes the model `weight` (o×d) and `bias` (o) to `path` as `bilevel train -o` does (a
@@ -270,6 +291,32 @@ fn load_model<'py>(py: Python<'py>, path: std::path::PathBuf) -> PyResult<Loaded
     ))
 }
 
+/// Every adapter wgpu offers, the one bilevel uses marked `chosen`, with its limits, features
+/// and the plan each shape gets there (JSON, as `bilevel devices --json`).
+#[pyfunction]
+fn devices() -> PyResult<String> {
+    serde_json::to_string(&bilevel::gpu::adapters())
+        .map_err(|e| PyRuntimeError::new_err(format!("the adapters: {e}")))
+}
+
+/// `bilevel check`: every kernel and a few runs on the GPU against the CPU reference (JSON:
+/// the adapter, each comparison, the paths this adapter does not take, whether all passed).
+#[pyfunction]
+fn check(py: Python<'_>) -> PyResult<String> {
+    py.detach(|| {
+        let context = context()?;
+        let checks = bilevel::selfcheck::run(Arc::clone(&context))?;
+        let report = serde_json::json!({
+            "adapter": context.describe(),
+            "passed": checks.iter().all(|c| c.pass),
+            "checks": checks,
+            "not_on_this_adapter": bilevel::selfcheck::paths_not_here(&context),
+        });
+        Ok(report.to_string())
+    })
+    .map_err(to_py)
+}
+
 /// The engine behind the `bilevel` package.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -277,5 +324,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fit_sparse, m)?)?;
     m.add_function(wrap_pyfunction!(save_model, m)?)?;
     m.add_function(wrap_pyfunction!(load_model, m)?)?;
+    m.add_function(wrap_pyfunction!(devices, m)?)?;
+    m.add_function(wrap_pyfunction!(check, m)?)?;
     Ok(())
 }

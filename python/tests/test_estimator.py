@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import bilevel
 from bilevel import BilevelClassifier
 from bilevel import load as bilevel_load
 
@@ -61,12 +62,16 @@ def cli():
     return path
 
 
-def test_coefficients_equal_the_command_lines_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("standardize", [False, True])
+def test_coefficients_equal_the_command_lines_bit_for_bit(tmp_path, standardize):
     X, y = breast_cancer()
+    # Unstandardised features for the standardising run: it standardises them itself.
+    X = X * 3.0 + 1.0 if standardize else X
     np.save(tmp_path / "X.npy", X)
     np.save(tmp_path / "y.npy", y.astype(np.float32))
     flags = ["--local-steps", "20", "--global-steps", "60", "--global-lr", "0.1", "--seed", "3"]
     flags += ["--validation", "0.2", "--batch-size", "128"]
+    flags += ["--standardize"] if standardize else []
     model = tmp_path / "model.safetensors"
     subprocess.run(
         [cli(), "train", tmp_path / "X.npy", "--y", tmp_path / "y.npy", *flags, "-o", model],
@@ -81,6 +86,7 @@ def test_coefficients_equal_the_command_lines_bit_for_bit(tmp_path):
         random_state=3,
         validation_fraction=0.2,
         batch_size=128,
+        standardize=standardize,
     ).fit(X, y)
     assert clf.coef_.dtype == np.float32
     np.testing.assert_array_equal(clf.coef_, want["weight"])
@@ -89,6 +95,9 @@ def test_coefficients_equal_the_command_lines_bit_for_bit(tmp_path):
     assert [p["name"] for p in clf.history_] == ["local", "global"]
     assert clf.n_iter_.tolist() == [80]
     assert all(c["val_loss"] is not None for c in clf.history_[1]["checks"])
+    # Predictions standardise X as `bilevel predict` does.
+    cli_p = predict_with_cli(model, tmp_path / "X.npy")
+    np.testing.assert_allclose(clf.predict_proba(X)[:, 1], cli_p[:, 0], rtol=1e-4, atol=1e-6)
 
 
 def test_binary_log_loss_near_logistic_regression():
@@ -294,3 +303,15 @@ def test_ctrl_c_interrupts_training_within_a_second():
     assert words[:1] == ["interrupted"], out.stdout.decode() + out.stderr.decode()
     assert float(words[1]) < 1.0, f"KeyboardInterrupt {words[1]} s after the signal"
     assert words[2] == "False", "the estimator must stay unfitted"
+
+
+def test_devices_and_the_self_check():
+    adapters = bilevel.devices()
+    assert sum(a["chosen"] for a in adapters) == 1, adapters
+    chosen = next(a for a in adapters if a["chosen"])
+    assert chosen["name"] and chosen["max_storage_binding"] > 0 and chosen["plans"]
+    report = bilevel.check()
+    assert report["passed"], [c for c in report["checks"] if not c["pass"]]
+    assert chosen["name"] in report["adapter"]
+    assert any("sparse" in c["what"] for c in report["checks"])
+    assert len(report["checks"]) > 20
