@@ -11,6 +11,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import _native
+from .progress import Progress
 
 
 class BilevelClassifier(ClassifierMixin, BaseEstimator):
@@ -64,6 +65,9 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
         then apply to the standardised features; predictions standardise X first.
     random_state : int, optional
         Seed of the shuffles (minibatches, the validation split); default 0.
+    verbose : int
+        0: progress only through the ``bilevel`` logger (phases at INFO, checks at DEBUG); 1:
+        also a progress bar per phase on stderr (tqdm's where it is installed).
     device : {"gpu", "cpu"}
         The wgpu adapter (chosen by wgpu's conventions, e.g. ``WGPU_ADAPTER_NAME``) or the
         CPU reference.
@@ -106,6 +110,7 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
         class_weight=None,
         standardize=False,
         random_state=None,
+        verbose=0,
         device="gpu",
     ):
         self.local_optimizer = local_optimizer
@@ -132,6 +137,7 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.standardize = standardize
         self.random_state = random_state
+        self.verbose = verbose
         self.device = device
 
     def __sklearn_tags__(self):
@@ -249,17 +255,20 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
             if not X.has_canonical_format:
                 X = X.copy()
                 X.sum_duplicates()
-            params, history, standardizer = _native.fit_sparse(
-                X.shape,
-                X.indptr.astype(np.int64, copy=False),
-                X.indices.astype(np.int64, copy=False),
-                X.data.astype(np.float32, copy=False),
-                targets,
-                options,
-            )
+            with Progress(self.verbose) as progress:
+                params, history, standardizer = _native.fit_sparse(
+                    X.shape,
+                    X.indptr.astype(np.int64, copy=False),
+                    X.indices.astype(np.int64, copy=False),
+                    X.data.astype(np.float32, copy=False),
+                    targets,
+                    options,
+                    progress,
+                )
         else:
             X = np.ascontiguousarray(X, dtype=np.float32)
-            params, history, standardizer = _native.fit(X, targets, options)
+            with Progress(self.verbose) as progress:
+                params, history, standardizer = _native.fit(X, targets, options, progress)
         outputs, features = targets.shape[1], X.shape[1]
         self.coef_ = params[: outputs * features].reshape(outputs, features)
         self.intercept_ = params[outputs * features :]

@@ -13,7 +13,9 @@ use bilevel::cpu::CpuBackend;
 use bilevel::gpu::{GpuBackend, GpuContext};
 use bilevel::model_file;
 use bilevel::standardize::Standardizer;
-use bilevel::{Backend, Csr, Dataset, Error, Features, Params, TrainOptions, prepare, train_with};
+use bilevel::{
+    Backend, Csr, Dataset, Error, Event, Features, Params, TrainOptions, prepare, train_with,
+};
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
     PyUntypedArrayMethods,
@@ -103,19 +105,23 @@ type Fitted = (Vec<f32>, String, Option<(Vec<f32>, Vec<f32>, bool)>);
 /// phase's report (JSON) and the standardisation, where asked. The GIL is released while it trains; Ctrl-C stops the run within a
 /// step and raises `KeyboardInterrupt`.
 #[pyfunction]
+#[pyo3(signature = (x, y, options, progress=None))]
 fn fit<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
     y: PyReadonlyArray2<'py, f32>,
     options: &str,
+    progress: Option<Bound<'py, PyAny>>,
 ) -> PyResult<FitResult<'py>> {
     let (n, d) = (x.shape()[0], x.shape()[1]);
-    train(py, Features::Dense(row_major(&x)), (n, d), &y, options)
+    let x = Features::Dense(row_major(&x));
+    train(py, x, (n, d), &y, options, progress)
 }
 
 /// [`fit`] on sparse rows: scipy's CSR arrays of an n×d matrix (indices sorted and unique
 /// within each row, as `sum_duplicates` leaves them), trained as sparse data.
 #[pyfunction]
+#[pyo3(signature = (shape, indptr, indices, data, y, options, progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn fit_sparse<'py>(
     py: Python<'py>,
@@ -125,6 +131,7 @@ fn fit_sparse<'py>(
     data: PyReadonlyArray1<'py, f32>,
     y: PyReadonlyArray2<'py, f32>,
     options: &str,
+    progress: Option<Bound<'py, PyAny>>,
 ) -> PyResult<FitResult<'py>> {
     let unsigned = |v: &i64, what: &str| {
         u64::try_from(*v).map_err(|_| PyValueError::new_err(format!("a negative {what}: {v}")))
@@ -144,17 +151,53 @@ fn fit_sparse<'py>(
         .collect::<PyResult<Vec<u32>>>()?;
     let values = data.as_array().to_vec();
     let x = Csr::new(shape.0, shape.1, row_start, cols, values).map_err(to_py)?;
-    train(py, Features::Sparse(Arc::new(x)), shape, &y, options)
+    train(
+        py,
+        Features::Sparse(Arc::new(x)),
+        shape,
+        &y,
+        options,
+        progress,
+    )
+}
+
+/// What the training thread sends: the run's events as they happen (JSON), then its result.
+enum Message {
+    Event(String),
+    Done(bilevel::Result<Fitted>),
+}
+
+/// A run's event as the estimator's progress callback takes it (JSON).
+fn event_json(event: &Event<'_>) -> serde_json::Value {
+    match event {
+        Event::PhaseStart { index, phase } => serde_json::json!({
+            "event": "phase_start",
+            "phase": index,
+            "name": phase.name,
+            "max_steps": phase.stop.max_steps,
+        }),
+        Event::Check { index, check } => serde_json::json!({
+            "event": "check",
+            "phase": index,
+            "check": check,
+        }),
+        Event::PhaseEnd { index, report } => serde_json::json!({
+            "event": "phase_end",
+            "phase": index,
+            "report": report,
+        }),
+    }
 }
 
 /// Trains `x` (n×d) on the targets `y` with `options` on a thread of its own, taking
-/// Python's signals meanwhile.
+/// Python's signals meanwhile and handing the run's events to `progress`.
 fn train<'py>(
     py: Python<'py>,
     x: Features,
     (n, d): (usize, usize),
     y: &PyReadonlyArray2<'py, f32>,
     options: &str,
+    progress: Option<Bound<'py, PyAny>>,
 ) -> PyResult<FitResult<'py>> {
     let options: FitOptions = serde_json::from_str(options)
         .map_err(|e| PyValueError::new_err(format!("bilevel options: {e}")))?;
@@ -192,9 +235,14 @@ fn train<'py>(
                 data = data.with_pos_weight(w)?;
             }
             let mut backend = backend(&options.device)?;
+            let events = done.clone();
+            let mut observer = move |event: Event<'_>| {
+                let _ = events.send(Message::Event(event_json(&event).to_string()));
+            };
             let train_options = TrainOptions {
                 validation: (train_rows < n).then_some(train_rows..n),
                 stop: Some(&flag),
+                observer: Some(&mut observer),
                 ..TrainOptions::default()
             };
             let init = Params::zeros(d, o);
@@ -205,7 +253,7 @@ fn train<'py>(
             Ok((report.params.values, history, standardizer))
         };
         // The receiver outlives the run unless Python itself is going away.
-        let _ = done.send(run());
+        let _ = done.send(Message::Done(run()));
     });
     // The run's result, or the signal that interrupted it (the receiver in a mutex: waited on
     // without the GIL, from whichever thread Python lends).
@@ -218,7 +266,16 @@ fn train<'py>(
             finished.recv_timeout(Duration::from_millis(100))
         });
         match waited {
-            Ok(result) => break Ok(result),
+            Ok(Message::Done(result)) => break Ok(result),
+            Ok(Message::Event(event)) => {
+                if let Some(callback) = &progress
+                    && let Err(error) = callback.call1((event,))
+                {
+                    // The callback's exception ends the run as a signal would.
+                    stop.store(true, Ordering::Relaxed);
+                    break Err(error);
+                }
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if let Err(signal) = py.check_signals() {
                     // Stop at the next step; the run ends (Interrupted) before this raises.

@@ -2,6 +2,7 @@
 and scikit-learn's conventions: targets, errors, pickling, pipelines and search."""
 
 import json
+import logging
 import os
 import pickle
 import subprocess
@@ -315,3 +316,17 @@ def test_devices_and_the_self_check():
     assert chosen["name"] in report["adapter"]
     assert any("sparse" in c["what"] for c in report["checks"])
     assert len(report["checks"]) > 20
+
+
+def test_progress_goes_to_logging_and_with_verbose_to_stderr(caplog, capsys):
+    X, y = breast_cancer()
+    with caplog.at_level(logging.DEBUG, logger="bilevel"):
+        BilevelClassifier(local_steps=10, global_steps=20, check_every=5).fit(X, y)
+    messages = [r.getMessage() for r in caplog.records if r.name == "bilevel"]
+    assert messages[0] == "phase local: at most 10 steps", messages
+    assert any(m.startswith("phase global step 20: loss ") for m in messages), messages
+    assert messages[-1].startswith("phase global: 20 steps, loss "), messages
+    assert capsys.readouterr().err == ""
+    BilevelClassifier(local_steps=10, global_steps=20, verbose=1).fit(X, y)
+    err = capsys.readouterr().err
+    assert "global" in err and "20/20" in err, err
