@@ -330,3 +330,22 @@ def test_progress_goes_to_logging_and_with_verbose_to_stderr(caplog, capsys):
     BilevelClassifier(local_steps=10, global_steps=20, verbose=1).fit(X, y)
     err = capsys.readouterr().err
     assert "global" in err and "20/20" in err, err
+
+
+def test_breast_cancer_csv_gives_the_command_lines_coefficients(tmp_path):
+    # The CSV as both read it (Rust's f32 parse against numpy's, then standardised by the
+    # same library code): the same bits.
+    X, y = load_csv("breast_cancer.csv")
+    model = tmp_path / "model.safetensors"
+    flags = ["--standardize", "--local-steps", "30", "--global-steps", "100", "--balance"]
+    subprocess.run(
+        [cli(), "train", DATA / "breast_cancer.csv", *flags, "-o", model],
+        check=True,
+        capture_output=True,
+    )
+    want = read_safetensors(model)
+    clf = BilevelClassifier(
+        local_steps=30, global_steps=100, class_weight="balanced", standardize=True
+    ).fit(X, y.astype(int))
+    np.testing.assert_array_equal(clf.coef_, want["weight"])
+    np.testing.assert_array_equal(clf.intercept_, want["bias"])
