@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: one GPU context, seeded data, tolerant comparison.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod compare;
 
 use std::sync::{Arc, OnceLock};
