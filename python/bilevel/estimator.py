@@ -8,7 +8,12 @@ import scipy.sparse as sp
 from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 
 from . import _native
 from .progress import Progress
@@ -236,9 +241,13 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
         self._kind = "binary" if kind == "binary" else kind
         return np.ascontiguousarray(targets, dtype=np.float32)
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Trains on ``X`` (n_samples × n_features: an array, or a scipy.sparse matrix, which
-        trains as sparse data) and ``y``; returns ``self``."""
+        trains as sparse data) and ``y``; returns ``self``.
+
+        ``sample_weight``: only uniform weights (which leave the mean loss's minimiser as it
+        is) are taken; the engine weighs outputs (``pos_weight``, ``class_weight``), not rows,
+        so other weights raise ``ValueError``."""
         X, y = validate_data(
             self,
             X,
@@ -248,6 +257,13 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
             multi_output=True,
             y_numeric=False,
         )
+        if sample_weight is not None:
+            weights = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+            if not np.all(weights == weights[0]) or weights[0] <= 0:
+                raise ValueError(
+                    "sample_weight: only uniform positive weights are supported; the engine "
+                    "weighs each output's positives (pos_weight, class_weight), not rows"
+                )
         targets = self._targets(y)
         options = self._options(targets)
         if sp.issparse(X):
