@@ -73,9 +73,10 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
     verbose : int
         0: progress only through the ``bilevel`` logger (phases at INFO, checks at DEBUG); 1:
         also a progress bar per phase on stderr (tqdm's where it is installed).
-    device : {"gpu", "cpu"}
-        The wgpu adapter (chosen by wgpu's conventions, e.g. ``WGPU_ADAPTER_NAME``) or the
-        CPU reference.
+    device : "gpu", "cpu" or str
+        ``"gpu"``: the wgpu adapter wgpu's conventions choose (``WGPU_ADAPTER_NAME``,
+        ``WGPU_POWER_PREF``); ``"cpu"``: the CPU reference (f64); another string: the first
+        adapter whose name contains it (``bilevel.devices()`` lists them).
 
     Attributes
     ----------

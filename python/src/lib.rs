@@ -3,6 +3,7 @@
 //! itself (phases, the validation split, positive weights, the backends) is the library's, as
 //! `bilevel train` runs it, so both give the same parameters for the same options.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -41,7 +42,7 @@ struct FitOptions {
     /// Z-score the features with the training rows' statistics (sparse data: scaled only).
     #[serde(default)]
     standardize: bool,
-    /// `gpu` or `cpu` (the f64 reference).
+    /// `gpu`, `cpu` (the f64 reference) or part of an adapter's name.
     device: String,
 }
 
@@ -56,27 +57,35 @@ fn to_py(error: Error) -> PyErr {
     }
 }
 
-/// The process's GPU context, made at the first GPU fit: its kernels are built once.
-fn context() -> bilevel::Result<Arc<GpuContext>> {
-    static CONTEXT: Mutex<Option<Arc<GpuContext>>> = Mutex::new(None);
-    let mut held = CONTEXT
+/// The process's GPU context for `device` ('gpu': wgpu's choice; else an adapter-name
+/// substring), made at its first fit: its kernels are built once.
+fn context(device: &str) -> bilevel::Result<Arc<GpuContext>> {
+    static CONTEXTS: Mutex<BTreeMap<String, Arc<GpuContext>>> = Mutex::new(BTreeMap::new());
+    let mut held = CONTEXTS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(context) = held.as_ref() {
+    if let Some(context) = held.get(device) {
         return Ok(Arc::clone(context));
     }
-    let context = Arc::new(GpuContext::new()?);
-    *held = Some(Arc::clone(&context));
+    let context = Arc::new(match device {
+        "gpu" => GpuContext::new()?,
+        name => GpuContext::with_adapter_name(name).map_err(|e| match e {
+            Error::Config(why) => Error::Config(format!("device '{name}': {why}")),
+            other => other,
+        })?,
+    });
+    held.insert(device.to_string(), Arc::clone(&context));
     Ok(context)
 }
 
+/// The backend `device` names: 'cpu' (the f64 reference), 'gpu' or an adapter's name.
 fn backend(device: &str) -> bilevel::Result<Box<dyn Backend>> {
     match device {
-        "gpu" => Ok(Box::new(GpuBackend::new(context()?))),
         "cpu" => Ok(Box::new(CpuBackend::new())),
-        other => Err(Error::Config(format!(
-            "device '{other}': it must be 'gpu' or 'cpu'"
-        ))),
+        "" => Err(Error::Config(
+            "device '': give 'gpu', 'cpu' or part of an adapter's name".into(),
+        )),
+        name => Ok(Box::new(GpuBackend::new(context(name)?))),
     }
 }
 
@@ -361,7 +370,7 @@ fn devices() -> PyResult<String> {
 #[pyfunction]
 fn check(py: Python<'_>) -> PyResult<String> {
     py.detach(|| {
-        let context = context()?;
+        let context = context("gpu")?;
         let checks = bilevel::selfcheck::run(Arc::clone(&context))?;
         let report = serde_json::json!({
             "adapter": context.describe(),

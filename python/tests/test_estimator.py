@@ -179,7 +179,7 @@ def test_bad_input_raises_value_error(change, message):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(device="tpu"), "device 'tpu'"),
+        (dict(device="no such adapter"), "device 'no such adapter': no adapter's name"),
         (dict(global_optimizer="lbfgs"), "lbfgs"),
         (dict(local_params="features:9..3"), "feature range 9..3"),
         (dict(class_weight="even"), "class_weight"),
@@ -341,6 +341,11 @@ def test_devices_and_the_self_check():
     assert sum(a["chosen"] for a in adapters) == 1, adapters
     chosen = next(a for a in adapters if a["chosen"])
     assert chosen["name"] and chosen["max_storage_binding"] > 0 and chosen["plans"]
+    # An adapter by part of its name: the same run as wgpu's own choice here.
+    part = chosen["name"].split()[0]
+    named = BilevelClassifier(global_steps=20, device=part).fit(*breast_cancer())
+    default = BilevelClassifier(global_steps=20).fit(*breast_cancer())
+    np.testing.assert_array_equal(named.coef_, default.coef_)
     report = bilevel.check()
     assert report["passed"], [c for c in report["checks"] if not c["pass"]]
     assert chosen["name"] in report["adapter"]

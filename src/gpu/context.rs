@@ -57,6 +57,31 @@ impl GpuContext {
         Self::on_adapter(adapter).await
     }
 
+    /// As [`GpuContext::new`], on the first adapter whose name contains `name` (ignoring
+    /// case); an error lists the adapters there are.
+    pub fn with_adapter_name(name: &str) -> Result<Self> {
+        pollster::block_on(async {
+            let instance = instance();
+            match adapter_named(&instance, name).await {
+                Some(adapter) => Self::on_adapter(adapter).await,
+                None => {
+                    let all = instance
+                        .enumerate_adapters(wgpu::Backends::PRIMARY.with_env())
+                        .await;
+                    let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+                    Err(Error::Config(format!(
+                        "no adapter's name contains '{name}'; the adapters: {}",
+                        if names.is_empty() {
+                            "none".into()
+                        } else {
+                            names.join(", ")
+                        }
+                    )))
+                }
+            }
+        })
+    }
+
     async fn on_adapter(adapter: wgpu::Adapter) -> Result<Self> {
         let info = adapter.get_info();
         // The adapter's real limits: wgpu's defaults would cap a storage binding at 128 MiB
@@ -392,19 +417,23 @@ fn instance() -> wgpu::Instance {
 
 /// The adapter wgpu's conventions pick: the first whose name contains `WGPU_ADAPTER_NAME`, else
 /// the one `request_adapter` prefers under `WGPU_POWER_PREF`.
+/// The first adapter whose name contains `name`, ignoring case.
+async fn adapter_named(instance: &wgpu::Instance, name: &str) -> Option<wgpu::Adapter> {
+    let wanted = name.to_lowercase();
+    instance
+        .enumerate_adapters(wgpu::Backends::PRIMARY.with_env())
+        .await
+        .into_iter()
+        .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+}
+
 async fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
     match std::env::var("WGPU_ADAPTER_NAME") {
-        Ok(wanted) => {
-            let wanted_lower = wanted.to_lowercase();
-            instance
-                .enumerate_adapters(wgpu::Backends::PRIMARY.with_env())
-                .await
-                .into_iter()
-                .find(|a| a.get_info().name.to_lowercase().contains(&wanted_lower))
-                .ok_or_else(|| Error::NoAdapter {
-                    detail: format!(" matching WGPU_ADAPTER_NAME={wanted}"),
-                })
-        }
+        Ok(wanted) => adapter_named(instance, &wanted)
+            .await
+            .ok_or_else(|| Error::NoAdapter {
+                detail: format!(" matching WGPU_ADAPTER_NAME={wanted}"),
+            }),
         Err(_) => instance
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
