@@ -74,7 +74,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         let sparse = Csr::new(args.n, args.d, row_start, cols, values)?;
         let y: Vec<f32> = (0..args.n).map(|_| rng.random_range(0..2) as f32).collect();
-        let layouts = [Features::Dense(sparse.to_dense()), sparse.into()];
+        let layouts = [Features::Dense(sparse.to_dense().into()), sparse.into()];
         let init = data::linear_init(args.d, 1, 1);
         let mask = ParamSubset::All.mask(args.d, 1)?;
         let mut backends = Vec::new();

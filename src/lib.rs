@@ -26,6 +26,7 @@ pub mod bench;
 pub mod config;
 pub mod cpu;
 pub mod data;
+pub mod dense;
 pub mod error;
 pub mod gpu;
 pub mod io;
@@ -41,6 +42,7 @@ pub mod standardize;
 pub mod trainer;
 
 pub use backend::{Backend, Evaluation, OptimizerState};
+pub use dense::{DenseSource, DenseValues};
 pub use error::{Error, Result};
 pub use model::{Dataset, Params};
 pub use phase::{

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::dense::DenseValues;
 use crate::{Error, Result};
 
 /// An n×d matrix in compressed sparse rows: row i's nonzeros are `cols[row_start[i] ..
@@ -198,15 +199,15 @@ impl Layout {
 /// A data set's features: row-major dense, or sparse rows.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Features {
-    /// Row-major n×d values.
-    Dense(Vec<f32>),
+    /// Row-major n×d values, owned or shared with their owner.
+    Dense(DenseValues),
     /// Compressed sparse rows, shared: a backend keeps the rows without copying them.
     Sparse(Arc<Csr>),
 }
 
 impl From<Vec<f32>> for Features {
     fn from(x: Vec<f32>) -> Self {
-        Features::Dense(x)
+        Features::Dense(x.into())
     }
 }
 
@@ -220,7 +221,7 @@ impl Features {
     /// The dense values, if dense.
     pub fn dense(&self) -> Option<&[f32]> {
         match self {
-            Features::Dense(x) => Some(x),
+            Features::Dense(x) => Some(&x[..]),
             Features::Sparse(_) => None,
         }
     }
@@ -251,12 +252,11 @@ impl Features {
     /// The rows `order` lists, in that order (`d` features a row).
     pub fn select_rows(&self, d: usize, order: &[usize]) -> Self {
         match self {
-            Features::Dense(x) => Features::Dense(
-                order
-                    .iter()
-                    .flat_map(|&i| x[i * d..(i + 1) * d].iter().copied())
-                    .collect(),
-            ),
+            Features::Dense(x) => order
+                .iter()
+                .flat_map(|&i| x[i * d..(i + 1) * d].iter().copied())
+                .collect::<Vec<f32>>()
+                .into(),
             Features::Sparse(x) => x.select_rows(order).into(),
         }
     }
@@ -264,8 +264,8 @@ impl Features {
     /// Appends `other`'s rows, in `self`'s layout.
     pub fn append(&mut self, d: usize, other: Features) {
         match (self, other) {
-            (Features::Dense(x), Features::Dense(more)) => x.extend(more),
-            (Features::Dense(x), Features::Sparse(more)) => x.extend(more.to_dense()),
+            (Features::Dense(x), Features::Dense(more)) => x.to_mut().extend(more.iter()),
+            (Features::Dense(x), Features::Sparse(more)) => x.to_mut().extend(more.to_dense()),
             (Features::Sparse(x), Features::Sparse(more)) => Arc::make_mut(x).append(&more),
             (Features::Sparse(x), Features::Dense(more)) => {
                 Arc::make_mut(x).append(&Csr::from_dense(more.len() / d.max(1), d, &more))
@@ -276,7 +276,7 @@ impl Features {
     /// Into dense values (n rows).
     pub fn into_dense(self) -> Vec<f32> {
         match self {
-            Features::Dense(x) => x,
+            Features::Dense(x) => x.into_vec(),
             Features::Sparse(x) => x.to_dense(),
         }
     }

@@ -94,7 +94,7 @@ impl Standardizer {
         let d = self.mean.len();
         match x {
             Features::Dense(x) => {
-                for row in x.chunks_exact_mut(d) {
+                for row in x.to_mut().chunks_exact_mut(d) {
                     for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
                         *v = (*v - m) / s;
                     }

@@ -296,7 +296,7 @@ fn sparse_runs_match_reference() {
 fn dense_and_sparse_runs_agree_and_sparse_runs_repeat_bitwise() {
     let (sparse, init) = sparse_problem(400, 120, 2, 0.08, 21);
     let dense = Dataset {
-        x: Features::Dense(sparse.x.sparse().unwrap().to_dense()),
+        x: Features::Dense(sparse.x.sparse().unwrap().to_dense().into()),
         ..sparse.clone()
     };
     let phases = [

@@ -4,7 +4,7 @@
 //! `bilevel train` runs it, so both give the same parameters for the same options.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +15,8 @@ use bilevel::gpu::{GpuBackend, GpuContext};
 use bilevel::model_file;
 use bilevel::standardize::Standardizer;
 use bilevel::{
-    Backend, Csr, Dataset, Error, Event, Features, Params, TrainOptions, prepare, train_with,
+    Backend, Csr, Dataset, DenseSource, DenseValues, Error, Event, Features, Params, TrainOptions,
+    prepare, train_with,
 };
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
@@ -89,13 +90,40 @@ fn backend(device: &str) -> bilevel::Result<Box<dyn Backend>> {
     }
 }
 
-/// A 2-D float32 array's values in row-major order: one copy, straight from its buffer where
-/// it is C-contiguous.
+/// Bytes of X this module copied (arrays not already C-contiguous float32).
+static INPUT_BYTES_COPIED: AtomicU64 = AtomicU64::new(0);
+
+/// A 2-D float32 array's values in row-major order, copied.
 fn row_major(array: &PyReadonlyArray2<'_, f32>) -> Vec<f32> {
     match array.as_slice() {
         Ok(values) => values.to_vec(),
         Err(_) => array.as_array().iter().copied().collect(),
     }
+}
+
+/// A C-contiguous float32 array's buffer, which a run reads in place.
+struct InPlace {
+    start: *const f32,
+    len: usize,
+}
+
+// SAFETY: `fit` holds the array (and numpy's read-only borrow of it) until the training
+// thread, the only one that reads through this, has ended; nothing keeps the data set after.
+unsafe impl Send for InPlace {}
+unsafe impl Sync for InPlace {}
+
+impl DenseSource for InPlace {
+    fn values(&self) -> &[f32] {
+        // SAFETY: `start` and `len` are the held array's buffer (see the Send impl).
+        unsafe { std::slice::from_raw_parts(self.start, self.len) }
+    }
+}
+
+/// Bytes of X this module and the engine copied so far: C-contiguous float32 arrays are read
+/// in place, so a fit of one that does not change its values copies none.
+#[pyfunction]
+fn copied_bytes() -> u64 {
+    INPUT_BYTES_COPIED.load(Ordering::Relaxed) + bilevel::dense::shared_bytes_copied()
 }
 
 /// The parameters `[W | b]`, the phases' reports (JSON) and the standardisation (mean,
@@ -123,8 +151,18 @@ fn fit<'py>(
     progress: Option<Bound<'py, PyAny>>,
 ) -> PyResult<FitResult<'py>> {
     let (n, d) = (x.shape()[0], x.shape()[1]);
-    let x = Features::Dense(row_major(&x));
-    train(py, x, (n, d), &y, options, progress)
+    // Read in place where the layout is the engine's (held by `x` until `train` returns).
+    let values = match x.as_slice() {
+        Ok(values) => DenseValues::shared(Arc::new(InPlace {
+            start: values.as_ptr(),
+            len: values.len(),
+        })),
+        Err(_) => {
+            INPUT_BYTES_COPIED.fetch_add(4 * (n * d) as u64, Ordering::Relaxed);
+            row_major(&x).into()
+        }
+    };
+    train(py, Features::Dense(values), (n, d), &y, options, progress)
 }
 
 /// [`fit`] on sparse rows: scipy's CSR arrays of an n×d matrix (indices sorted and unique
@@ -392,5 +430,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_model, m)?)?;
     m.add_function(wrap_pyfunction!(devices, m)?)?;
     m.add_function(wrap_pyfunction!(check, m)?)?;
+    m.add_function(wrap_pyfunction!(copied_bytes, m)?)?;
     Ok(())
 }

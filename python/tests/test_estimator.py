@@ -384,3 +384,31 @@ def test_breast_cancer_csv_gives_the_command_lines_coefficients(tmp_path):
     ).fit(X, y.astype(int))
     np.testing.assert_array_equal(clf.coef_, want["weight"])
     np.testing.assert_array_equal(clf.intercept_, want["bias"])
+
+
+def test_float32_c_order_input_is_read_in_place(monkeypatch):
+    from bilevel import _native
+
+    X, y = breast_cancer()
+    seen = []
+    fit = _native.fit
+
+    def spy(x, *args):
+        seen.append(x)
+        return fit(x, *args)
+
+    monkeypatch.setattr(_native, "fit", spy)
+    before = _native.copied_bytes()
+    in_place = BilevelClassifier(global_steps=20).fit(X, y)
+    assert np.shares_memory(seen[-1], X)
+    assert _native.copied_bytes() == before, "float32 C-order X was copied"
+    # Another layout is converted once (by numpy), still not by the engine: the same bits.
+    other = BilevelClassifier(global_steps=20).fit(np.asfortranarray(X), y)
+    assert not np.shares_memory(seen[-1], X)
+    assert _native.copied_bytes() == before
+    np.testing.assert_array_equal(other.coef_, in_place.coef_)
+    # Standardising changes the values: the engine copies them first, the caller's stay.
+    kept = X.copy()
+    BilevelClassifier(global_steps=20, standardize=True).fit(X, y)
+    assert _native.copied_bytes() == before + X.nbytes
+    np.testing.assert_array_equal(X, kept)

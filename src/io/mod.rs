@@ -67,7 +67,7 @@ impl Table {
                         ),
                     ));
                 }
-                Features::Dense(x.to_dense())
+                Features::Dense(x.to_dense().into())
             }
             (x, _) => x,
         };

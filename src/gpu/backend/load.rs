@@ -48,7 +48,7 @@ impl GpuBackend {
         let n_params = o * d + o;
         // Sparse data has no chunks of dense rows: its own arrays come after the run's.
         let (plan, x_dense, sparse_plan) = match &data.x {
-            Features::Dense(x) => (self.plan(n, d, o)?, x.as_slice(), None),
+            Features::Dense(x) => (self.plan(n, d, o)?, &x[..], None),
             Features::Sparse(x) => {
                 let sparse = plan_sparse(
                     self.max_binding,
