@@ -248,7 +248,28 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
 
         ``sample_weight``: only uniform weights (which leave the mean loss's minimiser as it
         is) are taken; the engine weighs outputs (``pos_weight``, ``class_weight``), not rows,
-        so other weights raise ``ValueError``."""
+        so other weights raise ``ValueError``.
+
+        A fit that fails or is interrupted (Ctrl-C) leaves the estimator as it was: unfitted,
+        or with its previous fit."""
+        previous = self._fitted_state()
+        try:
+            return self._fit(X, y, sample_weight)
+        except BaseException:
+            for name in self._fitted_state():
+                delattr(self, name)
+            vars(self).update(previous)
+            raise
+
+    def _fitted_state(self):
+        """The attributes a fit sets."""
+        return {
+            k: v
+            for k, v in vars(self).items()
+            if (k.endswith("_") and not k.startswith("__")) or k in ("_kind", "_standardizer")
+        }
+
+    def _fit(self, X, y, sample_weight):
         X, y = validate_data(
             self,
             X,

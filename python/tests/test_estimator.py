@@ -322,6 +322,15 @@ try:
     print("finished")
 except KeyboardInterrupt:
     print("interrupted", time.monotonic() - sent[0], hasattr(clf, "coef_"))
+# A refit on other labels and features, interrupted: the first fit stays whole.
+first = BilevelClassifier(global_steps=5).fit(X, y)
+coef, classes = first.coef_.copy(), first.classes_.copy()
+threading.Thread(target=interrupt).start()
+try:
+    first.set_params(global_steps=10**8).fit(X[:, :5], np.where(y == 1, "m", "b"))
+except KeyboardInterrupt:
+    kept = (first.coef_ == coef).all() and (first.classes_ == classes).all()
+    print("kept" if kept and first.n_features_in_ == X.shape[1] else "changed")
 """
 
 
@@ -334,6 +343,7 @@ def test_ctrl_c_interrupts_training_within_a_second():
     assert words[:1] == ["interrupted"], out.stdout.decode() + out.stderr.decode()
     assert float(words[1]) < 1.0, f"KeyboardInterrupt {words[1]} s after the signal"
     assert words[2] == "False", "the estimator must stay unfitted"
+    assert words[3:] == ["kept"], "an interrupted refit must keep the previous fit"
 
 
 def test_devices_and_the_self_check():
