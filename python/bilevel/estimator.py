@@ -19,6 +19,28 @@ from . import _native
 from .progress import Progress
 
 
+# The parameters that are the engine's two-level run options (`config::TwoLevel`) as named.
+_RUN_OPTIONS = (
+    "local_optimizer",
+    "local_params",
+    "local_lr",
+    "local_momentum",
+    "local_dampening",
+    "local_weight_decay",
+    "local_steps",
+    "global_optimizer",
+    "global_lr",
+    "global_betas",
+    "global_eps",
+    "global_weight_decay",
+    "global_steps",
+    "batch_size",
+    "tol",
+    "check_every",
+    "patience",
+)
+
+
 class BilevelClassifier(ClassifierMixin, BaseEstimator):
     """Logistic regression (one output per class or label) trained in two levels.
 
@@ -180,28 +202,10 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
         """The run's options as the engine takes them (JSON)."""
         if self.random_state is not None and not isinstance(self.random_state, (int, np.integer)):
             raise ValueError(f"random_state={self.random_state!r}: give an int seed or None")
-        run = {
-            "local_optimizer": self.local_optimizer,
-            "local_params": self.local_params,
-            "local_lr": self.local_lr,
-            "local_momentum": self.local_momentum,
-            "local_dampening": self.local_dampening,
-            "local_nesterov": bool(self.local_nesterov),
-            "local_weight_decay": self.local_weight_decay,
-            "local_steps": self.local_steps,
-            "global_optimizer": self.global_optimizer,
-            "global_lr": self.global_lr,
-            "global_betas": None if self.global_betas is None else list(self.global_betas),
-            "global_eps": self.global_eps,
-            "global_weight_decay": self.global_weight_decay,
-            "global_amsgrad": bool(self.global_amsgrad),
-            "global_steps": self.global_steps,
-            "batch_size": self.batch_size,
-            "seed": 0 if self.random_state is None else int(self.random_state),
-            "tol": self.tol,
-            "check_every": self.check_every,
-            "patience": self.patience,
-        }
+        run = {name: _jsonable(getattr(self, name)) for name in _RUN_OPTIONS}
+        run["local_nesterov"] = bool(self.local_nesterov)
+        run["global_amsgrad"] = bool(self.global_amsgrad)
+        run["seed"] = 0 if self.random_state is None else int(self.random_state)
         return json.dumps(
             {
                 "run": run,

@@ -1,3 +1,4 @@
+#![cfg(test)]
 //! `plan.rs`'s tests: the plan over a table of adapters as wgpu 30 reports them, no GPU.
 
 use super::*;
