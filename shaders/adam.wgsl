@@ -10,8 +10,10 @@
 // from the step count t, exactly as PyTorch computes them.
 //
 // Bindings (group 0):
-//   0 cfg     storage, read    AdamConfig, fixed for a phase
-//   1 info    storage, dynamic StepInfo: t, step_size, bc2_sqrt
+//   0 cfg     storage, read    AdamConfig[M], fixed for a phase: one per model of a lockstep
+//                                run (parameter i is model `model_of(i)`'s), one for a run
+//   1 info    storage, dynamic StepInfo[M]: t, step_size, bc2_sqrt per model (t and blocks
+//                                are the same for all)
 //   2 grad    storage, rw      f32[P]: the gradient, or where it is written (see 8)
 //   3 mask    storage, read    u32[P]: 0 = frozen
 //   4 params  storage, rw      f32[P]
@@ -36,8 +38,8 @@ override WG: u32 = 64u;
 // OPTIMIZER_PARAMS_PER_INVOCATION).
 override PER_INVOCATION: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> cfg: AdamConfig;
-@group(0) @binding(1) var<storage, read> info: StepInfo;
+@group(0) @binding(0) var<storage, read> cfg: array<AdamConfig>;
+@group(0) @binding(1) var<storage, read> info: array<StepInfo>;
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(3) var<storage, read> mask: array<u32>;
 @group(0) @binding(4) var<storage, read_write> params: array<f32>;
@@ -66,23 +68,25 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let first = (wg.x + wg.y * groups.x) * WG * PER_INVOCATION + lid;
-    let c = cfg;
-    let step_size = info.step_size;
-    let bc2_sqrt = info.bc2_sqrt;
-    let blocks = info.blocks;
-    let stride = partial_stride(c.n_params);
+    let lead = cfg[0];
+    let n_params = lead.n_params;
+    let blocks = info[0].blocks;
+    let stride = partial_stride(n_params);
     for (var j = 0u; j < PER_INVOCATION; j++) {
         let i = first + j * WG;
-        if i < c.n_params && mask[i] != 0u {
+        if i < n_params && mask[i] != 0u {
+            let model = model_of(i, lead.d, lead.outputs, n_params);
+            let c = cfg[model];
+            let step = info[model];
             var v_max_i = 0.0;
             if c.amsgrad != 0u {
-                v_max_i = v[c.n_params + i];
+                v_max_i = v[n_params + i];
             }
-            let u = adam_update(c, step_size, bc2_sqrt, params[i], gradient(i, blocks, stride), m[i], v[i], v_max_i);
+            let u = adam_update(c, step.step_size, step.bc2_sqrt, params[i], gradient(i, blocks, stride), m[i], v[i], v_max_i);
             m[i] = u.m;
             v[i] = u.v;
             if c.amsgrad != 0u {
-                v[c.n_params + i] = u.v_max;
+                v[n_params + i] = u.v_max;
             }
             params[i] = u.p;
         }

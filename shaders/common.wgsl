@@ -19,10 +19,18 @@ struct Dims {
     n_params: u32,
     // Floats from one row of X to the next: d rounded up to whole vec4 (zero padding).
     x_stride: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // Outputs of one model: o, or in a lockstep run of models (gpu::backend's `lockstep`) the
+    // data's, each model owning `outputs` of the o; Y has this many per row.
+    outputs: u32,
+    // In a lockstep run, where the model table (bound as pos_weight, whose first o words are
+    // the positive weights) holds each model's held-out fold (−1: none), else NO_TABLE.
+    held_out_at: u32,
+    // … and each row's fold, where models hold folds out, else NO_TABLE.
+    folds_at: u32,
 }
+
+// `Dims::held_out_at` and `folds_at` of a run without them.
+const NO_TABLE: u32 = 0xffffffffu;
 
 // One batch's rows in one row chunk (at a dynamic offset).
 struct ChunkStep {
@@ -32,9 +40,11 @@ struct ChunkStep {
     inv_count: f32,
     // linear_step_rows' rows per block, chosen per batch (the other kernels take Dims').
     rows_per_block: u32,
+    // In a lockstep run: where the model table holds this batch's δ scales, one per fold.
+    scales_at: u32,
+    // The chunk's first row in the data.
+    first_row: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 // What changes from one optimizer step to the next (at a dynamic offset).
@@ -80,8 +90,9 @@ struct SgdConfig {
     weight_decay: f32,
     nesterov: u32,
     n_params: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Features, and outputs per model (`model_of`).
+    d: u32,
+    outputs: u32,
 }
 
 // Adam's scalars for a phase; 1 − β1, 1 − β2 and AdamW's 1 − lr·wd are computed in f64 on the
@@ -96,9 +107,20 @@ struct AdamConfig {
     decoupled: u32,
     amsgrad: u32,
     n_params: u32,
+    // Features, and outputs per model (`model_of`).
+    d: u32,
+    outputs: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+}
+
+// The model parameter i of a wide Linear(d, M·outputs) with n_params parameters belongs to.
+fn model_of(i: u32, d: u32, outputs: u32, n_params: u32) -> u32 {
+    let weights = n_params / (d + 1u) * d;
+    var k = i - weights;
+    if i < weights {
+        k = i / d;
+    }
+    return k / outputs;
 }
 
 // A parameter and its SGD momentum buffer after one step.

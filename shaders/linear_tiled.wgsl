@@ -35,7 +35,7 @@
 //   6 delta     storage, read    f32[count * o]                                   (partial)
 //   7 partials  storage, rw      f32[blocks * S]                                  (partial)
 //   8 y         storage, read    f32[chunk_rows * o]                              (forward)
-//   9 pos_weight storage, read   f32[o]                                           (forward)
+//   9 pos_weight storage, read   f32[o], then a lockstep run's model table (bce.wgsl) (forward)
 //  10 delta_out storage, rw      f32[count * o], the δ buffer bound at 6
 //                                 (forward, with ROW_OUTPUTS or without X_TEXTURE)
 //  11 loss      storage, rw      f32[count * o]                       (forward, ROW_OUTPUTS)
@@ -181,28 +181,51 @@ fn store_output(e: u32, logit: f32, target_: f32, l: f32, g: f32) {
     }
 }
 
+/// Wide output k's δ factor at chunk row `row`: the batch's 1 / (rows · o), or in a lockstep
+/// run its model's, 0 on the rows the model's fold holds out (bce.wgsl's `delta_scale`, over
+/// this kernel's bindings).
+fn delta_scale(k: u32, row: u32) -> f32 {
+    if dims.held_out_at == NO_TABLE {
+        return chunk.inv_count;
+    }
+    let held = pos_weight[dims.held_out_at + k / dims.outputs];
+    if held >= 0.0 && dims.folds_at != NO_TABLE && pos_weight[dims.folds_at + chunk.first_row + row] == held {
+        return 0.0;
+    }
+    return pos_weight[chunk.scales_at + u32(max(held, 0.0))];
+}
+
+/// Output k's target at chunk row `row`: Y has Dims' `outputs` a row (o, or a lockstep run's
+/// outputs per model).
+fn target_at(row: u32, k: u32) -> f32 {
+    return y[row * dims.outputs + k % dims.outputs];
+}
+
 /// δ of outputs k .. k + 3 of batch row p (chunk row `row`), those below k + n, exactly as
-/// bce.wgsl computes it from their logits and positive weights `pw` (1 / (rows · o):
-/// `inv_count`), zero from output k + n on; `store_output` stores each. Four outputs at a
-/// time, with no vector indexed by a variable, so that `forward` hands them to its δ texture
-/// as they are, not gathered into a vector by selects or by an index.
-fn outputs4(p: u32, row: u32, k: u32, n: u32, o: u32, logit: vec4<f32>, pw: vec4<f32>, inv_count: f32) -> vec4<f32> {
+/// bce.wgsl computes it from their logits, positive weights `pw` and δ factors (`delta_scale`),
+/// zero from output k + n on; `store_output` stores each. Four outputs at a time, with no
+/// vector indexed by a variable, so that `forward` hands them to its δ texture as they are,
+/// not gathered into a vector by selects or by an index.
+fn outputs4(p: u32, row: u32, k: u32, n: u32, o: u32, logit: vec4<f32>, pw: vec4<f32>) -> vec4<f32> {
     let e = p * o + k;
-    let i = row * o + k;
     var t = vec4(0.0);
-    t.x = y[i];
+    var scale = vec4(delta_scale(k, row));
+    t.x = target_at(row, k);
     if n > 1u {
-        t.y = y[i + 1u];
+        t.y = target_at(row, k + 1u);
+        scale.y = delta_scale(k + 1u, row);
     }
     if n > 2u {
-        t.z = y[i + 2u];
+        t.z = target_at(row, k + 2u);
+        scale.z = delta_scale(k + 2u, row);
     }
     if n > 3u {
-        t.w = y[i + 3u];
+        t.w = target_at(row, k + 3u);
+        scale.w = delta_scale(k + 3u, row);
     }
     let l = 1.0 + (pw - 1.0) * t;
     let s = vec4(sigmoid(logit.x), sigmoid(logit.y), sigmoid(logit.z), sigmoid(logit.w));
-    let g = (l * s - pw * t) * inv_count;
+    let g = (l * s - pw * t) * scale;
     store_output(e, logit.x, t.x, l.x, g.x);
     if n > 1u {
         store_output(e + 1u, logit.y, t.y, l.y, g.y);
@@ -514,7 +537,6 @@ fn forward(
     var tile_rows = array<u32, 8>(row0, row1, row2, row3, row4, row5, row6, row7);
     let n = min(TILE_OUTPUTS, o - k);
     let o4 = (o + 3u) / 4u;
-    let inv_count = chunk.inv_count;
     let last = o - 1u;
     let b = o * d;
     // Outputs k + 4q .. k + 4q + 3 of the tile's rows, their biases and positive weights
@@ -528,7 +550,7 @@ fn forward(
         let pw = vec4(pos_weight[kq], pos_weight[k1], pos_weight[k2], pos_weight[k3]);
         for (var i = 0u; i < min(8u, count - p0); i++) {
             let logit = sums[i][q] + bias;
-            let g = outputs4(p0 + i, tile_rows[i], kq, n - 4u * q, o, logit, pw, inv_count);
+            let g = outputs4(p0 + i, tile_rows[i], kq, n - 4u * q, o, logit, pw);
             if X_TEXTURE {
                 textureStore(delta_packed, texel((p0 + i) * o4 + k / 4u + q), g);
             }

@@ -6,7 +6,9 @@
 //   p = p − lr·g
 //
 // Bindings (group 0):
-//   0 cfg       storage, read    SgdConfig, fixed for a phase; scalars derived in f64 on the host
+//   0 cfg       storage, read    SgdConfig[M], fixed for a phase; scalars derived in f64 on the
+//                                  host; one per model of a lockstep run (parameter i is model
+//                                  `model_of(i)`'s), one for a run
 //   1 info      storage, dynamic StepInfo: t counts the phase's steps from 1
 //   2 grad      storage, rw      f32[P]: the gradient, or where it is written (see 6)
 //   3 mask      storage, read    u32[P]: 0 = frozen
@@ -28,7 +30,7 @@ override WG: u32 = 64u;
 // Parameters per invocation, which load the phase's scalars once for all of them (as adam's).
 override PER_INVOCATION: u32 = 4u;
 
-@group(0) @binding(0) var<storage, read> cfg: SgdConfig;
+@group(0) @binding(0) var<storage, read> cfg: array<SgdConfig>;
 @group(0) @binding(1) var<storage, read> info: StepInfo;
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(3) var<storage, read> mask: array<u32>;
@@ -57,13 +59,15 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let first = (wg.x + wg.y * groups.x) * WG * PER_INVOCATION + lid;
-    let c = cfg;
+    let lead = cfg[0];
+    let n_params = lead.n_params;
     let t = info.t;
     let blocks = info.blocks;
-    let stride = partial_stride(c.n_params);
+    let stride = partial_stride(n_params);
     for (var j = 0u; j < PER_INVOCATION; j++) {
         let i = first + j * WG;
-        if i < c.n_params && mask[i] != 0u {
+        if i < n_params && mask[i] != 0u {
+            let c = cfg[model_of(i, lead.d, lead.outputs, n_params)];
             var buf = 0.0;
             if c.momentum != 0.0 && t > 1u {
                 buf = momentum[i];

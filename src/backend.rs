@@ -9,7 +9,8 @@ use std::ops::Range;
 use bytemuck::{Pod, Zeroable};
 use serde::{Deserialize, Serialize};
 
-use crate::{AdamConfig, Dataset, Optimizer, ParamMask, Params, Result, SgdConfig};
+use crate::lockstep::Lockstep;
+use crate::{AdamConfig, Dataset, Error, Optimizer, ParamMask, Params, Result, SgdConfig};
 
 /// Loss and gradient norm at the current parameters over one batch of rows.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -18,6 +19,16 @@ pub struct Evaluation {
     pub loss: f64,
     /// Euclidean norm of the gradient over the current phase's parameters.
     pub grad_norm: f64,
+}
+
+/// One model's evaluation in a lockstep run, over the rows of a batch it trains on, and the
+/// loss over the rows of the batch its fold holds out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ModelEvaluation {
+    /// Mean loss and gradient norm over the rows it trains on.
+    pub train: Evaluation,
+    /// Mean loss over its held-out rows in the batch, where it holds a fold out.
+    pub held_out_loss: Option<f64>,
 }
 
 /// Optimizer buffers, one value per parameter in the flat `[W | b]` layout.
@@ -94,6 +105,63 @@ pub trait Backend {
     /// Cross-checking: applies one update of the current phase's optimizer with gradient
     /// `grad` as step `t`, without computing a gradient.
     fn apply_update(&mut self, grad: &[f32], t: u64) -> Result<()>;
+
+    /// Uploads the data set and the wide starting parameters of the models `layout` steps in
+    /// lockstep (`Linear(d, M·o)`, see [`Lockstep`]).
+    fn load_lockstep(&mut self, data: &Dataset, init: &Params, layout: &Lockstep) -> Result<()> {
+        if !layout.is_single() {
+            return Err(lockstep_unsupported(&self.describe()));
+        }
+        self.load(data, init)
+    }
+    /// Starts a phase of every model: model m's optimizer (all of one kind), the wide mask.
+    fn begin_lockstep_phase(&mut self, optimizers: &[Optimizer], mask: &ParamMask) -> Result<()> {
+        match optimizers {
+            [one] => self.begin_phase(one, mask),
+            _ => Err(lockstep_unsupported(&self.describe())),
+        }
+    }
+    /// Every model's evaluation over planned batch `batch`.
+    fn evaluate_lockstep(&mut self, batch: usize) -> Result<Vec<ModelEvaluation>> {
+        Ok(vec![ModelEvaluation {
+            train: self.evaluate(batch)?,
+            held_out_loss: None,
+        }])
+    }
+    /// Remembers the parameters of the models marked in `which`.
+    fn snapshot_models(&mut self, which: &[bool]) -> Result<()> {
+        match which {
+            [true] => self.snapshot(),
+            [false] => Ok(()),
+            _ => Err(lockstep_unsupported(&self.describe())),
+        }
+    }
+    /// Returns the models marked in `which` to their last snapshot.
+    fn restore_models(&mut self, which: &[bool]) -> Result<()> {
+        match which {
+            [true] => self.restore(),
+            [false] => Ok(()),
+            _ => Err(lockstep_unsupported(&self.describe())),
+        }
+    }
+    /// How many models of `shape` one lockstep run may hold here.
+    fn lockstep_capacity(&self, shape: crate::DataShape) -> Result<usize> {
+        let _ = shape;
+        Ok(1)
+    }
+    /// Replaces the current phase's mask, keeping the optimizer state: models that stopped
+    /// are frozen where they are.
+    fn set_mask(&mut self, mask: &ParamMask) -> Result<()> {
+        let _ = mask;
+        Err(lockstep_unsupported(&self.describe()))
+    }
+}
+
+/// A backend without lockstep runs of several models.
+fn lockstep_unsupported(backend: &str) -> Error {
+    Error::Config(format!(
+        "{backend} does not train several models in lockstep yet; use the CPU reference"
+    ))
 }
 
 /// `rows` as a batch of row numbers.
@@ -120,8 +188,10 @@ pub struct SgdArgs {
     pub nesterov: u32,
     /// Parameters in the model.
     pub n_params: u32,
-    /// Padding to 16-byte slots.
-    pub _pad: [u32; 2],
+    /// Features, and outputs per model: which model a parameter belongs to in a lockstep run
+    /// (one model of all the outputs by default).
+    pub d: u32,
+    pub outputs: u32,
 }
 
 impl SgdArgs {
@@ -134,7 +204,8 @@ impl SgdArgs {
             weight_decay: cfg.weight_decay as f32,
             nesterov: cfg.nesterov as u32,
             n_params: n_params as u32,
-            _pad: [0; 2],
+            d: 1,
+            outputs: u32::MAX,
         }
     }
 }
@@ -161,8 +232,11 @@ pub struct AdamArgs {
     pub amsgrad: u32,
     /// Parameters in the model.
     pub n_params: u32,
+    /// Features, and outputs per model (see [`SgdArgs`]).
+    pub d: u32,
+    pub outputs: u32,
     /// Padding to 16-byte slots.
-    pub _pad: [u32; 3],
+    pub _pad: u32,
 }
 
 impl AdamArgs {
@@ -178,7 +252,9 @@ impl AdamArgs {
             decoupled: cfg.decoupled as u32,
             amsgrad: cfg.amsgrad as u32,
             n_params: n_params as u32,
-            _pad: [0; 3],
+            d: 1,
+            outputs: u32::MAX,
+            _pad: 0,
         }
     }
 }

@@ -287,7 +287,7 @@ fn paired(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> f64 {
 
 /// Random data of a shape (values in ±1, balanced 0/1 targets; sparse: `--synthetic-sparse`'s
 /// rows), seeded.
-fn random_data(shape: &Shape) -> Result<(Dataset, Params)> {
+pub(crate) fn random_data(shape: &Shape) -> Result<(Dataset, Params)> {
     if let Some(per_row) = shape.nnz_per_row {
         let (data, _) = data::synthetic_sparse(shape.n, shape.d, per_row, 0)?;
         return Ok((data, data::linear_init(shape.d, shape.o, 1)));

@@ -23,6 +23,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod bench_sweep;
 pub mod config;
 pub mod cpu;
 pub mod data;
@@ -30,6 +31,7 @@ pub mod dense;
 pub mod error;
 pub mod gpu;
 pub mod io;
+pub mod lockstep;
 pub mod metrics;
 pub mod model;
 pub mod model_file;
@@ -39,17 +41,20 @@ pub mod prepare;
 pub mod selfcheck;
 pub mod sparse;
 pub mod standardize;
+pub mod sweep;
 pub mod trainer;
 
-pub use backend::{Backend, Evaluation, OptimizerState};
+pub use backend::{Backend, Evaluation, ModelEvaluation, OptimizerState};
 pub use dense::{DenseSource, DenseValues};
 pub use error::{Error, Result};
+pub use lockstep::Lockstep;
 pub use model::{Dataset, Params};
 pub use phase::{
     AdamConfig, Batching, Optimizer, ParamMask, ParamSubset, Phase, SgdConfig, StopReason, StopRule,
 };
 pub use sparse::{Csr, Features};
 pub use trainer::{
-    Check, DataShape, Event, PhaseReport, RunReport, TrainOptions, TrainState, run_digest, train,
-    train_loaded, train_with,
+    Check, DataShape, Event, LockstepReport, ModelReport, PhaseReport, RunReport, TrainOptions,
+    TrainState, lockstep_digest, run_digest, train, train_loaded, train_lockstep,
+    train_lockstep_loaded, train_with,
 };

@@ -27,6 +27,9 @@ struct Cli {
 enum Command {
     /// Train a model on a data set and write it.
     Train(Box<TrainArgs>),
+    /// Cross-validate a grid of configurations: every (configuration, fold) model trained
+    /// together in lockstep runs over the same batches; a table of held-out scores.
+    Sweep(Box<cli::sweep::SweepArgs>),
     /// Probabilities (and labels) of a model on data, as CSV.
     Predict(PredictArgs),
     /// Log-loss, accuracy, precision, recall, F1 and ROC-AUC of a model on labelled data.
@@ -65,6 +68,7 @@ fn run(bars: indicatif::MultiProgress) -> anyhow::Result<ExitCode> {
     match &cli.command {
         None => cli::train::run(&cli.train, bars)?,
         Some(Command::Train(args)) => cli::train::run(args, bars)?,
+        Some(Command::Sweep(args)) => cli::sweep::run(args)?,
         Some(Command::Predict(args)) => cli::predict::predict(args)?,
         Some(Command::Eval(args)) => cli::predict::eval(args)?,
         Some(Command::Devices(args)) => cli::devices::devices(args)?,

@@ -263,6 +263,9 @@ pub enum StopReason {
     GradConverged,
     /// The validation loss did not improve for `patience` checks.
     EarlyStopped,
+    /// The loss was not finite: the model kept its parameters of the last finite check (a
+    /// model of a lockstep run; a run of one model ends with [`crate::Error::Diverged`]).
+    Diverged,
 }
 
 impl std::fmt::Display for StopReason {
@@ -272,6 +275,7 @@ impl std::fmt::Display for StopReason {
             StopReason::LossConverged => "loss converged",
             StopReason::GradConverged => "gradient converged",
             StopReason::EarlyStopped => "early stopping",
+            StopReason::Diverged => "diverged",
         })
     }
 }

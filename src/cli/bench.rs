@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bilevel::bench::{self, ShapeResult, Timing};
+use bilevel::bench_sweep;
 use bilevel::gpu::{GpuContext, StepKernels, XSource};
 use clap::{Args, ValueEnum};
 
@@ -33,6 +34,10 @@ pub struct BenchArgs {
     /// How the GPU's work is timed.
     #[arg(long, value_enum, default_value_t = TimingArg::Auto)]
     pub timing: TimingArg,
+    /// Time sweeps instead: M models stepped in lockstep against M runs of one model, on S2
+    /// (M = 1, 4, 16, 64, 256) and S4 (M = 16) of --shapes.
+    #[arg(long)]
+    pub sweep: bool,
     /// Take the planned step paths without checking them against the CPU reference first
     /// (the checks run at the load, outside the timed steps, but cost time once).
     #[arg(long)]
@@ -122,6 +127,9 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 
 /// Runs `bilevel bench`.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if args.sweep {
+        return run_sweep(args);
+    }
     let shapes: Vec<_> = bench::shapes(args.shrink.max(1))
         .into_iter()
         .filter(|s| args.shapes.iter().any(|n| n.eq_ignore_ascii_case(s.name)))
@@ -222,6 +230,48 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.json {
         write_json(path, &serde_json::to_value(&report)?)?;
+    }
+    Ok(())
+}
+
+/// `bilevel bench --sweep`.
+fn run_sweep(args: &BenchArgs) -> anyhow::Result<()> {
+    let shapes: Vec<_> = bench_sweep::sweep_shapes(args.shrink.max(1))
+        .into_iter()
+        .filter(|(s, _)| args.shapes.iter().any(|n| n.eq_ignore_ascii_case(s.name)))
+        .collect();
+    if shapes.is_empty() {
+        return Err(bilevel::Error::Config(format!(
+            "--sweep --shapes {:?}: the sweep shapes are S2 and S4",
+            args.shapes
+        ))
+        .into());
+    }
+    let context = GpuContext::new()?;
+    context.set_verify(!args.no_verify);
+    let context = Arc::new(context);
+    let adapter = context.describe();
+    let results = bench_sweep::run_sweep(context, &shapes, args.repeats)?;
+    println!("{adapter} — wall clock");
+    println!(
+        "{:<3} {:>7} {:>5} {:>6} {:>7} {:>12} {:>12} {:>9}",
+        "", "n", "d", "batch", "models", "sweep ms", "one ms", "ratio"
+    );
+    for r in &results {
+        println!(
+            "{:<3} {:>7} {:>5} {:>6} {:>7} {:>12.2} {:>12.2} {:>9}",
+            r.shape,
+            r.n,
+            r.d,
+            r.batch.map_or("full".into(), |b| b.to_string()),
+            r.models,
+            r.lockstep_step_ms,
+            r.single_step_ms,
+            format!("1/{:.1}", 1.0 / r.ratio)
+        );
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &serde_json::to_value(&results)?)?;
     }
     Ok(())
 }

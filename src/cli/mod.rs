@@ -8,5 +8,6 @@ pub mod predict;
 pub mod progress;
 pub mod shaders;
 pub mod signals;
+pub mod sweep;
 pub mod table;
 pub mod train;

@@ -8,13 +8,14 @@ use bilevel::config::{RunConfig, TwoLevel};
 use bilevel::cpu::CpuBackend;
 use bilevel::gpu::{GpuBackend, GpuContext};
 use bilevel::io::write_atomically;
+use bilevel::lockstep::stratified_folds;
 use bilevel::metrics::{self, Metrics};
 use bilevel::model_file::{load_checkpoint, load_model, save_checkpoint, save_model};
 use bilevel::prepare;
 use bilevel::standardize::Standardizer;
 use bilevel::{
-    Backend, DataShape, Dataset, Error, Params, RunReport, TrainOptions, TrainState, run_digest,
-    train_loaded, train_with,
+    Backend, DataShape, Dataset, Error, Lockstep, Params, RunReport, TrainOptions, TrainState,
+    lockstep_digest, train_lockstep, train_lockstep_loaded,
 };
 use clap::{Args, ValueEnum};
 use indicatif::MultiProgress;
@@ -84,6 +85,14 @@ pub struct TrainArgs {
     /// Validation rows from another file of the same layout.
     #[arg(long, value_name = "FILE")]
     pub validation_data: Option<PathBuf>,
+    /// Cut the rows into K folds, stratified per output and seeded by --seed (`train`: with
+    /// --fold, train on the other folds and validate on that one; `sweep`: cross-validate).
+    #[arg(long, value_name = "K")]
+    pub folds: Option<usize>,
+    /// With --folds: the fold held out (0-based): the run trains on the others' rows and
+    /// validates on its rows, as `bilevel sweep` trains that fold's model.
+    #[arg(long, value_name = "I", requires = "folds")]
+    pub fold: Option<usize>,
     /// Early stopping of the global phase: stop after this many checks without a better
     /// validation loss, keeping the best parameters.
     #[arg(long, value_name = "CHECKS")]
@@ -241,6 +250,11 @@ impl TrainArgs {
             })?;
             return Ok(RunConfig::from_toml(&text, path)?);
         }
+        Ok(self.two_level()?.run_config())
+    }
+
+    /// The two-level run the phase flags describe.
+    pub(super) fn two_level(&self) -> anyhow::Result<TwoLevel> {
         let betas = match self.global_betas.as_deref() {
             None => None,
             Some([b1, b2]) => Some([*b1, *b2]),
@@ -274,22 +288,22 @@ impl TrainArgs {
             check_every: self.check_every,
             patience: self.patience,
         };
-        Ok(two_level.run_config())
+        Ok(two_level)
     }
 }
 
 /// The training data after splitting and standardising: rows `0..train` train, the rest
 /// validate.
-struct Prepared {
-    data: Dataset,
-    train_rows: usize,
-    standardizer: Option<Standardizer>,
-    feature_names: Vec<String>,
-    label_names: Vec<String>,
-    source: String,
+pub(super) struct Prepared {
+    pub data: Dataset,
+    pub train_rows: usize,
+    pub standardizer: Option<Standardizer>,
+    pub feature_names: Vec<String>,
+    pub label_names: Vec<String>,
+    pub source: String,
 }
 
-fn prepare(args: &TrainArgs) -> anyhow::Result<Prepared> {
+pub(super) fn prepare(args: &TrainArgs) -> anyhow::Result<Prepared> {
     let (table, source) = match (&args.data, &args.synthetic, &args.synthetic_sparse) {
         (Some(path), _, _) => (args.source.read(path, None)?, path.display().to_string()),
         (None, Some(spec), _) => (synthetic(spec)?, format!("synthetic {spec}")),
@@ -407,7 +421,14 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
         BackendChoice::Cpu => Box::new(CpuBackend::new()),
     };
     let validation = (train_rows < data.n).then_some(train_rows..data.n);
-    let digest = run_digest(&data, &init, &phases, &validation);
+    let layout = fold_layout(args, &data)?;
+    let digest = lockstep_digest(
+        &data,
+        &init,
+        &layout,
+        std::slice::from_ref(&phases),
+        &validation,
+    );
     let resume = match &args.resume {
         Some(path) => {
             let state = load_checkpoint(path)?;
@@ -436,10 +457,12 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
         "sparse": data.x.is_sparse(),
         "pos_weight": data.pos_weight,
         "seed": args.seed,
+        "folds": args.folds,
+        "fold": args.fold,
         "backend": backend.describe(),
         "run": config,
     });
-    backend.load(&data, &init)?;
+    backend.load_lockstep(&data, &init, &layout)?;
     // The backend holds the data now. Keep the host copy only for a run on the CPU reference
     // beside it: peak memory stays near one copy of X on the host plus the device's.
     let compare = args.backend == BackendChoice::Gpu && (args.compare || bundled_data(args));
@@ -467,7 +490,16 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
         resume,
         stop: Some(stop),
     };
-    let outcome = train_loaded(backend.as_mut(), shape, &digest, &init, &phases, options);
+    let outcome = train_lockstep_loaded(
+        backend.as_mut(),
+        shape,
+        &digest,
+        &layout,
+        &init,
+        std::slice::from_ref(&phases),
+        options,
+    )
+    .and_then(|report| report.into_single());
     let report = match outcome {
         Ok(report) => report,
         Err(error @ Error::Diverged { .. }) => {
@@ -498,26 +530,49 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
             validation: validation.clone(),
             ..TrainOptions::default()
         };
-        let reference = train_with(&mut CpuBackend::new(), data, &init, &phases, options)?;
+        let reference = train_lockstep(
+            &mut CpuBackend::new(),
+            data,
+            &layout,
+            &init,
+            std::slice::from_ref(&phases),
+            options,
+        )?
+        .into_single()?;
         print_comparison(&report, &reference);
     }
-    let mut evaluate = |rows: std::ops::Range<usize>| -> anyhow::Result<Vec<Metrics>> {
-        let z = backend.predict(rows.clone())?;
-        let y = &labels[rows.start * shape.o..rows.end * shape.o];
-        Ok(metrics::evaluate(
-            &z,
-            y,
-            shape.o,
-            &label_names,
-            args.threshold,
-        ))
+    // The training rows and the validation rows: a tail, or the fold held out.
+    let (train_set, validation_set): (Vec<usize>, Option<Vec<usize>>) =
+        match (&layout.fold_of_row, args.fold) {
+            (Some(folds), Some(fold)) => {
+                let (held, trained): (Vec<usize>, Vec<usize>) =
+                    (0..shape.n).partition(|&i| folds[i] as usize == fold);
+                (trained, Some(held))
+            }
+            _ => (
+                (0..train_rows).collect(),
+                validation.clone().map(|v| v.collect()),
+            ),
+        };
+    let mut evaluate = |rows: &[usize]| -> anyhow::Result<Vec<Metrics>> {
+        let (Some(&first), Some(&last)) = (rows.first(), rows.last()) else {
+            return Ok(Vec::new());
+        };
+        let z = backend.predict(first..last + 1)?;
+        let o = shape.o;
+        let (z, y): (Vec<f32>, Vec<f32>) = rows
+            .iter()
+            .flat_map(|&i| (0..o).map(move |k| (i, k)))
+            .map(|(i, k)| (z[(i - first) * o + k], labels[i * o + k]))
+            .unzip();
+        Ok(metrics::evaluate(&z, &y, o, &label_names, args.threshold))
     };
-    let train_metrics = evaluate(0..train_rows)?;
-    println!("\ntraining rows ({train_rows}):");
+    let train_metrics = evaluate(&train_set)?;
+    println!("\ntraining rows ({}):", train_set.len());
     print_metrics(&train_metrics);
-    let validation_metrics = match validation {
+    let validation_metrics = match &validation_set {
         Some(rows) => {
-            let m = evaluate(rows.clone())?;
+            let m = evaluate(rows)?;
             println!("\nvalidation rows ({}):", rows.len());
             print_metrics(&m);
             Some(m)
@@ -585,6 +640,36 @@ fn print_comparison(gpu: &RunReport, cpu: &RunReport) {
         "GPU vs CPU reference: max |Δparam| {max_param:.3e}, max relative loss difference over {} checks {max_loss:.3e}",
         gpu.phases.iter().map(|p| p.checks.len()).sum::<usize>()
     );
+}
+
+/// The layout of a run of one model: on every row, or (--folds K --fold I) on the rows
+/// outside fold I of K.
+fn fold_layout(args: &TrainArgs, data: &Dataset) -> anyhow::Result<Lockstep> {
+    if args.folds.is_some() && (args.validation.is_some() || args.validation_data.is_some()) {
+        return Err(Error::Config(
+            "--folds validates on the fold held out; --validation holds out a tail: give one"
+                .into(),
+        )
+        .into());
+    }
+    match (args.folds, args.fold) {
+        (Some(k), Some(i)) => {
+            if i >= k {
+                return Err(Error::Config(format!(
+                    "--fold {i}: the folds of --folds {k} are numbered 0 to {}",
+                    k - 1
+                ))
+                .into());
+            }
+            let folds = stratified_folds(&data.y, data.n, data.o, k, args.seed)?;
+            Ok(Lockstep::with_folds(data.o, folds, vec![i as u32]))
+        }
+        (Some(k), None) => Err(Error::Config(format!(
+            "--folds {k} needs --fold I, the fold to hold out (bilevel sweep cross-validates over all of them)"
+        ))
+        .into()),
+        _ => Ok(Lockstep::single(data.o)),
+    }
 }
 
 /// Whether the run trains the bundled data (no file, nothing generated).

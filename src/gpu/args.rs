@@ -7,6 +7,10 @@ use bytemuck::{Pod, Zeroable};
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
 
 /// The `Dims` arguments: fixed for a run.
+/// `Dims::held_out_at`, `folds_at` and `ChunkStep::scales_at` where there is no such table
+/// (common.wgsl's `NO_TABLE`).
+pub(crate) const NO_TABLE: u32 = u32::MAX;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub(crate) struct Dims {
@@ -15,7 +19,9 @@ pub(crate) struct Dims {
     pub(crate) rows_per_block: u32,
     pub(crate) n_params: u32,
     pub(crate) x_stride: u32,
-    pub(crate) _pad: [u32; 3],
+    pub(crate) outputs: u32,
+    pub(crate) held_out_at: u32,
+    pub(crate) folds_at: u32,
 }
 
 /// The `ChunkStep` arguments: one batch's rows in one chunk.
@@ -27,7 +33,9 @@ pub(crate) struct ChunkStep {
     pub(crate) block_base: u32,
     pub(crate) inv_count: f32,
     pub(crate) rows_per_block: u32,
-    pub(crate) _pad: [u32; 3],
+    pub(crate) scales_at: u32,
+    pub(crate) first_row: u32,
+    pub(crate) _pad: u32,
 }
 
 /// `train_steps.wgsl`'s `StepsJob`: which step list entries one dispatch runs.
@@ -105,11 +113,32 @@ macro_rules! arg_struct {
 /// Every argument struct the host uploads, with the WGSL struct it fills.
 pub fn arg_structs() -> Vec<ArgStruct> {
     vec![
-        arg_struct!(Dims, "Dims", [d, o, rows_per_block, n_params, x_stride]),
+        arg_struct!(
+            Dims,
+            "Dims",
+            [
+                d,
+                o,
+                rows_per_block,
+                n_params,
+                x_stride,
+                outputs,
+                held_out_at,
+                folds_at
+            ]
+        ),
         arg_struct!(
             ChunkStep,
             "ChunkStep",
-            [count, row_offset, block_base, inv_count, rows_per_block]
+            [
+                count,
+                row_offset,
+                block_base,
+                inv_count,
+                rows_per_block,
+                scales_at,
+                first_row
+            ]
         ),
         arg_struct!(StepArgs, "StepInfo", [t, blocks, step_size, bc2_sqrt]),
         arg_struct!(
@@ -121,7 +150,9 @@ pub fn arg_structs() -> Vec<ArgStruct> {
                 one_minus_dampening,
                 weight_decay,
                 nesterov,
-                n_params
+                n_params,
+                d,
+                outputs
             ]
         ),
         arg_struct!(
@@ -136,7 +167,9 @@ pub fn arg_structs() -> Vec<ArgStruct> {
                 one_minus_beta2,
                 decoupled,
                 amsgrad,
-                n_params
+                n_params,
+                d,
+                outputs
             ]
         ),
         arg_struct!(StepsJob, "StepsJob", [first, count]),

@@ -398,7 +398,11 @@ impl GpuBackend {
         let count = batches.len();
         let ctx = Arc::clone(&self.context);
         let counters = Arc::clone(&self.counters);
-        let kernels = self.kernels;
+        // A lockstep run steps with the tiled or separate kernels its load planned.
+        let kernels = match self.run()?.lockstep {
+            Some(_) => StepKernels::Separate,
+            None => self.kernels,
+        };
         let budget = self.loop_budget();
         let run = self.run_mut()?;
         let optimizer = match &run.phase {
@@ -434,7 +438,7 @@ impl GpuBackend {
             );
         }
         let folded = Self::folds(run, &ctx, kernels, optimizer, batches, budget);
-        let slots_per_step = run.chunks.len() as u64 + 1;
+        let slots_per_step = run.chunks.len() as u64 + run.step_slots();
         // As many steps a submission as the plan allows and the argument ring holds.
         let per_submission = plan::steps_per_submission(ctx.profile(), (widest, x_stride, run.o))
             .unwrap_or(usize::MAX);
@@ -475,7 +479,7 @@ impl GpuBackend {
                         // nothing reads the rows' loss and δ before a check computes them
                         // again.
                         let blocks = Self::encode_gradient(run, &ctx, &mut pass, batch, false);
-                        let info = run.ring.push(&StepArgs { blocks, ..step });
+                        let info = run.push_step(first_t + done as u64, blocks)?;
                         Self::encode_update(run, &ctx, &mut pass, info)?;
                     }
                     done += 1;

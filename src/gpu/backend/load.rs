@@ -10,9 +10,15 @@ impl GpuBackend {
     /// [`StepKernels::Auto`], X's source unless set) is verified first, and a route that
     /// disagrees with the CPU reference is dropped for the next; what the request fixes is
     /// taken as asked.
-    pub(super) fn plan(&self, n: usize, d: usize, o: usize) -> Result<LoadPlan> {
+    pub(super) fn plan(
+        &self,
+        n: usize,
+        d: usize,
+        o: usize,
+        kernels: StepKernels,
+    ) -> Result<LoadPlan> {
         let request = Request {
-            kernels: self.kernels,
+            kernels,
             x_source: self.x_source,
             chunk_rows: self.chunk_rows,
         };
@@ -39,16 +45,44 @@ impl GpuBackend {
     }
 
     /// [`Backend::load`]: plans the run (verified on this adapter), uploads X and Y by chunk
-    /// and creates the run's buffers.
-    pub(super) fn upload(&mut self, data: &Dataset, init: &Params) -> Result<()> {
-        check_params(data, init)?;
+    /// and creates the run's buffers; with `lockstep` the run of its models (the wide
+    /// parameters `init`), stepped with `kernels`.
+    pub(super) fn upload(
+        &mut self,
+        data: &Dataset,
+        init: &Params,
+        lockstep: Option<&Lockstep>,
+        kernels: StepKernels,
+    ) -> Result<()> {
         self.run = None;
         let ctx = Arc::clone(&self.context);
-        let (n, d, o) = (data.n, data.d, data.o);
+        // Y has the data's outputs a row; the parameters and per-row results the wide model's.
+        let (n, d, y_o) = (data.n, data.d, data.o);
+        let (o, models) = match lockstep {
+            Some(layout) => {
+                layout.check(n, y_o)?;
+                (layout.wide_outputs(), layout.models)
+            }
+            None => (y_o, 1),
+        };
         let n_params = o * d + o;
+        if (init.d, init.o, init.values.len()) != (d, o, n_params) {
+            return Err(Error::Shape(format!(
+                "parameters are Linear({}, {}) with {} values but the run is Linear({d}, {o})",
+                init.d,
+                init.o,
+                init.values.len()
+            )));
+        }
+        let table = lockstep.map(|layout| ModelTable::new(layout, &data.pos_weight_or_ones(), n));
         // Sparse data has no chunks of dense rows: its own arrays come after the run's.
         let (plan, x_dense, sparse_plan) = match &data.x {
-            Features::Dense(x) => (self.plan(n, d, o)?, &x[..], None),
+            Features::Dense(x) => (self.plan(n, d, o, kernels)?, &x[..], None),
+            Features::Sparse(_) if lockstep.is_some() => {
+                return Err(Error::Config(
+                    "sparse data in a lockstep run of several models is not built on the GPU yet; use the CPU reference (--backend cpu)".into(),
+                ));
+            }
             Features::Sparse(x) => {
                 let sparse = plan_sparse(
                     self.max_binding,
@@ -92,7 +126,9 @@ impl GpuBackend {
                 rows_per_block,
                 n_params: n_params as u32,
                 x_stride: x_stride as u32,
-                _pad: [0; 3],
+                outputs: y_o as u32,
+                held_out_at: table.as_ref().map_or(NO_TABLE, |t| t.held_out_at),
+                folds_at: table.as_ref().map_or(NO_TABLE, |t| t.folds_at),
             }),
         );
         let ring = ArgRing::new(&ctx.device, ctx.limits.min_storage_buffer_offset_alignment);
@@ -109,7 +145,10 @@ impl GpuBackend {
         let amsgrad_room = 2 * p_bytes <= self.max_binding;
         let v_bytes = moment_bytes.max(if amsgrad_room { 2 * p_bytes } else { p_bytes });
         let v = self.storage("adam v, v_max", v_bytes)?;
-        let pos_weight = self.storage("pos_weight", o as u64 * 4)?;
+        let pos_weight = match &table {
+            Some(t) => self.storage("model table (pos_weight, folds, δ scales)", t.bytes())?,
+            None => self.storage("pos_weight", o as u64 * 4)?,
+        };
         let reduce_partials = self.storage(
             "reduce partials",
             // The loss's partials by chunk or slice, then the gradient's.
@@ -120,8 +159,11 @@ impl GpuBackend {
             (STEP_LIST * std::mem::size_of::<StepEntry>()) as u64,
         )?;
         let scalars = self.storage("scalars", 8)?;
-        let sgd_args = self.args("sgd args", std::mem::size_of::<SgdArgs>() as u64);
-        let adam_args = self.args("adam args", std::mem::size_of::<AdamArgs>() as u64);
+        let sgd_args = self.args("sgd args", (models * std::mem::size_of::<SgdArgs>()) as u64);
+        let adam_args = self.args(
+            "adam args",
+            (models * std::mem::size_of::<AdamArgs>()) as u64,
+        );
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("staging"),
             size: p_bytes.max(1 << 20),
@@ -132,11 +174,16 @@ impl GpuBackend {
             .write_buffer(&params, 0, bytemuck::cast_slice(&init.values));
         ctx.queue
             .write_buffer(&saved, 0, bytemuck::cast_slice(&init.values));
-        ctx.queue.write_buffer(
-            &pos_weight,
-            0,
-            bytemuck::cast_slice(&data.pos_weight_or_ones()),
-        );
+        match &table {
+            Some(t) => ctx
+                .queue
+                .write_buffer(&pos_weight, 0, bytemuck::cast_slice(&t.head)),
+            None => ctx.queue.write_buffer(
+                &pos_weight,
+                0,
+                bytemuck::cast_slice(&data.pos_weight_or_ones()),
+            ),
+        }
         write_mask(&ctx.queue, &mask, &vec![true; n_params]);
 
         let k = &ctx.kernels;
@@ -145,7 +192,7 @@ impl GpuBackend {
             let first_row = c * rows_per_chunk;
             let rows = (n - first_row).min(rows_per_chunk);
             let x = self.storage(&format!("x chunk {c}"), (rows * x_stride) as u64 * 4)?;
-            let y = self.storage(&format!("y chunk {c}"), (rows * o) as u64 * 4)?;
+            let y = self.storage(&format!("y chunk {c}"), (rows * y_o) as u64 * 4)?;
             // Upload in pieces of at most UPLOAD_BYTES, each flushed before the next, so
             // the staging memory alive at once stays small whatever the size of X.
             let rows_per_piece = (UPLOAD_BYTES / (4 * x_stride.max(o)) as u64).max(1) as usize;
@@ -168,9 +215,12 @@ impl GpuBackend {
                     ctx.queue
                         .write_buffer(&x, offset, bytemuck::cast_slice(&padded));
                 }
-                let rows_of_y = &data.y[(first_row + start) * o..(first_row + end) * o];
-                ctx.queue
-                    .write_buffer(&y, (start * o * 4) as u64, bytemuck::cast_slice(rows_of_y));
+                let rows_of_y = &data.y[(first_row + start) * y_o..(first_row + end) * y_o];
+                ctx.queue.write_buffer(
+                    &y,
+                    (start * y_o * 4) as u64,
+                    bytemuck::cast_slice(rows_of_y),
+                );
                 ctx.queue.submit([]);
                 ctx.wait("uploading the data")?;
             }
@@ -295,6 +345,13 @@ impl GpuBackend {
             gemm: None,
             timer: None,
             sparse: None,
+            lockstep: lockstep.zip(table).map(|(layout, table)| LockstepRun {
+                layout: layout.clone(),
+                scales_at: table.scales_at,
+                folds: table.folds,
+                batches: Vec::new(),
+                optimizers: Vec::new(),
+            }),
         });
         if let (Features::Sparse(x), Some(plan)) = (&data.x, sparse_plan) {
             let sparse = self.upload_sparse(x, &data.y, plan, &self.run()?.reduce_partials)?;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytemuck::Pod;
 
-use super::args::{ChunkStep, Dims, ReduceJob, StepEntry, StepsJob};
+use super::args::{ChunkStep, Dims, NO_TABLE, ReduceJob, StepEntry, StepsJob};
 use super::context::GpuContext;
 use super::kernels::{Kernel, LazyPipeline, RowsPair, RowsStep, X_TEXTURE_FORMAT};
 use super::plan;
@@ -36,17 +36,22 @@ use super::verify;
 
 mod encode;
 mod load;
+mod lockstep;
 mod probes;
 mod resources;
 mod sparse;
 mod work;
 
+use crate::backend::ModelEvaluation;
 use crate::backend::{AdamArgs, SgdArgs, StepArgs};
-use crate::cpu::{check_batches, check_params, check_state};
+use crate::cpu::{check_batches, check_state};
+use crate::lockstep::Lockstep;
 use crate::{
-    Backend, Dataset, Error, Evaluation, Optimizer, OptimizerState, ParamMask, Params, Result,
+    Backend, DataShape, Dataset, Error, Evaluation, Optimizer, OptimizerState, ParamMask, Params,
+    Result,
 };
 use encode::{dispatch_on, trained_columns, whole, write_mask};
+use lockstep::{LockstepRun, ModelTable};
 use resources::{ArgRing, Chunk, PackedWeights, PassTimer, Run, compute_pass, texture_binding};
 use sparse::{Compute, SparseOutput, SparseRun};
 use work::{BatchPlan, ChunkWork, Need, Segment, SegmentDispatch, Work};
@@ -326,7 +331,59 @@ impl Backend for GpuBackend {
     }
 
     fn load(&mut self, data: &Dataset, init: &Params) -> Result<()> {
-        self.upload(data, init)
+        self.upload(data, init, None, self.kernels)
+    }
+
+    fn load_lockstep(&mut self, data: &Dataset, init: &Params, layout: &Lockstep) -> Result<()> {
+        if layout.is_single() {
+            return self.load(data, init);
+        }
+        let kernels = self.lockstep_kernels()?;
+        self.upload(data, init, Some(layout), kernels)
+    }
+
+    fn begin_lockstep_phase(&mut self, optimizers: &[Optimizer], mask: &ParamMask) -> Result<()> {
+        self.begin(optimizers, mask)
+    }
+
+    fn evaluate_lockstep(&mut self, batch: usize) -> Result<Vec<ModelEvaluation>> {
+        if self.run()?.lockstep.is_none() {
+            return Ok(vec![ModelEvaluation {
+                train: self.evaluate(batch)?,
+                held_out_loss: None,
+            }]);
+        }
+        self.evaluate_models(batch)
+    }
+
+    fn snapshot_models(&mut self, which: &[bool]) -> Result<()> {
+        match (self.run()?.lockstep.is_some(), which) {
+            (true, _) => self.copy_models(which, false),
+            (false, [true]) => self.snapshot(),
+            (false, _) => Ok(()),
+        }
+    }
+
+    fn restore_models(&mut self, which: &[bool]) -> Result<()> {
+        match (self.run()?.lockstep.is_some(), which) {
+            (true, _) => self.copy_models(which, true),
+            (false, [true]) => self.restore(),
+            (false, _) => Ok(()),
+        }
+    }
+
+    fn set_mask(&mut self, mask: &ParamMask) -> Result<()> {
+        self.replace_mask(mask)
+    }
+
+    fn lockstep_capacity(&self, shape: DataShape) -> Result<usize> {
+        let request = Request {
+            kernels: self.lockstep_kernels()?,
+            x_source: self.x_source,
+            chunk_rows: self.chunk_rows,
+        };
+        let profile = self.context.usable_profile();
+        plan::lockstep_models(&profile, (shape.n, shape.d, shape.o), request)
     }
 
     fn set_params(&mut self, params: &Params) -> Result<()> {
@@ -361,64 +418,7 @@ impl Backend for GpuBackend {
     }
 
     fn begin_phase(&mut self, optimizer: &Optimizer, mask: &ParamMask) -> Result<()> {
-        optimizer.validate()?;
-        let ctx = Arc::clone(&self.context);
-        let counters = Arc::clone(&self.counters);
-        let max_binding = self.max_binding;
-        let run = self.run_mut()?;
-        if mask.0.len() != run.n_params {
-            return Err(Error::Shape(format!(
-                "mask has {} entries for {} parameters",
-                mask.0.len(),
-                run.n_params
-            )));
-        }
-        if let (Optimizer::Adam(c), false) = (optimizer, run.amsgrad_room)
-            && c.amsgrad
-        {
-            return Err(Error::TooLarge {
-                what: "adam's v and amsgrad's v_max (one binding)".into(),
-                size: 2 * run.n_params as u64 * 4,
-                limit_name: "max_storage_buffer_binding_size",
-                limit: max_binding,
-            });
-        }
-        write_mask(&ctx.queue, &run.mask, &mask.0);
-        match optimizer {
-            Optimizer::Sgd(c) => ctx.queue.write_buffer(
-                &run.sgd_args,
-                0,
-                bytemuck::bytes_of(&SgdArgs::new(c, run.n_params)),
-            ),
-            Optimizer::Adam(c) => ctx.queue.write_buffer(
-                &run.adam_args,
-                0,
-                bytemuck::bytes_of(&AdamArgs::new(c, run.n_params)),
-            ),
-        }
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("begin phase"),
-            });
-        for buffer in [&run.momentum, &run.m, &run.v] {
-            encoder.clear_buffer(buffer, 0, None);
-        }
-        submit(&ctx, &counters, encoder);
-        // A phase training some features only: its steps sum those columns' gradients.
-        run.rows_train = (run.rows_step.as_ref()).and_then(|step| step.train_for(&mask.0[..run.d]));
-        run.tiled_train_partial = match (run.path, ctx.kernels.tiled(&ctx.device)) {
-            (StepPath::Tiled, Some(tiled)) => {
-                trained_columns(&mask.0, run.d, run.o).map(|columns| {
-                    let x_texture = run.reads_textures();
-                    tiled.partial_over(run.o as u32, run.x_stride as u32 / 4, x_texture, columns)
-                })
-            }
-            _ => None,
-        };
-        run.phase = Some((optimizer.clone(), mask.0.clone()));
-        self.begin_sparse_phase(&mask.0)?;
-        ctx.wait("starting a phase")
+        self.begin(std::slice::from_ref(optimizer), mask)
     }
 
     fn run_steps(&mut self, batches: &[usize], first_t: u64) -> Result<()> {
@@ -558,7 +558,8 @@ impl Backend for GpuBackend {
             .as_ref()
             .ok_or_else(|| Error::Config("no phase started".into()))?
             .0;
-        let info = run.ring.push(&StepArgs::new(optimizer, t));
+        let _ = optimizer;
+        let info = run.push_step(t, 0)?;
         if run.work.is_none() {
             let none = vec![Need::default(); run.chunks.len()];
             self.ensure_work(&none, 0)?;

@@ -326,7 +326,9 @@ impl GpuBackend {
             block_base: 0,
             inv_count: 1.0 / rows as f32,
             rows_per_block: run.rows_per_block,
-            _pad: [0; 3],
+            scales_at: NO_TABLE,
+            first_row: 0,
+            _pad: 0,
         };
         ctx.queue
             .write_buffer(&chunk_step, 0, bytemuck::bytes_of(&step));

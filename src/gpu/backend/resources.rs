@@ -40,6 +40,23 @@ impl ArgRing {
         offset as u32
     }
 
+    /// Stages `values` back to back from one slot on (as many slots as they take) and
+    /// returns their dynamic offset.
+    pub(super) fn push_slice<T: Pod>(&mut self, values: &[T]) -> u32 {
+        let offset = self.staged.len();
+        self.staged.extend_from_slice(bytemuck::cast_slice(values));
+        let slots = (self.staged.len() - offset)
+            .div_ceil(self.stride as usize)
+            .max(1);
+        self.staged.resize(offset + slots * self.stride as usize, 0);
+        offset as u32
+    }
+
+    /// Slots that `bytes` staged by [`ArgRing::push_slice`] take.
+    pub(super) fn slots_for(&self, bytes: u64) -> u64 {
+        bytes.div_ceil(self.stride).max(1)
+    }
+
     pub(super) fn flush(&mut self, queue: &wgpu::Queue) {
         if !self.staged.is_empty() {
             queue.write_buffer(&self.buffer, 0, &self.staged);
@@ -49,10 +66,16 @@ impl ArgRing {
 
     /// A slot-sized binding at offset 0, moved by the dynamic offset.
     pub(super) fn binding(&self) -> wgpu::BindingResource<'_> {
+        self.binding_of(RING_SLOT_BYTES)
+    }
+
+    /// A binding of `bytes` (at least a slot's) at offset 0, moved by the dynamic offset: what
+    /// [`ArgRing::push_slice`] staged.
+    pub(super) fn binding_of(&self, bytes: u64) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,
             offset: 0,
-            size: NonZeroU64::new(RING_SLOT_BYTES),
+            size: NonZeroU64::new(bytes.max(RING_SLOT_BYTES)),
         })
     }
 }
@@ -182,6 +205,8 @@ pub(super) struct Run {
     /// Sparse data's nonzeros and what its batches need, for a run on sparse data (which has
     /// no `chunks`).
     pub(super) sparse: Option<SparseRun>,
+    /// The models of a lockstep run (`None`: one model, a plain run).
+    pub(super) lockstep: Option<LockstepRun>,
 }
 
 impl Run {
@@ -228,6 +253,10 @@ impl Run {
         }
         let plan = &self.plan[batch];
         let inv_count = (1.0 / (plan.rows as f64 * self.o as f64)) as f32;
+        let scales_at = self
+            .lockstep
+            .as_ref()
+            .map_or(NO_TABLE, |l| l.scales_at + batch as u32 * l.folds);
         let mut block_base = 0u32;
         for (chunk, segment) in plan.segments.iter().enumerate() {
             let count = segment.count;
@@ -246,7 +275,9 @@ impl Run {
                 block_base,
                 inv_count,
                 rows_per_block,
-                _pad: [0; 3],
+                scales_at,
+                first_row: self.chunks[chunk].first_row as u32,
+                _pad: 0,
             });
             let blocks = count.div_ceil(rows_per_block);
             if let Some(work) = &self.work {

@@ -280,7 +280,7 @@ impl GpuBackend {
                 &k.adam,
                 &[
                     (0, whole(&run.adam_args)),
-                    (1, run.ring.binding()),
+                    (1, run.ring.binding_of(run.step_bytes())),
                     (2, whole(&run.grad)),
                     (3, whole(&run.mask)),
                     (4, whole(params)),
@@ -461,6 +461,7 @@ impl GpuBackend {
             }
         }
         run.plan = plan;
+        run.write_scales(&ctx.queue, batches);
         Ok(())
     }
 }

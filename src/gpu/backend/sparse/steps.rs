@@ -87,7 +87,9 @@ impl GpuBackend {
                 block_base: 0,
                 inv_count,
                 rows_per_block: 1,
-                _pad: [0; 3],
+                scales_at: NO_TABLE,
+                first_row: 0,
+                _pad: 0,
             });
             let group = bind_group(&work.bce, (slice.y_chunk, s))?;
             dispatch(pass, ctx, &k.bce, group, &[step], groups(slice.rows));
