@@ -8,9 +8,11 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::cpu::CpuBackend;
 use crate::gpu::{GpuBackend, GpuContext, StepKernels};
+use crate::lockstep::{Lockstep, stratified_folds};
 use crate::{
-    AdamConfig, Backend, Batching, Dataset, Optimizer, OptimizerState, ParamMask, ParamSubset,
-    Params, Phase, Result, SgdConfig, StopRule, data, train,
+    AdamConfig, Backend, Batching, Dataset, LockstepReport, Optimizer, OptimizerState, ParamMask,
+    ParamSubset, Params, Phase, Result, SgdConfig, StopRule, TrainOptions, data, train,
+    train_lockstep,
 };
 
 /// One comparison: the largest differences and whether every element is within tolerance.
@@ -343,7 +345,75 @@ pub fn run(context: Arc<GpuContext>) -> Result<Vec<Comparison>> {
         minibatch_run(&context, &mut out)?;
     }
     sparse(&context, &mut out)?;
+    lockstep(&context, &mut out)?;
     Ok(out)
+}
+
+/// A sweep's six models (two learning rates × three folds, the local phase on a feature
+/// range) in one lockstep run over X in chunks of 70 rows: against the CPU reference's
+/// lockstep run, and each model against itself trained alone, bit for bit.
+fn lockstep(context: &Arc<GpuContext>, out: &mut Vec<Comparison>) -> Result<()> {
+    let (data, _) = data::synthetic(300, 37, 2, 11)?;
+    let init = data::linear_init(37, 2, 12);
+    let folds = stratified_folds(&data.y, data.n, data.o, 3, 1)?;
+    let layout = Lockstep::with_folds(2, folds, (0..6).map(|m| m % 3).collect());
+    let mut phases = Phase::default_run(37, 40, 60);
+    phases[0].params = ParamSubset::Features(3..9);
+    for p in &mut phases {
+        p.stop = StopRule::steps(p.stop.max_steps, 20);
+    }
+    let per_model: Vec<Vec<Phase>> = (0..6)
+        .map(|m| {
+            let mut p = phases.clone();
+            p[1].optimizer = Optimizer::Adam(AdamConfig::new([0.01, 0.05][m / 3]));
+            p
+        })
+        .collect();
+    let run = |backend: &mut dyn Backend, layout: &Lockstep, phases: &[Vec<Phase>]| {
+        train_lockstep(
+            backend,
+            &data,
+            layout,
+            &init,
+            phases,
+            TrainOptions::default(),
+        )
+    };
+    let flat = |r: &LockstepReport| -> Vec<f32> {
+        r.models
+            .iter()
+            .flat_map(|m| m.params.values.clone())
+            .collect()
+    };
+    let mut gpu = GpuBackend::with_chunk_rows(context.clone(), 70);
+    let swept = flat(&run(&mut gpu, &layout, &per_model)?);
+    let reference = flat(&run(&mut CpuBackend::new(), &layout, &per_model)?);
+    let shape = format!("6 models, n=300 d=37 o=2, {} chunk(s)", gpu.chunk_count());
+    out.push(compare(
+        format!("lockstep run   final parameters, {shape}"),
+        &swept,
+        &reference,
+        2e-6,
+        1e-4,
+    ));
+    let mut alone = Vec::with_capacity(swept.len());
+    for (m, phases) in per_model.iter().enumerate() {
+        let one = Lockstep {
+            models: 1,
+            held_out: vec![layout.held_out[m]],
+            ..layout.clone()
+        };
+        let mut gpu = GpuBackend::with_chunk_rows(context.clone(), 70);
+        alone.extend(flat(&run(&mut gpu, &one, std::slice::from_ref(phases))?));
+    }
+    out.push(compare(
+        format!("lockstep run   each model alone, bit for bit, {shape}"),
+        &swept,
+        &alone,
+        0.0,
+        0.0,
+    ));
+    Ok(())
 }
 
 /// rcv1-like sparse rows (one output and four; the nonzeros in one chunk, in chunks of 500,

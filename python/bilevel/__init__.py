@@ -1,7 +1,8 @@
 """bilevel: two-level training of linear models with binary cross-entropy on any GPU.
 
 The engine is Rust (wgpu compute shaders, cross-checked against a CPU reference); this package
-puts it behind a scikit-learn estimator, :class:`BilevelClassifier`.
+puts it behind scikit-learn estimators: :class:`BilevelClassifier`, and
+:class:`BilevelClassifierCV`, which cross-validates a grid of them in one pass over the data.
 """
 
 import os
@@ -14,9 +15,10 @@ if not any(os.environ.get(v) for v in ("XDG_RUNTIME_DIR", "NODEVICE_SELECT", "ME
 import json  # noqa: E402
 
 from . import _native  # noqa: E402
+from .cv import BilevelClassifierCV  # noqa: E402
 from .estimator import BilevelClassifier, load  # noqa: E402
 
-__all__ = ["BilevelClassifier", "check", "devices", "load"]
+__all__ = ["BilevelClassifier", "BilevelClassifierCV", "check", "devices", "load"]
 
 
 def devices():

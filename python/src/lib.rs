@@ -26,6 +26,8 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use serde::Deserialize;
 
+mod sweep;
+
 /// What `fit` takes besides the data, as the estimator's JSON.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,9 +136,6 @@ type FitResult<'py> = (
     Option<(Vec<f32>, Vec<f32>, bool)>,
 );
 
-/// What the training thread hands back: [`FitResult`]'s parts.
-type Fitted = (Vec<f32>, String, Option<(Vec<f32>, Vec<f32>, bool)>);
-
 /// Trains on `x` (n×d) and targets `y` (n×o, each in [0, 1]) as `bilevel train` would with the
 /// options `options` (JSON) and returns the parameters `[W (o×d, row-major) | b]`, every
 /// phase's report (JSON) and the standardisation, where asked. The GIL is released while it trains; Ctrl-C stops the run within a
@@ -151,18 +150,29 @@ fn fit<'py>(
     progress: Option<Bound<'py, PyAny>>,
 ) -> PyResult<FitResult<'py>> {
     let (n, d) = (x.shape()[0], x.shape()[1]);
-    // Read in place where the layout is the engine's (held by `x` until `train` returns).
-    let values = match x.as_slice() {
+    train(
+        py,
+        Features::Dense(dense(&x)),
+        (n, d),
+        &y,
+        options,
+        progress,
+    )
+}
+
+/// `x`'s values, read in place where the layout is the engine's (`x` must outlive the run:
+/// the caller holds it until the run returns), else copied once.
+fn dense(x: &PyReadonlyArray2<'_, f32>) -> DenseValues {
+    match x.as_slice() {
         Ok(values) => DenseValues::shared(Arc::new(InPlace {
             start: values.as_ptr(),
             len: values.len(),
         })),
         Err(_) => {
-            INPUT_BYTES_COPIED.fetch_add(4 * (n * d) as u64, Ordering::Relaxed);
-            row_major(&x).into()
+            INPUT_BYTES_COPIED.fetch_add(4 * x.len() as u64, Ordering::Relaxed);
+            row_major(x).into()
         }
-    };
-    train(py, Features::Dense(values), (n, d), &y, options, progress)
+    }
 }
 
 /// [`fit`] on sparse rows: scipy's CSR arrays of an n×d matrix (indices sorted and unique
@@ -209,9 +219,9 @@ fn fit_sparse<'py>(
 }
 
 /// What the training thread sends: the run's events as they happen (JSON), then its result.
-enum Message {
+enum Message<T> {
     Event(String),
-    Done(bilevel::Result<Fitted>),
+    Done(bilevel::Result<T>),
 }
 
 /// A run's event as the estimator's progress callback takes it (JSON).
@@ -256,51 +266,63 @@ fn train<'py>(
     }
     let phases = options.run.run_config().phases().map_err(to_py)?;
     let y = row_major(y);
+    let (params, history, standardizer) = on_worker(py, progress, move |flag, observer| {
+        let mut data = Dataset::new(n, d, o, x, y)?;
+        let seed = options.run.seed;
+        let mut train_rows = n;
+        if let Some(fraction) = options.validation_fraction {
+            (data, train_rows) = prepare::hold_out(data, fraction, seed)?;
+        }
+        let standardizer = options
+            .standardize
+            .then(|| Standardizer::fit(&data.x, d, train_rows));
+        if let Some(s) = &standardizer {
+            s.apply(&mut data.x);
+        }
+        let pos_weight = match (options.pos_weight, options.balance) {
+            (Some(w), _) => Some(w),
+            (None, true) => Some(prepare::balanced_pos_weight(&data, train_rows)),
+            (None, false) => None,
+        };
+        if let Some(w) = pos_weight {
+            data = data.with_pos_weight(w)?;
+        }
+        let mut backend = backend(&options.device)?;
+        let train_options = TrainOptions {
+            validation: (train_rows < n).then_some(train_rows..n),
+            stop: Some(flag),
+            observer: Some(observer),
+            ..TrainOptions::default()
+        };
+        let init = Params::zeros(d, o);
+        let report = train_with(backend.as_mut(), &data, &init, &phases, train_options)?;
+        let history = serde_json::to_string(&report.phases)
+            .map_err(|e| Error::Config(format!("the run's report: {e}")))?;
+        let standardizer = standardizer.map(|s| (s.mean, s.std, s.centred));
+        Ok((report.params.values, history, standardizer))
+    })?;
+    Ok((params.into_pyarray(py), history, standardizer))
+}
+
+/// Runs `work` on a thread of its own with a stop flag and an observer of the run's events,
+/// while this thread, the GIL released, takes Python's signals (Ctrl-C stops the run within a
+/// step and raises `KeyboardInterrupt`) and hands the events to `progress`.
+fn on_worker<'py, T: Send + 'static>(
+    py: Python<'py>,
+    progress: Option<Bound<'py, PyAny>>,
+    work: impl FnOnce(&AtomicBool, &mut dyn FnMut(Event<'_>)) -> bilevel::Result<T> + Send + 'static,
+) -> PyResult<T> {
     let stop = Arc::new(AtomicBool::new(false));
-    let (done, finished) = mpsc::channel();
+    let (done, finished) = mpsc::channel::<Message<T>>();
     let flag = Arc::clone(&stop);
     let worker = std::thread::spawn(move || {
-        let run = || -> bilevel::Result<Fitted> {
-            let mut data = Dataset::new(n, d, o, x, y)?;
-            let seed = options.run.seed;
-            let mut train_rows = n;
-            if let Some(fraction) = options.validation_fraction {
-                (data, train_rows) = prepare::hold_out(data, fraction, seed)?;
-            }
-            let standardizer = options
-                .standardize
-                .then(|| Standardizer::fit(&data.x, d, train_rows));
-            if let Some(s) = &standardizer {
-                s.apply(&mut data.x);
-            }
-            let pos_weight = match (options.pos_weight, options.balance) {
-                (Some(w), _) => Some(w),
-                (None, true) => Some(prepare::balanced_pos_weight(&data, train_rows)),
-                (None, false) => None,
-            };
-            if let Some(w) = pos_weight {
-                data = data.with_pos_weight(w)?;
-            }
-            let mut backend = backend(&options.device)?;
-            let events = done.clone();
-            let mut observer = move |event: Event<'_>| {
-                let _ = events.send(Message::Event(event_json(&event).to_string()));
-            };
-            let train_options = TrainOptions {
-                validation: (train_rows < n).then_some(train_rows..n),
-                stop: Some(&flag),
-                observer: Some(&mut observer),
-                ..TrainOptions::default()
-            };
-            let init = Params::zeros(d, o);
-            let report = train_with(backend.as_mut(), &data, &init, &phases, train_options)?;
-            let history = serde_json::to_string(&report.phases)
-                .map_err(|e| Error::Config(format!("the run's report: {e}")))?;
-            let standardizer = standardizer.map(|s| (s.mean, s.std, s.centred));
-            Ok((report.params.values, history, standardizer))
+        let events = done.clone();
+        let mut observer = move |event: Event<'_>| {
+            let _ = events.send(Message::Event(event_json(&event).to_string()));
         };
+        let result = work(&flag, &mut observer);
         // The receiver outlives the run unless Python itself is going away.
-        let _ = done.send(Message::Done(run()));
+        let _ = done.send(Message::Done(result));
     });
     // The run's result, or the signal that interrupted it (the receiver in a mutex: waited on
     // without the GIL, from whichever thread Python lends).
@@ -338,9 +360,7 @@ fn train<'py>(
         }
     };
     let _ = py.detach(|| worker.join());
-    let result = outcome?;
-    let (params, history, standardizer) = result.map_err(to_py)?;
-    Ok((params.into_pyarray(py), history, standardizer))
+    outcome?.map_err(to_py)
 }
 
 /// Writes the model `weight` (o×d) and `bias` (o) to `path` as `bilevel train -o` does (a
@@ -426,6 +446,7 @@ fn check(py: Python<'_>) -> PyResult<String> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fit, m)?)?;
     m.add_function(wrap_pyfunction!(fit_sparse, m)?)?;
+    m.add_function(wrap_pyfunction!(sweep::fit_sweep, m)?)?;
     m.add_function(wrap_pyfunction!(save_model, m)?)?;
     m.add_function(wrap_pyfunction!(load_model, m)?)?;
     m.add_function(wrap_pyfunction!(devices, m)?)?;

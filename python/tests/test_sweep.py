@@ -72,3 +72,74 @@ def test_sweep_picks_the_regularisation_grid_search_picks(tmp_path):
     )
     # And the best held-out log-loss is comparable.
     assert abs(min(means) - min(sklearn_means)) < 0.02, (min(means), min(sklearn_means))
+
+
+def test_classifier_cv_runs_the_sweep_and_refits_the_best(tmp_path):
+    from bilevel import BilevelClassifier, BilevelClassifierCV
+
+    table = np.loadtxt(DATA / "breast_cancer.csv", delimiter=",", skiprows=1)
+    X, y = table[:, :-1].astype(np.float32), table[:, -1].astype(int)
+    decays = [0.2, 0.02, 0.002, 0.0002]
+    base = dict(local_steps=0, global_lr=0.05, global_steps=300, standardize=True, device="cpu")
+    search = BilevelClassifierCV(
+        param_grid={"global_weight_decay": decays}, cv=FOLDS, **base
+    ).fit(X, y)
+    results = search.cv_results_
+    assert len(results["params"]) == 4
+    assert results["rank_test_score"][search.best_index_] == 1
+    assert search.best_score_ == max(results["mean_test_score"])
+    assert [len(results[f"split{f}_test_score"]) for f in range(FOLDS)] == [4] * FOLDS
+
+    # The command line's sweep of the same grid: the same folds, the same scores.
+    report = tmp_path / "sweep.json"
+    args = [str(CLI), "sweep", str(DATA / "breast_cancer.csv"), "--backend", "cpu"]
+    args += ["--standardize", "--local-steps", "0", "--global-lr", "0.05", "--global-steps", "300"]
+    args += ["--folds", str(FOLDS), "--report", str(report)]
+    args += ["--grid", "global-weight-decay=" + ",".join(str(d) for d in decays)]
+    run = subprocess.run(args, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    cli = json.loads(report.read_text())
+    assert list(search.fold_of_row_) == cli["fold_of_row"]
+    assert cli["best"] == search.best_index_
+    for c, config in enumerate(cli["configurations"]):
+        assert abs(-config["metric_mean"] - results["mean_test_score"][c]) < 1e-6
+
+    # The refit is the best configuration trained on all rows.
+    best = BilevelClassifier(**base, **search.best_params_).fit(X, y)
+    assert np.array_equal(search.coef_, best.coef_)
+    assert np.array_equal(search.predict_proba(X), best.predict_proba(X))
+    assert search.score(X, y) > 0.97
+
+
+def test_classifier_cv_on_the_gpu_matches_the_cpu_reference():
+    from bilevel import BilevelClassifierCV
+
+    table = np.loadtxt(DATA / "breast_cancer.csv", delimiter=",", skiprows=1)
+    X, y = table[:, :-1].astype(np.float32), table[:, -1].astype(int)
+    grid = {"global_lr": [0.02, 0.1], "local_params": ["bias", "features:0..5"]}
+    common = dict(param_grid=grid, cv=3, standardize=True, global_steps=60, refit=False)
+    gpu = BilevelClassifierCV(**common).fit(X, y)
+    cpu = BilevelClassifierCV(**common, device="cpu").fit(X, y)
+    np.testing.assert_allclose(
+        gpu.cv_results_["mean_test_score"], cpu.cv_results_["mean_test_score"], rtol=1e-4
+    )
+    assert not hasattr(gpu, "coef_")
+
+
+def test_classifier_cv_refuses_bad_searches_clearly():
+    import pytest
+
+    from bilevel import BilevelClassifierCV
+
+    X = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    cases = [
+        (dict(scoring="f1"), "scoring"),
+        (dict(cv=1), "cv=1"),
+        (dict(param_grid={"global_lrr": [0.1]}), "global_lrr"),
+        (dict(param_grid={"device": ["cpu", "gpu"]}), "cannot vary"),
+        (dict(validation_fraction=0.2), "validation_fraction"),
+    ]
+    for params, message in cases:
+        with pytest.raises(ValueError, match=message):
+            BilevelClassifierCV(device="cpu", **params).fit(X, y)

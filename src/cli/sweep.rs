@@ -378,6 +378,7 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
             "seconds": elapsed,
             "best": best,
             "configurations": lines,
+            "fold_of_row": fold_of_row,
         });
         write_json(path, &json)?;
     }
