@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::config::TwoLevel;
+use crate::lockstep::Lockstep;
 use crate::{Batching, Error, Optimizer, Phase, Result};
 
 /// The options a grid may sweep besides [`TwoLevel`]'s fields.
@@ -292,6 +293,39 @@ pub fn group_models(phases: &[Vec<Phase>], capacity: usize) -> Vec<Vec<usize>> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// The lockstep layout of the sweep's models `group`: model m is configuration m / `folds`
+/// holding fold m % `folds` of `fold_of_row` out (all rows train without folds), weighing
+/// positives by its configuration's `weights`, else by the data's `data_weights`.
+pub fn group_layout(
+    group: &[usize],
+    folds: usize,
+    fold_of_row: Option<&[u32]>,
+    weights: &[Option<Vec<f32>>],
+    data_weights: &[f32],
+) -> Lockstep {
+    let own = weights.iter().any(Option::is_some);
+    Lockstep {
+        models: group.len(),
+        outputs: data_weights.len(),
+        fold_of_row: fold_of_row.map(<[u32]>::to_vec),
+        held_out: group
+            .iter()
+            .map(|&m| fold_of_row.map(|_| (m % folds) as u32))
+            .collect(),
+        pos_weight: own.then(|| {
+            group
+                .iter()
+                .flat_map(|&m| {
+                    weights[m / folds]
+                        .as_deref()
+                        .unwrap_or(data_weights)
+                        .to_vec()
+                })
+                .collect()
+        }),
+    }
 }
 
 /// Mean and (sample) standard deviation of `values`; the deviation is 0 for one value.

@@ -2,8 +2,8 @@
 //! runs, as `bilevel sweep` trains them, for `BilevelClassifierCV`.
 
 use bilevel::lockstep::stratified_folds;
-use bilevel::sweep::group_models;
-use bilevel::{DataShape, Lockstep, Phase, train_lockstep};
+use bilevel::sweep::{group_layout, group_models};
+use bilevel::{DataShape, Phase, train_lockstep};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
 
 use super::*;
@@ -88,23 +88,13 @@ pub fn fit_sweep<'py>(
         let mut histories = vec![Vec::new(); models];
         let init = Params::zeros(d, o);
         for group in group_models(&per_model, capacity) {
-            let own = weights.iter().any(Option::is_some);
-            let layout = Lockstep {
-                models: group.len(),
-                outputs: o,
-                fold_of_row: Some(fold_of_row.clone()),
-                held_out: group.iter().map(|&m| Some((m % folds) as u32)).collect(),
-                pos_weight: own.then(|| {
-                    group
-                        .iter()
-                        .flat_map(|&m| {
-                            weights[m / folds]
-                                .clone()
-                                .unwrap_or_else(|| data.pos_weight_or_ones())
-                        })
-                        .collect()
-                }),
-            };
+            let layout = group_layout(
+                &group,
+                folds,
+                Some(&fold_of_row),
+                &weights,
+                &data.pos_weight_or_ones(),
+            );
             let group_phases: Vec<Vec<Phase>> =
                 group.iter().map(|&m| per_model[m].clone()).collect();
             let options = TrainOptions {

@@ -9,10 +9,9 @@ use bilevel::gpu::{GpuBackend, GpuContext};
 use bilevel::lockstep::stratified_folds;
 use bilevel::metrics::{self, Metrics};
 use bilevel::model_file::{load_model, save_model};
-use bilevel::sweep::{Axis, Configuration, configurations, group_models, mean_std};
+use bilevel::sweep::{Axis, Configuration, configurations, group_layout, group_models, mean_std};
 use bilevel::{
-    Backend, DataShape, Error, Lockstep, Params, Phase, PhaseReport, TrainOptions, train_lockstep,
-    train_with,
+    Backend, DataShape, Error, Params, Phase, PhaseReport, TrainOptions, train_lockstep, train_with,
 };
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -207,31 +206,18 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         backend.describe()
     );
     let data_pos_weight = data.pos_weight_or_ones();
-    let own_weights = configs.iter().any(|c| c.pos_weight.is_some());
+    let weights: Vec<Option<Vec<f32>>> = configs.iter().map(|c| c.pos_weight.clone()).collect();
     let stop = super::signals::stop_flag();
     let mut results: Vec<Option<FoldResult>> = (0..phases.len()).map(|_| None).collect();
     let started = Instant::now();
     for group in &groups {
-        let layout = Lockstep {
-            models: group.len(),
-            outputs: data.o,
-            fold_of_row: fold_of_row.clone(),
-            held_out: group
-                .iter()
-                .map(|&m| fold_of_row.as_ref().map(|_| (m % folds) as u32))
-                .collect(),
-            pos_weight: own_weights.then(|| {
-                group
-                    .iter()
-                    .flat_map(|&m| {
-                        configs[m / folds]
-                            .pos_weight
-                            .clone()
-                            .unwrap_or_else(|| data_pos_weight.clone())
-                    })
-                    .collect()
-            }),
-        };
+        let layout = group_layout(
+            group,
+            folds,
+            fold_of_row.as_deref(),
+            &weights,
+            &data_pos_weight,
+        );
         let group_phases: Vec<Vec<Phase>> = group.iter().map(|&m| phases[m].clone()).collect();
         let run_started = Instant::now();
         let options = TrainOptions {
