@@ -53,6 +53,70 @@ impl std::str::FromStr for Axis {
     }
 }
 
+/// The axes of a sweep file's `[sweep]` table (`global-lr = [0.01, 0.05]`, `local-params =
+/// ["bias", "all"]`, `global-betas = [[0.9, 0.999], [0.8, 0.99]]`, …), in the file's order;
+/// `origin` names the file in errors. A file with anything but that table is refused.
+pub fn axes_from_toml(text: &str, origin: &std::path::Path) -> Result<Vec<Axis>> {
+    let parse_error = |message: String, at: Option<std::ops::Range<usize>>| Error::Parse {
+        file: origin.into(),
+        line: at.map_or(0, |span| {
+            text.as_bytes()[..span.start.min(text.len())]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        }),
+        message,
+    };
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| parse_error(e.message().to_string(), e.span()))?;
+    if let Some(other) = table.keys().find(|k| *k != "sweep") {
+        return Err(parse_error(
+            format!("'{other}': a sweep's file holds one [sweep] table of OPTION = [values]"),
+            None,
+        ));
+    }
+    let Some(toml::Value::Table(sweep)) = table.get("sweep") else {
+        return Err(parse_error("no [sweep] table".into(), None));
+    };
+    let text_of = |v: &toml::Value| -> Option<String> {
+        match v {
+            toml::Value::String(s) => Some(s.clone()),
+            toml::Value::Integer(i) => Some(i.to_string()),
+            toml::Value::Float(f) => Some(f.to_string()),
+            toml::Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        }
+    };
+    sweep
+        .iter()
+        .map(|(name, values)| {
+            let bad = || {
+                parse_error(
+                    format!("[sweep] {name}: expected an array of values (pairs for betas)"),
+                    None,
+                )
+            };
+            let toml::Value::Array(values) = values else {
+                return Err(bad());
+            };
+            let values = values
+                .iter()
+                .map(|v| match v {
+                    toml::Value::Array(pair) => pair
+                        .iter()
+                        .map(text_of)
+                        .collect::<Option<Vec<_>>>()
+                        .map(|p| p.join(":")),
+                    v => text_of(v),
+                })
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(bad)?;
+            format!("{name}={}", values.join(",")).parse()
+        })
+        .collect()
+}
+
 /// One configuration of the grid: the value of each axis, and the run it makes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Configuration {
@@ -410,6 +474,33 @@ mod tests {
         assert!(error("pos-weight=0").contains("positive"));
         assert!(error("pos-weight=1:2:3").contains("W1:…:W2"));
         assert!(error("global-lr").contains("NAME=V1"));
+    }
+
+    #[test]
+    fn a_sweep_file_gives_the_axes_of_its_table() {
+        let path = std::path::Path::new("grid.toml");
+        let text = "[sweep]\nglobal-lr = [0.01, 0.1]\nlocal-params = [\"bias\", \"features:0..2\"]\nglobal-steps = [10, 20]\nglobal-betas = [[0.9, 0.999]]\n";
+        let axes = axes_from_toml(text, path).unwrap();
+        let names: Vec<&str> = axes.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["global-lr", "local-params", "global-steps", "global-betas"]
+        );
+        assert_eq!(axes[0].values, ["0.01", "0.1"]);
+        assert_eq!(axes[2].values, ["10", "20"]);
+        assert_eq!(axes[3].values, ["0.9:0.999"]);
+        let all = configurations(&TwoLevel::default(), None, &axes, (4, 1)).unwrap();
+        assert_eq!(all.len(), 8);
+        assert_eq!(all[7].run.global_betas, Some([0.9, 0.999]));
+        let error = |text: &str| axes_from_toml(text, path).unwrap_err().to_string();
+        assert!(error("[[phase]]\noptimizer = \"sgd\"\nsteps = 1\n").contains("one [sweep] table"));
+        assert!(error("[sweep]\nglobal-lr = 0.1\n").contains("expected an array"));
+        assert!(error("[sweep]\nglobal-lr = []\n").contains("no values"));
+        assert!(
+            error("[sweep\n").starts_with("grid.toml:1:"),
+            "{}",
+            error("[sweep\n")
+        );
     }
 
     #[test]

@@ -116,12 +116,19 @@ fn a_sweep_prints_its_table_and_writes_report_plot_and_refit_model() {
 
 #[test]
 fn a_single_hold_out_sweeps_on_the_validation_rows() {
+    // One axis from a sweep file's [sweep] table.
+    let dir = scratch("sweep-file");
+    let grid = file(
+        &dir,
+        "grid.toml",
+        b"[sweep]\nglobal-weight-decay = [0, 0.01, 0.1]\n",
+    );
     let out = bilevel(&with_base(&[
         "sweep",
         "--backend",
         "cpu",
-        "--grid",
-        "global-weight-decay=0,0.01,0.1",
+        "--config",
+        grid.to_str().unwrap(),
         "--validation",
         "0.25",
     ]));

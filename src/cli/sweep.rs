@@ -9,7 +9,9 @@ use bilevel::gpu::{GpuBackend, GpuContext};
 use bilevel::lockstep::stratified_folds;
 use bilevel::metrics::{self, Metrics};
 use bilevel::model_file::{load_model, save_model};
-use bilevel::sweep::{Axis, Configuration, configurations, group_layout, group_models, mean_std};
+use bilevel::sweep::{
+    Axis, Configuration, axes_from_toml, configurations, group_layout, group_models, mean_std,
+};
 use bilevel::{
     Backend, DataShape, Error, Params, Phase, PhaseReport, TrainOptions, train_lockstep, train_with,
 };
@@ -109,12 +111,6 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         ))
         .into())
     };
-    if t.config.is_some() {
-        return Err(Error::Config(
-            "--config: a sweep's phases come from the two-level flags and --grid".into(),
-        )
-        .into());
-    }
     if t.checkpoint.is_some() || t.resume.is_some() {
         refuse("--checkpoint/--resume")?;
     }
@@ -127,11 +123,20 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    let axes: Vec<Axis> = args
-        .grid
-        .iter()
-        .map(|g| g.parse())
-        .collect::<bilevel::Result<_>>()?;
+    // The axes of --config's [sweep] table, then those of --grid.
+    let mut axes: Vec<Axis> = match &t.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            axes_from_toml(&text, path)?
+        }
+        None => Vec::new(),
+    };
+    for grid in &args.grid {
+        axes.push(grid.parse()?);
+    }
     let base = t.two_level()?;
     let holds_tail = t.validation.is_some() || t.validation_data.is_some();
     let folds = match (t.folds, holds_tail) {

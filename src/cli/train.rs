@@ -167,7 +167,8 @@ pub struct TrainArgs {
     /// Steps between convergence checks [default: 10].
     #[arg(long)]
     pub check_every: Option<u64>,
-    /// Any list of phases from a TOML run file (instead of the phase flags).
+    /// Any list of phases from a TOML run file (instead of the phase flags); for `sweep`, a
+    /// file with a `[sweep]` table of grid axes (`global-lr = [0.01, 0.05]`).
     #[arg(long, value_name = "run.toml")]
     pub config: Option<PathBuf>,
     /// Start from these parameters (safetensors with `weight` o×d and `bias` o).

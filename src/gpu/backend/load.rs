@@ -80,7 +80,7 @@ impl GpuBackend {
             Features::Dense(x) => (self.plan(n, d, o, kernels)?, &x[..], None),
             Features::Sparse(_) if lockstep.is_some() => {
                 return Err(Error::Config(
-                    "sparse data in a lockstep run of several models is not built on the GPU yet; use the CPU reference (--backend cpu)".into(),
+                    "sparse data in a lockstep run (a sweep, or train --fold) is not built on the GPU yet; use the CPU reference (--backend cpu)".into(),
                 ));
             }
             Features::Sparse(x) => {
