@@ -108,7 +108,17 @@ impl Lockstep {
             None if self.held_out.iter().any(Option::is_some) => Err(Error::Shape(
                 "models hold folds out but the rows have no folds".into(),
             )),
-            _ => Ok(()),
+            // Each model's δ scales are its fold's: every model holds one of the rows' folds.
+            Some(folds) => {
+                let last = folds.iter().max().copied().unwrap_or(0);
+                match self.held_out.iter().find(|h| h.is_none_or(|f| f > last)) {
+                    Some(h) => Err(Error::Shape(format!(
+                        "a model holds out {h:?} but the rows' folds are 0..={last}: with folds, every model holds one of them out"
+                    ))),
+                    None => Ok(()),
+                }
+            }
+            None => Ok(()),
         }
     }
 
@@ -358,6 +368,17 @@ mod tests {
             }
         }
         assert_eq!(layout.training_counts(&[0, 1, 2]), [1, 2, 1]);
+        assert!(layout.check(3, 2).is_ok());
+        let mixed = Lockstep {
+            held_out: vec![Some(0), None, Some(1)],
+            ..layout.clone()
+        };
+        assert!(mixed.check(3, 2).is_err());
+        let beyond = Lockstep {
+            held_out: vec![Some(0), Some(2), Some(1)],
+            ..layout.clone()
+        };
+        assert!(beyond.check(3, 2).is_err());
         let mask = ParamMask(vec![true; 8]);
         let wide_mask =
             layout.widen_masks(&[mask.clone(), mask.clone(), mask], &[true, false, true], d);
