@@ -54,7 +54,7 @@ pub use phase::{
 };
 pub use sparse::{Csr, Features};
 pub use trainer::{
-    Check, DataShape, Event, LockstepReport, ModelReport, PhaseReport, RunReport, TrainOptions,
-    TrainState, lockstep_digest, run_digest, train, train_loaded, train_lockstep,
-    train_lockstep_loaded, train_with,
+    Check, DataShape, Event, LockstepReport, ModelReport, PhaseReport, RunReport, SweepModels,
+    SweepRun, TrainOptions, TrainState, lockstep_digest, run_digest, train, train_loaded,
+    train_lockstep, train_lockstep_loaded, train_sweep, train_with,
 };

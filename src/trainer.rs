@@ -477,3 +477,65 @@ fn check_lockstep_phases(phases: &[Vec<Phase>], models: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// The models of a sweep: model m trains through `phases[m]` as configuration m / `folds`,
+/// holding fold m % `folds` of `fold_of_row` out (all rows train without folds) and weighing
+/// positives by `weights[m / folds]` (else as the data does).
+pub struct SweepModels<'a> {
+    pub phases: &'a [Vec<Phase>],
+    pub folds: usize,
+    pub fold_of_row: Option<&'a [u32]>,
+    pub weights: &'a [Option<Vec<f32>>],
+}
+
+/// One lockstep run of a sweep, as [`train_sweep`] hands it over.
+pub struct SweepRun {
+    /// The sweep's models it trained, in its order.
+    pub models: Vec<usize>,
+    /// What they did.
+    pub report: LockstepReport,
+    /// Every row's logits under them: rows × models·o, the run's model j at columns j·o.
+    pub logits: Vec<f32>,
+    /// Wall-clock seconds of the run.
+    pub seconds: f64,
+}
+
+/// Trains the sweep's `models` from `init` in the lockstep runs `groups` (indices into the
+/// models), one after the other, handing each with every row's logits to `visit`;
+/// `validation` is a hold-out tail for sweeps without folds.
+pub fn train_sweep<B: Backend + ?Sized>(
+    backend: &mut B,
+    data: &Dataset,
+    init: &Params,
+    models: &SweepModels<'_>,
+    groups: &[Vec<usize>],
+    (validation, stop): (Option<Range<usize>>, Option<&AtomicBool>),
+    mut visit: impl FnMut(SweepRun) -> Result<()>,
+) -> Result<()> {
+    let data_weights = data.pos_weight_or_ones();
+    for group in groups {
+        let started = std::time::Instant::now();
+        let layout = crate::sweep::group_layout(
+            group,
+            models.folds,
+            models.fold_of_row,
+            models.weights,
+            &data_weights,
+        );
+        let phases: Vec<Vec<Phase>> = group.iter().map(|&m| models.phases[m].clone()).collect();
+        let options = TrainOptions {
+            validation: validation.clone(),
+            stop,
+            ..TrainOptions::default()
+        };
+        let report = train_lockstep(backend, data, &layout, init, &phases, options)?;
+        let logits = backend.predict(0..data.n)?;
+        visit(SweepRun {
+            models: group.clone(),
+            report,
+            logits,
+            seconds: started.elapsed().as_secs_f64(),
+        })?;
+    }
+    Ok(())
+}

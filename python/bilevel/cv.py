@@ -54,6 +54,8 @@ class BilevelClassifierCV(BilevelClassifier):
     coef_, intercept_, classes_, … : the refitted best estimator's
     """
 
+    # scikit-learn reads an estimator's parameters from its __init__'s signature (no
+    # **kwargs), so BilevelClassifier's are repeated here.
     def __init__(
         self,
         *,

@@ -2,8 +2,8 @@
 //! runs, as `bilevel sweep` trains them, for `BilevelClassifierCV`.
 
 use bilevel::lockstep::stratified_folds;
-use bilevel::sweep::{group_layout, group_models};
-use bilevel::{DataShape, Phase, train_lockstep};
+use bilevel::sweep::group_models;
+use bilevel::{DataShape, Phase, SweepModels, train_sweep};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
 
 use super::*;
@@ -87,38 +87,32 @@ pub fn fit_sweep<'py>(
         let mut logits = vec![0.0f32; n * wide];
         let mut histories = vec![Vec::new(); models];
         let init = Params::zeros(d, o);
-        for group in group_models(&per_model, capacity) {
-            let layout = group_layout(
-                &group,
-                folds,
-                Some(&fold_of_row),
-                &weights,
-                &data.pos_weight_or_ones(),
-            );
-            let group_phases: Vec<Vec<Phase>> =
-                group.iter().map(|&m| per_model[m].clone()).collect();
-            let options = TrainOptions {
-                stop: Some(flag),
-                ..TrainOptions::default()
-            };
-            let report = train_lockstep(
-                backend.as_mut(),
-                &data,
-                &layout,
-                &init,
-                &group_phases,
-                options,
-            )?;
-            let z = backend.predict(0..n)?;
-            let group_wide = layout.wide_outputs();
-            for (j, (&m, model)) in group.iter().zip(report.models).enumerate() {
-                for i in 0..n {
-                    let from = &z[i * group_wide + j * o..][..o];
-                    logits[i * wide + m * o..][..o].copy_from_slice(from);
+        let groups = group_models(&per_model, capacity);
+        let sweep = SweepModels {
+            phases: &per_model,
+            folds,
+            fold_of_row: Some(&fold_of_row),
+            weights: &weights,
+        };
+        train_sweep(
+            backend.as_mut(),
+            &data,
+            &init,
+            &sweep,
+            &groups,
+            (None, Some(flag)),
+            |run| {
+                let run_wide = run.models.len() * o;
+                for (j, (&m, model)) in run.models.iter().zip(run.report.models).enumerate() {
+                    for i in 0..n {
+                        let from = &run.logits[i * run_wide + j * o..][..o];
+                        logits[i * wide + m * o..][..o].copy_from_slice(from);
+                    }
+                    histories[m] = model.phases;
                 }
-                histories[m] = model.phases;
-            }
-        }
+                Ok(())
+            },
+        )?;
         let histories = serde_json::to_string(&histories)
             .map_err(|e| Error::Config(format!("the sweep's report: {e}")))?;
         let standardizer = standardizer.map(|s| (s.mean, s.std, s.centred));

@@ -1,24 +1,17 @@
 //! `bilevel sweep`: a grid of configurations × k folds, every (configuration, fold) model
 //! trained in lockstep runs over the same batches, one table of validation scores out.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use bilevel::cpu::CpuBackend;
-use bilevel::gpu::{GpuBackend, GpuContext};
 use bilevel::lockstep::stratified_folds;
 use bilevel::metrics::{self, Metrics};
-use bilevel::model_file::{load_model, save_model};
-use bilevel::sweep::{
-    Axis, Configuration, axes_from_toml, configurations, group_layout, group_models, mean_std,
-};
-use bilevel::{
-    Backend, DataShape, Error, Params, Phase, PhaseReport, TrainOptions, train_lockstep, train_with,
-};
+use bilevel::model_file::save_model;
+use bilevel::sweep::{Axis, Configuration, axes_from_toml, configurations, group_models, mean_std};
+use bilevel::{DataShape, Error, PhaseReport, SweepModels, TrainOptions, train_sweep, train_with};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use super::train::{BackendChoice, TrainArgs, prepare, write_json};
+use super::train::{TrainArgs, initial_params, make_backend, prepare, write_json};
 
 /// What the sweep ranks configurations by.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize)]
@@ -174,32 +167,8 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         let p = config.phases(data.d, data.o)?;
         phases.extend(std::iter::repeat_n(p, folds));
     }
-    let init = match &t.init {
-        Some(path) => {
-            let model = load_model(path)?;
-            if (model.params.d, model.params.o) != (data.d, data.o) {
-                return Err(Error::Shape(format!(
-                    "{}: the model is Linear({}, {}) but the data has {} features and {} outputs",
-                    path.display(),
-                    model.params.d,
-                    model.params.o,
-                    data.d,
-                    data.o
-                ))
-                .into());
-            }
-            model.params
-        }
-        None => Params::zeros(data.d, data.o),
-    };
-    let mut backend: Box<dyn Backend> = match t.backend {
-        BackendChoice::Gpu => {
-            let context = GpuContext::new()?;
-            context.set_verify(!t.no_verify);
-            Box::new(GpuBackend::new(Arc::new(context)))
-        }
-        BackendChoice::Cpu => Box::new(CpuBackend::new()),
-    };
+    let init = initial_params(t, &data)?;
+    let mut backend = make_backend(t)?;
     let capacity = backend.lockstep_capacity(shape)?;
     let groups = group_models(&phases, capacity);
     let widest = groups.iter().map(Vec::len).max().unwrap_or(0);
@@ -210,57 +179,49 @@ pub fn run(args: &SweepArgs) -> anyhow::Result<()> {
         groups.len(),
         backend.describe()
     );
-    let data_pos_weight = data.pos_weight_or_ones();
     let weights: Vec<Option<Vec<f32>>> = configs.iter().map(|c| c.pos_weight.clone()).collect();
     let stop = super::signals::stop_flag();
     let mut results: Vec<Option<FoldResult>> = (0..phases.len()).map(|_| None).collect();
     let started = Instant::now();
-    for group in &groups {
-        let layout = group_layout(
-            group,
-            folds,
-            fold_of_row.as_deref(),
-            &weights,
-            &data_pos_weight,
-        );
-        let group_phases: Vec<Vec<Phase>> = group.iter().map(|&m| phases[m].clone()).collect();
-        let run_started = Instant::now();
-        let options = TrainOptions {
-            validation: validation.clone(),
-            stop: Some(stop),
-            ..TrainOptions::default()
-        };
-        let report = train_lockstep(
-            backend.as_mut(),
-            &data,
-            &layout,
-            &init,
-            &group_phases,
-            options,
-        )?;
-        let z = backend.predict(0..data.n)?;
-        let seconds = run_started.elapsed().as_secs_f64() / group.len() as f64;
-        for (j, (&m, model)) in group.iter().zip(report.models).enumerate() {
-            let fold = m % folds;
-            let held: Vec<usize> = match (&fold_of_row, &validation) {
-                (Some(f), _) => (0..data.n).filter(|&i| f[i] as usize == fold).collect(),
-                (None, Some(v)) => v.clone().collect(),
-                (None, None) => (0..data.n).collect(),
-            };
-            let (o, wide) = (data.o, layout.wide_outputs());
-            let (zs, ys): (Vec<f32>, Vec<f32>) = held
-                .iter()
-                .flat_map(|&i| (0..o).map(move |k| (i, k)))
-                .map(|(i, k)| (z[i * wide + j * o + k], data.y[i * o + k]))
-                .unzip();
-            results[m] = Some(FoldResult {
-                fold,
-                metrics: metrics::evaluate(&zs, &ys, o, &prepared.label_names, t.threshold),
-                phases: model.phases,
-                seconds,
-            });
-        }
-    }
+    let models = SweepModels {
+        phases: &phases,
+        folds,
+        fold_of_row: fold_of_row.as_deref(),
+        weights: &weights,
+    };
+    let stopped = (validation.clone(), Some(stop));
+    train_sweep(
+        backend.as_mut(),
+        &data,
+        &init,
+        &models,
+        &groups,
+        stopped,
+        |run| {
+            let (o, wide) = (data.o, run.models.len() * data.o);
+            let seconds = run.seconds / run.models.len() as f64;
+            for (j, (&m, model)) in run.models.iter().zip(run.report.models).enumerate() {
+                let fold = m % folds;
+                let held: Vec<usize> = match (&fold_of_row, &validation) {
+                    (Some(f), _) => (0..data.n).filter(|&i| f[i] as usize == fold).collect(),
+                    (None, Some(v)) => v.clone().collect(),
+                    (None, None) => (0..data.n).collect(),
+                };
+                let (zs, ys): (Vec<f32>, Vec<f32>) = held
+                    .iter()
+                    .flat_map(|&i| (0..o).map(move |k| (i, k)))
+                    .map(|(i, k)| (run.logits[i * wide + j * o + k], data.y[i * o + k]))
+                    .unzip();
+                results[m] = Some(FoldResult {
+                    fold,
+                    metrics: metrics::evaluate(&zs, &ys, o, &prepared.label_names, t.threshold),
+                    phases: model.phases,
+                    seconds,
+                });
+            }
+            Ok(())
+        },
+    )?;
     let elapsed = started.elapsed().as_secs_f64();
     let mut lines = Vec::with_capacity(configs.len());
     let mut results = results.into_iter();

@@ -398,29 +398,8 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
         source,
     } = prepare(args)?;
     let shape = DataShape::of(&data);
-    let init =
-        match &args.init {
-            Some(path) => {
-                let model = load_model(path)?;
-                if (model.params.d, model.params.o) != (data.d, data.o) {
-                    return Err(Error::Shape(format!(
-                    "{}: the model is Linear({}, {}) but the data has {} features and {} outputs",
-                    path.display(), model.params.d, model.params.o, data.d, data.o
-                ))
-                .into());
-                }
-                model.params
-            }
-            None => Params::zeros(data.d, data.o),
-        };
-    let mut backend: Box<dyn Backend> = match args.backend {
-        BackendChoice::Gpu => {
-            let context = GpuContext::new()?;
-            context.set_verify(!args.no_verify);
-            Box::new(GpuBackend::new(Arc::new(context)))
-        }
-        BackendChoice::Cpu => Box::new(CpuBackend::new()),
-    };
+    let init = initial_params(args, &data)?;
+    let mut backend = make_backend(args)?;
     let validation = (train_rows < data.n).then_some(train_rows..data.n);
     let layout = fold_layout(args, &data)?;
     let digest = lockstep_digest(
@@ -604,6 +583,38 @@ pub fn run(args: &TrainArgs, bars: MultiProgress) -> anyhow::Result<()> {
         bilevel::plot::plot_losses(path, &report.phases)?;
     }
     Ok(())
+}
+
+/// The starting parameters: `--init`'s model, which must fit the data, else zeros.
+pub(super) fn initial_params(args: &TrainArgs, data: &Dataset) -> anyhow::Result<Params> {
+    let Some(path) = &args.init else {
+        return Ok(Params::zeros(data.d, data.o));
+    };
+    let model = load_model(path)?;
+    if (model.params.d, model.params.o) != (data.d, data.o) {
+        return Err(Error::Shape(format!(
+            "{}: the model is Linear({}, {}) but the data has {} features and {} outputs",
+            path.display(),
+            model.params.d,
+            model.params.o,
+            data.d,
+            data.o
+        ))
+        .into());
+    }
+    Ok(model.params)
+}
+
+/// The backend `--backend` chooses (the GPU verified unless `--no-verify`).
+pub(super) fn make_backend(args: &TrainArgs) -> anyhow::Result<Box<dyn Backend>> {
+    Ok(match args.backend {
+        BackendChoice::Gpu => {
+            let context = GpuContext::new()?;
+            context.set_verify(!args.no_verify);
+            Box::new(GpuBackend::new(Arc::new(context)))
+        }
+        BackendChoice::Cpu => Box::new(CpuBackend::new()),
+    })
 }
 
 /// Writes `value` as pretty JSON, atomically.
