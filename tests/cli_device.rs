@@ -78,6 +78,50 @@ fn bench_reports_every_figure_for_each_kernel_choice() {
 }
 
 #[test]
+fn bench_sweep_times_models_in_lockstep_against_separate_runs() {
+    let report = bench_report("bench-sweep", &["--sweep", "--repeats", "1"]);
+    let results = report.as_array().unwrap();
+    let models: Vec<(&str, u64)> = results
+        .iter()
+        .map(|r| (r["shape"].as_str().unwrap(), r["models"].as_u64().unwrap()))
+        .collect();
+    let want = [("S2", 1), ("S2", 4), ("S2", 16), ("S2", 64), ("S2", 256)];
+    assert_eq!(models[..5], want, "{report}");
+    assert_eq!(models[5..], [("S4", 1), ("S4", 4), ("S4", 16)], "{report}");
+    for r in results {
+        for figure in [
+            "lockstep_step_ms",
+            "single_step_ms",
+            "ratio",
+            "fma_gflops",
+            "ratio_bound",
+        ] {
+            let v = r[figure].as_f64().unwrap_or(f64::NAN);
+            assert!(v > 0.0 && v.is_finite(), "{figure} = {v}: {r}");
+        }
+        let m = r["models"].as_u64().unwrap();
+        assert_eq!(r["folds"], if m >= 4 { 4 } else { 2 }, "{r}");
+        // Against its own one-model run, the one-model row is 1 exactly.
+        if m == 1 {
+            assert_eq!(r["ratio_same_kernels"], 1.0, "{r}");
+        }
+        // The lockstep run steps over every row, one model alone over its fold's training
+        // rows: fewer minibatches an epoch (S4 at 1/256: 1,024 rows in batches of 4).
+        let (sweep_steps, single_steps) =
+            (r["lockstep_steps"].as_u64(), r["single_steps"].as_u64());
+        if r["shape"] == "S4" {
+            assert_eq!(sweep_steps, Some(256), "{r}");
+            assert!(
+                single_steps.unwrap() < 256 && single_steps.unwrap() >= 128,
+                "{r}"
+            );
+        } else {
+            assert_eq!((sweep_steps, single_steps), (Some(1), Some(1)), "{r}");
+        }
+    }
+}
+
+#[test]
 fn bench_measures_an_epoch_against_the_batch_probe() {
     let chosen = chosen_adapter();
     let tiled = ["--shapes", "S4", "--repeats", "3", "--kernels", "tiled"];
@@ -407,8 +451,8 @@ fn shaders_dump_writes_every_module_and_pipeline() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("pipelines.json")).unwrap()).unwrap();
     let modules = manifest["modules"].as_array().unwrap();
-    // The 12 kernels and probes, linear_step_rows at 1 and 5 column groups, linear_tiled.
-    assert_eq!(modules.len(), 15, "{manifest}");
+    // The 13 kernels and probes, linear_step_rows at 1 and 5 column groups, linear_tiled.
+    assert_eq!(modules.len(), 16, "{manifest}");
     for m in modules {
         let source = std::fs::read_to_string(dir.join(m["file"].as_str().unwrap())).unwrap();
         assert_eq!(

@@ -454,3 +454,15 @@ fn kernels_hold_at_lavapipes_other_subgroup_sizes() {
         "kernels_hold_at_lavapipes_other_subgroup_sizes",
     );
 }
+
+#[test]
+fn arithmetic_probe_runs_every_round() {
+    // Sized to one flop: one workgroup of 64 invocations, 1,024 rounds of 24 chains each.
+    let probe = bilevel::gpu::FmaProbe::new(gpu(), 1).unwrap();
+    assert_eq!(probe.flops(), 64 * 1024 * 24 * 2);
+    // Its output starts zeroed, which no invocation's sum is: the check sees a probe not run.
+    let err = probe.check().unwrap_err().to_string();
+    assert!(err.contains("invocation 0 summed 0"), "{err}");
+    probe.run().unwrap();
+    probe.check().unwrap();
+}

@@ -35,7 +35,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = TimingArg::Auto)]
     pub timing: TimingArg,
     /// Time sweeps instead: M models stepped in lockstep against M runs of one model, on S2
-    /// (M = 1, 4, 16, 64, 256) and S4 (M = 16) of --shapes.
+    /// (M = 1, 4, 16, 64, 256) and S4 (M = 1, 4, 16) of --shapes.
     #[arg(long)]
     pub sweep: bool,
     /// Take the planned step paths without checking them against the CPU reference first
@@ -254,22 +254,43 @@ fn run_sweep(args: &BenchArgs) -> anyhow::Result<()> {
     let results = bench_sweep::run_sweep(context, &shapes, args.repeats)?;
     println!("{adapter} — wall clock");
     println!(
-        "{:<3} {:>7} {:>5} {:>6} {:>7} {:>12} {:>12} {:>9}",
-        "", "n", "d", "batch", "models", "sweep ms", "one ms", "ratio"
+        "{:<3} {:>7} {:>5} {:>6} {:>7} {:>6} {:>12} {:>12} {:>8} {:>8} {:>9} {:>8}",
+        "",
+        "n",
+        "d",
+        "batch",
+        "models",
+        "folds",
+        "sweep ms",
+        "one ms",
+        "ratio",
+        "bound",
+        "GFLOP/s",
+        "same k."
     );
     for r in &results {
         println!(
-            "{:<3} {:>7} {:>5} {:>6} {:>7} {:>12.2} {:>12.2} {:>9}",
+            "{:<3} {:>7} {:>5} {:>6} {:>7} {:>6} {:>12.2} {:>12.2} {:>8} {:>8} {:>9.1} {:>8}",
             r.shape,
             r.n,
             r.d,
             r.batch.map_or("full".into(), |b| b.to_string()),
             r.models,
-            r.lockstep_step_ms,
-            r.single_step_ms,
-            format!("1/{:.1}", 1.0 / r.ratio)
+            r.folds,
+            r.lockstep_step_ms * r.lockstep_steps as f64,
+            r.single_step_ms * r.single_steps as f64,
+            format!("1/{:.1}", 1.0 / r.ratio),
+            format!("1/{:.1}", 1.0 / r.ratio_bound),
+            r.fma_gflops,
+            r.ratio_same_kernels
+                .map_or("-".into(), |q| format!("1/{:.1}", 1.0 / q)),
         );
     }
+    println!(
+        "ms an epoch (full batch: a step); one model on a fold's training rows; bound: the \
+         least ratio at the arithmetic probe's rate (GFLOP/s), 4·d flops a model and row; same \
+         k.: the ratio against separate runs on the sweep's kernels (its one-model row)"
+    );
     if let Some(path) = &args.json {
         write_json(path, &serde_json::to_value(&results)?)?;
     }

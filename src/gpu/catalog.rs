@@ -83,7 +83,7 @@ pub fn pipelines(sizes: &[u32], rows_groups: &[u32], shift: u32) -> Vec<Pipeline
             subgroup_size: size,
         })
     };
-    let simple: [(&str, &str, &str, &[Constant]); 14] = [
+    let simple: [(&str, &str, &str, &[Constant]); 15] = [
         ("linear_forward", "linear_forward.wgsl", "main", &WG),
         ("bce", "bce.wgsl", "main", &WG),
         (
@@ -108,6 +108,7 @@ pub fn pipelines(sizes: &[u32], rows_groups: &[u32], shift: u32) -> Vec<Pipeline
         ("train_steps", "train_steps.wgsl", "main", &WG),
         ("probe_read", "probe_read.wgsl", "main", &WG),
         ("probe_gemm", "probe_gemm.wgsl", "main", &[]),
+        ("probe_fma", "probe_fma.wgsl", "main", &WG),
     ];
     for (name, module, entry, constants) in simple {
         push(name.into(), module, entry, constants.to_vec(), name, None);

@@ -48,12 +48,6 @@ fn run(ctx: &GpuContext, file: &str, wg: u32, bytes: u64) -> Result<Vec<u8>> {
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     });
-    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("probe staging"),
-        size: bytes,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
     let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
         label: Some(file),
         layout: &pipeline.get_bind_group_layout(0),
@@ -74,7 +68,30 @@ fn run(ctx: &GpuContext, file: &str, wg: u32, bytes: u64) -> Result<Vec<u8>> {
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(PROBE_WORKGROUPS, 1, 1);
     }
-    encoder.copy_buffer_to_buffer(&out, 0, &staging, 0, bytes);
+    ctx.queue.submit([encoder.finish()]);
+    read_back(ctx, &out, bytes, file)
+}
+
+/// Waits for the work submitted so far and reads the first `bytes` of `src` (a buffer with
+/// `COPY_SRC`), the output of probe `file`.
+pub(super) fn read_back(
+    ctx: &GpuContext,
+    src: &wgpu::Buffer,
+    bytes: u64,
+    file: &str,
+) -> Result<Vec<u8>> {
+    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("probe staging"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("probe read-back"),
+        });
+    encoder.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
     ctx.queue.submit([encoder.finish()]);
     let slice = staging.slice(..);
     slice.map_async(wgpu::MapMode::Read, |_| {});

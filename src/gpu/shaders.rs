@@ -69,6 +69,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         "probe_gemm.wgsl",
         include_str!("../../shaders/probe_gemm.wgsl"),
     ),
+    (
+        "probe_fma.wgsl",
+        include_str!("../../shaders/probe_fma.wgsl"),
+    ),
 ];
 
 /// The most vec4 column groups one invocation of `linear_step_rows` holds on a CPU adapter:
@@ -324,6 +328,7 @@ pub const LAYOUTS: &[(&str, &[Slot])] = &[
     ("probe_read", &[Uniform(0), Read(1), Write(2), Texture(3)]),
     ("probe_gemm", &[Uniform(0), Read(1), Read(2), Write(3)]),
     ("probe_lanes", &[Write(0)]),
+    ("probe_fma", &[Write(0)]),
 ];
 
 /// `sparse_linear`'s layout, both entry points.
