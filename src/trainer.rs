@@ -187,6 +187,8 @@ pub struct DataShape {
     pub d: usize,
     /// Outputs.
     pub o: usize,
+    /// X's nonzeros where it is sparse (`None`: dense).
+    pub nnz: Option<usize>,
 }
 
 impl DataShape {
@@ -196,6 +198,10 @@ impl DataShape {
             n: data.n,
             d: data.d,
             o: data.o,
+            nnz: match &data.x {
+                crate::Features::Dense(_) => None,
+                crate::Features::Sparse(x) => Some(x.nnz() as usize),
+            },
         }
     }
 }

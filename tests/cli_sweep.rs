@@ -115,6 +115,65 @@ fn a_sweep_prints_its_table_and_writes_report_plot_and_refit_model() {
 }
 
 #[test]
+fn a_sparse_sweep_runs_on_the_gpu_and_each_fold_is_its_train_fold() {
+    let dir = scratch("sweep-sparse");
+    let (data, report, alone) = (
+        dir.join("rows.svm"),
+        dir.join("sweep.json"),
+        dir.join("alone.json"),
+    );
+    let data = data.to_str().unwrap();
+    let generate = ["generate", "--synthetic-sparse", "600,80,8,3", "-o", data];
+    assert!(bilevel(&generate).status.success());
+    let out = bilevel(&with_base(&[
+        "sweep",
+        data,
+        "--sparse",
+        "on",
+        "--grid",
+        "global-lr=0.05,0.3",
+        "--grid",
+        "local-params=bias,features:0..20",
+        "--folds",
+        "3",
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("12 models in 1 lockstep run(s)") && stderr(&out).contains("on gpu"),
+        "{}",
+        stderr(&out)
+    );
+    let out = bilevel(&with_base(&[
+        "train",
+        data,
+        "--sparse",
+        "on",
+        "--global-lr",
+        "0.3",
+        "--local-params",
+        "features:0..20",
+        "--folds",
+        "3",
+        "--fold",
+        "1",
+        "--report",
+        alone.to_str().unwrap(),
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (json, alone) = (common::cli::report(&report), common::cli::report(&alone));
+    let swept = &json["configurations"][3]["folds"][1];
+    assert_eq!(swept["fold"], 1);
+    for phase in 0..2 {
+        assert_eq!(
+            swept["phases"][phase]["checks"], alone["phases"][phase]["checks"],
+            "phase {phase}: the sparse sweep's model and `train --fold` alone"
+        );
+    }
+}
+
+#[test]
 fn a_single_hold_out_sweeps_on_the_validation_rows() {
     // One axis from a sweep file's [sweep] table.
     let dir = scratch("sweep-file");

@@ -13,8 +13,8 @@ use bilevel::lockstep::stratified_folds;
 use bilevel::standardize::Standardizer;
 use bilevel::sweep::{Axis, Configuration, configurations};
 use bilevel::{
-    AdamConfig, Backend, Dataset, Features, Lockstep, ModelReport, Optimizer, ParamSubset, Params,
-    Phase, StopReason, TrainOptions, train_lockstep, train_with,
+    AdamConfig, Backend, Dataset, Features, Lockstep, LockstepReport, ModelReport, Optimizer,
+    ParamSubset, Params, Phase, StopReason, TrainOptions, train_lockstep, train_with,
 };
 
 /// Makes a fresh backend.
@@ -258,23 +258,7 @@ fn multi_output_minibatch_models_stop_on_their_own_and_keep_their_bits() {
             .flat_map(|c| backends().map(|b| (c.clone(), b)))
     {
         let name = format!("{backend_name} {name}");
-        let layout = layout(&configs, &data, 3, 2);
-        let phases = model_phases(&configs, &data, 3);
-        let init = Params::zeros(data.d, data.o);
-        let sweep = train_lockstep(
-            backend().as_mut(),
-            &data,
-            &layout,
-            &init,
-            &phases,
-            TrainOptions::default(),
-        )
-        .unwrap();
-        let global_steps: Vec<u64> = sweep.models.iter().map(|m| m.phases[1].steps).collect();
-        assert!(
-            global_steps.iter().any(|&s| s < 80) && global_steps.contains(&80),
-            "{name}: some models stop early, some run every step: {global_steps:?}"
-        );
+        let sweep = stopping_models_keep_their_bits(&name, backend, &data, &configs, 2);
         if name.ends_with("patience") {
             assert!(
                 sweep
@@ -283,12 +267,43 @@ fn multi_output_minibatch_models_stop_on_their_own_and_keep_their_bits() {
                     .any(|m| m.phases[1].stop == StopReason::EarlyStopped)
             );
         }
-        for (m, model) in sweep.models.iter().enumerate() {
-            let what = format!("{name}: {} fold {}", configs[m / 3].label(), m % 3);
-            let one = alone(backend().as_mut(), &data, &layout, m, &init, &phases[m]);
-            assert_same_bits(&what, model, &one);
-        }
     }
+}
+
+/// Sweeps `configs` × 3 folds (seeded by `seed`) of `data` on `backend` from zeros: some
+/// models stop before the global phase's last step and some take it, and every model ends
+/// with the bits of its run alone. Returns the sweep.
+fn stopping_models_keep_their_bits(
+    name: &str,
+    backend: NewBackend,
+    data: &Dataset,
+    configs: &[Configuration],
+    seed: u64,
+) -> LockstepReport {
+    let layout = layout(configs, data, 3, seed);
+    let phases = model_phases(configs, data, 3);
+    let init = Params::zeros(data.d, data.o);
+    let sweep = train_lockstep(
+        backend().as_mut(),
+        data,
+        &layout,
+        &init,
+        &phases,
+        TrainOptions::default(),
+    )
+    .unwrap();
+    let last = phases[0][1].stop.max_steps;
+    let global_steps: Vec<u64> = sweep.models.iter().map(|m| m.phases[1].steps).collect();
+    assert!(
+        global_steps.iter().any(|&s| s < last) && global_steps.contains(&last),
+        "{name}: some models stop early, some run every step: {global_steps:?}"
+    );
+    for (m, model) in sweep.models.iter().enumerate() {
+        let what = format!("{name}: {} fold {}", configs[m / 3].label(), m % 3);
+        let one = alone(backend().as_mut(), data, &layout, m, &init, &phases[m]);
+        assert_same_bits(&what, model, &one);
+    }
+    sweep
 }
 
 #[test]
@@ -352,16 +367,24 @@ fn a_diverging_model_keeps_its_last_finite_parameters_and_the_others_go_on() {
     }
 }
 
-#[test]
-fn a_chunked_gpu_sweep_matches_the_reference_and_steps_allocate_nothing() {
-    // X in chunks of 128 rows: folds are looked up past the first chunk too.
-    let (data, init) = common::problem(500, 40, 2, 93, 1.0);
+/// Steps 12 models of `data` (2 × 2 configurations × 3 folds, each its own learning rate) on
+/// `gpu` over `batches` of 100 rows in turn, `steps` of them: no step allocates or reads back,
+/// at most 4 submissions take them all, and the parameters and every batch's evaluation match
+/// the CPU reference's within `(atol, rtol)`; an evaluation reads back `reads` buffers.
+/// Returns `gpu`, loaded.
+fn gpu_steps_match_the_reference(
+    mut gpu: GpuBackend,
+    (data, init): (&Dataset, &Params),
+    (batches, steps): (usize, usize),
+    (atol, rtol): (f64, f64),
+    reads: u64,
+) -> GpuBackend {
     let configs = grid(
         &TwoLevel::default(),
         &["global-lr=0.01,0.05", "global-weight-decay=0,0.1"],
-        &data,
+        data,
     );
-    let layout = layout(&configs, &data, 3, 5);
+    let layout = layout(&configs, data, 3, 5);
     let models = layout.models;
     let wide = layout.widen(&vec![init.clone(); models]).unwrap();
     let masks = vec![ParamSubset::All.mask(data.d, data.o).unwrap(); models];
@@ -369,12 +392,12 @@ fn a_chunked_gpu_sweep_matches_the_reference_and_steps_allocate_nothing() {
     let optimizers: Vec<Optimizer> = (0..models)
         .map(|m| Optimizer::Adam(AdamConfig::new(0.01 * (1 + m / 3) as f64)))
         .collect();
-    let batches: Vec<Vec<u32>> = (0..5).map(|b| (b * 100..b * 100 + 100).collect()).collect();
-    let steps: Vec<usize> = (0..1000).map(|i| i % 5).collect();
+    let batches: Vec<Vec<u32>> = (0..batches as u32)
+        .map(|b| (b * 100..b * 100 + 100).collect())
+        .collect();
+    let steps: Vec<usize> = (0..steps).map(|i| i % batches.len()).collect();
 
-    let mut gpu = GpuBackend::with_chunk_rows(common::gpu(), 128);
-    gpu.load_lockstep(&data, &wide, &layout).unwrap();
-    assert_eq!(gpu.chunk_count(), 4);
+    gpu.load_lockstep(data, &wide, &layout).unwrap();
     gpu.set_batches(&batches).unwrap();
     gpu.begin_lockstep_phase(&optimizers, &mask).unwrap();
     let before = gpu.counters();
@@ -390,35 +413,85 @@ fn a_chunked_gpu_sweep_matches_the_reference_and_steps_allocate_nothing() {
     assert_eq!(after.read_backs, before.read_backs, "steps read back");
     assert!(
         after.submits - before.submits <= 4,
-        "1,000 steps took {} submissions",
+        "{} steps took {} submissions",
+        steps.len(),
         after.submits - before.submits
     );
-    // An evaluation reads back the batch's losses and the gradient.
     let evaluations = gpu.evaluate_lockstep(0).unwrap();
-    assert_eq!(gpu.counters().read_backs, after.read_backs + 2);
+    assert_eq!(gpu.counters().read_backs, after.read_backs + reads);
 
     let mut cpu = CpuBackend::new();
-    cpu.load_lockstep(&data, &wide, &layout).unwrap();
+    cpu.load_lockstep(data, &wide, &layout).unwrap();
     cpu.set_batches(&batches).unwrap();
     cpu.begin_lockstep_phase(&optimizers, &mask).unwrap();
     cpu.run_steps(&steps, 1).unwrap();
     common::assert_close(
-        "1,000 lockstep steps of 12 models, GPU vs CPU",
+        &format!("{} lockstep steps of 12 models, GPU vs CPU", steps.len()),
         &gpu.params().unwrap().values,
         &cpu.params().unwrap().values,
-        1e-3,
-        1e-2,
+        atol,
+        rtol,
     );
-    for (m, (g, c)) in evaluations
-        .iter()
-        .zip(cpu.evaluate_lockstep(0).unwrap())
-        .enumerate()
-    {
-        let what = format!("model {m}");
-        common::assert_close_f64(&what, g.train.loss, c.train.loss, 1e-5, 1e-4);
-        let (g_held, c_held) = (g.held_out_loss.unwrap(), c.held_out_loss.unwrap());
-        common::assert_close_f64(&what, g_held, c_held, 1e-5, 1e-4);
-        common::assert_close_f64(&what, g.train.grad_norm, c.train.grad_norm, 1e-5, 1e-3);
+    for batch in 0..batches.len() {
+        let gpu_models = match batch {
+            0 => evaluations.clone(),
+            _ => gpu.evaluate_lockstep(batch).unwrap(),
+        };
+        let cpu_models = cpu.evaluate_lockstep(batch).unwrap();
+        for (m, (g, c)) in gpu_models.iter().zip(cpu_models).enumerate() {
+            let what = format!("batch {batch}, model {m}");
+            common::assert_close_f64(&what, g.train.loss, c.train.loss, 1e-5, 1e-4);
+            let (g_held, c_held) = (g.held_out_loss.unwrap(), c.held_out_loss.unwrap());
+            common::assert_close_f64(&what, g_held, c_held, 1e-5, 1e-4);
+            common::assert_close_f64(&what, g.train.grad_norm, c.train.grad_norm, 1e-5, 1e-3);
+        }
+    }
+    gpu
+}
+
+#[test]
+fn a_chunked_gpu_sweep_matches_the_reference_and_steps_allocate_nothing() {
+    // X in chunks of 128 rows: folds are looked up past the first chunk too.
+    let (data, init) = common::problem(500, 40, 2, 93, 1.0);
+    let gpu = GpuBackend::with_chunk_rows(common::gpu(), 128);
+    // An evaluation reads back the batch's losses and the gradient.
+    let tolerance = (1e-3, 1e-2);
+    let gpu = gpu_steps_match_the_reference(gpu, (&data, &init), (5, 1000), tolerance, 2);
+    assert_eq!(gpu.chunk_count(), 4);
+}
+
+#[test]
+fn a_sliced_sparse_gpu_sweep_matches_the_reference_and_steps_allocate_nothing() {
+    // Batches of 100 rows in slices of 40: each slice's targets and folds found by row.
+    let (data, init) = common::sparse_problem(400, 60, 2, 0.1, 17);
+    let gpu = GpuBackend::with_chunk_rows(common::gpu(), 40);
+    // An evaluation reads back each slice's losses (3) and the gradient.
+    gpu_steps_match_the_reference(gpu, (&data, &init), (4, 200), (1e-4, 1e-3), 4);
+}
+
+#[test]
+fn sparse_models_of_a_sweep_have_the_bits_of_their_runs_alone() {
+    let (data, _) = common::sparse_problem(230, 37, 2, 0.15, 41);
+    let base = TwoLevel {
+        local_steps: Some(10),
+        global_steps: Some(50),
+        batch_size: Some(64),
+        check_every: Some(5),
+        seed: 4,
+        ..TwoLevel::default()
+    };
+    // 2 × 2 × 3 = 12 configurations × 3 folds; the tolerances stop some models early.
+    let configs = grid(
+        &base,
+        &[
+            "global-lr=0.02,0.3",
+            "tol=1e-9,1e-2",
+            "local-params=bias,features:0..10,all",
+        ],
+        &data,
+    );
+    for (name, backend) in backends() {
+        stopping_models_keep_their_bits(&format!("{name} sparse"), backend, &data, &configs, 8);
     }
 }
 

@@ -151,8 +151,6 @@ class BilevelClassifierCV(BilevelClassifier):
             multi_output=True,
             y_numeric=False,
         )
-        if sp.issparse(X):
-            raise ValueError("BilevelClassifierCV takes dense X; sparse sweeps are not built yet")
         if sample_weight is not None:
             raise ValueError("sample_weight: BilevelClassifierCV takes none")
         targets = self._targets(y)
@@ -161,10 +159,25 @@ class BilevelClassifierCV(BilevelClassifier):
             one = clone(base).set_params(**params)
             one.classes_, one._kind = self.classes_, self._kind
             configs.append(json.loads(one._options(targets)))
-        X32 = np.ascontiguousarray(X, dtype=np.float32)
-        folds, logits, histories, standardizer = _native.fit_sweep(
-            X32, targets, json.dumps(configs), int(self.cv)
-        )
+        if sp.issparse(X):
+            X = X.tocsr()
+            if not X.has_canonical_format:
+                X = X.copy()
+                X.sum_duplicates()
+            folds, logits, histories, standardizer = _native.fit_sweep_sparse(
+                X.shape,
+                X.indptr.astype(np.int64, copy=False),
+                X.indices.astype(np.int64, copy=False),
+                X.data.astype(np.float32, copy=False),
+                targets,
+                json.dumps(configs),
+                int(self.cv),
+            )
+        else:
+            X32 = np.ascontiguousarray(X, dtype=np.float32)
+            folds, logits, histories, standardizer = _native.fit_sweep(
+                X32, targets, json.dumps(configs), int(self.cv)
+            )
         histories = json.loads(histories)
         outputs = targets.shape[1]
         scores = np.empty((len(grid), self.cv))

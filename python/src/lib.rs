@@ -190,6 +190,24 @@ fn fit_sparse<'py>(
     options: &str,
     progress: Option<Bound<'py, PyAny>>,
 ) -> PyResult<FitResult<'py>> {
+    let x = csr(shape, &indptr, &indices, &data)?;
+    train(
+        py,
+        Features::Sparse(Arc::new(x)),
+        shape,
+        &y,
+        options,
+        progress,
+    )
+}
+
+/// scipy's CSR arrays (canonical: sorted, no duplicates) as bilevel's.
+fn csr(
+    shape: (usize, usize),
+    indptr: &PyReadonlyArray1<'_, i64>,
+    indices: &PyReadonlyArray1<'_, i64>,
+    data: &PyReadonlyArray1<'_, f32>,
+) -> PyResult<Csr> {
     let unsigned = |v: &i64, what: &str| {
         u64::try_from(*v).map_err(|_| PyValueError::new_err(format!("a negative {what}: {v}")))
     };
@@ -207,15 +225,7 @@ fn fit_sparse<'py>(
         })
         .collect::<PyResult<Vec<u32>>>()?;
     let values = data.as_array().to_vec();
-    let x = Csr::new(shape.0, shape.1, row_start, cols, values).map_err(to_py)?;
-    train(
-        py,
-        Features::Sparse(Arc::new(x)),
-        shape,
-        &y,
-        options,
-        progress,
-    )
+    Csr::new(shape.0, shape.1, row_start, cols, values).map_err(to_py)
 }
 
 /// What the training thread sends: the run's events as they happen (JSON), then its result.
@@ -447,6 +457,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fit, m)?)?;
     m.add_function(wrap_pyfunction!(fit_sparse, m)?)?;
     m.add_function(wrap_pyfunction!(sweep::fit_sweep, m)?)?;
+    m.add_function(wrap_pyfunction!(sweep::fit_sweep_sparse, m)?)?;
     m.add_function(wrap_pyfunction!(save_model, m)?)?;
     m.add_function(wrap_pyfunction!(load_model, m)?)?;
     m.add_function(wrap_pyfunction!(devices, m)?)?;

@@ -4,7 +4,9 @@
 use bilevel::lockstep::stratified_folds;
 use bilevel::sweep::group_models;
 use bilevel::{DataShape, Phase, SweepModels, train_sweep};
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
 
 use super::*;
 
@@ -18,7 +20,7 @@ type SweepResult<'py> = (
 
 /// Trains every configuration of `configs` (a JSON list of `fit`'s options, which must agree
 /// on `standardize` and `device` and hold no rows out themselves) on each of `folds` folds of
-/// `x` (n×d, dense) and `y` (n×o), stratified per output and seeded by the first
+/// `x` (n×d, dense; [`fit_sweep_sparse`]: sparse) and `y` (n×o), stratified per output and seeded by the first
 /// configuration's seed: model m is configuration m / folds holding fold m % folds out.
 /// Returns the fold of every row, the logits of every row under every model (n × models·o:
 /// model m's outputs at columns m·o ..), every model's phases (JSON) and the standardisation.
@@ -28,6 +30,37 @@ pub fn fit_sweep<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
     y: PyReadonlyArray2<'py, f32>,
+    configs: &str,
+    folds: usize,
+) -> PyResult<SweepResult<'py>> {
+    let shape = (x.shape()[0], x.shape()[1]);
+    sweep(py, Features::Dense(dense(&x)), shape, &y, configs, folds)
+}
+
+/// [`fit_sweep`] over sparse X: scipy's CSR arrays (`shape`, `indptr`, `indices`, `data`).
+#[pyfunction]
+#[pyo3(signature = (shape, indptr, indices, data, y, configs, folds))]
+#[allow(clippy::too_many_arguments)]
+pub fn fit_sweep_sparse<'py>(
+    py: Python<'py>,
+    shape: (usize, usize),
+    indptr: PyReadonlyArray1<'py, i64>,
+    indices: PyReadonlyArray1<'py, i64>,
+    data: PyReadonlyArray1<'py, f32>,
+    y: PyReadonlyArray2<'py, f32>,
+    configs: &str,
+    folds: usize,
+) -> PyResult<SweepResult<'py>> {
+    let x = csr(shape, &indptr, &indices, &data)?;
+    sweep(py, Features::Sparse(Arc::new(x)), shape, &y, configs, folds)
+}
+
+/// The sweep of [`fit_sweep`] over `x` (n×d).
+fn sweep<'py>(
+    py: Python<'py>,
+    x: Features,
+    (n, d): (usize, usize),
+    y: &PyReadonlyArray2<'py, f32>,
     configs: &str,
     folds: usize,
 ) -> PyResult<SweepResult<'py>> {
@@ -49,7 +82,6 @@ pub fn fit_sweep<'py>(
             "a sweep validates on its folds: validation_fraction is not for it",
         ));
     }
-    let (n, d) = (x.shape()[0], x.shape()[1]);
     let (rows, o) = (y.shape()[0], y.shape()[1]);
     if rows != n {
         return Err(PyValueError::new_err(format!(
@@ -61,10 +93,9 @@ pub fn fit_sweep<'py>(
         .map(|c| c.run.run_config().phases())
         .collect::<bilevel::Result<_>>()
         .map_err(to_py)?;
-    let values = dense(&x);
-    let y = row_major(&y);
+    let y = row_major(y);
     let (fold_of_row, logits, histories, standardizer) = on_worker(py, None, move |flag, _| {
-        let mut data = Dataset::new(n, d, o, Features::Dense(values), y)?;
+        let mut data = Dataset::new(n, d, o, x, y)?;
         let first = &configs[0];
         let standardizer = first.standardize.then(|| Standardizer::fit(&data.x, d, n));
         if let Some(s) = &standardizer {

@@ -731,7 +731,7 @@ pub(crate) use loops::*;
 
 #[path = "plan_lockstep.rs"]
 mod lockstep;
-pub use lockstep::{MAX_LOCKSTEP_MODELS, lockstep_models};
+pub use lockstep::{MAX_LOCKSTEP_MODELS, lockstep_models, sparse_lockstep_models};
 
 /// `StepKernels::Auto` folds Adam into the next step where the update its blocks repeat
 /// reads at most this many floats in all (blocks × (the previous step's partials and three

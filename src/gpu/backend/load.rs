@@ -78,11 +78,6 @@ impl GpuBackend {
         // Sparse data has no chunks of dense rows: its own arrays come after the run's.
         let (plan, x_dense, sparse_plan) = match &data.x {
             Features::Dense(x) => (self.plan(n, d, o, kernels)?, &x[..], None),
-            Features::Sparse(_) if lockstep.is_some() => {
-                return Err(Error::Config(
-                    "sparse data in a lockstep run (a sweep, or train --fold) is not built on the GPU yet; use the CPU reference (--backend cpu)".into(),
-                ));
-            }
             Features::Sparse(x) => {
                 let sparse = plan_sparse(
                     self.max_binding,
@@ -354,7 +349,9 @@ impl GpuBackend {
             }),
         });
         if let (Features::Sparse(x), Some(plan)) = (&data.x, sparse_plan) {
-            let sparse = self.upload_sparse(x, &data.y, plan, &self.run()?.reduce_partials)?;
+            let by_row = lockstep.is_some();
+            let sparse =
+                self.upload_sparse(x, &data.y, plan, &self.run()?.reduce_partials, by_row)?;
             self.run_mut()?.sparse = Some(sparse);
         }
         ctx.wait("uploading the data")

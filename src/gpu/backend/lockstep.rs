@@ -240,8 +240,13 @@ impl GpuBackend {
     /// [`Backend::evaluate_lockstep`] of a lockstep run: the batch's losses and gradient read
     /// back and summed per model on the host, as a run of one model sums them.
     pub(super) fn evaluate_models(&mut self, batch: usize) -> Result<Vec<ModelEvaluation>> {
-        self.compute_gradient(batch)?;
-        let loss = self.read_chunked(batch, |c| &c.loss)?;
+        let loss = if self.is_sparse() {
+            self.sparse_compute(batch, Compute::Gradient)?;
+            self.read_sparse(batch, SparseOutput::Loss)?
+        } else {
+            self.compute_gradient(batch)?;
+            self.read_chunked(batch, |c| &c.loss)?
+        };
         let run = self.run()?;
         let grad = self.read_f32(&run.grad, run.n_params)?;
         let (Some(l), Some((_, mask))) = (&run.lockstep, &run.phase) else {

@@ -377,6 +377,10 @@ impl Backend for GpuBackend {
     }
 
     fn lockstep_capacity(&self, shape: DataShape) -> Result<usize> {
+        if let Some(nnz) = shape.nnz {
+            let (n, d, o) = (shape.n, shape.d, shape.o);
+            return plan::sparse_lockstep_models(self.max_binding, (n, d, o), nnz, self.chunk_rows);
+        }
         let request = Request {
             kernels: self.lockstep_kernels()?,
             x_source: self.x_source,

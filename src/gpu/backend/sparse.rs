@@ -36,6 +36,9 @@ pub(super) struct SparseRun {
     chunks: Vec<[wgpu::Buffer; 2]>,
     /// All n×o targets, which each plan lays out in batch order.
     y: Vec<f32>,
+    /// In a lockstep run, the same on the device, where `bce` finds each row's targets and
+    /// (in the model table) its fold by the row's index: each plan lays out row indices.
+    y_by_row: Option<wgpu::Buffer>,
     /// Feature columns whose gradient a step computes (the phase's), and whether the biases'.
     trained: (Range<u32>, bool),
     batch_plans: Vec<SparseBatch>,
@@ -221,8 +224,17 @@ impl GpuBackend {
         y: &[f32],
         plan: SparsePlan,
         reduce_partials: &wgpu::Buffer,
+        by_row: bool,
     ) -> Result<SparseRun> {
         let ctx = &self.context;
+        let y_by_row = match by_row {
+            true => {
+                let buffer = self.storage("targets of every row", y.len() as u64 * 4)?;
+                self.upload_in_pieces(&buffer, bytemuck::cast_slice(y))?;
+                Some(buffer)
+            }
+            false => None,
+        };
         let nnz = x.nnz();
         let chunk_starts = entry_chunks(x, plan.chunk_entries)?;
         let k = &ctx.kernels;
@@ -267,6 +279,7 @@ impl GpuBackend {
             chunk_starts,
             chunks,
             y: y.to_vec(),
+            y_by_row,
             trained: (0..x.d as u32, true),
             batch_plans: Vec::new(),
             with_columns: false,
@@ -309,6 +322,8 @@ impl GpuBackend {
         with_columns: bool,
     ) -> Result<()> {
         check_batches(self.run()?.n, batches)?;
+        let queue = self.context.queue.clone();
+        self.run_mut()?.write_scales(&queue, batches);
         // The last plan's buffers go before this one's are made: never two plans' at once.
         if let Some(sparse) = self.run_mut()?.sparse.as_mut() {
             sparse.work = None;
@@ -323,6 +338,10 @@ impl GpuBackend {
         // targets; the columns' entries are filled in below, piece by piece.
         let mut packing = Packing::new(sparse.plan.chunk_entries);
         let mut targets = Targets::new(slice_rows, o);
+        // In a lockstep run `bce` reads every row's targets by the row's index: the slices'
+        // rows, in turn.
+        let by_row = sparse.y_by_row.is_some();
+        let mut row_list: Vec<u32> = Vec::new();
         let mut plans = Vec::with_capacity(batches.len());
         let mut most_segments = 1usize;
         // The most rows each slice index holds, over the batches.
@@ -341,7 +360,12 @@ impl GpuBackend {
                     }
                 };
                 let gradient = push_pass(&mut layout, &columns);
-                let (y_chunk, y_row) = targets.push(rows, &sparse.y);
+                let (y_chunk, y_row) = if by_row {
+                    row_list.extend_from_slice(rows);
+                    (0, (row_list.len() - rows.len()) as u32)
+                } else {
+                    targets.push(rows, &sparse.y)
+                };
                 most_segments = most_segments.max(forward_segments.len()).max(columns.len());
                 if widths.len() == s {
                     widths.push(0);
@@ -380,20 +404,26 @@ impl GpuBackend {
             Ok(buffer)
         };
         let layout = upload("sparse segments", bytemuck::cast_slice(&layout))?;
-        // bce finds a slice's targets at [row_offset + p] through this identity row list.
-        let identity: Vec<u32> = (0..targets.most_rows() as u32).collect();
-        let identity = upload("sparse target rows", bytemuck::cast_slice(&identity))?;
+        // bce finds a slice's targets at [row_offset + p] through this row list: the identity
+        // over the packed targets, or the slices' rows over every row's.
+        if !by_row {
+            row_list = (0..targets.most_rows() as u32).collect();
+        }
+        let identity = upload("sparse target rows", bytemuck::cast_slice(&row_list))?;
         // Each chunk's host arrays dropped once they are on the device.
-        let y = std::mem::take(&mut targets.chunks)
-            .into_iter()
-            .enumerate()
-            .map(|(c, y)| {
-                upload(
-                    &format!("sparse targets, chunk {c}"),
-                    bytemuck::cast_slice(&y),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let y = match &sparse.y_by_row {
+            Some(y) => vec![y.clone()],
+            None => std::mem::take(&mut targets.chunks)
+                .into_iter()
+                .enumerate()
+                .map(|(c, y)| {
+                    upload(
+                        &format!("sparse targets, chunk {c}"),
+                        bytemuck::cast_slice(&y),
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?,
+        };
         let columns = packing
             .lengths
             .iter()

@@ -17,7 +17,12 @@ impl GpuBackend {
         compute: Compute,
     ) -> Result<()> {
         let (d, o) = (run.d as u32, run.o as u32);
-        let Run { ring, sparse, .. } = run;
+        let Run {
+            ring,
+            sparse,
+            lockstep,
+            ..
+        } = run;
         let Some(sparse) = sparse.as_ref() else {
             return Err(Error::Config("the run's data is not sparse".into()));
         };
@@ -78,6 +83,10 @@ impl GpuBackend {
             dispatch(pass, ctx, &k.sparse_clear, group, &[job], groups);
         }
         let inv_count = (1.0 / (plan.rows as f64 * o as f64)) as f32;
+        // A lockstep run's δ scales, per fold, from the model table.
+        let scales_at = lockstep
+            .as_ref()
+            .map_or(NO_TABLE, |l| l.scales_at + batch as u32 * l.folds);
         for (s, slice) in plan.slices.iter().enumerate() {
             let s = s as u32;
             encode(ring, pass, &slice.forward, (&work.forward, s), (1, d, 1))?;
@@ -87,7 +96,7 @@ impl GpuBackend {
                 block_base: 0,
                 inv_count,
                 rows_per_block: 1,
-                scales_at: NO_TABLE,
+                scales_at,
                 first_row: 0,
                 _pad: 0,
             });
@@ -114,19 +123,20 @@ impl GpuBackend {
         let ctx = Arc::clone(&self.context);
         let counters = Arc::clone(&self.counters);
         let run = self.run_mut()?;
-        let optimizer = match &run.phase {
-            Some((optimizer, _)) => optimizer.clone(),
-            None => return Err(Error::Config("no phase started".into())),
-        };
+        if run.phase.is_none() {
+            return Err(Error::Config("no phase started".into()));
+        }
         let nnz = run.sparse.as_ref().map_or(0, |s| s.x.nnz() as usize);
         let widest = batches.iter().map(|&b| run.plan[b].rows).max().unwrap_or(0);
         let per_row = nnz.div_ceil(run.n.max(1)).max(1);
         let per_submission = plan::steps_per_submission(ctx.profile(), (widest, per_row, run.o))
             .unwrap_or(usize::MAX);
-        let slots_per_step = run.sparse.as_ref().map_or(0, |s| {
-            let plans = batches.iter().filter_map(|&b| s.batch_plans.get(b));
-            plans.map(SparseBatch::slots).max().unwrap_or(0)
-        });
+        // A batch's passes, and the update's scalars (one per model of a lockstep run).
+        let slots_per_step = run.step_slots()
+            + run.sparse.as_ref().map_or(0, |s| {
+                let plans = batches.iter().filter_map(|&b| s.batch_plans.get(b));
+                plans.map(SparseBatch::slots).max().unwrap_or(0)
+            });
         let mut done = 0;
         while done < batches.len() {
             let mut encoder = ctx
@@ -148,10 +158,8 @@ impl GpuBackend {
                         batches[done],
                         Compute::PhaseGradient,
                     )?;
-                    let info = run.ring.push(&StepArgs {
-                        blocks: 0,
-                        ..StepArgs::new(&optimizer, first_t + done as u64)
-                    });
+                    // The gradient is whole: no partials for the update to add up.
+                    let info = run.push_step(first_t + done as u64, 0)?;
                     Self::encode_update(run, &ctx, &mut pass, info)?;
                     in_submission += 1;
                     done += 1;
