@@ -6,9 +6,12 @@
 //   sum:     out(i, k)        = Σ_{s ∈ owner i's segments} partial[s·o + k]  (+ bias)
 //            (the gradient:     out(i, k) += that sum, the slices of a batch in turn)
 //   clear:   out(j, k)        = 0 for the columns j of the job (the gradient's)
+//   transpose: out[j·o + k]   = dense[k·d + j], out[o·d + k] = dense[o·d + k], for the
+//            parameters i = first .. first + count (i = k·d + j)
 //
 // An owner is a batch row (forward: index = column, dense = W, a = 1, b = d, out = z[i·o + k]
-// plus b[k]) or a column the batch holds (gradient: index = batch position, dense = δ, a = o,
+// plus b[k]; with several outputs dense is W transposed by `transpose`, a = o, b = 1, so that
+// the outputs of one column, which neighbouring invocations read, are neighbours too) or a column the batch holds (gradient: index = batch position, dense = δ, a = o,
 // b = 1, out = grad[k·d + j] for owner i's column j, column d being the bias's column of ones
 // with out = grad[o·d + k]); the columns it holds none of are cleared first. Owners are split
 // into segments of at most SEGMENT nonzeros, so a long row or column is spread over many
@@ -28,8 +31,8 @@
 //   6 partial   storage, rw      f32[segments · o]
 //   7 out       storage, rw      f32[]: z (forward) or the gradient
 //
-// Invariants: one invocation per (segment, output), (owner, output) or (column, output),
-// linearised 2-D grid; an owner's segments are consecutive and in entry order; owners'
+// Invariants: one invocation per (segment, output), (owner, output), (column, output) or
+// (transpose) parameter, linearised 2-D grid; an owner's segments are consecutive and in entry order; owners'
 // columns ascend.
 
 override WG: u32 = 64u;
@@ -132,4 +135,22 @@ fn clear(
         return;
     }
     out[gradient_index(jk.x, jk.y)] = 0.0;
+}
+
+@compute @workgroup_size(WG)
+fn transpose(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = job.first + (wg.x + wg.y * groups.x) * WG + lid;
+    if i >= job.first + job.count {
+        return;
+    }
+    let weights = dims.o * dims.d;
+    if i < weights {
+        out[(i % dims.d) * dims.o + i / dims.d] = dense[i];
+    } else {
+        out[i] = dense[i];
+    }
 }

@@ -83,7 +83,7 @@ pub fn pipelines(sizes: &[u32], rows_groups: &[u32], shift: u32) -> Vec<Pipeline
             subgroup_size: size,
         })
     };
-    let simple: [(&str, &str, &str, &[Constant]); 15] = [
+    let simple: [(&str, &str, &str, &[Constant]); 16] = [
         ("linear_forward", "linear_forward.wgsl", "main", &WG),
         ("bce", "bce.wgsl", "main", &WG),
         (
@@ -102,6 +102,12 @@ pub fn pipelines(sizes: &[u32], rows_groups: &[u32], shift: u32) -> Vec<Pipeline
         ("sparse_linear.gather", "sparse_linear.wgsl", "gather", &WG),
         ("sparse_linear.sum", "sparse_linear.wgsl", "sum", &WG),
         ("sparse_linear.clear", "sparse_linear.wgsl", "clear", &WG),
+        (
+            "sparse_linear.transpose",
+            "sparse_linear.wgsl",
+            "transpose",
+            &WG,
+        ),
         ("reduce", "reduce.wgsl", "main", &WG),
         ("sgd", "sgd.wgsl", "main", &OPTIMIZER),
         ("adam", "adam.wgsl", "main", &OPTIMIZER),

@@ -48,11 +48,12 @@ pub(crate) struct Kernels {
     pub(crate) probe_texture: LazyPipeline,
     pub(crate) gemm: Kernel,
     /// `sparse_linear`'s passes: products of sparse rows or columns with W or δ by segments,
-    /// their sums by row or column, and the gradient of the columns a batch holds none of
-    /// cleared.
+    /// their sums by row or column, the gradient of the columns a batch holds none of
+    /// cleared, and W transposed for the forward passes of several outputs.
     pub(crate) sparse_gather: Kernel,
     pub(crate) sparse_sum: Kernel,
     pub(crate) sparse_clear: Kernel,
+    pub(crate) sparse_transpose: Kernel,
     pub(crate) reduce: Kernel,
     pub(crate) sgd: Kernel,
     pub(crate) adam: Kernel,
@@ -479,6 +480,7 @@ impl Kernels {
             sparse_gather: build("sparse_linear.gather", &sparse, "gather", &WG),
             sparse_sum: build("sparse_linear.sum", &sparse, "sum", &WG),
             sparse_clear: build("sparse_linear.clear", &sparse, "clear", &WG),
+            sparse_transpose: build("sparse_linear.transpose", &sparse, "transpose", &WG),
             reduce: build("reduce", &module("reduce.wgsl"), "main", &WG),
             sgd: build("sgd", &module("sgd.wgsl"), "main", &OPTIMIZER),
             adam: build("adam", &module("adam.wgsl"), "main", &OPTIMIZER),

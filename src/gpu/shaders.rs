@@ -299,6 +299,7 @@ pub const LAYOUTS: &[(&str, &[Slot])] = &[
     ("sparse_linear.gather", SPARSE),
     ("sparse_linear.sum", SPARSE),
     ("sparse_linear.clear", SPARSE),
+    ("sparse_linear.transpose", SPARSE),
     ("reduce", &[Ring(0), Read(1), Read(2), Write(3)]),
     (
         "sgd",
@@ -441,11 +442,12 @@ pub(crate) const STEP_STORAGE_BINDINGS: u32 = storage_buffers(STEP);
 pub(crate) const TILED_STORAGE_BINDINGS: u32 = storage_buffers(TILED_FORWARD);
 /// The kernels every run needs: the portable path's and the optimizers' (see
 /// [`PORTABLE_STORAGE_BINDINGS`]).
-pub const PORTABLE_KERNELS: [&str; 10] = [
+pub const PORTABLE_KERNELS: [&str; 11] = [
     "linear_forward",
     "sparse_linear.gather",
     "sparse_linear.sum",
     "sparse_linear.clear",
+    "sparse_linear.transpose",
     "bce",
     "linear_backward.partial",
     "linear_backward.total",

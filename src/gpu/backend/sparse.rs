@@ -90,12 +90,13 @@ struct SparseBatch {
 }
 
 impl SparseBatch {
-    /// Argument slots a step of this batch takes at most: the clears and the update's, then
+    /// Argument slots a step of this batch takes at most: W's transposition, the clears and
+    /// the update's, then
     /// per slice a gather per chunk and a sum for the forward pass, `bce`, and per gradient
     /// pass (≤ 2) a gather per chunk and a sum.
     fn slots(&self) -> u64 {
         let slice = |s: &Slice| s.forward.chunks.len() + 2 + 2 * (s.gradient.chunks.len() + 1);
-        8 + self.slices.iter().map(slice).sum::<usize>() as u64
+        9 + self.slices.iter().map(slice).sum::<usize>() as u64
     }
 }
 
@@ -138,6 +139,9 @@ struct SparseWork {
     /// `bce`'s by (chunk of targets, slice), and the loss's reduction by slice.
     bce: BTreeMap<(u32, u32), wgpu::BindGroup>,
     reduce_loss: Vec<wgpu::BindGroup>,
+    /// With several outputs, `transpose`'s bind group writing W transposed, which the forward
+    /// passes read.
+    transpose: Option<wgpu::BindGroup>,
 }
 
 /// The bind group `key` of `groups`, which planning made for every pair a pass uses.
@@ -482,15 +486,30 @@ impl GpuBackend {
             used.dedup();
             used
         };
+        // With several outputs the forward passes read W transposed: one column's outputs,
+        // which neighbouring invocations read, side by side.
+        let transposed = match o {
+            1 => None,
+            _ => Some(self.storage("parameters, transposed", run.n_params as u64 * 4)?),
+        };
+        let weights = transposed.as_ref().unwrap_or(&run.params);
         let forward = pairs(|s| &s.forward)
             .into_iter()
             .map(|(c, s)| {
                 let label = format!("sparse_linear forward, chunk {c}, slice {s}");
                 let [cols, values] = &sparse.chunks[c as usize];
-                let group = bind(&label, cols, values, [&run.params, &z[s as usize]]);
+                let group = bind(&label, cols, values, [weights, &z[s as usize]]);
                 ((c, s), group)
             })
             .collect();
+        let transpose = transposed.as_ref().map(|t| {
+            bind(
+                "sparse_linear.transpose",
+                &layout,
+                &layout,
+                [&run.params, t],
+            )
+        });
         let gradient = pairs(|s| &s.gradient)
             .into_iter()
             .map(|(c, s)| {
@@ -524,6 +543,7 @@ impl GpuBackend {
             gradient,
             bce,
             reduce_loss,
+            transpose,
         };
         if run.work.is_none() {
             // The optimizer kernels' bind groups (no row chunks, no gradient partials).

@@ -70,6 +70,20 @@ impl GpuBackend {
             dispatch(pass, ctx, &k.sparse_sum, group, &[sum], groups(p.owners));
             Ok(())
         };
+        if let Some(group) = &work.transpose {
+            let count = o * d + o;
+            let job = ring.push(&SparseJob {
+                first: 0,
+                count,
+                ..SparseJob::zeroed()
+            });
+            let groups = count.div_ceil(WORKGROUP_SIZE);
+            dispatch(pass, ctx, &k.sparse_transpose, group, &[job], groups);
+        }
+        let (a, b) = match work.transpose {
+            Some(_) => (o, 1),
+            None => (1, d),
+        };
         // The gradient starts at 0: the columns a batch holds none of stay so, and each slice
         // adds its sums to the others'.
         for columns in cleared {
@@ -89,7 +103,7 @@ impl GpuBackend {
             .map_or(NO_TABLE, |l| l.scales_at + batch as u32 * l.folds);
         for (s, slice) in plan.slices.iter().enumerate() {
             let s = s as u32;
-            encode(ring, pass, &slice.forward, (&work.forward, s), (1, d, 1))?;
+            encode(ring, pass, &slice.forward, (&work.forward, s), (a, b, 1))?;
             let step = ring.push(&ChunkStep {
                 count: slice.rows,
                 row_offset: slice.y_row,
