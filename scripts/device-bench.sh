@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures of issue #4 in one run on a lent device machine (see DEVELOPERS.md and the
+# The GPU figures of issues #4 and #23 in one run on a lent device machine (see DEVELOPERS.md and the
 # workspace's device tool). Nothing is built there: build here, then carry the binary and the
 # Vulkan loader packages:
 #
@@ -30,3 +30,7 @@ for kernels in fused rows; do
     timeout 60 "$bin" bench --shapes S2,S5 --repeats 7 --kernels "$kernels" \
         --json "$out/bench-$kernels.json" 2>&1 | tail -3
 done
+# Issue #23: M models of a sweep in lockstep against M one-model runs, with the arithmetic
+# probe's bound.
+timeout 120 "$bin" bench --sweep --repeats 5 --json "$out/bench-sweep.json" 2>&1 \
+    | tee "$out/bench-sweep.txt"
