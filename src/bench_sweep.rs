@@ -114,16 +114,15 @@ fn folds_for(models: usize) -> usize {
     if models >= 4 { 4 } else { 2 }
 }
 
-/// One model alone on the training rows of fold 0 of `folds`: its step in milliseconds, its
-/// steps an epoch and its training rows.
+/// One model alone on the training rows of fold 0 of `fold_of_row`: its step in
+/// milliseconds, its steps an epoch and its training rows.
 fn single_model(
     context: &Arc<GpuContext>,
     shape: &Shape,
     (data, init): (&Dataset, &Params),
-    folds: usize,
+    fold_of_row: &[u32],
     repeats: usize,
 ) -> Result<(f64, usize, usize)> {
-    let fold_of_row = stratified_folds(&data.y, data.n, data.o, folds, 0)?;
     let rows: Vec<u32> = (0..data.n as u32)
         .filter(|&r| fold_of_row[r as usize] != 0)
         .collect();
@@ -164,14 +163,15 @@ pub fn run_sweep(
         for &models in counts {
             log::info!("bench sweep {}: {models} models", shape.name);
             let folds = folds_for(models);
+            let fold_of_row = stratified_folds(&data.y, data.n, data.o, folds, 0)?;
             let (single_step_ms, single_steps, training_rows) = match singles.get(&folds) {
                 Some(&single) => single,
                 None => {
-                    let single = single_model(&context, shape, (&data, &init), folds, repeats)?;
+                    let data = (&data, &init);
+                    let single = single_model(&context, shape, data, &fold_of_row, repeats)?;
                     *singles.entry(folds).or_insert(single)
                 }
             };
-            let fold_of_row = stratified_folds(&data.y, data.n, data.o, folds, 0)?;
             let held_out = (0..models).map(|m| (m % folds) as u32).collect();
             let layout = Lockstep::with_folds(data.o, fold_of_row, held_out);
             let mut gpu = GpuBackend::new(Arc::clone(&context));

@@ -12,7 +12,7 @@ from sklearn.model_selection import ParameterGrid
 from sklearn.utils.validation import validate_data
 
 from . import _native
-from .estimator import BilevelClassifier
+from .estimator import BilevelClassifier, _csr_arrays
 
 _SCORINGS = ("neg_log_loss", "roc_auc", "accuracy")
 
@@ -160,18 +160,8 @@ class BilevelClassifierCV(BilevelClassifier):
             one.classes_, one._kind = self.classes_, self._kind
             configs.append(json.loads(one._options(targets)))
         if sp.issparse(X):
-            X = X.tocsr()
-            if not X.has_canonical_format:
-                X = X.copy()
-                X.sum_duplicates()
             folds, logits, histories, standardizer = _native.fit_sweep_sparse(
-                X.shape,
-                X.indptr.astype(np.int64, copy=False),
-                X.indices.astype(np.int64, copy=False),
-                X.data.astype(np.float32, copy=False),
-                targets,
-                json.dumps(configs),
-                int(self.cv),
+                *_csr_arrays(X), targets, json.dumps(configs), int(self.cv)
             )
         else:
             X32 = np.ascontiguousarray(X, dtype=np.float32)

@@ -19,6 +19,21 @@ from . import _native
 from .progress import Progress
 
 
+def _csr_arrays(X):
+    """A scipy sparse matrix as the native module takes it: its shape and canonical CSR
+    arrays (sorted, no duplicates; 64-bit indices, f32 values)."""
+    X = X.tocsr()
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    return (
+        X.shape,
+        X.indptr.astype(np.int64, copy=False),
+        X.indices.astype(np.int64, copy=False),
+        X.data.astype(np.float32, copy=False),
+    )
+
+
 # The parameters that are the engine's two-level run options (`config::TwoLevel`) as named.
 _RUN_OPTIONS = (
     "local_optimizer",
@@ -293,19 +308,9 @@ class BilevelClassifier(ClassifierMixin, BaseEstimator):
         targets = self._targets(y)
         options = self._options(targets)
         if sp.issparse(X):
-            X = X.tocsr()
-            if not X.has_canonical_format:
-                X = X.copy()
-                X.sum_duplicates()
             with Progress(self.verbose) as progress:
                 params, history, standardizer = _native.fit_sparse(
-                    X.shape,
-                    X.indptr.astype(np.int64, copy=False),
-                    X.indices.astype(np.int64, copy=False),
-                    X.data.astype(np.float32, copy=False),
-                    targets,
-                    options,
-                    progress,
+                    *_csr_arrays(X), targets, options, progress
                 )
         else:
             X = np.ascontiguousarray(X, dtype=np.float32)

@@ -39,37 +39,68 @@ pub(crate) fn seen_sizes(words: &[u32]) -> (u32, u32) {
 
 /// Dispatches `file` (entry `main`, override `WG` = `wg`) over `PROBE_WORKGROUPS`
 /// workgroups, its output at binding 0 (`bytes`), and reads the output back.
-fn run(ctx: &GpuContext, file: &str, wg: u32, bytes: u64) -> Result<Vec<u8>> {
-    let wg = [("WG", f64::from(wg))];
-    let pipeline = ctx.auto_pipeline(file, shader_source(file), &wg);
-    let out = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("probe output"),
-        size: bytes,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
-    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some(file),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[wgpu::BindGroupEntry {
-            binding: 0,
-            resource: out.as_entire_binding(),
-        }],
-    });
-    let mut encoder = ctx
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(file) });
-    {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(file),
-            timestamp_writes: None,
+fn run(ctx: &GpuContext, file: &'static str, wg: u32, bytes: u64) -> Result<Vec<u8>> {
+    let probe = OutputProbe::new(ctx, file, &[("WG", f64::from(wg))], bytes);
+    probe.submit(ctx, PROBE_WORKGROUPS);
+    read_back(ctx, &probe.out, bytes, file)
+}
+
+/// A probe whose only binding is its output (binding 0): the pipeline of `file`'s `main`
+/// with `constants`, its output buffer and their bind group, built once.
+pub(super) struct OutputProbe {
+    file: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    pub(super) out: wgpu::Buffer,
+    bind_group: wgpu::BindGroup,
+}
+
+impl OutputProbe {
+    pub(super) fn new(
+        ctx: &GpuContext,
+        file: &'static str,
+        constants: &[(&str, f64)],
+        bytes: u64,
+    ) -> Self {
+        let pipeline = ctx.auto_pipeline(file, shader_source(file), constants);
+        let out = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("probe output"),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
         });
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(PROBE_WORKGROUPS, 1, 1);
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(file),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: out.as_entire_binding(),
+            }],
+        });
+        Self {
+            file,
+            pipeline,
+            out,
+            bind_group,
+        }
     }
-    ctx.queue.submit([encoder.finish()]);
-    read_back(ctx, &out, bytes, file)
+
+    /// Submits one dispatch of `groups` workgroups, without waiting.
+    pub(super) fn submit(&self, ctx: &GpuContext, groups: u32) {
+        let label = Some(self.file);
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label,
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &self.bind_group, &[]);
+            pass.dispatch_workgroups(groups, 1, 1);
+        }
+        ctx.queue.submit([encoder.finish()]);
+    }
 }
 
 /// Waits for the work submitted so far and reads the first `bytes` of `src` (a buffer with

@@ -4,8 +4,7 @@
 //! it did.
 
 use super::context::GpuContext;
-use super::probe::read_back;
-use super::shaders::shader_source;
+use super::probe::{OutputProbe, read_back};
 use crate::{Error, Result};
 
 const FILE: &str = "probe_fma.wgsl";
@@ -38,9 +37,7 @@ pub fn fma_probe_sum(i: u32) -> f32 {
 /// The probe, built once and dispatched as often as it is timed.
 pub struct FmaProbe {
     context: std::sync::Arc<GpuContext>,
-    pipeline: wgpu::ComputePipeline,
-    out: wgpu::Buffer,
-    bind_group: wgpu::BindGroup,
+    probe: OutputProbe,
     groups: u32,
 }
 
@@ -53,29 +50,11 @@ impl FmaProbe {
             .div_ceil(INVOCATION_FLOPS * u64::from(WG))
             .clamp(1, u64::from(limit)) as u32;
         let constants = [("WG", f64::from(WG)), ("ITERATIONS", f64::from(ITERATIONS))];
-        let pipeline = context.auto_pipeline(FILE, shader_source(FILE), &constants);
-        let out = context.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("probe_fma output"),
-            size: u64::from(groups * WG) * 4,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let bind_group = context
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(FILE),
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &[wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: out.as_entire_binding(),
-                }],
-            });
+        let probe = OutputProbe::new(&context, FILE, &constants, u64::from(groups * WG) * 4);
         context.check("building the arithmetic probe")?;
         Ok(Self {
             context,
-            pipeline,
-            out,
-            bind_group,
+            probe,
             groups,
         })
     }
@@ -87,27 +66,15 @@ impl FmaProbe {
 
     /// Dispatches the probe once and waits for it.
     pub fn run(&self) -> Result<()> {
-        let ctx = &self.context;
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(FILE) });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(FILE),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&self.pipeline);
-            pass.set_bind_group(0, &self.bind_group, &[]);
-            pass.dispatch_workgroups(self.groups, 1, 1);
-        }
-        ctx.queue.submit([encoder.finish()]);
-        ctx.wait("running the arithmetic probe")
+        self.probe.submit(&self.context, self.groups);
+        self.context.wait("running the arithmetic probe")
     }
 
     /// Reads what the last dispatch wrote and compares each invocation's sum with
     /// [`fma_probe_sum`]: an error names the first that differs.
     pub fn check(&self) -> Result<()> {
-        let bytes = read_back(&self.context, &self.out, self.out.size(), FILE)?;
+        let out = &self.probe.out;
+        let bytes = read_back(&self.context, out, out.size(), FILE)?;
         let sums: &[f32] = bytemuck::cast_slice(&bytes);
         for (i, &got) in sums.iter().enumerate() {
             let want = fma_probe_sum(i as u32);

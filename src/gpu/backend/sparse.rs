@@ -34,11 +34,8 @@ pub(super) struct SparseRun {
     /// columns and values (CSR order): what the forward passes read.
     chunk_starts: Vec<u64>,
     chunks: Vec<[wgpu::Buffer; 2]>,
-    /// All n×o targets, which each plan lays out in batch order.
-    y: Vec<f32>,
-    /// In a lockstep run, the same on the device, where `bce` finds each row's targets and
-    /// (in the model table) its fold by the row's index: each plan lays out row indices.
-    y_by_row: Option<wgpu::Buffer>,
+    /// All n×o targets.
+    y: SparseTargets,
     /// Feature columns whose gradient a step computes (the phase's), and whether the biases'.
     trained: (Range<u32>, bool),
     batch_plans: Vec<SparseBatch>,
@@ -48,6 +45,15 @@ pub(super) struct SparseRun {
     /// The bandwidth probe over each chunk's columns and values, with their vec4 counts: one
     /// read of the CSR arrays a step reads.
     pub(super) probes: Vec<(wgpu::BindGroup, u32)>,
+}
+
+/// Where a sparse run's targets are.
+enum SparseTargets {
+    /// On the host: each plan lays out its slices' targets in batch order.
+    Host(Vec<f32>),
+    /// On the device, n×o (a lockstep run): `bce` finds each row's targets and (in the model
+    /// table) its fold by the row's index, and each plan lays out its slices' rows.
+    ByRow(wgpu::Buffer),
 }
 
 impl SparseRun {
@@ -91,9 +97,8 @@ struct SparseBatch {
 
 impl SparseBatch {
     /// Argument slots a step of this batch takes at most: W's transposition, the clears and
-    /// the update's, then
-    /// per slice a gather per chunk and a sum for the forward pass, `bce`, and per gradient
-    /// pass (≤ 2) a gather per chunk and a sum.
+    /// the update's, then per slice a gather per chunk and a sum for the forward pass, `bce`,
+    /// and per gradient pass (≤ 2) a gather per chunk and a sum.
     fn slots(&self) -> u64 {
         let slice = |s: &Slice| s.forward.chunks.len() + 2 + 2 * (s.gradient.chunks.len() + 1);
         9 + self.slices.iter().map(slice).sum::<usize>() as u64
@@ -231,13 +236,13 @@ impl GpuBackend {
         by_row: bool,
     ) -> Result<SparseRun> {
         let ctx = &self.context;
-        let y_by_row = match by_row {
+        let y = match by_row {
             true => {
                 let buffer = self.storage("targets of every row", y.len() as u64 * 4)?;
                 self.upload_in_pieces(&buffer, bytemuck::cast_slice(y))?;
-                Some(buffer)
+                SparseTargets::ByRow(buffer)
             }
-            false => None,
+            false => SparseTargets::Host(y.to_vec()),
         };
         let nnz = x.nnz();
         let chunk_starts = entry_chunks(x, plan.chunk_entries)?;
@@ -282,8 +287,7 @@ impl GpuBackend {
             plan,
             chunk_starts,
             chunks,
-            y: y.to_vec(),
-            y_by_row,
+            y,
             trained: (0..x.d as u32, true),
             batch_plans: Vec::new(),
             with_columns: false,
@@ -342,9 +346,8 @@ impl GpuBackend {
         // targets; the columns' entries are filled in below, piece by piece.
         let mut packing = Packing::new(sparse.plan.chunk_entries);
         let mut targets = Targets::new(slice_rows, o);
-        // In a lockstep run `bce` reads every row's targets by the row's index: the slices'
-        // rows, in turn.
-        let by_row = sparse.y_by_row.is_some();
+        // The row list `bce` finds a slice's targets through ([row_offset + p]): the slices'
+        // rows in turn over every row's targets, or the identity over the packed targets.
         let mut row_list: Vec<u32> = Vec::new();
         let mut plans = Vec::with_capacity(batches.len());
         let mut most_segments = 1usize;
@@ -364,11 +367,12 @@ impl GpuBackend {
                     }
                 };
                 let gradient = push_pass(&mut layout, &columns);
-                let (y_chunk, y_row) = if by_row {
-                    row_list.extend_from_slice(rows);
-                    (0, (row_list.len() - rows.len()) as u32)
-                } else {
-                    targets.push(rows, &sparse.y)
+                let (y_chunk, y_row) = match &sparse.y {
+                    SparseTargets::ByRow(_) => {
+                        row_list.extend_from_slice(rows);
+                        (0, (row_list.len() - rows.len()) as u32)
+                    }
+                    SparseTargets::Host(y) => targets.push(rows, y),
                 };
                 most_segments = most_segments.max(forward_segments.len()).max(columns.len());
                 if widths.len() == s {
@@ -408,16 +412,14 @@ impl GpuBackend {
             Ok(buffer)
         };
         let layout = upload("sparse segments", bytemuck::cast_slice(&layout))?;
-        // bce finds a slice's targets at [row_offset + p] through this row list: the identity
-        // over the packed targets, or the slices' rows over every row's.
-        if !by_row {
+        if let SparseTargets::Host(_) = &sparse.y {
             row_list = (0..targets.most_rows() as u32).collect();
         }
-        let identity = upload("sparse target rows", bytemuck::cast_slice(&row_list))?;
+        let row_list = upload("sparse target rows", bytemuck::cast_slice(&row_list))?;
         // Each chunk's host arrays dropped once they are on the device.
-        let y = match &sparse.y_by_row {
-            Some(y) => vec![y.clone()],
-            None => std::mem::take(&mut targets.chunks)
+        let y = match &sparse.y {
+            SparseTargets::ByRow(y) => vec![y.clone()],
+            SparseTargets::Host(_) => std::mem::take(&mut targets.chunks)
                 .into_iter()
                 .enumerate()
                 .map(|(c, y)| {
@@ -528,7 +530,7 @@ impl GpuBackend {
                     self.bind_bce(
                         &format!("bce (sparse), targets {c}, slice {s}"),
                         run,
-                        (&y[c], &identity),
+                        (&y[c], &row_list),
                         [&z[s], &delta[s], &loss[s]],
                     )
                 });
